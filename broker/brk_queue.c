@@ -1,0 +1,932 @@
+/*  brk_queue: see brk_queue.h.
+
+    A message is in exactly one state:
+      READY    in the ready list, waiting for a worker (FIFO)
+      DELAYED  in the delay heap, waiting out a backoff or a NACK delay
+      LEASED   held by one open lease (in the lease heap and lease map)
+      DEAD     in the dead list, until replayed
+      DONE     acked; kept (without its body) in the done list only so that
+               a late re-publish of the same id is still a duplicate; the
+               oldest are forgotten beyond dedup_window.
+    READY, DELAYED and LEASED messages are also on the pending list in
+    publish order, whose head is the oldest unacked message.
+
+    Costs: publish, lease, ack, extend, nack are O(log N) (heap) plus a
+    hash look-up; tick is O(log N) per thing that fires; worker liveness is
+    checked by a scan of the workers once per heartbeat, O(workers).
+*/
+#include "brk_queue.h"
+
+#include <assert.h>
+#include <czmq.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mdl_heap.h"
+
+typedef enum {
+    S_READY,
+    S_DELAYED,
+    S_LEASED,
+    S_DEAD,
+    S_DONE
+} s_state_t;
+
+typedef struct _brk_lease_t brk_lease_t;
+
+struct _brk_msg_t {
+    char id [37];               //  message_id, canonical lower-case uuid
+    s_state_t state;            //  See above
+    char *json;                 //  Request as delivered; NULL once DONE
+    size_t json_len;            //  Bytes of json
+    int64_t attempts;           //  Deliveries made since publish or replay
+    unsigned steps;             //  MMP_STEP_* reported done
+    int64_t published_at;       //  Monotonic ms of publish (or replay)
+    brk_lease_t *lease;         //  Open lease when LEASED
+    uint64_t last_worker;       //  Id of the previous lease's holder, or 0
+    mdl_heap_node_t delay;      //  Position in the delay heap when DELAYED
+    brk_msg_t *next, *prev;     //  Ready, dead or done list
+    brk_msg_t *pnext, *pprev;   //  Pending list (READY, DELAYED, LEASED)
+    brk_attempt_t *history;     //  Ring of the latest outcomes, or NULL
+    size_t history_size;        //  Entries used
+    char *dead_reason;          //  Why it was dead-lettered, or NULL
+    int64_t dead_at;            //  Unix ms it was dead-lettered
+};
+
+struct _brk_lease_t {
+    uint64_t delivery_id;       //  Key in the lease map
+    brk_msg_t *msg;             //  What is leased
+    brk_worker_t *worker;       //  Holder, or NULL once the worker is gone
+    mdl_heap_node_t deadline;   //  Position in the lease heap
+    brk_lease_t *wnext, *wprev; //  Holder's lease list
+};
+
+struct _brk_worker_t {
+    uint64_t id;                //  Unique per registration, never reused
+    char name [64];             //  For logs, events and history
+    void *handle;               //  Owner's, opaque
+    int64_t credit;             //  Most leases held at once
+    int64_t in_flight;          //  Leases held now
+    int64_t last_seen;          //  Monotonic ms of the last sign of life
+    brk_lease_t *leases;        //  Open leases held
+    brk_worker_t *next, *prev;  //  All workers, in dispatch order
+};
+
+typedef struct {
+    brk_msg_t *head, *tail;     //  Linked through next/prev
+    size_t size;                //  Members
+} s_list_t;
+
+struct _brk_queue_t {
+    brk_queue_config_t config;  //  Copy of the settings
+    mdl_clock_t clock;          //  Injected time
+    zhashx_t *messages;         //  message_id -> brk_msg_t, every state
+    zhashx_t *leases;           //  &delivery_id -> brk_lease_t, open leases
+    mdl_heap_t *lease_heap;     //  Open leases by deadline
+    mdl_heap_t *delay_heap;     //  Delayed messages by time ready
+    s_list_t ready;             //  READY, FIFO
+    s_list_t dead;              //  DEAD, oldest first
+    s_list_t done;              //  DONE, oldest first
+    brk_msg_t *pending_head;    //  Oldest pending message
+    brk_msg_t *pending_tail;    //  Newest pending message
+    size_t in_flight;           //  LEASED messages
+    brk_worker_t *workers;      //  Registered workers, round-robin order
+    size_t worker_count;        //  Length of workers
+    brk_worker_t *cursor;       //  Where the next dispatch round starts
+    uint64_t next_seq;          //  Low bits of the next delivery id
+    uint64_t next_worker_id;    //  Id of the next registered worker
+    int64_t next_liveness;      //  When to scan workers for silence next
+    brk_event_fn *event;        //  Event handler, or NULL
+    void *event_arg;            //  Its argument
+    bool events;                //  Call event at all?
+    brk_queue_stats_t counters; //  Cumulative counters (the "now" ones are computed)
+};
+
+#define S_SEQ_BITS 32
+#define S_SEQ_MASK ((UINT64_C (1) << S_SEQ_BITS) - 1)
+
+static const char *s_event_names [BRK_EVENT_COUNT] = {
+    "published", "delivered", "extended", "acked", "nacked", "expired",
+    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost"
+};
+
+const char *
+brk_event_name (brk_event_t event)
+{
+    return event < BRK_EVENT_COUNT ? s_event_names [event] : NULL;
+}
+
+void
+brk_queue_config_defaults (brk_queue_config_t *config)
+{
+    config->ack_deadline_ms = 10000;
+    config->max_attempts = 5;
+    config->backoff_base_ms = 500;
+    config->backoff_max_ms = 30000;
+    config->heartbeat_ms = 1000;
+    config->dedup_window = 100000;
+    config->epoch = 1;
+}
+
+//  --------------------------------------------------------------------------
+//  Lists
+
+static void
+s_list_push (s_list_t *list, brk_msg_t *msg)
+{
+    msg->next = NULL;
+    msg->prev = list->tail;
+    if (list->tail)
+        list->tail->next = msg;
+    else
+        list->head = msg;
+    list->tail = msg;
+    list->size++;
+}
+
+static void
+s_list_unlink (s_list_t *list, brk_msg_t *msg)
+{
+    if (msg->prev)
+        msg->prev->next = msg->next;
+    else
+        list->head = msg->next;
+    if (msg->next)
+        msg->next->prev = msg->prev;
+    else
+        list->tail = msg->prev;
+    msg->next = msg->prev = NULL;
+    list->size--;
+}
+
+static void
+s_pending_push (brk_queue_t *self, brk_msg_t *msg)
+{
+    msg->pnext = NULL;
+    msg->pprev = self->pending_tail;
+    if (self->pending_tail)
+        self->pending_tail->pnext = msg;
+    else
+        self->pending_head = msg;
+    self->pending_tail = msg;
+}
+
+static void
+s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
+{
+    if (msg->pprev)
+        msg->pprev->pnext = msg->pnext;
+    else
+        self->pending_head = msg->pnext;
+    if (msg->pnext)
+        msg->pnext->pprev = msg->pprev;
+    else
+        self->pending_tail = msg->pprev;
+    msg->pnext = msg->pprev = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Hash callbacks: the maps borrow keys stored inside their values
+
+static size_t
+s_u64_hash (const void *key)
+{
+    uint64_t x = *(const uint64_t *) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t) x;
+}
+
+static int
+s_u64_compare (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+static void
+s_msg_free (brk_msg_t **msg_p)
+{
+    brk_msg_t *msg = *msg_p;
+    if (msg) {
+        free (msg->json);
+        free (msg->history);
+        free (msg->dead_reason);
+        free (msg);
+        *msg_p = NULL;
+    }
+}
+
+static void
+s_msg_destructor (void **item)
+{
+    s_msg_free ((brk_msg_t **) item);
+}
+
+brk_queue_t *
+brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
+{
+    assert (config);
+    assert (config->max_attempts >= 1);
+    assert (config->ack_deadline_ms >= 0 && config->heartbeat_ms > 0);
+    brk_queue_t *self = calloc (1, sizeof (brk_queue_t));
+    if (!self)
+        return NULL;
+    self->config = *config;
+    if (self->config.epoch < 1)
+        self->config.epoch = 1;
+    self->clock = clock;
+    self->messages = zhashx_new ();
+    self->leases = zhashx_new ();
+    self->lease_heap = mdl_heap_new ();
+    self->delay_heap = mdl_heap_new ();
+    if (!self->messages || !self->leases || !self->lease_heap || !self->delay_heap) {
+        brk_queue_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_key_duplicator (self->messages, NULL);
+    zhashx_set_key_destructor (self->messages, NULL);
+    zhashx_set_destructor (self->messages, s_msg_destructor);
+    zhashx_set_key_duplicator (self->leases, NULL);
+    zhashx_set_key_destructor (self->leases, NULL);
+    zhashx_set_key_hasher (self->leases, s_u64_hash);
+    zhashx_set_key_comparator (self->leases, s_u64_compare);
+    self->next_seq = 1;
+    self->next_liveness = mdl_clock_now (&self->clock) + self->config.heartbeat_ms;
+    return self;
+}
+
+void
+brk_queue_destroy (brk_queue_t **self_p)
+{
+    assert (self_p);
+    brk_queue_t *self = *self_p;
+    if (!self)
+        return;
+    //  Heaps first: they touch their nodes, which live in leases and messages
+    mdl_heap_destroy (&self->lease_heap);
+    mdl_heap_destroy (&self->delay_heap);
+    if (self->leases) {
+        brk_lease_t *lease = zhashx_first (self->leases);
+        while (lease) {
+            free (lease);
+            lease = zhashx_next (self->leases);
+        }
+        zhashx_destroy (&self->leases);
+    }
+    while (self->workers) {
+        brk_worker_t *worker = self->workers;
+        self->workers = worker->next;
+        free (worker);
+    }
+    zhashx_destroy (&self->messages);
+    free (self);
+    *self_p = NULL;
+}
+
+void
+brk_queue_set_event_handler (brk_queue_t *self, brk_event_fn *handler, void *arg)
+{
+    self->event = handler;
+    self->event_arg = arg;
+}
+
+void
+brk_queue_set_events_enabled (brk_queue_t *self, bool enabled)
+{
+    self->events = enabled;
+}
+
+static void
+s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
+        const brk_worker_t *worker, uint64_t delivery_id, const char *reason)
+{
+    if (!self->events || !self->event)
+        return;
+    brk_event_info_t info = {
+        .event = event, .msg = msg, .worker = worker, .delivery_id = delivery_id,
+        .attempt = msg ? msg->attempts : 0, .reason = reason
+    };
+    self->event (self->event_arg, &info);
+}
+
+//  --------------------------------------------------------------------------
+//  Publishing
+
+int
+brk_queue_publish (brk_queue_t *self, const char *message_id,
+                   const char *json, size_t json_len)
+{
+    assert (self && message_id && json);
+    assert (strlen (message_id) == 36);
+    if (zhashx_lookup (self->messages, message_id)) {
+        self->counters.duplicates++;
+        return 1;
+    }
+    brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
+    if (!msg)
+        return -1;
+    msg->json = malloc (json_len + 1);
+    if (!msg->json) {
+        free (msg);
+        return -1;
+    }
+    memcpy (msg->json, json, json_len);
+    msg->json [json_len] = 0;
+    msg->json_len = json_len;
+    memcpy (msg->id, message_id, 37);
+    msg->published_at = mdl_clock_now (&self->clock);
+    msg->state = S_READY;
+    if (zhashx_insert (self->messages, msg->id, msg) != 0) {
+        free (msg->json);
+        free (msg);
+        return -1;
+    }
+    s_list_push (&self->ready, msg);
+    s_pending_push (self, msg);
+    self->counters.published++;
+    s_emit (self, BRK_EVENT_PUBLISHED, msg, NULL, 0, NULL);
+    return 0;
+}
+
+bool
+brk_queue_known (brk_queue_t *self, const char *message_id)
+{
+    return zhashx_lookup (self->messages, message_id) != NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  Workers
+
+brk_worker_t *
+brk_queue_worker_add (brk_queue_t *self, const char *name, int64_t credit, void *handle)
+{
+    assert (self);
+    brk_worker_t *worker = calloc (1, sizeof (brk_worker_t));
+    if (!worker)
+        return NULL;
+    snprintf (worker->name, sizeof worker->name, "%s", name && *name ? name : "worker");
+    worker->id = ++self->next_worker_id;
+    worker->handle = handle;
+    worker->credit = credit < 0 ? 0 : credit;
+    worker->last_seen = mdl_clock_now (&self->clock);
+    //  New workers go to the end of the round-robin
+    if (self->workers) {
+        brk_worker_t *last = self->workers;
+        while (last->next)
+            last = last->next;
+        last->next = worker;
+        worker->prev = last;
+    }
+    else
+        self->workers = worker;
+    self->worker_count++;
+    s_emit (self, BRK_EVENT_WORKER_JOINED, NULL, worker, 0, NULL);
+    return worker;
+}
+
+void
+brk_queue_worker_set_credit (brk_queue_t *self, brk_worker_t *worker, int64_t credit)
+{
+    assert (self && worker);
+    worker->credit = credit < 0 ? 0 : credit;
+}
+
+void
+brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker)
+{
+    worker->last_seen = mdl_clock_now (&self->clock);
+}
+
+void *
+brk_worker_handle (const brk_worker_t *worker)
+{
+    return worker->handle;
+}
+
+const char *
+brk_worker_name (const brk_worker_t *worker)
+{
+    return worker->name;
+}
+
+int64_t
+brk_worker_in_flight (const brk_worker_t *worker)
+{
+    return worker->in_flight;
+}
+
+int64_t
+brk_worker_credit (const brk_worker_t *worker)
+{
+    return worker->credit;
+}
+
+//  --------------------------------------------------------------------------
+//  Outcomes
+
+int64_t
+brk_queue_backoff (const brk_queue_t *self, int64_t attempt)
+{
+    int64_t delay = self->config.backoff_base_ms;
+    for (int64_t i = 1; i < attempt && delay < self->config.backoff_max_ms; i++)
+        delay *= 2;
+    return delay < self->config.backoff_max_ms ? delay : self->config.backoff_max_ms;
+}
+
+static void
+s_record (brk_queue_t *self, brk_msg_t *msg, brk_lease_t *lease,
+          const char *outcome, const char *reason)
+{
+    size_t keep = (size_t) self->config.max_attempts;
+    if (keep > 64)
+        keep = 64;
+    if (!msg->history) {
+        msg->history = calloc (keep, sizeof (brk_attempt_t));
+        if (!msg->history)
+            return;             //  History is best effort; the message is not
+    }
+    if (msg->history_size == keep) {
+        memmove (msg->history, msg->history + 1, (keep - 1) * sizeof (brk_attempt_t));
+        msg->history_size--;
+    }
+    brk_attempt_t *entry = &msg->history [msg->history_size++];
+    entry->attempt = msg->attempts;
+    entry->delivery_id = lease->delivery_id;
+    snprintf (entry->worker, sizeof entry->worker, "%s",
+              lease->worker ? lease->worker->name : "(gone)");
+    entry->outcome = outcome;
+    snprintf (entry->reason, sizeof entry->reason, "%s", reason ? reason : "");
+    entry->at_ms = mdl_clock_wall ();
+}
+
+//  Close a lease: out of the map, the heap and its holder's list.
+static void
+s_lease_close (brk_queue_t *self, brk_lease_t *lease)
+{
+    zhashx_delete (self->leases, &lease->delivery_id);
+    mdl_heap_remove (self->lease_heap, &lease->deadline);
+    brk_worker_t *worker = lease->worker;
+    if (worker) {
+        if (lease->wprev)
+            lease->wprev->wnext = lease->wnext;
+        else
+            worker->leases = lease->wnext;
+        if (lease->wnext)
+            lease->wnext->wprev = lease->wprev;
+        worker->in_flight--;
+    }
+    lease->msg->lease = NULL;
+    lease->msg->last_worker = worker ? worker->id : 0;
+    self->in_flight--;
+}
+
+static void
+s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const char *reason)
+{
+    char text [256];
+    snprintf (text, sizeof text, "%s after %" PRId64 " attempts%s%s", outcome,
+              msg->attempts, reason && *reason ? ": " : "", reason ? reason : "");
+    free (msg->dead_reason);
+    msg->dead_reason = strdup (text);
+    msg->dead_at = mdl_clock_wall ();
+    msg->state = S_DEAD;
+    s_pending_unlink (self, msg);
+    s_list_push (&self->dead, msg);
+    self->counters.dead_lettered++;
+    s_emit (self, BRK_EVENT_DEAD_LETTERED, msg, NULL, 0, msg->dead_reason);
+}
+
+//  A lease ended without an ack: give the message another go after a
+//  delay, or dead-letter it when it has had all its attempts.
+static void
+s_retry (brk_queue_t *self, brk_msg_t *msg, int64_t delay_ms,
+         const char *outcome, const char *reason)
+{
+    if (msg->attempts >= self->config.max_attempts) {
+        s_dead_letter (self, msg, outcome, reason);
+        return;
+    }
+    if (delay_ms < 0)
+        delay_ms = brk_queue_backoff (self, msg->attempts);
+    if (delay_ms == 0) {
+        msg->state = S_READY;
+        s_list_push (&self->ready, msg);
+    }
+    else {
+        msg->state = S_DELAYED;
+        if (mdl_heap_insert (self->delay_heap, &msg->delay,
+                             mdl_clock_now (&self->clock) + delay_ms) != 0) {
+            //  No memory for the heap slot: retry at once rather than lose it
+            msg->state = S_READY;
+            s_list_push (&self->ready, msg);
+        }
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Leases
+
+static brk_result_t
+s_classify (brk_queue_t *self, uint64_t delivery_id, brk_lease_t **lease_p)
+{
+    brk_lease_t *lease = zhashx_lookup (self->leases, &delivery_id);
+    if (lease) {
+        *lease_p = lease;
+        return BRK_OK;
+    }
+    uint64_t epoch = delivery_id >> S_SEQ_BITS;
+    uint64_t seq = delivery_id & S_SEQ_MASK;
+    if (epoch == 0 || epoch > (uint64_t) self->config.epoch)
+        return BRK_UNKNOWN;
+    if (epoch == (uint64_t) self->config.epoch && (seq == 0 || seq >= self->next_seq))
+        return BRK_UNKNOWN;
+    return BRK_STALE;
+}
+
+static uint64_t
+s_next_delivery_id (brk_queue_t *self)
+{
+    if (self->next_seq > S_SEQ_MASK) {
+        //  4 billion leases in one run: move to the next epoch
+        self->config.epoch++;
+        self->next_seq = 1;
+    }
+    return ((uint64_t) self->config.epoch << S_SEQ_BITS) | self->next_seq++;
+}
+
+static bool
+s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg,
+            brk_deliver_fn *deliver, void *arg)
+{
+    brk_lease_t *lease = calloc (1, sizeof (brk_lease_t));
+    if (!lease)
+        return false;
+    lease->delivery_id = s_next_delivery_id (self);
+    lease->msg = msg;
+    lease->worker = worker;
+    if (mdl_heap_insert (self->lease_heap, &lease->deadline,
+                         mdl_clock_now (&self->clock) + self->config.ack_deadline_ms) != 0
+    ||  zhashx_insert (self->leases, &lease->delivery_id, lease) != 0) {
+        mdl_heap_remove (self->lease_heap, &lease->deadline);
+        free (lease);
+        return false;
+    }
+    lease->wnext = worker->leases;
+    if (worker->leases)
+        worker->leases->wprev = lease;
+    worker->leases = lease;
+    worker->in_flight++;
+    msg->lease = lease;
+    msg->state = S_LEASED;
+    msg->attempts++;
+    self->in_flight++;
+    self->counters.delivered++;
+    if (msg->attempts > 1)
+        self->counters.redelivered++;
+    deliver (arg, worker, lease->delivery_id, msg, msg->attempts);
+    s_emit (self, BRK_EVENT_DELIVERED, msg, worker, lease->delivery_id, NULL);
+    return true;
+}
+
+size_t
+brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg)
+{
+    assert (self && deliver);
+    size_t leased = 0;
+    //  Deal in rounds of a fair share (at most a chunk) per worker, so that
+    //  a burst spreads over every worker with room, not all to the first.
+    int64_t chunk = 64;
+    while (self->ready.size && self->workers) {
+        size_t spare_workers = 0;
+        for (brk_worker_t *w = self->workers; w; w = w->next)
+            if (w->in_flight < w->credit)
+                spare_workers++;
+        if (spare_workers == 0)
+            break;
+        int64_t share = ((int64_t) self->ready.size + (int64_t) spare_workers - 1)
+                      / (int64_t) spare_workers;
+        if (share < chunk)
+            chunk = share;
+        size_t round = 0;
+        brk_worker_t *start = self->cursor ? self->cursor : self->workers;
+        brk_worker_t *worker = start;
+        do {
+            int64_t room = worker->credit - worker->in_flight;
+            if (room > chunk)
+                room = chunk;
+            //  Redeliveries this worker had last wait for another worker,
+            //  when there is one with room; they go back to the front after.
+            s_list_t skipped = { NULL, NULL, 0 };
+            while (room > 0 && self->ready.head) {
+                brk_msg_t *msg = self->ready.head;
+                s_list_unlink (&self->ready, msg);
+                if (msg->last_worker == worker->id && spare_workers > 1) {
+                    s_list_push (&skipped, msg);
+                    continue;
+                }
+                if (!s_lease_to (self, worker, msg, deliver, arg)) {
+                    s_list_push (&skipped, msg);
+                    room = 0;
+                    break;
+                }
+                room--;
+                round++;
+            }
+            while (skipped.tail) {
+                brk_msg_t *msg = skipped.tail;
+                s_list_unlink (&skipped, msg);
+                msg->next = self->ready.head;
+                msg->prev = NULL;
+                if (self->ready.head)
+                    self->ready.head->prev = msg;
+                else
+                    self->ready.tail = msg;
+                self->ready.head = msg;
+                self->ready.size++;
+            }
+            worker = worker->next ? worker->next : self->workers;
+        } while (worker != start && self->ready.size);
+        self->cursor = worker;
+        leased += round;
+        if (round == 0)
+            break;              //  Only skipped redeliveries remain
+    }
+    //  Skipped messages with nobody else free go to their previous worker
+    //  rather than wait: "preferably another worker", not "never the same".
+    if (self->ready.size) {
+        for (brk_worker_t *w = self->workers; w && self->ready.head; w = w->next)
+            while (w->in_flight < w->credit && self->ready.head) {
+                brk_msg_t *msg = self->ready.head;
+                s_list_unlink (&self->ready, msg);
+                if (!s_lease_to (self, w, msg, deliver, arg)) {
+                    msg->next = self->ready.head;
+                    if (self->ready.head)
+                        self->ready.head->prev = msg;
+                    else
+                        self->ready.tail = msg;
+                    self->ready.head = msg;
+                    self->ready.size++;
+                    return leased;
+                }
+                leased++;
+            }
+    }
+    return leased;
+}
+
+brk_result_t
+brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    brk_msg_t *msg = lease->msg;
+    brk_worker_t *worker = lease->worker;
+    s_lease_close (self, lease);
+    free (lease);
+    msg->state = S_DONE;
+    s_pending_unlink (self, msg);
+    self->counters.acked++;
+    s_emit (self, BRK_EVENT_ACKED, msg, worker, delivery_id, NULL);
+    //  Keep only the id, to recognise a late re-publish
+    free (msg->json);
+    msg->json = NULL;
+    msg->json_len = 0;
+    free (msg->history);
+    msg->history = NULL;
+    msg->history_size = 0;
+    s_list_push (&self->done, msg);
+    while (self->done.size > (size_t) self->config.dedup_window) {
+        brk_msg_t *old = self->done.head;
+        s_list_unlink (&self->done, old);
+        zhashx_delete (self->messages, old->id);      //  Frees it
+    }
+    return BRK_OK;
+}
+
+brk_result_t
+brk_queue_extend (brk_queue_t *self, uint64_t delivery_id, int64_t extension_ms)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    if (extension_ms < 0)
+        extension_ms = self->config.ack_deadline_ms;
+    mdl_heap_update (self->lease_heap, &lease->deadline,
+                     mdl_clock_now (&self->clock) + extension_ms);
+    s_emit (self, BRK_EVENT_EXTENDED, lease->msg, lease->worker, delivery_id, NULL);
+    return BRK_OK;
+}
+
+brk_result_t
+brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms, const char *reason)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    brk_msg_t *msg = lease->msg;
+    s_record (self, msg, lease, "nacked", reason);
+    brk_worker_t *worker = lease->worker;
+    s_lease_close (self, lease);
+    free (lease);
+    self->counters.nacked++;
+    s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason);
+    s_retry (self, msg, delay_ms, "nacked", reason);
+    return BRK_OK;
+}
+
+brk_result_t
+brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    lease->msg->steps |= steps;
+    s_emit (self, BRK_EVENT_PROGRESS, lease->msg, lease->worker, delivery_id, NULL);
+    return BRK_OK;
+}
+
+void
+brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason)
+{
+    assert (self && worker_p);
+    brk_worker_t *worker = *worker_p;
+    if (!worker)
+        return;
+    //  Give back its leases at once: no need to wait for their deadlines
+    while (worker->leases) {
+        brk_lease_t *lease = worker->leases;
+        brk_msg_t *msg = lease->msg;
+        s_record (self, msg, lease, "worker_lost", reason);
+        uint64_t delivery_id = lease->delivery_id;
+        s_lease_close (self, lease);
+        free (lease);
+        self->counters.expired++;
+        s_emit (self, BRK_EVENT_EXPIRED, msg, worker, delivery_id, "worker_lost");
+        s_retry (self, msg, 0, "worker_lost", reason);
+    }
+    if (worker->prev)
+        worker->prev->next = worker->next;
+    else
+        self->workers = worker->next;
+    if (worker->next)
+        worker->next->prev = worker->prev;
+    if (self->cursor == worker)
+        self->cursor = worker->next;
+    self->worker_count--;
+    self->counters.workers_lost++;
+    s_emit (self, BRK_EVENT_WORKER_LOST, NULL, worker, 0, reason);
+    free (worker);
+    *worker_p = NULL;
+}
+
+int64_t
+brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg)
+{
+    int64_t now = mdl_clock_now (&self->clock);
+
+    mdl_heap_node_t *node;
+    while ((node = mdl_heap_top (self->lease_heap)) && node->key <= now) {
+        brk_lease_t *lease = (brk_lease_t *) ((char *) node - offsetof (brk_lease_t, deadline));
+        brk_msg_t *msg = lease->msg;
+        s_record (self, msg, lease, "expired", NULL);
+        brk_worker_t *worker = lease->worker;
+        uint64_t delivery_id = lease->delivery_id;
+        s_lease_close (self, lease);
+        free (lease);
+        self->counters.expired++;
+        s_emit (self, BRK_EVENT_EXPIRED, msg, worker, delivery_id, "deadline");
+        s_retry (self, msg, -1, "expired", NULL);
+    }
+    while ((node = mdl_heap_top (self->delay_heap)) && node->key <= now) {
+        mdl_heap_pop (self->delay_heap);
+        brk_msg_t *msg = (brk_msg_t *) ((char *) node - offsetof (brk_msg_t, delay));
+        msg->state = S_READY;
+        s_list_push (&self->ready, msg);
+    }
+    if (now >= self->next_liveness) {
+        int64_t silence = 3 * self->config.heartbeat_ms;
+        brk_worker_t *worker = self->workers;
+        while (worker) {
+            brk_worker_t *next = worker->next;
+            if (now - worker->last_seen >= silence) {
+                if (lost)
+                    lost (arg, worker->handle);
+                brk_queue_worker_remove (self, &worker, "no heartbeat");
+            }
+            worker = next;
+        }
+        //  From now, not from the missed slot: a stall is no burst of scans
+        self->next_liveness = now + self->config.heartbeat_ms / 2 + 1;
+    }
+
+    int64_t next = self->workers ? self->next_liveness : INT64_MAX;
+    if ((node = mdl_heap_top (self->lease_heap)) && node->key < next)
+        next = node->key;
+    if ((node = mdl_heap_top (self->delay_heap)) && node->key < next)
+        next = node->key;
+    return next;
+}
+
+//  --------------------------------------------------------------------------
+//  Dead letters
+
+size_t
+brk_queue_dead_letters (brk_queue_t *self, size_t limit, brk_msg_fn *fn, void *arg)
+{
+    size_t count = 0;
+    for (brk_msg_t *msg = self->dead.head; msg && count < limit; msg = msg->next, count++)
+        fn (arg, msg);
+    return count;
+}
+
+int
+brk_queue_replay (brk_queue_t *self, const char *message_id)
+{
+    brk_msg_t *msg = zhashx_lookup (self->messages, message_id);
+    if (!msg || msg->state != S_DEAD)
+        return -1;
+    s_list_unlink (&self->dead, msg);
+    msg->attempts = 0;
+    msg->last_worker = 0;
+    msg->published_at = mdl_clock_now (&self->clock);
+    msg->state = S_READY;
+    s_list_push (&self->ready, msg);
+    s_pending_push (self, msg);
+    self->counters.replayed++;
+    s_emit (self, BRK_EVENT_REPLAYED, msg, NULL, 0, NULL);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Accessors
+
+const char *
+brk_msg_id (const brk_msg_t *msg)
+{
+    return msg->id;
+}
+
+const char *
+brk_msg_json (const brk_msg_t *msg, size_t *len)
+{
+    if (len)
+        *len = msg->json_len;
+    return msg->json;
+}
+
+int64_t
+brk_msg_attempts (const brk_msg_t *msg)
+{
+    return msg->attempts;
+}
+
+unsigned
+brk_msg_steps (const brk_msg_t *msg)
+{
+    return msg->steps;
+}
+
+const char *
+brk_msg_dead_reason (const brk_msg_t *msg)
+{
+    return msg->dead_reason;
+}
+
+int64_t
+brk_msg_dead_at (const brk_msg_t *msg)
+{
+    return msg->dead_at;
+}
+
+size_t
+brk_msg_history (const brk_msg_t *msg, const brk_attempt_t **history)
+{
+    *history = msg->history;
+    return msg->history_size;
+}
+
+void
+brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats)
+{
+    *stats = self->counters;
+    stats->ready = self->ready.size;
+    stats->delayed = mdl_heap_size (self->delay_heap);
+    stats->in_flight = self->in_flight;
+    stats->dead = self->dead.size;
+    stats->workers = self->worker_count;
+    stats->oldest_unacked_ms = self->pending_head
+        ? mdl_clock_now (&self->clock) - self->pending_head->published_at : 0;
+}
+
+int64_t
+brk_queue_epoch (const brk_queue_t *self)
+{
+    return self->config.epoch;
+}

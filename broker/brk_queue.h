@@ -1,0 +1,200 @@
+/*  brk_queue: the broker's state machine, without sockets.
+
+    Holds every known message (ready, delayed, leased, dead, recently done),
+    the workers with their credit and liveness, and the open leases; decides
+    who gets what and when a lease or a worker has run out. All time comes
+    from an injected clock, so every rule here is tested exactly
+    (tests/test_brk_queue.c). brk_server owns one queue and does the I/O.
+
+    Time: one heap of lease deadlines, one heap of delayed redeliveries;
+    brk_queue_tick () fires whatever is due and says when to call it next.
+
+    Ownership: the queue owns messages, leases and workers. Pointers it hands
+    out (brk_worker_t *) stay valid until brk_queue_worker_remove () or the
+    queue's destruction.
+*/
+#ifndef BRK_QUEUE_H_INCLUDED
+#define BRK_QUEUE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mdl_clock.h"
+
+typedef struct _brk_queue_t brk_queue_t;
+typedef struct _brk_worker_t brk_worker_t;
+typedef struct _brk_msg_t brk_msg_t;
+
+typedef struct {
+    int64_t ack_deadline_ms;    //  Lease length of a delivery (10 s)
+    int64_t max_attempts;       //  Deliveries before a message is dead-lettered (5)
+    int64_t backoff_base_ms;    //  Redelivery delay after the first failure (500 ms)
+    int64_t backoff_max_ms;     //  Cap of the exponential backoff (30 s)
+    int64_t heartbeat_ms;       //  Worker heartbeat interval (1 s); silent 3x = lost
+    int64_t dedup_window;       //  Acked message ids remembered for duplicate detection (100000)
+    int64_t epoch;              //  Upper bits of delivery ids, unique per broker run (>= 1)
+} brk_queue_config_t;
+
+//  Fill config with the defaults above.
+void brk_queue_config_defaults (brk_queue_config_t *config);
+
+//  What happened, for the events socket and the journal.
+typedef enum {
+    BRK_EVENT_PUBLISHED,
+    BRK_EVENT_DELIVERED,
+    BRK_EVENT_EXTENDED,
+    BRK_EVENT_ACKED,
+    BRK_EVENT_NACKED,
+    BRK_EVENT_EXPIRED,
+    BRK_EVENT_DEAD_LETTERED,
+    BRK_EVENT_REPLAYED,
+    BRK_EVENT_PROGRESS,
+    BRK_EVENT_WORKER_JOINED,
+    BRK_EVENT_WORKER_LOST,
+    BRK_EVENT_COUNT
+} brk_event_t;
+
+//  Event name as on the events socket, e.g. "dead_lettered".
+const char *brk_event_name (brk_event_t event);
+
+//  Called for each event when the owner asked for events. msg may be NULL
+//  (worker events), worker may be NULL, delivery_id 0 when there is none.
+typedef struct {
+    brk_event_t event;          //  What happened
+    const brk_msg_t *msg;       //  The message, or NULL
+    const brk_worker_t *worker; //  The worker, or NULL
+    uint64_t delivery_id;       //  The lease, or 0
+    int64_t attempt;            //  Delivery number of msg, or 0
+    const char *reason;         //  Nack / dead-letter / loss reason, or NULL
+} brk_event_info_t;
+typedef void (brk_event_fn) (void *arg, const brk_event_info_t *info);
+
+//  Called for each new lease by brk_queue_dispatch ().
+typedef void (brk_deliver_fn) (void *arg, brk_worker_t *worker, uint64_t delivery_id,
+                               const brk_msg_t *msg, int64_t attempt);
+
+//  Outcome of an operation on a delivery id.
+typedef enum {
+    BRK_OK = 0,                 //  Took effect
+    BRK_STALE = 1,              //  Issued once, lease no longer open
+    BRK_UNKNOWN = 2             //  Never issued
+} brk_result_t;
+
+//  Create a queue. Returns NULL when out of memory.
+brk_queue_t *brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock);
+void brk_queue_destroy (brk_queue_t **self_p);
+
+void brk_queue_set_event_handler (brk_queue_t *self, brk_event_fn *handler, void *arg);
+
+//  Ask for events only while someone listens: a disabled queue does not
+//  call the handler at all (the bench path pays nothing for events).
+void brk_queue_set_events_enabled (brk_queue_t *self, bool enabled);
+
+//  Add a message. message_id is a canonical lower-case uuid; json is the
+//  request as it will be delivered (copied). Returns 0 when queued, 1 when
+//  the id is already known (a duplicate: nothing changes), -1 when out of
+//  memory.
+int brk_queue_publish (brk_queue_t *self, const char *message_id,
+                       const char *json, size_t json_len);
+
+//  Is message_id known (pending, leased, dead or recently done)?
+bool brk_queue_known (brk_queue_t *self, const char *message_id);
+
+//  Register a worker with its credit (the most leases it holds at once).
+//  handle is the owner's, returned by brk_worker_handle (). NULL when out of memory.
+brk_worker_t *brk_queue_worker_add (brk_queue_t *self, const char *name,
+                                    int64_t credit, void *handle);
+
+//  Change a worker's credit; leases it holds above it stay.
+void brk_queue_worker_set_credit (brk_queue_t *self, brk_worker_t *worker, int64_t credit);
+
+//  The worker showed a sign of life.
+void brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker);
+
+//  Remove a worker (BYE, lost, unreachable); its leases are given back at
+//  once (outcome "worker_lost") and *worker_p is nulled.
+void brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p,
+                              const char *reason);
+
+void *brk_worker_handle (const brk_worker_t *worker);
+const char *brk_worker_name (const brk_worker_t *worker);
+int64_t brk_worker_in_flight (const brk_worker_t *worker);
+int64_t brk_worker_credit (const brk_worker_t *worker);
+
+//  Lease ready messages to workers with spare credit, round-robin, calling
+//  deliver for each lease. A redelivery avoids the worker that had it last
+//  when another worker has room. Returns the number of leases made.
+size_t brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg);
+
+//  Operations on delivery ids; see brk_result_t.
+brk_result_t brk_queue_ack (brk_queue_t *self, uint64_t delivery_id);
+//  extension_ms < 0 means the ack deadline. Sets the deadline to now + extension.
+brk_result_t brk_queue_extend (brk_queue_t *self, uint64_t delivery_id, int64_t extension_ms);
+//  delay_ms < 0 means the exponential backoff.
+brk_result_t brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms,
+                             const char *reason);
+brk_result_t brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps);
+
+//  Fire what is due: expired leases, delayed messages now ready, workers
+//  silent for 3 heartbeats (removed; lost_fn is told each one's handle
+//  before it goes). Returns the monotonic time of the next thing due, or
+//  INT64_MAX when nothing is.
+typedef void (brk_lost_fn) (void *arg, void *handle);
+int64_t brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg);
+
+//  Backoff before redelivery number attempt+1, after attempt failures:
+//  min (max, base * 2^(attempt-1)).
+int64_t brk_queue_backoff (const brk_queue_t *self, int64_t attempt);
+
+//  Dead letters, oldest first. The callback gets each dead message.
+typedef void (brk_msg_fn) (void *arg, const brk_msg_t *msg);
+size_t brk_queue_dead_letters (brk_queue_t *self, size_t limit, brk_msg_fn *fn, void *arg);
+
+//  Put a dead letter back with a fresh attempt budget. Returns 0, or -1
+//  when message_id is not a dead letter.
+int brk_queue_replay (brk_queue_t *self, const char *message_id);
+
+//  Message accessors.
+const char *brk_msg_id (const brk_msg_t *msg);
+const char *brk_msg_json (const brk_msg_t *msg, size_t *len);
+int64_t brk_msg_attempts (const brk_msg_t *msg);
+unsigned brk_msg_steps (const brk_msg_t *msg);
+const char *brk_msg_dead_reason (const brk_msg_t *msg);
+int64_t brk_msg_dead_at (const brk_msg_t *msg);          //  Unix ms
+
+//  Attempt history (at most max_attempts entries are kept, the latest).
+typedef struct {
+    int64_t attempt;            //  Delivery number
+    uint64_t delivery_id;       //  The lease
+    char worker [64];           //  Worker name
+    const char *outcome;        //  "expired", "nacked", "worker_lost" (static)
+    char reason [128];          //  Nack reason, or empty
+    int64_t at_ms;              //  Unix ms of the outcome
+} brk_attempt_t;
+size_t brk_msg_history (const brk_msg_t *msg, const brk_attempt_t **history);
+
+typedef struct {
+    uint64_t published;         //  Messages accepted (not duplicates)
+    uint64_t duplicates;        //  Publishes refused as duplicates
+    uint64_t delivered;         //  Leases made
+    uint64_t redelivered;       //  Leases with attempt > 1
+    uint64_t acked;
+    uint64_t nacked;
+    uint64_t expired;           //  Leases that ran out
+    uint64_t dead_lettered;
+    uint64_t replayed;
+    uint64_t workers_lost;
+    uint64_t ready;             //  Now: waiting for a worker
+    uint64_t delayed;           //  Now: waiting out a backoff
+    uint64_t in_flight;         //  Now: leased
+    uint64_t dead;              //  Now: dead letters
+    uint64_t workers;           //  Now: registered workers
+    int64_t oldest_unacked_ms;  //  Now: age of the oldest pending message, 0 if none
+} brk_queue_stats_t;
+
+void brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats);
+
+int64_t brk_queue_epoch (const brk_queue_t *self);
+
+#endif

@@ -1,0 +1,988 @@
+/*  brk_server: the broker actor; see brk_server.h.
+
+    One thread, one zpoller over the pipe and three sockets. Every wake-up
+    drains each ready socket (up to a batch, so one busy peer cannot starve
+    the others), then fires what is due in the queue, deals ready messages
+    to workers with credit, and sends heartbeats. Replies are built with
+    mmp_buf on the hot paths (DELIVER, ACKED, PUBACK) and with cJSON where
+    speed does not matter (STATS).
+
+    The server owns the queue (brk_queue) and a map of backend peers, each
+    with its routing id, its queue worker and a DELIVER being assembled.
+    Frontend peers need no state: every request gets exactly one reply.
+*/
+#include "brk_server.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include "mdl_log.h"
+#include "mdl_util.h"
+#include "mmp.h"
+
+#define S_DRAIN_BATCH 256       //  Messages taken from one socket per turn
+
+typedef struct {
+    char key [2 * 256 + 1];     //  Routing id in hex, the map key
+    zframe_t *routing_id;       //  For replies
+    brk_worker_t *worker;       //  Queue registration
+    mmp_buf_t deliver;          //  DELIVER being assembled
+    size_t deliver_count;       //  Deliveries in it
+    bool pending;               //  In the server's flush list
+    bool gone;                  //  A send failed: remove after this turn
+} s_peer_t;
+
+typedef struct {
+    zsock_t *pipe;              //  Actor pipe
+    zsock_t *frontend;          //  ROUTER for publishers and control
+    zsock_t *backend;           //  ROUTER for workers
+    zsock_t *events;            //  XPUB for lifecycle events
+    zpoller_t *poller;          //  Over the above
+    brk_server_config_t config; //  Settings, copied
+    brk_queue_t *queue;         //  The state machine
+    mdl_clock_t clock;          //  Monotonic time
+    zhashx_t *peers;            //  Routing id hex -> s_peer_t, backend peers
+    s_peer_t **flush;           //  Peers with a DELIVER to send
+    size_t flush_count;         //  Entries in flush
+    size_t flush_capacity;      //  Slots in flush
+    mmp_buf_t reply;            //  Scratch for replies
+    mmp_buf_t event;            //  Scratch for events
+    int64_t subscriptions;      //  Topics subscribed on events (XPUB)
+    int64_t next_heartbeat;     //  When to send heartbeats next
+    int64_t started;            //  Monotonic ms at start
+    int ports [3];              //  Last bound port per socket
+    bool terminated;            //  $TERM received
+    int64_t log_window;         //  Start of the current warn-rate window
+    int log_count;              //  Warn lines in that window
+    int64_t log_suppressed;     //  Lines held back in that window
+} s_server_t;
+
+void
+brk_server_config_defaults (brk_server_config_t *config)
+{
+    memset (config, 0, sizeof *config);
+    brk_queue_config_defaults (&config->queue);
+}
+
+//  --------------------------------------------------------------------------
+//  Logging peers' mistakes, at most 20 lines a second so that a flood of
+//  garbage cannot turn into a flood of log.
+
+static void
+s_hex (const zframe_t *frame, char *out, size_t size)
+{
+    static const char digits [] = "0123456789abcdef";
+    const byte *data = zframe_data ((zframe_t *) frame);
+    size_t len = zframe_size ((zframe_t *) frame);
+    size_t used = 0;
+    for (size_t i = 0; i < len && used + 2 < size; i++) {
+        out [used++] = digits [data [i] >> 4];
+        out [used++] = digits [data [i] & 15];
+    }
+    out [used] = 0;
+}
+
+static bool
+s_warn_allowed (s_server_t *self)
+{
+    int64_t now = mdl_clock_now (&self->clock);
+    if (now - self->log_window >= 1000) {
+        if (self->log_suppressed)
+            mdl_warn ("%" PRId64 " more bad-input warnings suppressed in the last second",
+                      self->log_suppressed);
+        self->log_window = now;
+        self->log_count = 0;
+        self->log_suppressed = 0;
+    }
+    if (self->log_count < 20) {
+        self->log_count++;
+        return true;
+    }
+    self->log_suppressed++;
+    return false;
+}
+
+static void
+s_reject (s_server_t *self, zsock_t *sock, const char *side, zframe_t *routing_id,
+          const char *code, const char *reason, const char *req)
+{
+    if (s_warn_allowed (self)) {
+        char peer [64];
+        s_hex (routing_id, peer, sizeof peer);
+        mdl_warn ("%s peer %s: %s: %s", side, peer, code, reason);
+    }
+    mmp_send_error (sock, routing_id, code, reason, req);
+}
+
+//  --------------------------------------------------------------------------
+//  Events
+
+static void
+s_event (void *arg, const brk_event_info_t *info)
+{
+    s_server_t *self = (s_server_t *) arg;
+    mmp_buf_t *buf = &self->event;
+    const char *name = brk_event_name (info->event);
+    mmp_buf_clear (buf);
+    mmp_buf_printf (buf, "{\"event\":\"%s\",\"at_ms\":%" PRId64, name, mdl_clock_wall ());
+    if (info->msg) {
+        mmp_buf_printf (buf, ",\"message_id\":\"%s\"", brk_msg_id (info->msg));
+        if (info->attempt)
+            mmp_buf_printf (buf, ",\"attempt\":%" PRId64, info->attempt);
+    }
+    if (info->delivery_id) {
+        mmp_buf_puts (buf, ",\"delivery_id\":");
+        mmp_buf_u64 (buf, info->delivery_id);
+    }
+    if (info->worker) {
+        mmp_buf_puts (buf, ",\"worker\":");
+        mmp_buf_json_string (buf, brk_worker_name (info->worker));
+    }
+    if (info->reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string (buf, info->reason);
+    }
+    mmp_buf_puts (buf, "}");
+    if (buf->failed)
+        return;
+    void *handle = zsock_resolve (self->events);
+    //  A slow subscriber loses events (PUB semantics), never the broker's time
+    if (zmq_send (handle, name, strlen (name), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_send (handle, buf->data, buf->size, ZMQ_DONTWAIT);
+}
+
+static void
+s_handle_subscriptions (s_server_t *self)
+{
+    void *handle = zsock_resolve (self->events);
+    for (int i = 0; i < S_DRAIN_BATCH; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init (&msg);
+        if (zmq_msg_recv (&msg, handle, ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (&msg);
+            break;
+        }
+        const byte *data = zmq_msg_data (&msg);
+        if (zmq_msg_size (&msg) >= 1) {
+            if (data [0] == 1)
+                self->subscriptions++;
+            else
+            if (data [0] == 0 && self->subscriptions > 0)
+                self->subscriptions--;
+        }
+        zmq_msg_close (&msg);
+    }
+    brk_queue_set_events_enabled (self->queue, self->subscriptions > 0);
+}
+
+//  --------------------------------------------------------------------------
+//  Backend peers
+
+static void
+s_peer_destroy (s_peer_t **peer_p)
+{
+    s_peer_t *peer = *peer_p;
+    if (peer) {
+        zframe_destroy (&peer->routing_id);
+        mmp_buf_free (&peer->deliver);
+        free (peer);
+        *peer_p = NULL;
+    }
+}
+
+static void
+s_peer_destructor (void **item)
+{
+    s_peer_destroy ((s_peer_t **) item);
+}
+
+static s_peer_t *
+s_peer_lookup (s_server_t *self, zframe_t *routing_id)
+{
+    char key [2 * 256 + 1];
+    s_hex (routing_id, key, sizeof key);
+    return zhashx_lookup (self->peers, key);
+}
+
+//  Forget a peer: its leases go back to the queue at once.
+static void
+s_peer_remove (s_server_t *self, s_peer_t *peer, const char *reason)
+{
+    if (peer->worker) {
+        mdl_info ("worker %s (%s) left: %s, %" PRId64 " leases returned",
+                  brk_worker_name (peer->worker), peer->key, reason,
+                  brk_worker_in_flight (peer->worker));
+        brk_queue_worker_remove (self->queue, &peer->worker, reason);
+    }
+    //  Take it out of the flush list too
+    for (size_t i = 0; i < self->flush_count; i++)
+        if (self->flush [i] == peer) {
+            self->flush [i] = self->flush [--self->flush_count];
+            break;
+        }
+    zhashx_delete (self->peers, peer->key);
+}
+
+//  The queue found a worker silent for 3 heartbeats.
+static void
+s_worker_lost (void *arg, void *handle)
+{
+    s_server_t *self = (s_server_t *) arg;
+    s_peer_t *peer = (s_peer_t *) handle;
+    mdl_warn ("worker %s (%s) lost: no heartbeat for %" PRId64 " ms, %" PRId64 " leases returned",
+              brk_worker_name (peer->worker), peer->key, 3 * self->config.queue.heartbeat_ms,
+              brk_worker_in_flight (peer->worker));
+    //  The queue removes the worker itself after this call
+    peer->worker = NULL;
+    for (size_t i = 0; i < self->flush_count; i++)
+        if (self->flush [i] == peer) {
+            self->flush [i] = self->flush [--self->flush_count];
+            break;
+        }
+    zhashx_delete (self->peers, peer->key);
+}
+
+static int
+s_send_backend (s_server_t *self, s_peer_t *peer, mmp_command_t command,
+                const char *json, size_t len)
+{
+    if (mmp_send (self->backend, peer->routing_id, command, json, len) != 0) {
+        //  Unreachable on a mandatory ROUTER: the peer has gone
+        peer->gone = true;
+        return -1;
+    }
+    return 0;
+}
+
+static void
+s_flush_deliveries (s_server_t *self, s_peer_t *peer)
+{
+    if (!peer->deliver_count)
+        return;
+    mmp_buf_puts (&peer->deliver, "]}");
+    if (!peer->deliver.failed)
+        s_send_backend (self, peer, MMP_DELIVER, peer->deliver.data, peer->deliver.size);
+    else
+        mdl_error ("out of memory building DELIVER for %s; leases will expire and be redelivered",
+                   peer->key);
+    mmp_buf_clear (&peer->deliver);
+    peer->deliver_count = 0;
+}
+
+static void
+s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
+           const brk_msg_t *msg, int64_t attempt)
+{
+    s_server_t *self = (s_server_t *) arg;
+    s_peer_t *peer = (s_peer_t *) brk_worker_handle (worker);
+    mmp_buf_t *buf = &peer->deliver;
+    if (peer->deliver_count == 0)
+        mmp_buf_puts (buf, "{\"deliveries\":[");
+    else
+        mmp_buf_puts (buf, ",");
+    mmp_buf_puts (buf, "{\"delivery_id\":");
+    mmp_buf_u64 (buf, delivery_id);
+    mmp_buf_puts (buf, ",\"attempt\":");
+    mmp_buf_u64 (buf, (uint64_t) attempt);
+    mmp_buf_puts (buf, ",\"deadline_ms\":");
+    mmp_buf_u64 (buf, (uint64_t) self->config.queue.ack_deadline_ms);
+    unsigned steps = brk_msg_steps (msg);
+    mmp_buf_puts (buf, ",\"steps\":[");
+    if (steps & MMP_STEP_SAVE)
+        mmp_buf_puts (buf, (steps & MMP_STEP_RESTART) ? "\"save\"," : "\"save\"");
+    if (steps & MMP_STEP_RESTART)
+        mmp_buf_puts (buf, "\"restart\"");
+    mmp_buf_puts (buf, "],\"message\":");
+    size_t len;
+    const char *json = brk_msg_json (msg, &len);
+    mmp_buf_append (buf, json, len);
+    mmp_buf_puts (buf, "}");
+    peer->deliver_count++;
+    if (!peer->pending) {
+        if (self->flush_count == self->flush_capacity) {
+            size_t capacity = self->flush_capacity ? self->flush_capacity * 2 : 16;
+            s_peer_t **flush = realloc (self->flush, capacity * sizeof *flush);
+            if (!flush) {
+                //  Send at once instead of later
+                s_flush_deliveries (self, peer);
+                return;
+            }
+            self->flush = flush;
+            self->flush_capacity = capacity;
+        }
+        self->flush [self->flush_count++] = peer;
+        peer->pending = true;
+    }
+    if (peer->deliver_count == MMP_MAX_DELIVERIES)
+        s_flush_deliveries (self, peer);
+}
+
+static void
+s_dispatch (s_server_t *self)
+{
+    brk_queue_dispatch (self->queue, s_deliver, self);
+    //  Send what was assembled, then drop peers whose sends failed
+    for (size_t i = 0; i < self->flush_count; i++) {
+        s_peer_t *peer = self->flush [i];
+        s_flush_deliveries (self, peer);
+        peer->pending = false;
+    }
+    self->flush_count = 0;
+    s_peer_t *peer = zhashx_first (self->peers);
+    while (peer) {
+        if (peer->gone) {
+            s_peer_remove (self, peer, "unreachable");
+            peer = zhashx_first (self->peers);
+        }
+        else
+            peer = zhashx_next (self->peers);
+    }
+}
+
+//  Reply {ok, stale, unknown[, deadline_ms]} for an operation on ids.
+typedef brk_result_t (s_id_op_fn) (s_server_t *self, uint64_t id, const mmp_msg_t *msg);
+
+static brk_result_t
+s_op_ack (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
+{
+    return brk_queue_ack (self->queue, id);
+}
+
+static brk_result_t
+s_op_extend (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
+{
+    return brk_queue_extend (self->queue, id, msg->extension_ms);
+}
+
+static brk_result_t
+s_op_nack (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
+{
+    return brk_queue_nack (self->queue, id, msg->delay_ms, msg->reason);
+}
+
+static brk_result_t
+s_op_progress (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
+{
+    return brk_queue_progress (self->queue, id, msg->steps);
+}
+
+static void
+s_handle_ids (s_server_t *self, s_peer_t *peer, const mmp_msg_t *msg,
+              s_id_op_fn *op, mmp_command_t reply_command)
+{
+    //  Results are written into three runs of one array, in input order
+    uint64_t *sorted = malloc (3 * msg->id_count * sizeof (uint64_t));
+    if (!sorted) {
+        mmp_send_error (self->backend, peer->routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
+        return;
+    }
+    uint64_t *runs [3] = { sorted, sorted + msg->id_count, sorted + 2 * msg->id_count };
+    size_t counts [3] = { 0, 0, 0 };
+    for (size_t i = 0; i < msg->id_count; i++) {
+        brk_result_t result = op (self, msg->ids [i], msg);
+        runs [result][counts [result]++] = msg->ids [i];
+    }
+    mmp_buf_t *buf = &self->reply;
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"ok\":");
+    mmp_buf_id_array (buf, runs [BRK_OK], counts [BRK_OK]);
+    mmp_buf_puts (buf, ",\"stale\":");
+    mmp_buf_id_array (buf, runs [BRK_STALE], counts [BRK_STALE]);
+    mmp_buf_puts (buf, ",\"unknown\":");
+    mmp_buf_id_array (buf, runs [BRK_UNKNOWN], counts [BRK_UNKNOWN]);
+    if (reply_command == MMP_EXTENDED)
+        mmp_buf_printf (buf, ",\"deadline_ms\":%" PRId64,
+                        msg->extension_ms >= 0 ? msg->extension_ms : self->config.queue.ack_deadline_ms);
+    mmp_buf_puts (buf, "}");
+    free (sorted);
+    if (counts [BRK_STALE] + counts [BRK_UNKNOWN])
+        mdl_debug ("%s from %s: %zu stale, %zu unknown ids", mmp_command_name (msg->command),
+                   brk_worker_name (peer->worker), counts [BRK_STALE], counts [BRK_UNKNOWN]);
+    if (!buf->failed)
+        s_send_backend (self, peer, reply_command, buf->data, buf->size);
+}
+
+static void
+s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg)
+{
+    if (!peer) {
+        peer = calloc (1, sizeof (s_peer_t));
+        if (!peer) {
+            mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
+            return;
+        }
+        s_hex (routing_id, peer->key, sizeof peer->key);
+        peer->routing_id = zframe_dup (routing_id);
+        mmp_buf_init (&peer->deliver);
+        char name [80];
+        snprintf (name, sizeof name, "%.63s", msg->name ? msg->name : peer->key);
+        peer->worker = brk_queue_worker_add (self->queue, name, msg->credit, peer);
+        if (!peer->routing_id || !peer->worker || zhashx_insert (self->peers, peer->key, peer) != 0) {
+            if (peer->worker)
+                brk_queue_worker_remove (self->queue, &peer->worker, "out of memory");
+            s_peer_destroy (&peer);
+            mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
+            return;
+        }
+        mdl_info ("worker %s (%s) joined with credit %" PRId64, name, peer->key, msg->credit);
+    }
+    else {
+        brk_queue_worker_set_credit (self->queue, peer->worker, msg->credit);
+        mdl_info ("worker %s said HELLO again, credit %" PRId64,
+                  brk_worker_name (peer->worker), msg->credit);
+    }
+    char json [160];
+    int len = snprintf (json, sizeof json,
+                        "{\"ack_deadline_ms\":%" PRId64 ",\"heartbeat_ms\":%" PRId64 ",\"epoch\":%" PRId64 "}",
+                        self->config.queue.ack_deadline_ms, self->config.queue.heartbeat_ms,
+                        brk_queue_epoch (self->queue));
+    s_send_backend (self, peer, MMP_WELCOME, json, (size_t) len);
+}
+
+static void
+s_handle_backend (s_server_t *self)
+{
+    for (int i = 0; i < S_DRAIN_BATCH; i++) {
+        zframe_t *routing_id = NULL;
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        mmp_error_t err;
+        int rc = mmp_recv (self->backend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        if (rc == -1) {
+            zframe_destroy (&routing_id);
+            break;
+        }
+        if (rc == -2) {
+            s_peer_t *peer = routing_id ? s_peer_lookup (self, routing_id) : NULL;
+            if (peer)
+                brk_queue_worker_seen (self->queue, peer->worker);
+            if (routing_id)
+                s_reject (self, self->backend, "backend", routing_id, err.code, err.reason, NULL);
+            zframe_destroy (&routing_id);
+            continue;
+        }
+        s_peer_t *peer = s_peer_lookup (self, routing_id);
+        if (peer)
+            brk_queue_worker_seen (self->queue, peer->worker);
+        if (self->config.verbose)
+            mdl_debug ("backend %s: %s", peer ? brk_worker_name (peer->worker) : "(new)",
+                       mmp_command_name (msg.command));
+        switch (msg.command) {
+            case MMP_HELLO:
+                s_handle_hello (self, routing_id, peer, &msg);
+                break;
+            case MMP_CREDIT:
+            case MMP_EXTEND:
+            case MMP_ACK:
+            case MMP_NACK:
+            case MMP_PROGRESS:
+            case MMP_HEARTBEAT:
+            case MMP_BYE:
+                if (!peer) {
+                    s_reject (self, self->backend, "backend", routing_id, MMP_ERR_UNEXPECTED,
+                              "say HELLO first (the broker may have restarted)", NULL);
+                    break;
+                }
+                if (msg.command == MMP_CREDIT)
+                    brk_queue_worker_set_credit (self->queue, peer->worker, msg.credit);
+                else
+                if (msg.command == MMP_EXTEND)
+                    s_handle_ids (self, peer, &msg, s_op_extend, MMP_EXTENDED);
+                else
+                if (msg.command == MMP_ACK)
+                    s_handle_ids (self, peer, &msg, s_op_ack, MMP_ACKED);
+                else
+                if (msg.command == MMP_NACK)
+                    s_handle_ids (self, peer, &msg, s_op_nack, MMP_NACKED);
+                else
+                if (msg.command == MMP_PROGRESS)
+                    s_handle_ids (self, peer, &msg, s_op_progress, MMP_PROGRESSED);
+                else
+                if (msg.command == MMP_BYE)
+                    s_peer_remove (self, peer, "said BYE");
+                break;
+            default:
+                s_reject (self, self->backend, "backend", routing_id, MMP_ERR_UNEXPECTED,
+                          "command not accepted on the backend socket", msg.req);
+                break;
+        }
+        mmp_msg_reset (&msg);
+        zframe_destroy (&routing_id);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Frontend
+
+static void
+s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+{
+    //  Normalise every request first: the batch is all or nothing
+    char (*ids) [37] = malloc (msg->message_count * sizeof *ids);
+    bool *duplicate = calloc (msg->message_count, sizeof (bool));
+    mmp_buf_t json;
+    mmp_buf_init (&json);
+    if (!ids || !duplicate) {
+        free (ids);
+        free (duplicate);
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
+        return;
+    }
+    for (size_t i = 0; i < msg->message_count; i++) {
+        const mmp_request_t *request = &msg->messages [i];
+        if (request->message_id) {
+            for (size_t c = 0; c < 36; c++)
+                ids [i][c] = (char) tolower ((unsigned char) request->message_id [c]);
+            ids [i][36] = 0;
+        }
+        else
+            mdl_uuid4 (ids [i]);
+    }
+    size_t accepted = 0;
+    for (size_t i = 0; i < msg->message_count; i++) {
+        const mmp_request_t *request = &msg->messages [i];
+        mmp_buf_clear (&json);
+        mmp_buf_printf (&json, "{\"message_id\":\"%s\",\"instance_name\":", ids [i]);
+        mmp_buf_json_string (&json, request->instance_name);
+        mmp_buf_puts (&json, ",\"hostname\":");
+        if (request->hostname)
+            mmp_buf_json_string (&json, request->hostname);
+        else {
+            mmp_buf_puts (&json, "\"");
+            mmp_buf_puts (&json, request->instance_name);
+            mmp_buf_puts (&json, ".example.net\"");
+        }
+        if (request->attributes) {
+            char *attributes = cJSON_PrintUnformatted (request->attributes);
+            if (!attributes) {
+                json.failed = true;
+            }
+            else {
+                mmp_buf_puts (&json, ",\"attributes\":");
+                mmp_buf_puts (&json, attributes);
+                cJSON_free (attributes);
+            }
+        }
+        mmp_buf_puts (&json, "}");
+        int rc = json.failed ? -1 : brk_queue_publish (self->queue, ids [i], json.data, json.size);
+        if (rc < 0) {
+            //  Out of memory part-way: what was queued stays queued (the
+            //  publisher retries the batch and those are duplicates)
+            mmp_buf_free (&json);
+            free (ids);
+            free (duplicate);
+            mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
+                            "out of memory; retry the batch", msg->req);
+            return;
+        }
+        duplicate [i] = rc == 1;
+        if (!duplicate [i])
+            accepted++;
+    }
+    mmp_buf_free (&json);
+
+    mmp_buf_t *buf = &self->reply;
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"message_ids\":[");
+    for (size_t i = 0; i < msg->message_count; i++) {
+        mmp_buf_puts (buf, i ? ",\"" : "\"");
+        mmp_buf_append (buf, ids [i], 36);
+        mmp_buf_puts (buf, "\"");
+    }
+    mmp_buf_puts (buf, "],\"duplicates\":[");
+    bool first = true;
+    for (size_t i = 0; i < msg->message_count; i++)
+        if (duplicate [i]) {
+            mmp_buf_puts (buf, first ? "\"" : ",\"");
+            mmp_buf_append (buf, ids [i], 36);
+            mmp_buf_puts (buf, "\"");
+            first = false;
+        }
+    mmp_buf_puts (buf, "],\"durability\":\"memory\"");
+    if (msg->req) {
+        mmp_buf_puts (buf, ",\"req\":");
+        mmp_buf_json_string (buf, msg->req);
+    }
+    mmp_buf_puts (buf, "}");
+    if (msg->message_count - accepted)
+        mdl_debug ("PUBLISH: %zu accepted, %zu duplicates", accepted, msg->message_count - accepted);
+    free (ids);
+    free (duplicate);
+    if (buf->failed)
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
+                        "out of memory building PUBACK; retry the batch", msg->req);
+    else
+        mmp_send (self->frontend, routing_id, MMP_PUBACK, buf->data, buf->size);
+}
+
+static void
+s_add_req (cJSON *reply, const char *req)
+{
+    if (req)
+        cJSON_AddStringToObject (reply, "req", req);
+}
+
+static void
+s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+{
+    brk_queue_stats_t stats;
+    brk_queue_stats (self->queue, &stats);
+    cJSON *reply = cJSON_CreateObject ();
+    if (!reply) {
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
+        return;
+    }
+    cJSON_AddNumberToObject (reply, "published", (double) stats.published);
+    cJSON_AddNumberToObject (reply, "duplicates", (double) stats.duplicates);
+    cJSON_AddNumberToObject (reply, "delivered", (double) stats.delivered);
+    cJSON_AddNumberToObject (reply, "redelivered", (double) stats.redelivered);
+    cJSON_AddNumberToObject (reply, "acked", (double) stats.acked);
+    cJSON_AddNumberToObject (reply, "nacked", (double) stats.nacked);
+    cJSON_AddNumberToObject (reply, "expired", (double) stats.expired);
+    cJSON_AddNumberToObject (reply, "dead_lettered", (double) stats.dead_lettered);
+    cJSON_AddNumberToObject (reply, "replayed", (double) stats.replayed);
+    cJSON_AddNumberToObject (reply, "workers_lost", (double) stats.workers_lost);
+    cJSON_AddNumberToObject (reply, "ready", (double) stats.ready);
+    cJSON_AddNumberToObject (reply, "delayed", (double) stats.delayed);
+    cJSON_AddNumberToObject (reply, "in_flight", (double) stats.in_flight);
+    cJSON_AddNumberToObject (reply, "dead_letters", (double) stats.dead);
+    cJSON_AddNumberToObject (reply, "workers", (double) stats.workers);
+    cJSON_AddNumberToObject (reply, "oldest_unacked_ms", (double) stats.oldest_unacked_ms);
+    cJSON_AddNumberToObject (reply, "uptime_ms", (double) (mdl_clock_now (&self->clock) - self->started));
+    cJSON_AddNumberToObject (reply, "epoch", (double) brk_queue_epoch (self->queue));
+    cJSON_AddStringToObject (reply, "durability", "memory");
+    cJSON_AddStringToObject (reply, "version", MANDRILL_VERSION);
+    s_add_req (reply, msg->req);
+    mmp_send_json (self->frontend, routing_id, MMP_STATS, reply);
+    cJSON_Delete (reply);
+}
+
+typedef struct {
+    mmp_buf_t *buf;             //  Where the list goes
+    size_t count;               //  Written so far
+} s_dead_ctx_t;
+
+static void
+s_dead_letter_json (void *arg, const brk_msg_t *msg)
+{
+    s_dead_ctx_t *ctx = (s_dead_ctx_t *) arg;
+    mmp_buf_t *buf = ctx->buf;
+    size_t len;
+    const char *json = brk_msg_json (msg, &len);
+    mmp_buf_puts (buf, ctx->count++ ? ",{\"message\":" : "{\"message\":");
+    mmp_buf_append (buf, json, len);
+    mmp_buf_puts (buf, ",\"reason\":");
+    mmp_buf_json_string (buf, brk_msg_dead_reason (msg) ? brk_msg_dead_reason (msg) : "");
+    mmp_buf_printf (buf, ",\"attempts\":%" PRId64 ",\"dead_at_ms\":%" PRId64 ",\"history\":[",
+                    brk_msg_attempts (msg), brk_msg_dead_at (msg));
+    const brk_attempt_t *history;
+    size_t entries = brk_msg_history (msg, &history);
+    for (size_t i = 0; i < entries; i++) {
+        mmp_buf_printf (buf, "%s{\"attempt\":%" PRId64 ",\"delivery_id\":", i ? "," : "", history [i].attempt);
+        mmp_buf_u64 (buf, history [i].delivery_id);
+        mmp_buf_puts (buf, ",\"worker\":");
+        mmp_buf_json_string (buf, history [i].worker);
+        mmp_buf_printf (buf, ",\"outcome\":\"%s\"", history [i].outcome);
+        if (history [i].reason [0]) {
+            mmp_buf_puts (buf, ",\"reason\":");
+            mmp_buf_json_string (buf, history [i].reason);
+        }
+        mmp_buf_printf (buf, ",\"at_ms\":%" PRId64 "}", history [i].at_ms);
+    }
+    mmp_buf_puts (buf, "]}");
+}
+
+static void
+s_handle_dead_letters (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+{
+    brk_queue_stats_t stats;
+    brk_queue_stats (self->queue, &stats);
+    //  A reply must fit one frame the client accepts: stop well before 1 MiB
+    size_t limit = msg->limit > 0 ? (size_t) msg->limit : 1000;
+    if (limit > 1000)
+        limit = 1000;
+    mmp_buf_t *buf = &self->reply;
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"dead_letters\":[");
+    s_dead_ctx_t ctx = { buf, 0 };
+    brk_queue_dead_letters (self->queue, limit, s_dead_letter_json, &ctx);
+    mmp_buf_printf (buf, "],\"total\":%" PRIu64, stats.dead);
+    if (msg->req) {
+        mmp_buf_puts (buf, ",\"req\":");
+        mmp_buf_json_string (buf, msg->req);
+    }
+    mmp_buf_puts (buf, "}");
+    if (buf->failed || buf->size > MMP_MAX_BODY)
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_TOO_LARGE,
+                        "dead letters do not fit one reply; ask with a smaller limit", msg->req);
+    else
+        mmp_send (self->frontend, routing_id, MMP_DEADLETTERS, buf->data, buf->size);
+}
+
+static void
+s_handle_replay (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+{
+    cJSON *reply = cJSON_CreateObject ();
+    cJSON *replayed = cJSON_AddArrayToObject (reply, "replayed");
+    cJSON *unknown = cJSON_AddArrayToObject (reply, "unknown");
+    if (!reply || !replayed || !unknown) {
+        cJSON_Delete (reply);
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
+        return;
+    }
+    for (size_t i = 0; i < msg->message_id_count; i++) {
+        char id [37];
+        for (size_t c = 0; c < 36; c++)
+            id [c] = (char) tolower ((unsigned char) msg->message_ids [i][c]);
+        id [36] = 0;
+        bool done = brk_queue_replay (self->queue, id) == 0;
+        cJSON_AddItemToArray (done ? replayed : unknown, cJSON_CreateString (id));
+        if (done)
+            mdl_info ("replayed dead letter %s", id);
+    }
+    s_add_req (reply, msg->req);
+    mmp_send_json (self->frontend, routing_id, MMP_REPLAYED, reply);
+    cJSON_Delete (reply);
+}
+
+static void
+s_handle_frontend (s_server_t *self)
+{
+    for (int i = 0; i < S_DRAIN_BATCH; i++) {
+        zframe_t *routing_id = NULL;
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        mmp_error_t err;
+        int rc = mmp_recv (self->frontend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        if (rc == -1) {
+            zframe_destroy (&routing_id);
+            break;
+        }
+        if (rc == -2) {
+            if (routing_id)
+                s_reject (self, self->frontend, "frontend", routing_id, err.code, err.reason, NULL);
+            zframe_destroy (&routing_id);
+            continue;
+        }
+        if (self->config.verbose)
+            mdl_debug ("frontend: %s", mmp_command_name (msg.command));
+        switch (msg.command) {
+            case MMP_PUBLISH:
+                s_handle_publish (self, routing_id, &msg);
+                break;
+            case MMP_STATS:
+                s_handle_stats (self, routing_id, &msg);
+                break;
+            case MMP_DEADLETTERS:
+                s_handle_dead_letters (self, routing_id, &msg);
+                break;
+            case MMP_REPLAY:
+                s_handle_replay (self, routing_id, &msg);
+                break;
+            default:
+                s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNEXPECTED,
+                          "command not accepted on the frontend socket", msg.req);
+                break;
+        }
+        mmp_msg_reset (&msg);
+        zframe_destroy (&routing_id);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Pipe and loop
+
+static zsock_t **
+s_socket_named (s_server_t *self, const char *name, int *index)
+{
+    if (name && streq (name, "frontend")) {
+        *index = 0;
+        return &self->frontend;
+    }
+    if (name && streq (name, "backend")) {
+        *index = 1;
+        return &self->backend;
+    }
+    if (name && streq (name, "events")) {
+        *index = 2;
+        return &self->events;
+    }
+    return NULL;
+}
+
+static void
+s_handle_pipe (s_server_t *self)
+{
+    zmsg_t *request = zmsg_recv (self->pipe);
+    if (!request) {
+        self->terminated = true;
+        return;
+    }
+    char *command = zmsg_popstr (request);
+    if (command && streq (command, "$TERM"))
+        self->terminated = true;
+    else
+    if (command && streq (command, "BIND")) {
+        char *name = zmsg_popstr (request);
+        char *endpoint = zmsg_popstr (request);
+        int index;
+        zsock_t **sock = s_socket_named (self, name, &index);
+        int port = -1;
+        if (sock && *sock && endpoint) {
+            port = zsock_bind (*sock, "%s", endpoint);
+            if (port == -1)
+                mdl_error ("cannot bind %s to %s: %s", name, endpoint, zmq_strerror (zmq_errno ()));
+            else {
+                //  zsock_bind returns 0 for endpoints without a port (ipc, inproc)
+                self->ports [index] = port;
+                mdl_info ("%s bound to %s", name, endpoint);
+            }
+        }
+        zsock_send (self->pipe, "i", port);
+        zstr_free (&name);
+        zstr_free (&endpoint);
+    }
+    else
+    if (command && streq (command, "PORT")) {
+        char *name = zmsg_popstr (request);
+        int index;
+        zsock_t **sock = s_socket_named (self, name, &index);
+        zsock_send (self->pipe, "i", sock ? self->ports [index] : -1);
+        zstr_free (&name);
+    }
+    else
+        mdl_error ("broker actor: unknown pipe command '%s'", command ? command : "(none)");
+    zstr_free (&command);
+    zmsg_destroy (&request);
+}
+
+static void
+s_send_heartbeats (s_server_t *self)
+{
+    static const char empty [] = "{}";
+    s_peer_t *peer = zhashx_first (self->peers);
+    while (peer) {
+        s_send_backend (self, peer, MMP_HEARTBEAT, empty, 2);
+        peer = zhashx_next (self->peers);
+    }
+}
+
+static void
+s_server_destroy (s_server_t **self_p)
+{
+    s_server_t *self = *self_p;
+    if (!self)
+        return;
+    zpoller_destroy (&self->poller);
+    zhashx_destroy (&self->peers);
+    brk_queue_destroy (&self->queue);
+    zsock_destroy (&self->frontend);
+    zsock_destroy (&self->backend);
+    zsock_destroy (&self->events);
+    free (self->flush);
+    mmp_buf_free (&self->reply);
+    mmp_buf_free (&self->event);
+    free (self);
+    *self_p = NULL;
+}
+
+static s_server_t *
+s_server_new (zsock_t *pipe, const brk_server_config_t *config)
+{
+    s_server_t *self = calloc (1, sizeof (s_server_t));
+    if (!self)
+        return NULL;
+    self->pipe = pipe;
+    self->config = *config;
+    self->clock = mdl_clock_system ();
+    self->started = mdl_clock_now (&self->clock);
+    self->ports [0] = self->ports [1] = self->ports [2] = -1;
+    mmp_buf_init (&self->reply);
+    mmp_buf_init (&self->event);
+    self->frontend = zsock_new (ZMQ_ROUTER);
+    self->backend = zsock_new (ZMQ_ROUTER);
+    self->events = zsock_new (ZMQ_XPUB);
+    self->peers = zhashx_new ();
+    self->queue = brk_queue_new (&config->queue, self->clock);
+    if (!self->frontend || !self->backend || !self->events || !self->peers || !self->queue) {
+        s_server_destroy (&self);
+        return NULL;
+    }
+    zhashx_set_destructor (self->peers, s_peer_destructor);
+    //  No silent drops: unbounded queues to live peers, errors for dead ones
+    zsock_set_router_mandatory (self->frontend, 1);
+    zsock_set_router_mandatory (self->backend, 1);
+    zsock_set_sndhwm (self->frontend, 0);
+    zsock_set_sndhwm (self->backend, 0);
+    zsock_set_rcvhwm (self->frontend, 0);
+    zsock_set_rcvhwm (self->backend, 0);
+    zsock_set_sndhwm (self->events, 100000);
+    zsock_set_linger (self->frontend, 0);
+    zsock_set_linger (self->backend, 0);
+    zsock_set_linger (self->events, 0);
+    brk_queue_set_event_handler (self->queue, s_event, self);
+    self->poller = zpoller_new (pipe, self->frontend, self->backend, self->events, NULL);
+    if (!self->poller) {
+        s_server_destroy (&self);
+        return NULL;
+    }
+    self->next_heartbeat = self->started + config->queue.heartbeat_ms;
+    return self;
+}
+
+void
+brk_server (zsock_t *pipe, void *args)
+{
+    brk_server_config_t config;
+    if (args)
+        config = *(brk_server_config_t *) args;
+    else
+        brk_server_config_defaults (&config);
+    s_server_t *self = s_server_new (pipe, &config);
+    zsock_signal (pipe, 0);
+    if (!self) {
+        mdl_error ("broker: cannot create sockets or state (out of memory?)");
+        //  Answer the pipe until told to stop, so the owner can tell
+        while (true) {
+            zmsg_t *request = zmsg_recv (pipe);
+            if (!request)
+                return;
+            char *command = zmsg_popstr (request);
+            bool term = command && streq (command, "$TERM");
+            if (!term)
+                zsock_send (pipe, "i", -1);
+            zstr_free (&command);
+            zmsg_destroy (&request);
+            if (term)
+                return;
+        }
+    }
+    while (!self->terminated) {
+        int64_t now = mdl_clock_now (&self->clock);
+        int64_t next = brk_queue_tick (self->queue, s_worker_lost, self);
+        if (self->next_heartbeat < next)
+            next = self->next_heartbeat;
+        int timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (int) (next - now);
+        zpoller_wait (self->poller, timeout);
+        if (zpoller_terminated (self->poller))
+            break;
+        //  Whatever woke us, look at everything: readiness is cheap to ask
+        if (zsock_events (self->pipe) & ZMQ_POLLIN)
+            s_handle_pipe (self);
+        s_handle_frontend (self);
+        s_handle_backend (self);
+        s_handle_subscriptions (self);
+        brk_queue_tick (self->queue, s_worker_lost, self);
+        s_dispatch (self);
+        now = mdl_clock_now (&self->clock);
+        if (now >= self->next_heartbeat) {
+            s_send_heartbeats (self);
+            self->next_heartbeat = now + self->config.queue.heartbeat_ms;
+        }
+    }
+    brk_queue_stats_t stats;
+    brk_queue_stats (self->queue, &stats);
+    mdl_info ("broker stopping: %" PRIu64 " ready, %" PRIu64 " in flight, %" PRIu64 " delayed, %"
+              PRIu64 " dead letters held in memory", stats.ready, stats.in_flight, stats.delayed, stats.dead);
+    s_server_destroy (&self);
+}

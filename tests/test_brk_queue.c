@@ -1,0 +1,478 @@
+/*  Tests for brk_queue: the lease table and its rules, on a manual clock. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "brk_queue.h"
+
+static int64_t s_now;
+static brk_queue_t *s_queue;
+
+typedef struct {
+    brk_worker_t *worker;
+    uint64_t delivery_id;
+    char message_id [37];
+    int64_t attempt;
+    unsigned steps;
+} s_delivery_t;
+
+static s_delivery_t s_deliveries [1000];
+static size_t s_delivered;
+static int s_events [BRK_EVENT_COUNT];
+
+static void
+s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
+           const brk_msg_t *msg, int64_t attempt)
+{
+    cr_assert_lt (s_delivered, 1000);
+    s_delivery_t *delivery = &s_deliveries [s_delivered++];
+    delivery->worker = worker;
+    delivery->delivery_id = delivery_id;
+    snprintf (delivery->message_id, sizeof delivery->message_id, "%s", brk_msg_id (msg));
+    delivery->attempt = attempt;
+    delivery->steps = brk_msg_steps (msg);
+}
+
+static void
+s_event (void *arg, const brk_event_info_t *info)
+{
+    s_events [info->event]++;
+}
+
+static void
+s_setup_with (int64_t max_attempts)
+{
+    s_now = 1000000;
+    s_delivered = 0;
+    memset (s_events, 0, sizeof s_events);
+    brk_queue_config_t config;
+    brk_queue_config_defaults (&config);
+    config.ack_deadline_ms = 10000;
+    config.max_attempts = max_attempts;
+    config.backoff_base_ms = 100;
+    config.backoff_max_ms = 1000;
+    config.heartbeat_ms = 1000;
+    config.dedup_window = 4;
+    config.epoch = 7;
+    s_queue = brk_queue_new (&config, mdl_clock_manual (&s_now));
+    cr_assert_not_null (s_queue);
+    brk_queue_set_event_handler (s_queue, s_event, NULL);
+    brk_queue_set_events_enabled (s_queue, true);
+}
+
+static void
+s_setup (void)
+{
+    s_setup_with (3);
+}
+
+static void
+s_teardown (void)
+{
+    brk_queue_destroy (&s_queue);
+    cr_assert_null (s_queue);
+}
+
+static const char *
+s_id (int n)
+{
+    static char ids [16][37];
+    char *id = ids [n % 16];
+    snprintf (id, 37, "00000000-0000-4000-8000-%012d", n);
+    return id;
+}
+
+static void
+s_publish (int n)
+{
+    char json [128];
+    int len = snprintf (json, sizeof json, "{\"message_id\":\"%s\"}", s_id (n));
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (n), json, (size_t) len), 0);
+}
+
+static void
+s_tick (void)
+{
+    brk_queue_tick (s_queue, NULL, NULL);
+}
+
+TestSuite (brk_queue, .init = s_setup, .fini = s_teardown, .timeout = 10);
+
+Test (brk_queue, fifo_within_credit)
+{
+    for (int i = 0; i < 5; i++)
+        s_publish (i);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 3, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 3);
+    cr_assert_eq (brk_worker_in_flight (worker), 3);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_str_eq (s_deliveries [i].message_id, s_id (i));
+        cr_assert_eq (s_deliveries [i].attempt, 1);
+        cr_assert_eq (s_deliveries [i].delivery_id >> 32, 7, "epoch in the id");
+    }
+    //  Credit is a ceiling: nothing more until an ack
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_str_eq (s_deliveries [3].message_id, s_id (3));
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.in_flight, 3);
+    cr_assert_eq (stats.ready, 1);
+    cr_assert_eq (stats.acked, 1);
+    cr_assert_eq (s_events [BRK_EVENT_PUBLISHED], 5);
+    cr_assert_eq (s_events [BRK_EVENT_DELIVERED], 4);
+    cr_assert_eq (s_events [BRK_EVENT_ACKED], 1);
+}
+
+Test (brk_queue, duplicates_are_refused_also_after_ack)
+{
+    s_publish (1);
+    char json [] = "{}";
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2), 1);
+    brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2), 1, "acked id still known");
+    //  Beyond the dedup window the oldest done id is forgotten
+    for (int i = 2; i <= 6; i++)
+        s_publish (i);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    for (size_t i = 1; i < s_delivered; i++)
+        cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [i].delivery_id), BRK_OK);
+    cr_assert_not (brk_queue_known (s_queue, s_id (1)));
+    cr_assert (brk_queue_known (s_queue, s_id (6)));
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.duplicates, 2);
+}
+
+Test (brk_queue, expiry_redelivers_with_next_attempt_after_backoff)
+{
+    s_publish (1);
+    brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    uint64_t first = s_deliveries [0].delivery_id;
+    //  Keep the worker alive while time passes
+    brk_worker_t *worker = s_deliveries [0].worker;
+    s_now += 9999;
+    brk_queue_worker_seen (s_queue, worker);
+    int64_t next = brk_queue_tick (s_queue, NULL, NULL);
+    cr_assert_eq (next, s_now + 1, "the lease deadline is next");
+    s_now += 1;
+    s_tick ();
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 1);
+    cr_assert_eq (stats.delayed, 1, "waits out the backoff");
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_now += brk_queue_backoff (s_queue, 1) - 1;
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_now += 1;
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [1].attempt, 2);
+    cr_assert_neq (s_deliveries [1].delivery_id, first, "never reused");
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_STALE);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [1].delivery_id), BRK_OK);
+}
+
+Test (brk_queue, extend_moves_the_deadline)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    uint64_t id = s_deliveries [0].delivery_id;
+    for (int i = 0; i < 5; i++) {
+        s_now += 8000;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+        cr_assert_eq (brk_queue_extend (s_queue, id, -1), BRK_OK);
+    }
+    s_now += 9999;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 0);
+    cr_assert_eq (stats.in_flight, 1);
+    //  An explicit extension
+    cr_assert_eq (brk_queue_extend (s_queue, id, 500), BRK_OK);
+    s_now += 500;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 1);
+    cr_assert_eq (brk_queue_extend (s_queue, id, -1), BRK_STALE);
+}
+
+Test (brk_queue, backoff_doubles_up_to_the_cap)
+{
+    cr_assert_eq (brk_queue_backoff (s_queue, 1), 100);
+    cr_assert_eq (brk_queue_backoff (s_queue, 2), 200);
+    cr_assert_eq (brk_queue_backoff (s_queue, 3), 400);
+    cr_assert_eq (brk_queue_backoff (s_queue, 4), 800);
+    cr_assert_eq (brk_queue_backoff (s_queue, 5), 1000);
+    cr_assert_eq (brk_queue_backoff (s_queue, 60), 1000);
+}
+
+Test (brk_queue, nack_with_delay_and_with_backoff)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [0].delivery_id, 2500, "busy"), BRK_OK);
+    cr_assert_eq (brk_worker_in_flight (worker), 0);
+    s_now += 2499;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_now += 1;
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [1].attempt, 2);
+    //  Without a delay: the backoff for attempt 2 (200 ms)
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [1].delivery_id, -1, NULL), BRK_OK);
+    s_now += 199;
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_now += 1;
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    //  Delay 0: at once
+    cr_assert_eq (s_deliveries [2].attempt, 3);
+    //  The third failure of three allowed: dead-lettered, not delayed
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [2].delivery_id, 0, NULL), BRK_OK);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 1);
+    cr_assert_eq (s_events [BRK_EVENT_NACKED], 3);
+}
+
+static size_t s_collected;
+static char s_dead_reason [256];
+static size_t s_history_size;
+
+static void
+s_collect (void *arg, const brk_msg_t *msg)
+{
+    s_collected++;
+    snprintf (s_dead_reason, sizeof s_dead_reason, "%s", brk_msg_dead_reason (msg));
+    const brk_attempt_t *history;
+    s_history_size = brk_msg_history (msg, &history);
+    for (size_t i = 0; i < s_history_size; i++) {
+        cr_assert_eq (history [i].attempt, (int64_t) i + 1);
+        cr_assert_str_eq (history [i].outcome, "nacked");
+        cr_assert_str_eq (history [i].reason, "boom");
+        cr_assert_str_eq (history [i].worker, "w1");
+    }
+}
+
+Test (brk_queue, dead_letter_after_max_attempts_then_replay)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1, "attempt %d", attempt);
+        cr_assert_eq (s_deliveries [s_delivered - 1].attempt, attempt);
+        cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [s_delivered - 1].delivery_id, 0, "boom"), BRK_OK);
+        brk_queue_worker_seen (s_queue, worker);
+    }
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 1);
+    cr_assert_eq (stats.dead_lettered, 1);
+    cr_assert_eq (stats.ready + stats.delayed + stats.in_flight, 0);
+    cr_assert_eq (stats.oldest_unacked_ms, 0);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+
+    cr_assert_eq (brk_queue_dead_letters (s_queue, 10, s_collect, NULL), 1);
+    //  Replay gives a fresh budget
+    cr_assert_eq (brk_queue_replay (s_queue, s_id (2)), -1, "not a dead letter");
+    cr_assert_eq (brk_queue_replay (s_queue, s_id (1)), 0);
+    cr_assert_eq (brk_queue_replay (s_queue, s_id (1)), -1, "no longer dead");
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [s_delivered - 1].attempt, 1);
+    cr_assert_eq (s_events [BRK_EVENT_REPLAYED], 1);
+}
+
+Test (brk_queue, dead_letter_keeps_reason_and_history)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        brk_queue_dispatch (s_queue, s_deliver, NULL);
+        brk_queue_nack (s_queue, s_deliveries [s_delivered - 1].delivery_id, 0, "boom");
+        brk_queue_worker_seen (s_queue, worker);
+    }
+    s_collected = 0;
+    cr_assert_eq (brk_queue_dead_letters (s_queue, 10, s_collect, NULL), 1);
+    cr_assert_eq (s_collected, 1);
+    cr_assert_eq (s_history_size, 3);
+    cr_assert (strstr (s_dead_reason, "after 3 attempts") != NULL, "%s", s_dead_reason);
+    cr_assert (strstr (s_dead_reason, "boom") != NULL, "%s", s_dead_reason);
+}
+
+Test (brk_queue, expiry_counts_toward_max_attempts)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+        s_now += 10000;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+        s_now += 1000;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+    }
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 3);
+    cr_assert_eq (stats.dead, 1);
+}
+
+Test (brk_queue, stale_and_unknown_ids)
+{
+    s_publish (1);
+    brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    uint64_t id = s_deliveries [0].delivery_id;
+    cr_assert_eq (brk_queue_ack (s_queue, id + 1), BRK_UNKNOWN, "not issued yet");
+    cr_assert_eq (brk_queue_ack (s_queue, 0), BRK_UNKNOWN);
+    cr_assert_eq (brk_queue_ack (s_queue, (UINT64_C (8) << 32) | 1), BRK_UNKNOWN, "future epoch");
+    cr_assert_eq (brk_queue_ack (s_queue, (UINT64_C (6) << 32) | 99), BRK_STALE, "earlier epoch");
+    cr_assert_eq (brk_queue_ack (s_queue, id), BRK_OK);
+    cr_assert_eq (brk_queue_ack (s_queue, id), BRK_STALE);
+    cr_assert_eq (brk_queue_nack (s_queue, id, 0, NULL), BRK_STALE);
+    cr_assert_eq (brk_queue_extend (s_queue, id, -1), BRK_STALE);
+    cr_assert_eq (brk_queue_progress (s_queue, id, 2), BRK_STALE);
+}
+
+static void *s_lost_handles [8];
+static size_t s_lost_count;
+
+static void
+s_lost (void *arg, void *handle)
+{
+    s_lost_handles [s_lost_count++] = handle;
+}
+
+Test (brk_queue, silent_worker_loses_leases_before_deadline)
+{
+    for (int i = 0; i < 4; i++)
+        s_publish (i);
+    int a = 1, b = 2;
+    brk_worker_t *wa = brk_queue_worker_add (s_queue, "a", 2, &a);
+    brk_worker_t *wb = brk_queue_worker_add (s_queue, "b", 2, &b);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 4);
+    cr_assert_eq (brk_worker_in_flight (wa), 2);
+    cr_assert_eq (brk_worker_in_flight (wb), 2);
+    s_lost_count = 0;
+    //  b keeps talking, a goes silent for 3 heartbeats (well before 10 s)
+    for (int i = 0; i < 6; i++) {
+        s_now += 500;
+        brk_queue_worker_seen (s_queue, wb);
+        brk_queue_tick (s_queue, s_lost, NULL);
+    }
+    cr_assert_eq (s_lost_count, 1);
+    cr_assert_eq (s_lost_handles [0], &a);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.workers, 1);
+    cr_assert_eq (stats.ready, 2, "a's leases are back at once");
+    cr_assert_eq (stats.workers_lost, 1);
+    //  b acks one, gets one of a's with attempt 2
+    cr_assert_eq (s_deliveries [2].worker, wb);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [2].delivery_id), BRK_OK);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [4].worker, wb);
+    cr_assert_eq (s_deliveries [4].attempt, 2);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_STALE);
+}
+
+Test (brk_queue, redelivery_prefers_another_worker)
+{
+    s_publish (1);
+    brk_worker_t *wa = brk_queue_worker_add (s_queue, "a", 5, NULL);
+    brk_worker_t *wb = brk_queue_worker_add (s_queue, "b", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    brk_worker_t *first = s_deliveries [0].worker;
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [0].delivery_id, 0, NULL), BRK_OK);
+    //  Attempts 2 and 3 (of max 3) each go to the other worker
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+        brk_worker_t *again = s_deliveries [s_delivered - 1].worker;
+        cr_assert_neq (again, first, "round %d went back to the same worker", i);
+        if (i < 1)
+            brk_queue_nack (s_queue, s_deliveries [s_delivered - 1].delivery_id, 0, NULL);
+        first = again;
+    }
+    (void) wa; (void) wb;
+}
+
+Test (brk_queue, redelivery_goes_to_the_same_worker_when_alone)
+{
+    s_publish (1);
+    brk_worker_t *wa = brk_queue_worker_add (s_queue, "a", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    brk_queue_nack (s_queue, s_deliveries [0].delivery_id, 0, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [1].worker, wa);
+}
+
+Test (brk_queue, bye_returns_leases_and_spreads_load)
+{
+    for (int i = 0; i < 10; i++)
+        s_publish (i);
+    brk_worker_t *wa = brk_queue_worker_add (s_queue, "a", 100, NULL);
+    brk_worker_t *wb = brk_queue_worker_add (s_queue, "b", 100, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 10);
+    cr_assert_gt (brk_worker_in_flight (wa), 0);
+    cr_assert_gt (brk_worker_in_flight (wb), 0);
+    int64_t held = brk_worker_in_flight (wa);
+    brk_queue_worker_remove (s_queue, &wa, "bye");
+    cr_assert_null (wa);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), (size_t) held);
+    cr_assert_eq (brk_worker_in_flight (wb), 10);
+}
+
+Test (brk_queue, progress_is_remembered_across_deliveries)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "a", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    cr_assert_eq (brk_queue_progress (s_queue, s_deliveries [0].delivery_id, 2), BRK_OK);
+    brk_queue_worker_remove (s_queue, &worker, "gone");
+    brk_queue_worker_add (s_queue, "b", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    cr_assert_eq (s_delivered, 2);
+    cr_assert_eq (s_deliveries [0].steps, 0);
+    cr_assert_eq (s_deliveries [1].steps, 2, "restart done by attempt 1");
+    cr_assert_eq (s_deliveries [1].attempt, 2);
+}
+
+Test (brk_queue, oldest_unacked_age)
+{
+    s_publish (1);
+    s_now += 300;
+    s_publish (2);
+    s_now += 200;
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.oldest_unacked_ms, 500);
+    brk_queue_worker_add (s_queue, "a", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    brk_queue_ack (s_queue, s_deliveries [0].delivery_id);
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.oldest_unacked_ms, 200);
+}
+
+Test (brk_queue, events_disabled_cost_nothing)
+{
+    brk_queue_set_events_enabled (s_queue, false);
+    s_publish (1);
+    cr_assert_eq (s_events [BRK_EVENT_PUBLISHED], 0);
+}

@@ -1,0 +1,597 @@
+/*  Tests for brk_server: a real broker actor on 127.0.0.1, driven by test
+    DEALERs that act as publishers and workers. Times are short (a 400 ms
+    ack deadline, 100 ms heartbeats) and every wait is a receive timeout,
+    never a sleep.
+*/
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "brk_server.h"
+#include "mdl_log.h"
+#include "mmp.h"
+
+static zactor_t *s_broker;
+static char s_frontend [64];
+static char s_backend [64];
+static char s_events [64];
+
+static void
+s_start (int64_t ack_deadline_ms, int64_t max_attempts)
+{
+    zsys_handler_set (NULL);
+    mdl_log_set_level (MDL_LOG_ERROR);
+    brk_server_config_t config;
+    brk_server_config_defaults (&config);
+    config.queue.ack_deadline_ms = ack_deadline_ms;
+    config.queue.max_attempts = max_attempts;
+    config.queue.backoff_base_ms = 50;
+    config.queue.backoff_max_ms = 200;
+    config.queue.heartbeat_ms = 100;
+    config.queue.epoch = 3;
+    s_broker = zactor_new (brk_server, &config);
+    cr_assert_not_null (s_broker);
+    const char *names [3] = { "frontend", "backend", "events" };
+    char *endpoints [3] = { s_frontend, s_backend, s_events };
+    for (int i = 0; i < 3; i++) {
+        zstr_sendx (s_broker, "BIND", names [i], "tcp://127.0.0.1:*", NULL);
+        int port = -1;
+        cr_assert_eq (zsock_recv (s_broker, "i", &port), 0);
+        cr_assert_gt (port, 0);
+        snprintf (endpoints [i], 64, "tcp://127.0.0.1:%d", port);
+    }
+}
+
+static void
+s_setup (void)
+{
+    s_start (400, 3);
+}
+
+static void
+s_teardown (void)
+{
+    zactor_destroy (&s_broker);
+}
+
+static zsock_t *
+s_dealer (const char *endpoint)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (sock);
+    zsock_set_rcvtimeo (sock, 3000);
+    zsock_set_sndhwm (sock, 0);
+    zsock_set_rcvhwm (sock, 0);
+    zsock_set_linger (sock, 0);
+    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    return sock;
+}
+
+static void
+s_send (zsock_t *sock, mmp_command_t command, const char *json)
+{
+    cr_assert_eq (mmp_send (sock, NULL, command, json, strlen (json)), 0);
+}
+
+//  Receive the next message that is not a HEARTBEAT; fail on timeout.
+static void
+s_expect (zsock_t *sock, mmp_command_t command, mmp_msg_t *msg)
+{
+    while (true) {
+        mmp_msg_init (msg);
+        mmp_error_t err;
+        int rc = mmp_recv (sock, true, NULL, MMP_FROM_BROKER, msg, &err);
+        cr_assert_eq (rc, 0, "expected %s, got rc %d (%s)", mmp_command_name (command), rc,
+                      rc == -2 ? err.reason : "timeout");
+        if (msg->command == MMP_HEARTBEAT && command != MMP_HEARTBEAT) {
+            mmp_msg_reset (msg);
+            continue;
+        }
+        cr_assert_eq (msg->command, command, "expected %s, got %s (%s)",
+                      mmp_command_name (command), mmp_command_name (msg->command),
+                      msg->reason ? msg->reason : "");
+        return;
+    }
+}
+
+//  Nothing but heartbeats for ms milliseconds.
+static void
+s_expect_quiet (zsock_t *sock, int ms)
+{
+    int64_t until = zclock_mono () + ms;
+    while (zclock_mono () < until) {
+        zsock_set_rcvtimeo (sock, (int) (until - zclock_mono ()) + 1);
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        int rc = mmp_recv (sock, true, NULL, MMP_FROM_BROKER, &msg, NULL);
+        if (rc == 0)
+            cr_assert_eq (msg.command, MMP_HEARTBEAT, "unexpected %s", mmp_command_name (msg.command));
+        mmp_msg_reset (&msg);
+    }
+    zsock_set_rcvtimeo (sock, 3000);
+}
+
+static zsock_t *
+s_worker (int64_t credit, const char *name)
+{
+    zsock_t *worker = s_dealer (s_backend);
+    char json [128];
+    snprintf (json, sizeof json, "{\"credit\":%" PRId64 ",\"name\":\"%s\"}", credit, name);
+    s_send (worker, MMP_HELLO, json);
+    mmp_msg_t msg;
+    s_expect (worker, MMP_WELCOME, &msg);
+    cr_assert_eq (msg.ack_deadline_ms, 400);
+    cr_assert_eq (msg.heartbeat_ms, 100);
+    cr_assert_eq (msg.epoch, 3);
+    mmp_msg_reset (&msg);
+    return worker;
+}
+
+static void
+s_publish_ids (zsock_t *publisher, int first, int count)
+{
+    char *json = malloc (256 + (size_t) count * 128);
+    size_t used = (size_t) sprintf (json, "{\"messages\":[");
+    for (int i = 0; i < count; i++)
+        used += (size_t) sprintf (json + used, "%s{\"message_id\":\"00000000-0000-4000-8000-%012d\","
+                                  "\"instance_name\":\"cattle-%04d\"}", i ? "," : "", first + i, first + i);
+    sprintf (json + used, "],\"req\":\"r1\"}");
+    s_send (publisher, MMP_PUBLISH, json);
+    free (json);
+    mmp_msg_t msg;
+    s_expect (publisher, MMP_PUBACK, &msg);
+    cr_assert_eq (msg.message_id_count, (size_t) count);
+    cr_assert_str_eq (msg.req, "r1");
+    mmp_msg_reset (&msg);
+}
+
+static void
+s_ids_json (char *out, size_t size, const uint64_t *ids, size_t count)
+{
+    size_t used = (size_t) snprintf (out, size, "{\"delivery_ids\":[");
+    for (size_t i = 0; i < count; i++)
+        used += (size_t) snprintf (out + used, size - used, "%s%" PRIu64, i ? "," : "", ids [i]);
+    snprintf (out + used, size - used, "]}");
+}
+
+TestSuite (brk_server, .init = s_setup, .fini = s_teardown, .timeout = 30);
+
+Test (brk_server, publish_deliver_ack)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_send (publisher, MMP_PUBLISH,
+            "{\"messages\":[{\"instance_name\":\"cattle-ab12\"},"
+            "{\"message_id\":\"6F1C4A7E-1111-4222-8333-444455556666\",\"instance_name\":\"cattle-cd34\","
+            "\"hostname\":\"cd34.internal\",\"attributes\":{\"zone\":\"a\"}}]}");
+    mmp_msg_t ack;
+    s_expect (publisher, MMP_PUBACK, &ack);
+    cr_assert_eq (ack.message_id_count, 2);
+    cr_assert_eq (ack.other_id_count, 0);
+    cr_assert_str_eq (ack.durability, "memory");
+    cr_assert_str_eq (ack.message_ids [1], "6f1c4a7e-1111-4222-8333-444455556666", "lower-cased");
+    char made [37];
+    snprintf (made, sizeof made, "%s", ack.message_ids [0]);
+    mmp_msg_reset (&ack);
+
+    zsock_t *worker = s_worker (10, "w1");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 2);
+    cr_assert_str_eq (deliver.deliveries [0].message.message_id, made);
+    cr_assert_str_eq (deliver.deliveries [0].message.hostname, "cattle-ab12.example.net");
+    cr_assert_str_eq (deliver.deliveries [1].message.hostname, "cd34.internal");
+    cr_assert_not_null (deliver.deliveries [1].message.attributes);
+    cr_assert_eq (deliver.deliveries [0].attempt, 1);
+    cr_assert_eq (deliver.deliveries [0].deadline_ms, 400);
+    cr_assert_eq (deliver.deliveries [0].delivery_id >> 32, 3);
+    uint64_t ids [2] = { deliver.deliveries [0].delivery_id, deliver.deliveries [1].delivery_id };
+    mmp_msg_reset (&deliver);
+
+    char json [256];
+    s_ids_json (json, sizeof json, ids, 2);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, 2);
+    cr_assert_eq (acked.stale_count, 0);
+    cr_assert_eq (acked.unknown_count, 0);
+    mmp_msg_reset (&acked);
+
+    s_send (publisher, MMP_STATS, "{\"req\":\"s\"}");
+    mmp_msg_t stats;
+    s_expect (publisher, MMP_STATS, &stats);
+    cr_assert_eq (cJSON_GetObjectItem (stats.body, "acked")->valuedouble, 2);
+    cr_assert_eq (cJSON_GetObjectItem (stats.body, "in_flight")->valuedouble, 0);
+    cr_assert_eq (cJSON_GetObjectItem (stats.body, "workers")->valuedouble, 1);
+    mmp_msg_reset (&stats);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, unacked_is_redelivered_with_attempt_2)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 1);
+    zsock_t *worker = s_worker (10, "w1");
+    mmp_msg_t first;
+    s_expect (worker, MMP_DELIVER, &first);
+    uint64_t id = first.deliveries [0].delivery_id;
+    cr_assert_eq (first.deliveries [0].attempt, 1);
+    mmp_msg_reset (&first);
+    //  Keep heartbeating, but never ack
+    int64_t start = zclock_mono ();
+    mmp_msg_t again;
+    while (true) {
+        s_send (worker, MMP_HEARTBEAT, "{}");
+        zsock_set_rcvtimeo (worker, 50);
+        mmp_msg_init (&again);
+        if (mmp_recv (worker, true, NULL, MMP_FROM_BROKER, &again, NULL) == 0
+        &&  again.command == MMP_DELIVER)
+            break;
+        mmp_msg_reset (&again);
+        cr_assert_lt (zclock_mono () - start, 5000, "no redelivery");
+    }
+    cr_assert_geq (zclock_mono () - start, 400 - 20, "redelivered before the deadline");
+    cr_assert_eq (again.deliveries [0].attempt, 2);
+    cr_assert_neq (again.deliveries [0].delivery_id, id);
+    mmp_msg_reset (&again);
+    zsock_set_rcvtimeo (worker, 3000);
+    //  The first lease is stale now
+    char json [128];
+    s_ids_json (json, sizeof json, &id, 1);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, 0);
+    cr_assert_eq (acked.stale_count, 1);
+    cr_assert_eq (acked.stale [0], id);
+    mmp_msg_reset (&acked);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, extend_keeps_the_lease)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 1);
+    zsock_t *worker = s_worker (10, "w1");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    uint64_t id = deliver.deliveries [0].delivery_id;
+    mmp_msg_reset (&deliver);
+    char json [128];
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"extension_ms\":400}", id);
+    //  Extend every 200 ms for 1.2 s: three original deadlines
+    for (int i = 0; i < 6; i++) {
+        s_expect_quiet (worker, 200);
+        s_send (worker, MMP_EXTEND, json);
+        mmp_msg_t extended;
+        s_expect (worker, MMP_EXTENDED, &extended);
+        cr_assert_eq (extended.id_count, 1, "extend %d", i);
+        cr_assert_eq (extended.deadline_ms, 400);
+        mmp_msg_reset (&extended);
+    }
+    s_ids_json (json, sizeof json, &id, 1);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, 1, "still leased after 1.2 s");
+    mmp_msg_reset (&acked);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, nack_with_delay)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 1);
+    zsock_t *worker = s_worker (10, "w1");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    uint64_t id = deliver.deliveries [0].delivery_id;
+    mmp_msg_reset (&deliver);
+    char json [128];
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"delay_ms\":300,\"reason\":\"busy\"}", id);
+    int64_t start = zclock_mono ();
+    s_send (worker, MMP_NACK, json);
+    mmp_msg_t nacked;
+    s_expect (worker, MMP_NACKED, &nacked);
+    cr_assert_eq (nacked.id_count, 1);
+    mmp_msg_reset (&nacked);
+    s_send (worker, MMP_HEARTBEAT, "{}");
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_geq (zclock_mono () - start, 300 - 20);
+    cr_assert_eq (deliver.deliveries [0].attempt, 2);
+    mmp_msg_reset (&deliver);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, stale_and_unknown_acks_are_reported)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 1);
+    zsock_t *worker = s_worker (10, "w1");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    uint64_t id = deliver.deliveries [0].delivery_id;
+    mmp_msg_reset (&deliver);
+    uint64_t ids [3] = { id, id, id + 1000 };
+    char json [256];
+    s_ids_json (json, sizeof json, ids, 3);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, 1);
+    cr_assert_eq (acked.stale_count, 1);
+    cr_assert_eq (acked.unknown_count, 1);
+    cr_assert_eq (acked.unknown [0], id + 1000);
+    mmp_msg_reset (&acked);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, lost_heartbeats_return_leases_early)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 2);
+    zsock_t *silent = s_worker (2, "silent");
+    mmp_msg_t deliver;
+    s_expect (silent, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 2);
+    mmp_msg_reset (&deliver);
+    int64_t start = zclock_mono ();
+    zsock_t *live = s_worker (10, "live");
+    //  live keeps heartbeating; silent says nothing after its HELLO
+    size_t got = 0;
+    while (got < 2) {
+        s_send (live, MMP_HEARTBEAT, "{}");
+        zsock_set_rcvtimeo (live, 50);
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        if (mmp_recv (live, true, NULL, MMP_FROM_BROKER, &msg, NULL) == 0 && msg.command == MMP_DELIVER) {
+            for (size_t i = 0; i < msg.delivery_count; i++)
+                cr_assert_eq (msg.deliveries [i].attempt, 2);
+            got += msg.delivery_count;
+        }
+        mmp_msg_reset (&msg);
+        cr_assert_lt (zclock_mono () - start, 3000);
+    }
+    //  3 heartbeats is 300 ms, well before the 400 ms deadline + backoff
+    cr_assert_lt (zclock_mono () - start, 400, "leases came back only at their deadline");
+    zsock_destroy (&live);
+    zsock_destroy (&silent);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, credit_is_never_exceeded)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 20);
+    zsock_t *worker = s_worker (3, "w1");
+    uint64_t held [20];
+    size_t held_count = 0;
+    size_t total = 0;
+    while (total < 20) {
+        mmp_msg_t deliver;
+        s_expect (worker, MMP_DELIVER, &deliver);
+        for (size_t i = 0; i < deliver.delivery_count; i++)
+            held [held_count++] = deliver.deliveries [i].delivery_id;
+        total += deliver.delivery_count;
+        mmp_msg_reset (&deliver);
+        cr_assert_leq (held_count, 3, "holding %zu with credit 3", held_count);
+        //  Nothing more may come while we hold 3
+        if (held_count == 3)
+            s_expect_quiet (worker, 50);
+        char json [256];
+        s_ids_json (json, sizeof json, held, 1);
+        s_send (worker, MMP_ACK, json);
+        mmp_msg_t acked;
+        s_expect (worker, MMP_ACKED, &acked);
+        cr_assert_eq (acked.id_count, 1);
+        mmp_msg_reset (&acked);
+        memmove (held, held + 1, --held_count * sizeof held [0]);
+    }
+    //  CREDIT 0: nothing more even with room
+    s_publish_ids (publisher, 100, 2);
+    s_send (worker, MMP_CREDIT, "{\"credit\":0}");
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, duplicates_are_detected)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 1, 3);
+    //  Same ids again, plus one new and one repeated inside the batch
+    s_send (publisher, MMP_PUBLISH,
+            "{\"messages\":[{\"message_id\":\"00000000-0000-4000-8000-000000000002\",\"instance_name\":\"a\"},"
+            "{\"message_id\":\"00000000-0000-4000-8000-000000000009\",\"instance_name\":\"b\"},"
+            "{\"message_id\":\"00000000-0000-4000-8000-000000000009\",\"instance_name\":\"b\"}]}");
+    mmp_msg_t ack;
+    s_expect (publisher, MMP_PUBACK, &ack);
+    cr_assert_eq (ack.message_id_count, 3);
+    cr_assert_eq (ack.other_id_count, 2);
+    cr_assert_str_eq (ack.other_ids [0], "00000000-0000-4000-8000-000000000002");
+    cr_assert_str_eq (ack.other_ids [1], "00000000-0000-4000-8000-000000000009");
+    mmp_msg_reset (&ack);
+    zsock_t *worker = s_worker (100, "w1");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 4, "3 + 1 new, no duplicate queued");
+    mmp_msg_reset (&deliver);
+    s_expect_quiet (worker, 100);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, dead_lettered_after_max_attempts_then_replayed)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish_ids (publisher, 7, 1);
+    zsock_t *worker = s_worker (10, "w1");
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        mmp_msg_t deliver;
+        s_send (worker, MMP_HEARTBEAT, "{}");
+        s_expect (worker, MMP_DELIVER, &deliver);
+        cr_assert_eq (deliver.deliveries [0].attempt, attempt);
+        char json [160];
+        snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"delay_ms\":0,\"reason\":\"exit 1\"}",
+                  deliver.deliveries [0].delivery_id);
+        mmp_msg_reset (&deliver);
+        s_send (worker, MMP_NACK, json);
+        mmp_msg_t nacked;
+        s_expect (worker, MMP_NACKED, &nacked);
+        mmp_msg_reset (&nacked);
+    }
+    s_expect_quiet (worker, 100);
+    s_send (publisher, MMP_DEADLETTERS, "{}");
+    mmp_msg_t dead;
+    s_expect (publisher, MMP_DEADLETTERS, &dead);
+    cJSON *list = cJSON_GetObjectItem (dead.body, "dead_letters");
+    cr_assert_eq (cJSON_GetArraySize (list), 1);
+    cJSON *letter = cJSON_GetArrayItem (list, 0);
+    cr_assert_str_eq (cJSON_GetObjectItem (cJSON_GetObjectItem (letter, "message"), "message_id")->valuestring,
+                      "00000000-0000-4000-8000-000000000007");
+    cr_assert (strstr (cJSON_GetObjectItem (letter, "reason")->valuestring, "exit 1"));
+    cr_assert_eq (cJSON_GetArraySize (cJSON_GetObjectItem (letter, "history")), 3);
+    mmp_msg_reset (&dead);
+
+    s_send (publisher, MMP_REPLAY, "{\"message_ids\":[\"00000000-0000-4000-8000-000000000007\","
+                                   "\"00000000-0000-4000-8000-000000000008\"]}");
+    mmp_msg_t replayed;
+    s_expect (publisher, MMP_REPLAYED, &replayed);
+    cr_assert_eq (replayed.message_id_count, 1);
+    cr_assert_eq (replayed.other_id_count, 1);
+    mmp_msg_reset (&replayed);
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.deliveries [0].attempt, 1, "fresh budget");
+    mmp_msg_reset (&deliver);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, malformed_flood_while_a_worker_is_served)
+{
+    zsock_t *publisher = s_dealer (s_frontend);
+    zsock_t *worker = s_worker (1000, "w1");
+    zsock_t *attacker = s_dealer (s_frontend);
+    zsock_t *bad_worker = s_dealer (s_backend);
+    const char *garbage [] = { "{", "[]", "{\"messages\":7}", "{\"messages\":[{\"instance_name\":\"-bad\"}]}",
+                               "\"x\"", "{\"messages\":[],\"zzz\":1}", "" };
+    size_t acked_total = 0;
+    for (int round = 0; round < 20; round++) {
+        for (int i = 0; i < 50; i++) {
+            const char *body = garbage [i % 7];
+            s_send (attacker, MMP_PUBLISH, body);
+            zstr_sendx (attacker, "NOT-MMP", NULL);
+            zstr_sendx (bad_worker, "MMP1", "ACK", "{\"delivery_ids\":[1]}", NULL);
+            zstr_sendx (bad_worker, "MMP1", "FROB", "{}", "extra", NULL);
+        }
+        s_publish_ids (publisher, round * 10, 10);
+        size_t got = 0;
+        while (got < 10) {
+            mmp_msg_t deliver;
+            s_expect (worker, MMP_DELIVER, &deliver);
+            uint64_t ids [10];
+            for (size_t i = 0; i < deliver.delivery_count; i++)
+                ids [i] = deliver.deliveries [i].delivery_id;
+            char json [512];
+            s_ids_json (json, sizeof json, ids, deliver.delivery_count);
+            got += deliver.delivery_count;
+            mmp_msg_reset (&deliver);
+            s_send (worker, MMP_ACK, json);
+            mmp_msg_t acked;
+            s_expect (worker, MMP_ACKED, &acked);
+            acked_total += acked.id_count;
+            mmp_msg_reset (&acked);
+        }
+    }
+    cr_assert_eq (acked_total, 200);
+    //  Every bad message got an ERROR back
+    size_t errors = 0;
+    zsock_set_rcvtimeo (attacker, 1000);
+    while (errors < 20 * 50 * 2) {
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        int rc = mmp_recv (attacker, true, NULL, MMP_FROM_BROKER, &msg, NULL);
+        cr_assert_eq (rc, 0, "only %zu errors", errors);
+        cr_assert_eq (msg.command, MMP_ERROR);
+        errors++;
+        mmp_msg_reset (&msg);
+    }
+    mmp_msg_t msg;
+    s_expect (bad_worker, MMP_ERROR, &msg);
+    cr_assert_str_eq (msg.code, MMP_ERR_UNEXPECTED, "ACK before HELLO");
+    mmp_msg_reset (&msg);
+    s_expect (bad_worker, MMP_ERROR, &msg);
+    cr_assert_str_eq (msg.code, MMP_ERR_BAD_FRAMES);
+    mmp_msg_reset (&msg);
+    zsock_destroy (&bad_worker);
+    zsock_destroy (&attacker);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, no_reply_dropped_with_over_1000_in_flight)
+{
+    //  Default ROUTER HWM (1000) would drop replies to this DEALER silently
+    zsock_t *publisher = s_dealer (s_frontend);
+    enum { N = 3000 };
+    for (int i = 0; i < N; i += 500)
+        s_publish_ids (publisher, i, 500);
+    zsock_t *worker = s_worker (N, "big");
+    uint64_t *ids = malloc (N * sizeof *ids);
+    size_t got = 0;
+    while (got < N) {
+        mmp_msg_t deliver;
+        s_expect (worker, MMP_DELIVER, &deliver);
+        for (size_t i = 0; i < deliver.delivery_count; i++)
+            ids [got++] = deliver.deliveries [i].delivery_id;
+        mmp_msg_reset (&deliver);
+    }
+    //  One ACK per id, all sent before reading any reply
+    for (size_t i = 0; i < N; i++) {
+        char json [64];
+        s_ids_json (json, sizeof json, &ids [i], 1);
+        s_send (worker, MMP_ACK, json);
+    }
+    size_t replies = 0;
+    while (replies < N) {
+        mmp_msg_t acked;
+        s_expect (worker, MMP_ACKED, &acked);
+        cr_assert_eq (acked.id_count, 1);
+        replies++;
+        mmp_msg_reset (&acked);
+    }
+    free (ids);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, events_are_published)
+{
+    zsock_t *sub = zsock_new_sub (s_events, "");
+    cr_assert_not_null (sub);
+    zsock_set_rcvtimeo (sub, 3000);
+    //  A subscription takes a moment to reach the broker; publish until one arrives
+    zsock_t *publisher = s_dealer (s_frontend);
+    char *name = NULL;
+    for (int i = 0; i < 50 && !name; i++) {
+        s_publish_ids (publisher, 1000 + i, 1);
+        zsock_set_rcvtimeo (sub, 100);
+        name = zstr_recv (sub);
+    }
+    cr_assert_not_null (name, "no event");
+    cr_assert_str_eq (name, "published");
+    char *json = zstr_recv (sub);
+    cJSON *event = cJSON_Parse (json);
+    cr_assert_not_null (event);
+    cr_assert_str_eq (cJSON_GetObjectItem (event, "event")->valuestring, "published");
+    cr_assert_not_null (cJSON_GetObjectItem (event, "message_id"));
+    cJSON_Delete (event);
+    zstr_free (&json);
+    zstr_free (&name);
+    zsock_destroy (&sub);
+    zsock_destroy (&publisher);
+}
