@@ -11,6 +11,16 @@
     The directory is created and emptied; default /tmp/journal_bench.<pid>.
 */
 #include "brk_journal.h"
+#include "mdl_log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <ftw.h>
 
