@@ -1,0 +1,520 @@
+/*  End-to-end tests of mandrill-worker: a real mandrill-broker and real
+    workers as child processes on 127.0.0.1 ports found free at run time,
+    restarts in exec mode through tests/scripts/restart_append.sh (which
+    appends "hostname message_id" to a file when a restart completes).
+    Requests are published with the MMP codec over a DEALER to the broker's
+    frontend; progress is read from the broker's STATS and DEADLETTERS.
+
+    Every process is killed by its PID when a test ends, and every temp
+    directory removed. Waits poll STATS with a deadline, so a test fails
+    instead of hanging.
+
+    The SQLite checks open libsqlite3 with dlopen: test_e2e_* executables
+    are not linked with SQLite by tests/CMakeLists.txt.
+*/
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mmp.h"
+
+#define MAX_PROCS 8
+
+//  The state of one test: processes, ports, directory.
+typedef struct {
+    char dir [64];              //  Temp directory, removed at the end
+    pid_t pids [MAX_PROCS];     //  Children still to reap
+    int frontend;               //  Broker ports
+    int backend;
+    int events;
+    pid_t broker;               //  Broker pid
+    zsock_t *client;            //  DEALER to the frontend
+    char script [512];          //  Path of restart_append.sh
+} env_t;
+
+static env_t env;
+
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq (fd, 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert_eq (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    cr_assert_eq (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+static pid_t
+s_spawn (const char *log_name, char *const argv [])
+{
+    char log [128];
+    snprintf (log, sizeof log, "%s/%s", env.dir, log_name);
+    pid_t pid = fork ();
+    cr_assert_geq (pid, 0);
+    if (pid == 0) {
+        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2 (fd, 1);
+            dup2 (fd, 2);
+        }
+        chdir (env.dir);
+        execv (argv [0], argv);
+        _exit (127);
+    }
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (env.pids [i] == 0) {
+            env.pids [i] = pid;
+            return pid;
+        }
+    cr_assert_fail ("too many processes");
+    return -1;
+}
+
+//  Wait up to timeout_ms for pid to exit. Returns its wait status, or -1.
+static int
+s_wait_exit (pid_t pid, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        int status;
+        if (waitpid (pid, &status, WNOHANG) == pid) {
+            for (int i = 0; i < MAX_PROCS; i++)
+                if (env.pids [i] == pid)
+                    env.pids [i] = 0;
+            return status;
+        }
+        usleep (20000);
+    }
+    return -1;
+}
+
+static void
+s_kill (pid_t pid)
+{
+    kill (pid, SIGKILL);
+    s_wait_exit (pid, 5000);
+}
+
+static const char *
+s_program (const char *var)
+{
+    const char *path = getenv (var);
+    cr_assert_not_null (path, "%s is not set (run through ctest)", var);
+    return path;
+}
+
+static void
+s_setup (void)
+{
+    memset (&env, 0, sizeof env);
+    snprintf (env.dir, sizeof env.dir, "/tmp/mandrill_e2e_XXXXXX");
+    cr_assert_not_null (mkdtemp (env.dir));
+    const char *source = getenv ("MANDRILL_SOURCE_DIR");
+    snprintf (env.script, sizeof env.script, "%s/tests/scripts/restart_append.sh",
+              source ? source : ".");
+}
+
+static void
+s_teardown (void)
+{
+    zsock_destroy (&env.client);
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (env.pids [i] > 0)
+            s_kill (env.pids [i]);
+    if (env.dir [0] && !getenv ("MANDRILL_KEEP_TMP")) {
+        char command [128];
+        snprintf (command, sizeof command, "rm -rf '%s'", env.dir);
+        if (system (command) != 0)
+            fprintf (stderr, "could not remove %s\n", env.dir);
+    }
+}
+
+static void
+s_start_broker (const char *ack_deadline, const char *max_attempts)
+{
+    if (!env.frontend) {
+        env.frontend = s_free_port ();
+        env.backend = s_free_port ();
+        env.events = s_free_port ();
+    }
+    char frontend [64], backend [64], events [64];
+    snprintf (frontend, sizeof frontend, "tcp://127.0.0.1:%d", env.frontend);
+    snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", env.backend);
+    snprintf (events, sizeof events, "tcp://127.0.0.1:%d", env.events);
+    char *argv [] = {
+        (char *) s_program ("MANDRILL_BROKER"), "--frontend", frontend, "--backend", backend,
+        "--events", events, "--ack-deadline", (char *) ack_deadline,
+        "--max-attempts", (char *) max_attempts, "--heartbeat", "200ms",
+        "--backoff-base", "100ms", "--backoff-max", "500ms", NULL
+    };
+    env.broker = s_spawn ("broker.log", argv);
+    zsock_destroy (&env.client);
+    env.client = zsock_new (ZMQ_DEALER);
+    zsock_set_rcvtimeo (env.client, 5000);
+    zsock_set_sndtimeo (env.client, 5000);
+    cr_assert_eq (zsock_connect (env.client, "%s", frontend), 0);
+}
+
+//  Start a worker in exec mode; extra flags may be NULL-terminated after.
+static pid_t
+s_start_worker (const char *name, const char *db, const char *restart_cmd,
+                const char *extra1, const char *extra2, const char *extra3, const char *extra4)
+{
+    char backend [64], db_url [256], log [64];
+    snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", env.backend);
+    snprintf (db_url, sizeof db_url, "sqlite:%s/%s", env.dir, db);
+    snprintf (log, sizeof log, "%s.log", name);
+    char *argv [] = {
+        (char *) s_program ("MANDRILL_WORKER"), "--broker", backend, "--name", (char *) name,
+        "--db", db_url, "--restart", "exec", "--restart-cmd", (char *) restart_cmd,
+        "--extend-every", "300ms",
+        (char *) extra1, (char *) extra2, (char *) extra3, (char *) extra4, NULL
+    };
+    return s_spawn (log, argv);
+}
+
+static cJSON *
+s_request (mmp_command_t command, const char *body, mmp_command_t expect)
+{
+    cr_assert_eq (mmp_send (env.client, NULL, command, body, strlen (body)), 0);
+    mmp_msg_t msg;
+    mmp_error_t err;
+    mmp_msg_init (&msg);
+    int rc = mmp_recv (env.client, true, NULL, MMP_FROM_BROKER, &msg, &err);
+    cr_assert_eq (rc, 0, "no valid reply to %s (rc %d)", mmp_command_name (command), rc);
+    cr_assert_eq (msg.command, expect, "got %s", mmp_command_name (msg.command));
+    cJSON *body_copy = cJSON_Duplicate (msg.body, true);
+    mmp_msg_reset (&msg);
+    return body_copy;
+}
+
+static int64_t
+s_stat (const char *name)
+{
+    cJSON *stats = s_request (MMP_STATS, "{}", MMP_STATS);
+    cJSON *item = cJSON_GetObjectItemCaseSensitive (stats, name);
+    int64_t value = cJSON_IsNumber (item) ? (int64_t) item->valuedouble : -1;
+    cJSON_Delete (stats);
+    return value;
+}
+
+//  Poll STATS until name >= value or timeout. Returns the last value.
+static int64_t
+s_wait_stat (const char *name, int64_t value, int timeout_ms)
+{
+    int64_t now = zclock_mono (), last = -1;
+    while (zclock_mono () - now < timeout_ms) {
+        last = s_stat (name);
+        if (last >= value)
+            break;
+        zclock_sleep (50);
+    }
+    return last;
+}
+
+static char s_ids [200][37];
+static int s_published;             //  Ids made so far: every publish is new
+
+static void
+s_publish (int count)
+{
+    cr_assert_leq (count, 200);
+    char *body = malloc (200 * 128 + 64);
+    size_t used = (size_t) sprintf (body, "{\"messages\":[");
+    for (int i = 0; i < count; i++) {
+        snprintf (s_ids [i], 37, "%08x-0000-4000-8000-%012d", (unsigned) getpid (), s_published++);
+        used += (size_t) sprintf (body + used, "%s{\"message_id\":\"%s\",\"instance_name\":\"cattle-%04d\"}",
+                                  i ? "," : "", s_ids [i], i);
+    }
+    sprintf (body + used, "]}");
+    cJSON *reply = s_request (MMP_PUBLISH, body, MMP_PUBACK);
+    cJSON *ids = cJSON_GetObjectItemCaseSensitive (reply, "message_ids");
+    cr_assert_eq (cJSON_GetArraySize (ids), count);
+    cJSON_Delete (reply);
+    free (body);
+}
+
+//  Lines of the restart record naming id.
+static int
+s_restarts_of (const char *id)
+{
+    char path [128], line [256];
+    snprintf (path, sizeof path, "%s/restarts.txt", env.dir);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return 0;
+    int count = 0;
+    while (fgets (line, sizeof line, file))
+        if (strstr (line, id))
+            count++;
+    fclose (file);
+    return count;
+}
+
+static int
+s_restart_lines (void)
+{
+    char path [128], line [256];
+    snprintf (path, sizeof path, "%s/restarts.txt", env.dir);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return 0;
+    int count = 0;
+    while (fgets (line, sizeof line, file))
+        count++;
+    fclose (file);
+    return count;
+}
+
+static bool
+s_log_has (const char *log_name, const char *text)
+{
+    char path [128];
+    snprintf (path, sizeof path, "%s/%s", env.dir, log_name);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return false;
+    char line [2048];
+    bool found = false;
+    while (!found && fgets (line, sizeof line, file))
+        found = strstr (line, text) != NULL;
+    fclose (file);
+    return found;
+}
+
+//  --------------------------------------------------------------------------
+//  SQLite through dlopen (see the header)
+
+typedef struct {
+    void *lib;
+    __typeof__ (sqlite3_open) *open;
+    __typeof__ (sqlite3_close) *close;
+    __typeof__ (sqlite3_prepare_v2) *prepare;
+    __typeof__ (sqlite3_step) *step;
+    __typeof__ (sqlite3_column_int) *column_int;
+    __typeof__ (sqlite3_finalize) *finalize;
+    __typeof__ (sqlite3_exec) *exec;
+} sqlite_api_t;
+
+static sqlite_api_t
+s_sqlite (void)
+{
+    sqlite_api_t api;
+    memset (&api, 0, sizeof api);
+    api.lib = dlopen ("libsqlite3.so.0", RTLD_NOW);
+    cr_assert_not_null (api.lib, "cannot load libsqlite3: %s", dlerror ());
+    api.open = (__typeof__ (api.open)) dlsym (api.lib, "sqlite3_open");
+    api.close = (__typeof__ (api.close)) dlsym (api.lib, "sqlite3_close");
+    api.prepare = (__typeof__ (api.prepare)) dlsym (api.lib, "sqlite3_prepare_v2");
+    api.step = (__typeof__ (api.step)) dlsym (api.lib, "sqlite3_step");
+    api.column_int = (__typeof__ (api.column_int)) dlsym (api.lib, "sqlite3_column_int");
+    api.finalize = (__typeof__ (api.finalize)) dlsym (api.lib, "sqlite3_finalize");
+    api.exec = (__typeof__ (api.exec)) dlsym (api.lib, "sqlite3_exec");
+    cr_assert (api.open && api.close && api.prepare && api.step && api.column_int
+               && api.finalize && api.exec);
+    return api;
+}
+
+static int
+s_db_int (const char *db_name, const char *sql)
+{
+    sqlite_api_t api = s_sqlite ();
+    char path [128];
+    snprintf (path, sizeof path, "%s/%s", env.dir, db_name);
+    sqlite3 *db;
+    cr_assert_eq (api.open (path, &db), SQLITE_OK);
+    sqlite3_stmt *stmt;
+    cr_assert_eq (api.prepare (db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sql);
+    int value = api.step (stmt) == SQLITE_ROW ? api.column_int (stmt, 0) : -1;
+    api.finalize (stmt);
+    api.close (db);
+    dlclose (api.lib);
+    return value;
+}
+
+static char s_cmd [1024];
+
+static const char *
+s_restart_cmd (const char *delay, const char *status)
+{
+    snprintf (s_cmd, sizeof s_cmd, "sh %s %s/restarts.txt {hostname} {message_id} %s %s",
+              env.script, env.dir, delay, status);
+    return s_cmd;
+}
+
+//  --------------------------------------------------------------------------
+
+TestSuite (e2e_worker, .init = s_setup, .fini = s_teardown);
+
+Test (e2e_worker, two_workers_ack_save_and_restart_each_once, .timeout = 90)
+{
+    enum { N = 200 };
+    s_start_broker ("2s", "5");
+    pid_t a = s_start_worker ("wa", "m.db", s_restart_cmd ("0", "0"), "--credit", "50", NULL, NULL);
+    pid_t b = s_start_worker ("wb", "m.db", s_restart_cmd ("0", "0"), "--credit", "50", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 2, 10000), 2, "workers did not register");
+    s_publish (N);
+    cr_assert_eq (s_wait_stat ("acked", N, 60000), N, "not all acked");
+    cr_assert_eq (s_stat ("in_flight"), 0);
+
+    kill (a, SIGTERM);
+    kill (b, SIGTERM);
+    int status = s_wait_exit (a, 10000);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "worker a status %d", status);
+    status = s_wait_exit (b, 10000);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "worker b status %d", status);
+
+    cr_assert_eq (s_restart_lines (), N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq (s_restarts_of (s_ids [i]), 1, "message %d restarted %d times",
+                      i, s_restarts_of (s_ids [i]));
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts"), N);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE saves = 1"), N);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE restart_outcome = 'restarted'"), N);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(DISTINCT worker) FROM restarts"), 2,
+                  "both workers should have taken work");
+    cr_assert (s_log_has ("wa.log", "Shutdown complete"));
+}
+
+Test (e2e_worker, kill9_other_worker_finishes_without_second_restart, .timeout = 90)
+{
+    enum { N = 20 };
+    s_start_broker ("30s", "5");
+    //  Worker a restarts everything but cannot save: its database is locked
+    pid_t a = s_start_worker ("wa", "a.db", s_restart_cmd ("0", "0"), "--credit", "100", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    sqlite_api_t api = s_sqlite ();
+    char path [128];
+    snprintf (path, sizeof path, "%s/a.db", env.dir);
+    sqlite3 *lock;
+    cr_assert_eq (api.open (path, &lock), SQLITE_OK);
+    cr_assert_eq (api.exec (lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+
+    s_publish (N);
+    int64_t start = zclock_mono ();
+    while (s_restart_lines () < N && zclock_mono () - start < 20000)
+        zclock_sleep (50);
+    cr_assert_eq (s_restart_lines (), N, "worker a did not restart everything");
+    cr_assert_eq (s_stat ("acked"), 0, "nothing can be acked while the save is blocked");
+    zclock_sleep (300);         //  Let PROGRESS [restart] reach the broker
+    kill (a, SIGKILL);
+    s_wait_exit (a, 5000);
+    api.exec (lock, "ROLLBACK", NULL, NULL, NULL);
+    api.close (lock);
+    dlclose (api.lib);
+
+    //  Worker b gets the redeliveries (the broker loses a within 3 heartbeats)
+    s_start_worker ("wb", "b.db", s_restart_cmd ("0", "0"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("acked", N, 30000), N, "not all acked after the kill");
+    cr_assert_eq (s_restart_lines (), N, "a completed restart ran again");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq (s_restarts_of (s_ids [i]), 1);
+    cr_assert (s_log_has ("wb.log", "restart already done"));
+}
+
+Test (e2e_worker, sigterm_mid_flight_finishes_within_grace, .timeout = 60)
+{
+    enum { N = 10 };
+    s_start_broker ("5s", "5");
+    pid_t a = s_start_worker ("wa", "m.db", s_restart_cmd ("1", "0"), "--grace", "10s", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (N);
+    cr_assert_eq (s_wait_stat ("in_flight", N, 10000), N);
+    int64_t start = zclock_mono ();
+    kill (a, SIGTERM);
+    int status = s_wait_exit (a, 12000);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
+    cr_assert_lt (zclock_mono () - start, 10000);
+    cr_assert_eq (s_stat ("acked"), N, "in-flight messages were not finished");
+    cr_assert_eq (s_restart_lines (), N);
+    cr_assert (s_log_has ("wa.log", "Received exit signal SIGTERM"));
+    cr_assert (s_log_has ("wa.log", "Nacking 0 outstanding messages"));
+    cr_assert (s_log_has ("wa.log", "Closing database connections"));
+    cr_assert (s_log_has ("wa.log", "Shutdown complete"));
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts"), N);
+}
+
+Test (e2e_worker, sigterm_after_grace_nacks_and_nothing_is_lost, .timeout = 60)
+{
+    enum { N = 10 };
+    s_start_broker ("5s", "5");
+    pid_t a = s_start_worker ("wa", "m.db", s_restart_cmd ("30", "0"), "--grace", "300ms", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (N);
+    cr_assert_eq (s_wait_stat ("in_flight", N, 10000), N);
+    kill (a, SIGTERM);
+    int status = s_wait_exit (a, 5000);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
+    cr_assert (s_log_has ("wa.log", "Nacking 10 outstanding messages"));
+    cr_assert_eq (s_stat ("in_flight"), 0, "leases were not given back");
+    //  Another worker finishes all of them
+    s_start_worker ("wb", "m.db", s_restart_cmd ("0", "0"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("acked", N, 20000), N);
+    cr_assert_eq (s_restart_lines (), N);
+}
+
+Test (e2e_worker, failing_restart_is_retried_then_dead_lettered, .timeout = 60)
+{
+    s_start_broker ("5s", "3");
+    s_start_worker ("wa", "m.db", s_restart_cmd ("0", "3"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (2);
+    cr_assert_eq (s_wait_stat ("dead_letters", 2, 20000), 2);
+    cJSON *reply = s_request (MMP_DEADLETTERS, "{}", MMP_DEADLETTERS);
+    cJSON *letters = cJSON_GetObjectItemCaseSensitive (reply, "dead_letters");
+    cr_assert_eq (cJSON_GetArraySize (letters), 2);
+    cJSON *letter;
+    cJSON_ArrayForEach (letter, letters) {
+        cJSON *attempts = cJSON_GetObjectItemCaseSensitive (letter, "attempts");
+        cr_assert (cJSON_IsNumber (attempts));
+        cr_assert_eq ((int) attempts->valuedouble, 3);
+    }
+    cJSON_Delete (reply);
+    cr_assert_eq (s_stat ("acked"), 0);
+    cr_assert (s_log_has ("wa.log", "exited with status 3"));
+}
+
+Test (e2e_worker, hanging_restart_is_killed_at_the_timeout, .timeout = 60)
+{
+    s_start_broker ("5s", "2");
+    s_start_worker ("wa", "m.db", s_restart_cmd ("60", "0"),
+                    "--restart-timeout", "500ms", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    int64_t start = zclock_mono ();
+    s_publish (1);
+    cr_assert_eq (s_wait_stat ("dead_letters", 1, 20000), 1);
+    //  Two attempts of 500 ms plus a short backoff, far from the 60 s sleep
+    cr_assert_lt (zclock_mono () - start, 10000);
+    cr_assert (s_log_has ("wa.log", "timed out"));
+    cr_assert_eq (s_restart_lines (), 0);
+}
+
+Test (e2e_worker, worker_rejoins_a_restarted_broker, .timeout = 60)
+{
+    s_start_broker ("5s", "5");
+    s_start_worker ("wa", "m.db", s_restart_cmd ("1", "0"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (5);
+    cr_assert_eq (s_wait_stat ("in_flight", 5, 10000), 5);
+    //  The broker dies with leases out and comes back empty on the same ports
+    s_kill (env.broker);
+    s_start_broker ("5s", "5");
+    cr_assert_eq (s_wait_stat ("workers", 1, 15000), 1, "worker did not register again");
+    s_publish (5);
+    cr_assert_eq (s_wait_stat ("acked", 5, 15000), 5, "worker does not take work after the outage");
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq (s_restarts_of (s_ids [i]), 1, "new message %d restarted %d times", i,
+                      s_restarts_of (s_ids [i]));
+    cr_assert (s_log_has ("wa.log", "HELLO again") || s_log_has ("wa.log", "reconnecting"));
+}

@@ -1,0 +1,57 @@
+/*  wrk_exec: the worker's "exec" restart mode.
+
+    A restart command is an argv template given once (--restart-cmd),
+    split on blanks; single or double quotes group words (no escapes, no
+    shell). The placeholders {hostname}, {instance_name} and {message_id}
+    are replaced inside any word; any other {name} is refused when the
+    template is parsed, so a typo fails at start, not per message.
+
+    Each restart runs as a child process, started with posix_spawnp, no
+    shell, in its own process group (so a kill reaches what it spawned),
+    with stdin from /dev/null and the default signal mask and dispositions.
+    The owner learns of exits by calling wrk_exec_reap () when SIGCHLD
+    arrives (the worker watches it through its signalfd). Exit 0 means
+    success; anything else, or a signal, is a failure with a reason.
+    Children are tracked by the job token the core gave them, so a kill or
+    an exit of an older job never lands on a newer one.
+*/
+#ifndef WRK_EXEC_H_INCLUDED
+#define WRK_EXEC_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct _wrk_exec_t wrk_exec_t;
+
+//  Parse the template. Returns NULL and writes a reason into error on a
+//  bad template (empty, unbalanced quote, unknown placeholder).
+wrk_exec_t *wrk_exec_new (const char *template, char *error, size_t error_size);
+void wrk_exec_destroy (wrk_exec_t **self_p);
+
+//  The argv for one message: a NULL-terminated array the caller frees with
+//  wrk_exec_argv_free (). NULL when out of memory.
+char **wrk_exec_expand (wrk_exec_t *self, const char *hostname,
+                        const char *instance_name, const char *message_id);
+void wrk_exec_argv_free (char ***argv_p);
+
+//  Start the command for one message. Returns 0, or -1 (logged) when it
+//  could not be started (e.g. program not found).
+int wrk_exec_start (wrk_exec_t *self, uint64_t token, const char *hostname,
+                    const char *instance_name, const char *message_id);
+
+//  SIGKILL the process group of the child started for token, if it still
+//  runs. Its exit is still reaped, but not reported.
+void wrk_exec_kill (wrk_exec_t *self, uint64_t token);
+
+//  Report every child that has exited: done (arg, message_id, token, ok,
+//  reason). reason lives only during the call.
+typedef void (wrk_exec_done_fn) (void *arg, const char *message_id, uint64_t token,
+                                 bool ok, const char *reason);
+void wrk_exec_reap (wrk_exec_t *self, wrk_exec_done_fn *done, void *arg);
+
+//  Children started and not yet reaped.
+size_t wrk_exec_running (wrk_exec_t *self);
+
+#endif
