@@ -18,7 +18,9 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,10 +85,6 @@ static const unsigned char s_command_ways [MMP_COMMAND_COUNT] = {
 
 //  The most dead letters a DEADLETTERS request may ask for and a reply carry.
 #define S_MAX_DEAD_LETTERS  100000
-
-//  Room for printing attributes without allocating: cJSON's preallocated
-//  printer wants slack beyond the text it writes (26 bytes per number).
-#define S_ATTRIBUTES_ROOM   (MMP_MAX_ATTRIBUTES + 64)
 
 
 const char *
@@ -427,6 +425,84 @@ mmp_valid_hostname (const char *text, size_t len)
 
 
 //  --------------------------------------------------------------------------
+//  The size cJSON_PrintUnformatted would give item, counted without
+//  printing: cJSON prints every non-integer number with sprintf and checks
+//  it with sscanf, which costs more than parsing the whole request. The
+//  count follows cJSON's printer exactly (numbers as "%1.15g", or "%1.17g"
+//  when that does not read back; strings escaped as cJSON escapes them).
+//  Stops counting once over budget. Recursion is bounded by the raw scan's
+//  depth limit.
+
+static size_t
+s_number_size (double number)
+{
+    if (isnan (number) || isinf (number))
+        return 4;                   //  "null"
+    if (number == floor (number) && fabs (number) < 1e15) {
+        //  "%1.15g" of an integer below 1e15 is its plain digits
+        size_t size = signbit (number)? 2: 1;
+        for (double rest = fabs (number); rest >= 10; rest = floor (rest / 10))
+            size++;
+        return size;
+    }
+    char text [32];
+    int size = snprintf (text, sizeof text, "%1.15g", number);
+    double back = strtod (text, NULL);
+    double larger = fabs (back) > fabs (number)? fabs (back): fabs (number);
+    if (!(fabs (back - number) <= larger * DBL_EPSILON))
+        size = snprintf (text, sizeof text, "%1.17g", number);
+    return size > 0? (size_t) size: 0;
+}
+
+static size_t
+s_string_size (const char *text)
+{
+    size_t size = 2;
+    if (!text)
+        return size;
+    for (const unsigned char *cursor = (const unsigned char *) text; *cursor; cursor++) {
+        unsigned char c = *cursor;
+        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+            size += 2;
+        else
+        if (c < 32)
+            size += 6;
+        else
+            size += 1;
+    }
+    return size;
+}
+
+static size_t
+s_printed_size (const cJSON *item, size_t budget)
+{
+    if (cJSON_IsString (item))
+        return s_string_size (item->valuestring);
+    if (cJSON_IsNumber (item))
+        return s_number_size (item->valuedouble);
+    if (cJSON_IsTrue (item) || cJSON_IsNull (item))
+        return 4;
+    if (cJSON_IsFalse (item))
+        return 5;
+    if (cJSON_IsArray (item) || cJSON_IsObject (item)) {
+        bool object = cJSON_IsObject (item);
+        size_t size = 2;            //  Brackets
+        for (const cJSON *child = item->child; child; child = child->next) {
+            if (child != item->child)
+                size++;             //  Comma
+            if (object)
+                size += s_string_size (child->string) + 1;
+            size += s_printed_size (child, budget);
+            if (size > budget)
+                return size;
+        }
+        return size;
+    }
+    return budget + 1;              //  Raw or invalid: nothing a parse makes
+}
+
+
+//  --------------------------------------------------------------------------
 //  A restart request: PUBLISH messages [i], DELIVER deliveries [i].message.
 
 static const s_schema_t s_request_schema = {
@@ -482,15 +558,9 @@ s_request (const cJSON *item, bool delivered, mmp_request_t *request,
     if (slot [3]) {
         if (!cJSON_IsObject (slot [3]))
             return s_fail (err, MMP_ERR_BAD_TYPE, where, "attributes", "must be an object");
-        //  Printing into a stack buffer fails when the text does not fit,
-        //  which is the size check without an allocation.
-        char room [S_ATTRIBUTES_ROOM];
-        if (slot [3]->child) {
-            if (!cJSON_PrintPreallocated ((cJSON *) slot [3], room, (int) sizeof room, false)
-            ||  strlen (room) > MMP_MAX_ATTRIBUTES)
-                return s_fail (err, MMP_ERR_TOO_LARGE, where, "attributes",
-                               "printed size over %d bytes", MMP_MAX_ATTRIBUTES);
-        }
+        if (s_printed_size (slot [3], MMP_MAX_ATTRIBUTES) > MMP_MAX_ATTRIBUTES)
+            return s_fail (err, MMP_ERR_TOO_LARGE, where, "attributes",
+                           "printed size over %d bytes", MMP_MAX_ATTRIBUTES);
         request->attributes = (cJSON *) slot [3];
     }
     return 0;
@@ -877,45 +947,65 @@ static s_body_fn *const s_body_decoders [MMP_COMMAND_COUNT] = {
 //  first, and the second would silently cut a C string short
 //  ("cattle\u0000; x" would pass as "cattle").
 
+//  Byte classes for the scan: everything else is 0.
+enum { S_OPEN = 1, S_CLOSE = 2, S_QUOTE = 3, S_ESCAPE = 4, S_CONTROL = 5 };
+static unsigned char s_class [256];
+static unsigned char s_string_class [256];
+
+static void
+s_scan_tables (void)
+{
+    s_class ['{'] = s_class ['['] = S_OPEN;
+    s_class ['}'] = s_class [']'] = S_CLOSE;
+    s_class ['"'] = S_QUOTE;
+    s_string_class ['"'] = S_QUOTE;
+    s_string_class ['\\'] = S_ESCAPE;
+    for (int c = 0; c < 0x20; c++)
+        s_string_class [c] = S_CONTROL;
+}
+
 static int
 s_scan (const unsigned char *data, size_t size, mmp_error_t *err)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once (&once, s_scan_tables);
     int depth = 0;
-    size_t i = 0;
-    while (i < size) {
-        unsigned char c = data [i++];
-        if (c == '"') {
+    const unsigned char *cursor = data;
+    const unsigned char *end = data + size;
+    while (cursor < end) {
+        unsigned char kind = s_class [*cursor++];
+        if (kind == 0)
+            continue;
+        if (kind == S_QUOTE) {
             //  Inside a string until the closing quote
-            while (i < size) {
-                c = data [i++];
-                if (c == '"')
+            while (cursor < end) {
+                unsigned char inner = s_string_class [*cursor++];
+                if (inner == 0)
+                    continue;
+                if (inner == S_QUOTE)
                     break;
-                if (c < 0x20)
+                if (inner == S_CONTROL)
                     return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL,
-                                   "control character in a string at byte %zu", i - 1);
-                if (c == '\\') {
-                    if (i >= size)
-                        break;
-                    if (data [i] == 'u' && i + 4 < size
-                    &&  data [i + 1] == '0' && data [i + 2] == '0'
-                    &&  data [i + 3] == '0' && data [i + 4] == '0')
-                        return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL,
-                                       "\\u0000 in a string at byte %zu", i - 1);
-                    i++;        //  Skip the escaped character
-                }
+                                   "control character in a string at byte %zu",
+                                   (size_t) (cursor - 1 - data));
+                //  An escape: refuse \u0000, skip the escaped character
+                if (cursor + 5 <= end && memcmp (cursor, "u0000", 5) == 0)
+                    return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL,
+                                   "\\u0000 in a string at byte %zu",
+                                   (size_t) (cursor - 1 - data));
+                if (cursor < end)
+                    cursor++;
             }
         }
         else
-        if (c == '{' || c == '[') {
+        if (kind == S_OPEN) {
             if (++depth > MMP_MAX_DEPTH)
                 return s_fail (err, MMP_ERR_TOO_DEEP, NULL, NULL,
                                "nesting deeper than %d", MMP_MAX_DEPTH);
         }
         else
-        if (c == '}' || c == ']') {
-            if (depth > 0)
-                depth--;
-        }
+        if (depth > 0)
+            depth--;
     }
     return 0;
 }
@@ -1118,22 +1208,8 @@ mmp_send_json (zsock_t *sock, zframe_t *routing_id, mmp_command_t command,
     return rc;
 }
 
-//  Append at most max bytes of text as a JSON string, cut at a UTF-8
-//  character boundary so the limit never splits a character.
 static void
-s_buf_json_string_max (mmp_buf_t *buf, const char *text, size_t max)
-{
-    size_t len = strlen (text);
-    if (len > max) {
-        len = max;
-        while (len > 0 && ((unsigned char) text [len] & 0xC0) == 0x80)
-            len--;
-    }
-    char copy [MMP_MAX_TEXT + 1];
-    memcpy (copy, text, len);
-    copy [len] = 0;
-    mmp_buf_json_string (buf, copy);
-}
+s_json_string (mmp_buf_t *buf, const char *text, size_t max);
 
 int
 mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
@@ -1144,12 +1220,12 @@ mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_puts (&buf, "{\"code\":");
-    s_buf_json_string_max (&buf, code, MMP_MAX_TEXT);
+    s_json_string (&buf, code, MMP_MAX_TEXT);
     mmp_buf_puts (&buf, ",\"reason\":");
-    s_buf_json_string_max (&buf, reason? reason: "", MMP_MAX_TEXT);
+    s_json_string (&buf, reason? reason: "", MMP_MAX_TEXT);
     if (req) {
         mmp_buf_puts (&buf, ",\"req\":");
-        s_buf_json_string_max (&buf, req, MMP_MAX_TEXT);
+        s_json_string (&buf, req, MMP_MAX_TEXT);
     }
     mmp_buf_puts (&buf, "}");
     int rc = buf.failed? -1: mmp_send (sock, routing_id, MMP_ERROR, buf.data, buf.size);
@@ -1303,35 +1379,45 @@ s_utf8_length (const unsigned char *text)
     return 0;
 }
 
-void
-mmp_buf_json_string (mmp_buf_t *buf, const char *text)
+//  Append text as a JSON string whose decoded form is at most max bytes,
+//  cut between characters, never inside one. Invalid UTF-8 bytes become
+//  U+FFFD, so the output is always valid JSON in valid UTF-8.
+static void
+s_json_string (mmp_buf_t *buf, const char *text, size_t max)
 {
-    assert (buf);
     static const char hex [] = "0123456789abcdef";
     if (!text)
         text = "";
     const unsigned char *cursor = (const unsigned char *) text;
+    size_t decoded = 0;
     mmp_buf_append (buf, "\"", 1);
     while (*cursor) {
         //  Copy the longest run that needs no escaping in one append
         const unsigned char *run = cursor;
-        while (*cursor >= 0x20 && *cursor < 0x80 && *cursor != '"' && *cursor != '\\')
+        while (*cursor >= 0x20 && *cursor < 0x80 && *cursor != '"' && *cursor != '\\'
+           &&  decoded < max) {
             cursor++;
+            decoded++;
+        }
         if (cursor > run)
             mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
         unsigned char c = *cursor;
-        if (c == 0)
+        if (c == 0 || decoded >= max)
             break;
         if (c >= 0x80) {
-            //  The string ends in a null, so reading up to 3 bytes on
-            //  stops at the null at worst: a continuation check fails there.
+            //  The text ends in a null, so looking up to 3 bytes on stops
+            //  at the null at worst: a continuation check fails there.
             size_t len = s_utf8_length (cursor);
+            size_t width = len? len: 3;
+            if (decoded + width > max)
+                break;
             if (len)
                 mmp_buf_append (buf, (const char *) cursor, len);
             else {
                 mmp_buf_append (buf, "\\ufffd", 6);     //  Invalid byte: replacement character
                 len = 1;
             }
+            decoded += width;
             cursor += len;
             continue;
         }
@@ -1354,9 +1440,17 @@ mmp_buf_json_string (mmp_buf_t *buf, const char *text)
                 escape_size = 6;
         }
         mmp_buf_append (buf, escape, escape_size);
+        decoded++;
         cursor++;
     }
     mmp_buf_append (buf, "\"", 1);
+}
+
+void
+mmp_buf_json_string (mmp_buf_t *buf, const char *text)
+{
+    assert (buf);
+    s_json_string (buf, text, SIZE_MAX);
 }
 
 void
