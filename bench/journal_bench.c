@@ -218,7 +218,7 @@ main (int argc, char *argv [])
             snprintf (id, sizeof (id), "00000000-0000-4000-8000-%012ld", i);
             APPEND (journal, brk_journal_append_publish (journal, id, request, 1), refusals);
             if (i % 3 == 0)
-                APPEND (journal, brk_journal_append_attempt (journal, id, 1), refusals);
+                APPEND (journal, brk_journal_append_attempt (journal, id, 1, 1), refusals);
         }
         brk_journal_sync (journal);
         brk_journal_destroy (&journal);

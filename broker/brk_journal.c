@@ -216,7 +216,7 @@ s_buffer_free (buffer_t *buffer)
 //  Body: u8 type, then per type (str = u32 length, bytes, a zero byte):
 //    PUBLISH  u64 published_ms, str id, str request
 //    ACK      str id
-//    ATTEMPT  u32 attempt, str id
+//    ATTEMPT  u32 attempt, u64 delivery_id, str id
 //    DEAD     u64 dead_ms, str id, str reason, str history
 //    REPLAY   str id
 //    PROGRESS u32 steps, str id
@@ -230,7 +230,7 @@ typedef struct {
     uint32_t text_len;          //  Its length
     const char *text2;          //  DEAD history
     uint32_t text2_len;         //  Its length
-    uint64_t number;            //  published_ms, dead_ms, epoch
+    uint64_t number;            //  published_ms, dead_ms, epoch, ATTEMPT delivery_id
     uint32_t value;             //  attempt, steps
 } record_t;
 
@@ -284,6 +284,12 @@ s_decode (const uint8_t *body, size_t size, record_t *record)
                 return -1;
             record->value = s_get32 (body + pos);
             pos += 4;
+            if (record->type == REC_ATTEMPT) {
+                if (size - pos < 8)
+                    return -1;
+                record->number = s_get64 (body + pos);
+                pos += 8;
+            }
             if (s_decode_str (body, size, &pos, &record->id, &record->id_len))
                 return -1;
             break;
@@ -372,6 +378,7 @@ typedef struct s_entry {
     uint32_t dead_off;          //  Its offset
     uint32_t dead_len;          //  Its total size, 0 when not dead
     uint32_t attempts;          //  Latest attempt
+    uint64_t delivery_id;       //  Delivery id of the latest attempt
     uint32_t steps;             //  OR of progress masks
     uint32_t id_len;            //  Length of id
     char id [];                 //  Message id, null-terminated
@@ -401,7 +408,7 @@ s_entry_extra (const entry_t *entry)
 {
     uint64_t extra = 0;
     if (entry->attempts)
-        extra += RECORD_HEAD + 10 + entry->id_len;
+        extra += RECORD_HEAD + 18 + entry->id_len;
     if (entry->steps)
         extra += RECORD_HEAD + 10 + entry->id_len;
     return extra;
@@ -548,8 +555,10 @@ s_index_apply (index_t *index, const record_t *record,
             if (!entry)
                 break;          //  Already acked: nothing to update
             index->bytes -= entry->dead_len + s_entry_extra (entry);
-            if (record->type == REC_ATTEMPT)
+            if (record->type == REC_ATTEMPT) {
                 entry->attempts = record->value;
+                entry->delivery_id = record->number;
+            }
             else
             if (record->type == REC_PROGRESS)
                 entry->steps |= record->value;
@@ -563,6 +572,7 @@ s_index_apply (index_t *index, const record_t *record,
                 //  A replayed dead letter starts its attempts afresh
                 entry->dead_len = 0;
                 entry->attempts = 0;
+                entry->delivery_id = 0;
             }
             index->bytes += entry->dead_len + s_entry_extra (entry);
             break;
@@ -1047,6 +1057,7 @@ s_replay_live (brk_journal_t *self, recovery_t *rec, brk_journal_replay_fn *repl
             .request_size = pub.text_len,
             .published_ms = pub.number,
             .attempts = e->attempts,
+            .delivery_id = e->delivery_id,
             .steps = e->steps,
         };
         if (e->dead_len) {
@@ -1149,7 +1160,7 @@ s_encode_record (buffer_t *buf, int type, uint64_t number, uint32_t value,
     size_t text2_len = text2? strlen (text2): 0;
     size_t body = 1 + (id? 5 + id_len: 0) + (text? 5 + text_len: 0)
                 + (text2? 5 + text2_len: 0);
-    if (type == REC_PUBLISH || type == REC_DEAD || type == REC_EPOCH)
+    if (type == REC_PUBLISH || type == REC_DEAD || type == REC_EPOCH || type == REC_ATTEMPT)
         body += 8;
     if (type == REC_ATTEMPT || type == REC_PROGRESS)
         body += 4;
@@ -1170,6 +1181,10 @@ s_encode_record (buffer_t *buf, int type, uint64_t number, uint32_t value,
     if (type == REC_ATTEMPT || type == REC_PROGRESS) {
         s_put32 (enc.pos, value);
         enc.pos += 4;
+    }
+    if (type == REC_ATTEMPT) {
+        s_put64 (enc.pos, number);
+        enc.pos += 8;
     }
     if (id)
         s_enc_str (&enc, id, id_len);
@@ -1452,7 +1467,7 @@ s_compact (brk_journal_t *self)
         if (s_copy_record (&reader, &out, e->pub_file, e->pub_off, e->pub_len, REC_PUBLISH))
             goto done;
         if (e->attempts
-        &&  s_encode_record (&out, REC_ATTEMPT, 0, e->attempts, e->id, NULL, NULL))
+        &&  s_encode_record (&out, REC_ATTEMPT, e->delivery_id, e->attempts, e->id, NULL, NULL))
             goto done;
         if (e->steps
         &&  s_encode_record (&out, REC_PROGRESS, 0, e->steps, e->id, NULL, NULL))
@@ -1871,9 +1886,10 @@ brk_journal_append_ack (brk_journal_t *self, const char *message_id)
 }
 
 uint64_t
-brk_journal_append_attempt (brk_journal_t *self, const char *message_id, uint32_t attempt)
+brk_journal_append_attempt (brk_journal_t *self, const char *message_id, uint32_t attempt,
+                            uint64_t delivery_id)
 {
-    return s_append (self, REC_ATTEMPT, 0, attempt, message_id, NULL, NULL);
+    return s_append (self, REC_ATTEMPT, delivery_id, attempt, message_id, NULL, NULL);
 }
 
 uint64_t

@@ -84,6 +84,7 @@ typedef struct {
     size_t request_size;        //  strlen (request)
     uint64_t published_ms;      //  Publish time given to append_publish
     uint32_t attempts;          //  Latest ATTEMPT number, 0 if never delivered
+    uint64_t delivery_id;       //  Delivery id of that attempt, 0 if none
     uint32_t steps;             //  OR of every PROGRESS mask
     bool dead;                  //  Dead-lettered and not replayed since
     const char *dead_reason;    //  When dead, else NULL
@@ -140,7 +141,7 @@ uint64_t brk_journal_append_publish (brk_journal_t *self, const char *message_id
                                      const char *request, uint64_t published_ms);
 uint64_t brk_journal_append_ack (brk_journal_t *self, const char *message_id);
 uint64_t brk_journal_append_attempt (brk_journal_t *self, const char *message_id,
-                                     uint32_t attempt);
+                                     uint32_t attempt, uint64_t delivery_id);
 uint64_t brk_journal_append_dead (brk_journal_t *self, const char *message_id,
                                   const char *reason, const char *history,
                                   uint64_t dead_ms);

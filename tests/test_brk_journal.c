@@ -49,6 +49,7 @@ typedef struct {
     char ids [64][64];
     char requests [64][256];
     uint32_t attempts [64];
+    uint64_t delivery_ids [64];
     uint32_t steps [64];
     bool dead [64];
     char reasons [64][64];
@@ -65,6 +66,7 @@ s_collect (const brk_journal_message_t *m, void *arg)
         snprintf (seen->ids [i], 64, "%s", m->message_id);
         snprintf (seen->requests [i], 256, "%s", m->request);
         seen->attempts [i] = m->attempts;
+        seen->delivery_ids [i] = m->delivery_id;
         seen->steps [i] = m->steps;
         seen->dead [i] = m->dead;
         seen->published_ms [i] = m->published_ms;
@@ -208,10 +210,10 @@ Test (brk_journal, write_and_read_back)
         cr_assert_gt (brk_journal_append_publish (journal, id [i], request, 1000 + i), 0);
     }
     cr_assert_gt (brk_journal_append_ack (journal, id [1]), 0);
-    cr_assert_gt (brk_journal_append_attempt (journal, id [2], 3), 0);
+    cr_assert_gt (brk_journal_append_attempt (journal, id [2], 3, 77), 0);
     cr_assert_gt (brk_journal_append_progress (journal, id [2], 1), 0);
     cr_assert_gt (brk_journal_append_progress (journal, id [2], 2), 0);
-    cr_assert_gt (brk_journal_append_attempt (journal, id [3], 5), 0);
+    cr_assert_gt (brk_journal_append_attempt (journal, id [3], 5, 78), 0);
     cr_assert_gt (brk_journal_append_dead (journal, id [3], "too many attempts",
                                            "[{\"attempt\":5}]", 777), 0);
     cr_assert_gt (brk_journal_append_dead (journal, id [4], "x", "[]", 1), 0);
@@ -236,6 +238,7 @@ Test (brk_journal, write_and_read_back)
     cr_expect_str_eq (seen.requests [0], "{\"instance_name\":\"cattle-0\"}");
     cr_expect_eq (seen.published_ms [0], 1000);
     cr_expect_eq (seen.attempts [1], 3);
+    cr_expect_eq (seen.delivery_ids [1], 77);
     cr_expect_eq (seen.steps [1], 3);
     cr_expect (seen.dead [2]);
     cr_expect_str_eq (seen.reasons [2], "too many attempts");
@@ -439,7 +442,7 @@ Test (brk_journal, compaction_keeps_live_set_and_shrinks)
         s_id (id, i);
         cr_assert_gt (brk_journal_append_publish (journal, id, request, (uint64_t) i), 0);
         if (i % 100 == 7)
-            brk_journal_append_attempt (journal, id, 2);
+            brk_journal_append_attempt (journal, id, 2, 99);
         if (i % 100 == 9)
             brk_journal_append_dead (journal, id, "expired", "[]", 5);
         if (i % 100 >= 10)
@@ -486,6 +489,7 @@ Test (brk_journal, compaction_keeps_live_set_and_shrinks)
         cr_expect_eq (seen.published_ms [i], (uint64_t) i);
     }
     cr_expect_eq (seen.attempts [7], 2);
+    cr_expect_eq (seen.delivery_ids [7], 99, "compaction keeps the delivery id");
     cr_expect (seen.dead [9]);
     cr_expect_str_eq (seen.reasons [9], "expired");
     brk_journal_destroy (&journal);
