@@ -1,6 +1,7 @@
 /*  brk_queue: see brk_queue.h.
 
     A message is in exactly one state:
+      HELD     in the held list, until its PUBLISH record is durable
       READY    in the ready list, waiting for a worker (FIFO)
       DELAYED  in the delay heap, waiting out a backoff or a NACK delay
       LEASED   held by one open lease (in the lease heap and lease map)
@@ -8,7 +9,7 @@
       DONE     acked; kept (without its body) in the done list only so that
                a late re-publish of the same id is still a duplicate; the
                oldest are forgotten beyond dedup_window.
-    READY, DELAYED and LEASED messages are also on the pending list in
+    HELD, READY, DELAYED and LEASED messages are also on the pending list in
     publish order, whose head is the oldest unacked message.
 
     Costs: publish, lease, ack, extend, nack are O(log N) (heap) plus a
@@ -25,6 +26,7 @@
 #include "mdl_heap.h"
 
 typedef enum {
+    S_HELD,
     S_READY,
     S_DELAYED,
     S_LEASED,
@@ -37,6 +39,7 @@ typedef struct _brk_lease_t brk_lease_t;
 struct _brk_msg_t {
     char id [37];               //  message_id, canonical lower-case uuid
     s_state_t state;            //  See above
+    uint64_t seq;               //  Journal sequence number of the PUBLISH record
     char *json;                 //  Request as delivered; NULL once DONE
     size_t json_len;            //  Bytes of json
     int64_t attempts;           //  Deliveries made since publish or replay
@@ -49,6 +52,7 @@ struct _brk_msg_t {
     brk_msg_t *pnext, *pprev;   //  Pending list (READY, DELAYED, LEASED)
     brk_attempt_t *history;     //  Ring of the latest outcomes, or NULL
     size_t history_size;        //  Entries used
+    char *history_json;         //  Recovered dead letter's history, or NULL
     char *dead_reason;          //  Why it was dead-lettered, or NULL
     int64_t dead_at;            //  Unix ms it was dead-lettered
 };
@@ -84,6 +88,7 @@ struct _brk_queue_t {
     zhashx_t *leases;           //  &delivery_id -> brk_lease_t, open leases
     mdl_heap_t *lease_heap;     //  Open leases by deadline
     mdl_heap_t *delay_heap;     //  Delayed messages by time ready
+    s_list_t held;              //  HELD, by sequence number
     s_list_t ready;             //  READY, FIFO
     s_list_t dead;              //  DEAD, oldest first
     s_list_t done;              //  DONE, oldest first
@@ -96,6 +101,8 @@ struct _brk_queue_t {
     uint64_t next_seq;          //  Low bits of the next delivery id
     uint64_t next_worker_id;    //  Id of the next registered worker
     int64_t next_liveness;      //  When to scan workers for silence next
+    brk_event_fn *store;        //  Store handler, or NULL
+    void *store_arg;            //  Its argument
     brk_event_fn *event;        //  Event handler, or NULL
     void *event_arg;            //  Its argument
     bool events;                //  Call event at all?
@@ -213,6 +220,7 @@ s_msg_free (brk_msg_t **msg_p)
         free (msg->json);
         free (msg->history);
         free (msg->dead_reason);
+        free (msg->history_json);
         free (msg);
         *msg_p = NULL;
     }
@@ -298,17 +306,38 @@ brk_queue_set_events_enabled (brk_queue_t *self, bool enabled)
     self->events = enabled;
 }
 
+void
+brk_queue_set_store_handler (brk_queue_t *self, brk_event_fn *handler, void *arg)
+{
+    self->store = handler;
+    self->store_arg = arg;
+}
+
+void
+brk_queue_set_epoch (brk_queue_t *self, int64_t epoch)
+{
+    assert (epoch >= 1);
+    self->config.epoch = epoch;
+    self->next_seq = 1;
+}
+
 static void
 s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
         const brk_worker_t *worker, uint64_t delivery_id, const char *reason)
 {
-    if (!self->events || !self->event)
+    bool stored = self->store && (event == BRK_EVENT_DELIVERED || event == BRK_EVENT_ACKED
+                               || event == BRK_EVENT_DEAD_LETTERED || event == BRK_EVENT_REPLAYED
+                               || event == BRK_EVENT_PROGRESS);
+    if (!stored && (!self->events || !self->event))
         return;
     brk_event_info_t info = {
         .event = event, .msg = msg, .worker = worker, .delivery_id = delivery_id,
         .attempt = msg ? msg->attempts : 0, .reason = reason
     };
-    self->event (self->event_arg, &info);
+    if (stored)
+        self->store (self->store_arg, &info);
+    if (self->events && self->event)
+        self->event (self->event_arg, &info);
 }
 
 //  --------------------------------------------------------------------------
@@ -316,7 +345,7 @@ s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
 
 int
 brk_queue_publish (brk_queue_t *self, const char *message_id,
-                   const char *json, size_t json_len)
+                   const char *json, size_t json_len, uint64_t seq)
 {
     assert (self && message_id && json);
     assert (strlen (message_id) == 36);
@@ -337,13 +366,14 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
     msg->json_len = json_len;
     memcpy (msg->id, message_id, 37);
     msg->published_at = mdl_clock_now (&self->clock);
-    msg->state = S_READY;
+    msg->seq = seq;
+    msg->state = seq ? S_HELD : S_READY;
     if (zhashx_insert (self->messages, msg->id, msg) != 0) {
         free (msg->json);
         free (msg);
         return -1;
     }
-    s_list_push (&self->ready, msg);
+    s_list_push (seq ? &self->held : &self->ready, msg);
     s_pending_push (self, msg);
     self->counters.published++;
     s_emit (self, BRK_EVENT_PUBLISHED, msg, NULL, 0, NULL);
@@ -354,6 +384,71 @@ bool
 brk_queue_known (brk_queue_t *self, const char *message_id)
 {
     return zhashx_lookup (self->messages, message_id) != NULL;
+}
+
+brk_msg_t *
+brk_queue_lookup (brk_queue_t *self, const char *message_id)
+{
+    return zhashx_lookup (self->messages, message_id);
+}
+
+void
+brk_queue_release (brk_queue_t *self, uint64_t durable_seq)
+{
+    //  Sequence numbers grow in publish order, so the held list is sorted
+    while (self->held.head && self->held.head->seq <= durable_seq) {
+        brk_msg_t *msg = self->held.head;
+        s_list_unlink (&self->held, msg);
+        msg->state = S_READY;
+        s_list_push (&self->ready, msg);
+    }
+}
+
+static int s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker,
+                             uint64_t delivery_id);
+
+int
+brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
+{
+    assert (self && restore && restore->message_id && restore->json);
+    if (zhashx_lookup (self->messages, restore->message_id))
+        return 1;
+    brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
+    if (!msg)
+        return -1;
+    msg->json = malloc (restore->json_len + 1);
+    if (!msg->json) {
+        free (msg);
+        return -1;
+    }
+    memcpy (msg->json, restore->json, restore->json_len);
+    msg->json [restore->json_len] = 0;
+    msg->json_len = restore->json_len;
+    snprintf (msg->id, sizeof msg->id, "%s", restore->message_id);
+    int64_t now = mdl_clock_now (&self->clock);
+    int64_t age = mdl_clock_wall () - restore->published_ms;
+    msg->published_at = now - (age > 0 ? age : 0);
+    msg->attempts = restore->attempts;
+    msg->steps = restore->steps;
+    if (zhashx_insert (self->messages, msg->id, msg) != 0) {
+        s_msg_free (&msg);
+        return -1;
+    }
+    if (restore->dead) {
+        msg->state = S_DEAD;
+        msg->dead_reason = strdup (restore->dead_reason ? restore->dead_reason : "");
+        msg->history_json = restore->dead_history ? strdup (restore->dead_history) : NULL;
+        msg->dead_at = restore->dead_ms;
+        s_list_push (&self->dead, msg);
+        return 0;
+    }
+    s_pending_push (self, msg);
+    if (restore->delivery_id && restore->attempts > 0
+    &&  s_lease_open (self, msg, NULL, restore->delivery_id) == 0)
+        return 0;
+    msg->state = S_READY;
+    s_list_push (&self->ready, msg);
+    return 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -556,14 +651,16 @@ s_next_delivery_id (brk_queue_t *self)
     return ((uint64_t) self->config.epoch << S_SEQ_BITS) | self->next_seq++;
 }
 
-static bool
-s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg,
-            brk_deliver_fn *deliver, void *arg)
+//  Open a lease on msg for worker (NULL: a lease recovered from before a
+//  restart, held by nobody we know) lasting one ack deadline. Returns 0 or
+//  -1 when out of memory.
+static int
+s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t delivery_id)
 {
     brk_lease_t *lease = calloc (1, sizeof (brk_lease_t));
     if (!lease)
-        return false;
-    lease->delivery_id = s_next_delivery_id (self);
+        return -1;
+    lease->delivery_id = delivery_id;
     lease->msg = msg;
     lease->worker = worker;
     if (mdl_heap_insert (self->lease_heap, &lease->deadline,
@@ -571,17 +668,30 @@ s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg,
     ||  zhashx_insert (self->leases, &lease->delivery_id, lease) != 0) {
         mdl_heap_remove (self->lease_heap, &lease->deadline);
         free (lease);
-        return false;
+        return -1;
     }
-    lease->wnext = worker->leases;
-    if (worker->leases)
-        worker->leases->wprev = lease;
-    worker->leases = lease;
-    worker->in_flight++;
+    if (worker) {
+        lease->wnext = worker->leases;
+        if (worker->leases)
+            worker->leases->wprev = lease;
+        worker->leases = lease;
+        worker->in_flight++;
+    }
     msg->lease = lease;
     msg->state = S_LEASED;
-    msg->attempts++;
     self->in_flight++;
+    return 0;
+}
+
+static bool
+s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg,
+            brk_deliver_fn *deliver, void *arg)
+{
+    brk_lease_t *lease;
+    if (s_lease_open (self, msg, worker, s_next_delivery_id (self)) != 0)
+        return false;
+    lease = msg->lease;
+    msg->attempts++;
     self->counters.delivered++;
     if (msg->attempts > 1)
         self->counters.redelivered++;
@@ -893,6 +1003,24 @@ brk_msg_steps (const brk_msg_t *msg)
     return msg->steps;
 }
 
+uint64_t
+brk_msg_seq (const brk_msg_t *msg)
+{
+    return msg->seq;
+}
+
+bool
+brk_msg_held (const brk_msg_t *msg)
+{
+    return msg->state == S_HELD;
+}
+
+const char *
+brk_msg_history_json (const brk_msg_t *msg)
+{
+    return msg->history_json;
+}
+
 const char *
 brk_msg_dead_reason (const brk_msg_t *msg)
 {
@@ -916,6 +1044,7 @@ void
 brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats)
 {
     *stats = self->counters;
+    stats->held = self->held.size;
     stats->ready = self->ready.size;
     stats->delayed = mdl_heap_size (self->delay_heap);
     stats->in_flight = self->in_flight;

@@ -87,16 +87,55 @@ void brk_queue_destroy (brk_queue_t **self_p);
 
 void brk_queue_set_event_handler (brk_queue_t *self, brk_event_fn *handler, void *arg);
 
+//  The store handler sees every change that must survive a restart
+//  (delivered, acked, dead_lettered, replayed, progress) whether or not
+//  events are enabled: the journal hangs here.
+void brk_queue_set_store_handler (brk_queue_t *self, brk_event_fn *handler, void *arg);
+
+//  Set the epoch (upper bits of delivery ids) before the first dispatch,
+//  once the journal has said which run this is.
+void brk_queue_set_epoch (brk_queue_t *self, int64_t epoch);
+
 //  Ask for events only while someone listens: a disabled queue does not
 //  call the handler at all (the bench path pays nothing for events).
 void brk_queue_set_events_enabled (brk_queue_t *self, bool enabled);
 
 //  Add a message. message_id is a canonical lower-case uuid; json is the
-//  request as it will be delivered (copied). Returns 0 when queued, 1 when
-//  the id is already known (a duplicate: nothing changes), -1 when out of
-//  memory.
+//  request as it will be delivered (copied). seq is the journal sequence
+//  number of its PUBLISH record: a message with seq > 0 is held back (not
+//  delivered) until brk_queue_release (seq) says that record is durable,
+//  so a request is never acted on before the broker could remember it;
+//  seq 0 makes it ready at once. Returns 0 when queued, 1 when the id is
+//  already known (a duplicate: nothing changes), -1 when out of memory.
 int brk_queue_publish (brk_queue_t *self, const char *message_id,
-                       const char *json, size_t json_len);
+                       const char *json, size_t json_len, uint64_t seq);
+
+//  Messages held for records up to durable_seq become ready.
+void brk_queue_release (brk_queue_t *self, uint64_t durable_seq);
+
+//  The message with this id in any state, or NULL.
+brk_msg_t *brk_queue_lookup (brk_queue_t *self, const char *message_id);
+
+//  A message as recovered from the journal at start.
+typedef struct {
+    const char *message_id;     //  Canonical lower-case uuid
+    const char *json;           //  Request as delivered
+    size_t json_len;            //  Bytes of json
+    int64_t published_ms;       //  Unix ms of the publish
+    int64_t attempts;           //  Deliveries before the restart
+    uint64_t delivery_id;       //  Last lease before the restart, 0 if none
+    unsigned steps;             //  Progress reported
+    bool dead;                  //  A dead letter
+    const char *dead_reason;    //  When dead
+    const char *dead_history;   //  When dead: history as JSON text
+    int64_t dead_ms;            //  When dead: unix ms
+} brk_restore_t;
+
+//  Put a recovered message back. A message that had been delivered keeps
+//  its last lease open for one ack deadline (its worker may still ack it
+//  by its old delivery id); then it is redelivered as usual. Returns 0,
+//  1 for an id already known, -1 when out of memory.
+int brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore);
 
 //  Is message_id known (pending, leased, dead or recently done)?
 bool brk_queue_known (brk_queue_t *self, const char *message_id);
@@ -163,6 +202,13 @@ unsigned brk_msg_steps (const brk_msg_t *msg);
 const char *brk_msg_dead_reason (const brk_msg_t *msg);
 int64_t brk_msg_dead_at (const brk_msg_t *msg);          //  Unix ms
 
+//  Journal sequence number of the message's PUBLISH record (0 if none).
+uint64_t brk_msg_seq (const brk_msg_t *msg);
+//  Is the message still waiting for its PUBLISH record to be durable?
+bool brk_msg_held (const brk_msg_t *msg);
+//  History of a dead letter recovered from the journal, as JSON text, or NULL.
+const char *brk_msg_history_json (const brk_msg_t *msg);
+
 //  Attempt history (at most max_attempts entries are kept, the latest).
 typedef struct {
     int64_t attempt;            //  Delivery number
@@ -185,6 +231,7 @@ typedef struct {
     uint64_t dead_lettered;
     uint64_t replayed;
     uint64_t workers_lost;
+    uint64_t held;              //  Now: waiting for the journal
     uint64_t ready;             //  Now: waiting for a worker
     uint64_t delayed;           //  Now: waiting out a backoff
     uint64_t in_flight;         //  Now: leased

@@ -1,19 +1,23 @@
 /*  brk_server: the broker actor; see brk_server.h.
 
-    One thread, one zpoller over the pipe and three sockets. Every wake-up
+    One thread, one zmq_poll over the pipe, three sockets and the journal's
+    descriptor. Every wake-up
     drains each ready socket (up to a batch, so one busy peer cannot starve
     the others), then fires what is due in the queue, deals ready messages
     to workers with credit, and sends heartbeats. Replies are built with
     mmp_buf on the hot paths (DELIVER, ACKED, PUBACK) and with cJSON where
     speed does not matter (STATS).
 
-    The server owns the queue (brk_queue) and a map of backend peers, each
-    with its routing id, its queue worker and a DELIVER being assembled.
-    Frontend peers need no state: every request gets exactly one reply.
+    The server owns the queue (brk_queue), the journal (brk_journal, when
+    there is a data dir) and a map of backend peers, each with its routing
+    id, its queue worker and a DELIVER being assembled. Frontend peers need
+    no state: every request gets exactly one reply, which for PUBLISH may
+    wait in the PUBACK list until the journal says the batch is durable.
 */
 #include "brk_server.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <string.h>
 
 #include "mdl_log.h"
@@ -32,14 +36,31 @@ typedef struct {
     bool gone;                  //  A send failed: remove after this turn
 } s_peer_t;
 
+//  A PUBACK waiting for the journal.
+typedef struct _s_puback_t {
+    zframe_t *routing_id;       //  Publisher to answer
+    char *json;                 //  The reply body
+    size_t size;                //  Its length
+    uint64_t seq;               //  Send once the journal is durable up to here
+    struct _s_puback_t *next;   //  Next waiting, in arrival order
+} s_puback_t;
+
 typedef struct {
     zsock_t *pipe;              //  Actor pipe
     zsock_t *frontend;          //  ROUTER for publishers and control
     zsock_t *backend;           //  ROUTER for workers
     zsock_t *events;            //  XPUB for lifecycle events
-    zpoller_t *poller;          //  Over the above
     brk_server_config_t config; //  Settings, copied
+    char *data_dir;             //  Copy of config.data_dir, or NULL
     brk_queue_t *queue;         //  The state machine
+    brk_journal_t *journal;     //  The journal, or NULL in memory mode
+    const char *durability;     //  "memory", "none", "batch" or "sync"
+    bool journal_dirty;         //  Appended since the last commit
+    uint64_t durable;           //  Journal sequence known durable
+    int journal_error;          //  Last journal status seen (errno or 0)
+    s_puback_t *pubacks;        //  PUBACKs waiting for the journal, oldest first
+    s_puback_t *pubacks_tail;   //  Newest of them
+    size_t puback_count;        //  How many
     mdl_clock_t clock;          //  Monotonic time
     zhashx_t *peers;            //  Routing id hex -> s_peer_t, backend peers
     s_peer_t **flush;           //  Peers with a DELIVER to send
@@ -62,6 +83,8 @@ brk_server_config_defaults (brk_server_config_t *config)
 {
     memset (config, 0, sizeof *config);
     brk_queue_config_defaults (&config->queue);
+    brk_journal_config_defaults (&config->journal);
+    config->data_dir = NULL;
 }
 
 //  --------------------------------------------------------------------------
@@ -511,12 +534,162 @@ s_handle_backend (s_server_t *self)
     }
 }
 
+
+//  --------------------------------------------------------------------------
+//  Journal
+
+static void s_history_json (mmp_buf_t *buf, const brk_msg_t *msg);
+
+//  Changes the queue makes on its own (leases, acks, dead letters...) go
+//  to the journal here. A refused append is not fatal: the change is in
+//  memory, and after a crash the message comes back (at least once).
+static void
+s_store (void *arg, const brk_event_info_t *info)
+{
+    s_server_t *self = (s_server_t *) arg;
+    const char *id = brk_msg_id (info->msg);
+    uint64_t seq = 0;
+    switch (info->event) {
+        case BRK_EVENT_DELIVERED:
+            seq = brk_journal_append_attempt (self->journal, id, (uint32_t) info->attempt,
+                                              info->delivery_id);
+            break;
+        case BRK_EVENT_ACKED:
+            seq = brk_journal_append_ack (self->journal, id);
+            break;
+        case BRK_EVENT_PROGRESS:
+            seq = brk_journal_append_progress (self->journal, id, brk_msg_steps (info->msg));
+            break;
+        case BRK_EVENT_REPLAYED:
+            seq = brk_journal_append_replay (self->journal, id);
+            break;
+        case BRK_EVENT_DEAD_LETTERED: {
+            mmp_buf_t history;
+            mmp_buf_init (&history);
+            s_history_json (&history, info->msg);
+            seq = history.failed ? 0
+                : brk_journal_append_dead (self->journal, id, info->reason ? info->reason : "",
+                                           history.data, (uint64_t) brk_msg_dead_at (info->msg));
+            mmp_buf_free (&history);
+            break;
+        }
+        default:
+            return;
+    }
+    if (seq)
+        self->journal_dirty = true;
+    else
+    if (s_warn_allowed (self))
+        mdl_warn ("journal: could not record %s of %s (%s); it may be redone after a crash",
+                  brk_event_name (info->event), id, strerror (brk_journal_status (self->journal)));
+}
+
+static int
+s_replay (const brk_journal_message_t *message, void *arg)
+{
+    s_server_t *self = (s_server_t *) arg;
+    brk_restore_t restore = {
+        .message_id = message->message_id,
+        .json = message->request,
+        .json_len = message->request_size,
+        .published_ms = (int64_t) message->published_ms,
+        .attempts = message->attempts,
+        .delivery_id = message->delivery_id,
+        .steps = message->steps,
+        .dead = message->dead,
+        .dead_reason = message->dead_reason,
+        .dead_history = message->dead_history,
+        .dead_ms = (int64_t) message->dead_ms
+    };
+    if (strlen (message->message_id) != 36) {
+        mdl_warn ("journal: skipping a message with a malformed id");
+        return 0;
+    }
+    return brk_queue_restore (self->queue, &restore) < 0 ? -1 : 0;
+}
+
+static int
+s_journal_open (s_server_t *self)
+{
+    brk_journal_config_t config = self->config.journal;
+    config.dir = self->data_dir;
+    brk_journal_report_t report;
+    memset (&report, 0, sizeof report);
+    self->journal = brk_journal_new (&config, s_replay, self, &report);
+    if (!self->journal) {
+        mdl_error ("journal: cannot open %s: %s", self->data_dir, report.message);
+        if (report.code == EILSEQ) {
+            mdl_error ("journal: the journal is corrupt before its end; start with --salvage "
+                       "to keep what can be read and skip the rest");
+            return BRK_SERVER_CORRUPT;
+        }
+        return report.code == EBUSY ? BRK_SERVER_LOCKED : BRK_SERVER_FAILED;
+    }
+    if (report.torn_bytes || report.salvaged_bytes)
+        mdl_warn ("journal: %s", report.message);
+    brk_queue_set_epoch (self->queue, (int64_t) brk_journal_epoch (self->journal));
+    brk_queue_set_store_handler (self->queue, s_store, self);
+    self->durability = brk_journal_mode_name (config.mode);
+    brk_queue_stats_t stats;
+    brk_queue_stats (self->queue, &stats);
+    mdl_info ("journal: %s, %s durability; recovered %" PRIu64 " pending (%" PRIu64
+              " of them leased before the restart) and %" PRIu64 " dead letters in %" PRId64
+              " ms; epoch %" PRIu64, self->data_dir, self->durability,
+              stats.ready + stats.in_flight, stats.in_flight, stats.dead, report.elapsed_ms,
+              report.epoch);
+    return BRK_SERVER_OK;
+}
+
+//  The journal moved on: release held messages and waiting PUBACKs, and
+//  say when writing starts or stops failing.
+static void
+s_journal_progress (s_server_t *self)
+{
+    uint64_t durable = brk_journal_durable (self->journal);
+    int error = brk_journal_status (self->journal);
+    if (error != self->journal_error) {
+        if (error)
+            mdl_error ("journal: writing to %s fails: %s; PUBLISH is refused until it works again",
+                       self->data_dir, strerror (error));
+        else
+            mdl_info ("journal: writing to %s works again", self->data_dir);
+        self->journal_error = error;
+    }
+    if (durable == self->durable)
+        return;
+    self->durable = durable;
+    brk_queue_release (self->queue, durable);
+    s_puback_t **link = &self->pubacks;
+    self->pubacks_tail = NULL;
+    while (*link) {
+        s_puback_t *puback = *link;
+        if (puback->seq <= durable) {
+            mmp_send (self->frontend, puback->routing_id, MMP_PUBACK, puback->json, puback->size);
+            *link = puback->next;
+            zframe_destroy (&puback->routing_id);
+            free (puback->json);
+            free (puback);
+            self->puback_count--;
+        }
+        else {
+            self->pubacks_tail = puback;
+            link = &puback->next;
+        }
+    }
+}
+
 //  --------------------------------------------------------------------------
 //  Frontend
 
 static void
 s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
 {
+    if (self->journal && self->journal_error) {
+        s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNAVAILABLE,
+                  "the broker cannot write its journal now; retry later", msg->req);
+        return;
+    }
+    uint64_t wait_for = 0;      //  Journal sequence this PUBACK waits for
     //  Normalise every request first: the batch is all or nothing
     char (*ids) [37] = malloc (msg->message_count * sizeof *ids);
     bool *duplicate = calloc (msg->message_count, sizeof (bool));
@@ -564,7 +737,39 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
             }
         }
         mmp_buf_puts (&json, "}");
-        int rc = json.failed ? -1 : brk_queue_publish (self->queue, ids [i], json.data, json.size);
+        int rc = json.failed ? -1 : 0;
+        brk_msg_t *known = brk_queue_lookup (self->queue, ids [i]);
+        if (known) {
+            rc = 1;
+            //  A duplicate still waiting for the disk: its PUBACK waits too
+            if (brk_msg_held (known) && brk_msg_seq (known) > wait_for)
+                wait_for = brk_msg_seq (known);
+        }
+        else
+        if (rc == 0) {
+            uint64_t seq = 0;
+            if (self->journal) {
+                seq = brk_journal_append_publish (self->journal, ids [i], json.data,
+                                                  (uint64_t) mdl_clock_wall ());
+                if (seq == 0) {
+                    //  Those before it are journaled and queued: a retry of
+                    //  the batch finds them as duplicates
+                    mmp_buf_free (&json);
+                    free (ids);
+                    free (duplicate);
+                    self->journal_dirty = true;
+                    s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNAVAILABLE,
+                              "the broker cannot write its journal now; retry later", msg->req);
+                    return;
+                }
+                self->journal_dirty = true;
+                if (self->config.journal.mode != BRK_JOURNAL_NONE)
+                    wait_for = seq;
+                else
+                    seq = 0;    //  No promise to wait for: deliver at once
+            }
+            rc = brk_queue_publish (self->queue, ids [i], json.data, json.size, seq);
+        }
         if (rc < 0) {
             //  Out of memory part-way: what was queued stays queued (the
             //  publisher retries the batch and those are duplicates)
@@ -598,7 +803,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
             mmp_buf_puts (buf, "\"");
             first = false;
         }
-    mmp_buf_puts (buf, "],\"durability\":\"memory\"");
+    mmp_buf_printf (buf, "],\"durability\":\"%s\"", self->durability);
     if (msg->req) {
         mmp_buf_puts (buf, ",\"req\":");
         mmp_buf_json_string (buf, msg->req);
@@ -608,11 +813,40 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         mdl_debug ("PUBLISH: %zu accepted, %zu duplicates", accepted, msg->message_count - accepted);
     free (ids);
     free (duplicate);
-    if (buf->failed)
+    if (buf->failed) {
         mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
                         "out of memory building PUBACK; retry the batch", msg->req);
-    else
+        return;
+    }
+    if (wait_for == 0 || wait_for <= self->durable) {
         mmp_send (self->frontend, routing_id, MMP_PUBACK, buf->data, buf->size);
+        return;
+    }
+    s_puback_t *puback = calloc (1, sizeof (s_puback_t));
+    if (puback) {
+        puback->routing_id = zframe_dup (routing_id);
+        puback->json = malloc (buf->size);
+        if (puback->json)
+            memcpy (puback->json, buf->data, buf->size);
+    }
+    if (!puback || !puback->routing_id || !puback->json) {
+        if (puback) {
+            zframe_destroy (&puback->routing_id);
+            free (puback->json);
+            free (puback);
+        }
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
+                        "out of memory holding the PUBACK; retry the batch", msg->req);
+        return;
+    }
+    puback->size = buf->size;
+    puback->seq = wait_for;
+    if (self->pubacks_tail)
+        self->pubacks_tail->next = puback;
+    else
+        self->pubacks = puback;
+    self->pubacks_tail = puback;
+    self->puback_count++;
 }
 
 static void
@@ -650,7 +884,23 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     cJSON_AddNumberToObject (reply, "oldest_unacked_ms", (double) stats.oldest_unacked_ms);
     cJSON_AddNumberToObject (reply, "uptime_ms", (double) (mdl_clock_now (&self->clock) - self->started));
     cJSON_AddNumberToObject (reply, "epoch", (double) brk_queue_epoch (self->queue));
-    cJSON_AddStringToObject (reply, "durability", "memory");
+    cJSON_AddNumberToObject (reply, "held", (double) stats.held);
+    cJSON_AddStringToObject (reply, "durability", self->durability);
+    cJSON_AddNumberToObject (reply, "pubacks_waiting", (double) self->puback_count);
+    if (self->journal) {
+        brk_journal_stats_t journal;
+        brk_journal_stats (self->journal, &journal);
+        cJSON *object = cJSON_AddObjectToObject (reply, "journal");
+        if (object) {
+            cJSON_AddStringToObject (object, "dir", self->data_dir);
+            cJSON_AddNumberToObject (object, "disk_bytes", (double) journal.disk_bytes);
+            cJSON_AddNumberToObject (object, "files", (double) journal.files);
+            cJSON_AddNumberToObject (object, "live_messages", (double) journal.live_messages);
+            cJSON_AddNumberToObject (object, "fsyncs", (double) journal.fsyncs);
+            cJSON_AddNumberToObject (object, "compactions", (double) journal.compactions);
+            cJSON_AddStringToObject (object, "status", journal.error ? strerror (journal.error) : "ok");
+        }
+    }
     cJSON_AddStringToObject (reply, "version", MANDRILL_VERSION);
     s_add_req (reply, msg->req);
     mmp_send_json (self->frontend, routing_id, MMP_STATS, reply);
@@ -673,10 +923,24 @@ s_dead_letter_json (void *arg, const brk_msg_t *msg)
     mmp_buf_append (buf, json, len);
     mmp_buf_puts (buf, ",\"reason\":");
     mmp_buf_json_string (buf, brk_msg_dead_reason (msg) ? brk_msg_dead_reason (msg) : "");
-    mmp_buf_printf (buf, ",\"attempts\":%" PRId64 ",\"dead_at_ms\":%" PRId64 ",\"history\":[",
+    mmp_buf_printf (buf, ",\"attempts\":%" PRId64 ",\"dead_at_ms\":%" PRId64 ",\"history\":",
                     brk_msg_attempts (msg), brk_msg_dead_at (msg));
+    s_history_json (buf, msg);
+    mmp_buf_puts (buf, "}");
+}
+
+//  The attempt history of a message as a JSON array: the live one, or the
+//  text recovered from the journal.
+static void
+s_history_json (mmp_buf_t *buf, const brk_msg_t *msg)
+{
     const brk_attempt_t *history;
     size_t entries = brk_msg_history (msg, &history);
+    if (entries == 0 && brk_msg_history_json (msg)) {
+        mmp_buf_puts (buf, brk_msg_history_json (msg));
+        return;
+    }
+    mmp_buf_puts (buf, "[");
     for (size_t i = 0; i < entries; i++) {
         mmp_buf_printf (buf, "%s{\"attempt\":%" PRId64 ",\"delivery_id\":", i ? "," : "", history [i].attempt);
         mmp_buf_u64 (buf, history [i].delivery_id);
@@ -689,7 +953,7 @@ s_dead_letter_json (void *arg, const brk_msg_t *msg)
         }
         mmp_buf_printf (buf, ",\"at_ms\":%" PRId64 "}", history [i].at_ms);
     }
-    mmp_buf_puts (buf, "]}");
+    mmp_buf_puts (buf, "]");
 }
 
 static void
@@ -822,6 +1086,9 @@ s_handle_pipe (s_server_t *self)
     if (command && streq (command, "$TERM"))
         self->terminated = true;
     else
+    if (command && streq (command, "STATUS"))
+        zsock_send (self->pipe, "i", BRK_SERVER_OK);
+    else
     if (command && streq (command, "BIND")) {
         char *name = zmsg_popstr (request);
         char *endpoint = zmsg_popstr (request);
@@ -873,7 +1140,15 @@ s_server_destroy (s_server_t **self_p)
     s_server_t *self = *self_p;
     if (!self)
         return;
-    zpoller_destroy (&self->poller);
+    while (self->pubacks) {
+        s_puback_t *puback = self->pubacks;
+        self->pubacks = puback->next;
+        zframe_destroy (&puback->routing_id);
+        free (puback->json);
+        free (puback);
+    }
+    brk_journal_destroy (&self->journal);
+    free (self->data_dir);
     zhashx_destroy (&self->peers);
     brk_queue_destroy (&self->queue);
     zsock_destroy (&self->frontend);
@@ -886,9 +1161,12 @@ s_server_destroy (s_server_t **self_p)
     *self_p = NULL;
 }
 
+static int s_journal_open (s_server_t *self);
+
 static s_server_t *
-s_server_new (zsock_t *pipe, const brk_server_config_t *config)
+s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
 {
+    *status = BRK_SERVER_FAILED;
     s_server_t *self = calloc (1, sizeof (s_server_t));
     if (!self)
         return NULL;
@@ -904,7 +1182,10 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config)
     self->events = zsock_new (ZMQ_XPUB);
     self->peers = zhashx_new ();
     self->queue = brk_queue_new (&config->queue, self->clock);
-    if (!self->frontend || !self->backend || !self->events || !self->peers || !self->queue) {
+    self->data_dir = config->data_dir ? strdup (config->data_dir) : NULL;
+    self->config.data_dir = self->data_dir;
+    if (!self->frontend || !self->backend || !self->events || !self->peers || !self->queue
+    ||  (config->data_dir && !self->data_dir)) {
         s_server_destroy (&self);
         return NULL;
     }
@@ -921,12 +1202,16 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config)
     zsock_set_linger (self->backend, 0);
     zsock_set_linger (self->events, 0);
     brk_queue_set_event_handler (self->queue, s_event, self);
-    self->poller = zpoller_new (pipe, self->frontend, self->backend, self->events, NULL);
-    if (!self->poller) {
-        s_server_destroy (&self);
-        return NULL;
+    self->durability = "memory";
+    if (config->data_dir) {
+        *status = s_journal_open (self);
+        if (*status != BRK_SERVER_OK) {
+            s_server_destroy (&self);
+            return NULL;
+        }
     }
     self->next_heartbeat = self->started + config->queue.heartbeat_ms;
+    *status = BRK_SERVER_OK;
     return self;
 }
 
@@ -938,10 +1223,12 @@ brk_server (zsock_t *pipe, void *args)
         config = *(brk_server_config_t *) args;
     else
         brk_server_config_defaults (&config);
-    s_server_t *self = s_server_new (pipe, &config);
+    int status;
+    s_server_t *self = s_server_new (pipe, &config, &status);
     zsock_signal (pipe, 0);
     if (!self) {
-        mdl_error ("broker: cannot create sockets or state (out of memory?)");
+        if (status == BRK_SERVER_FAILED)
+            mdl_error ("broker: cannot start (see above)");
         //  Answer the pipe until told to stop, so the owner can tell
         while (true) {
             zmsg_t *request = zmsg_recv (pipe);
@@ -950,21 +1237,28 @@ brk_server (zsock_t *pipe, void *args)
             char *command = zmsg_popstr (request);
             bool term = command && streq (command, "$TERM");
             if (!term)
-                zsock_send (pipe, "i", -1);
+                zsock_send (pipe, "i", command && streq (command, "STATUS") ? status : -1);
             zstr_free (&command);
             zmsg_destroy (&request);
             if (term)
                 return;
         }
     }
+    zmq_pollitem_t items [5] = {
+        { zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->frontend), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->backend), 0, ZMQ_POLLIN, 0 },
+        { zsock_resolve (self->events), 0, ZMQ_POLLIN, 0 },
+        { NULL, self->journal ? brk_journal_fd (self->journal) : -1, ZMQ_POLLIN, 0 }
+    };
+    int item_count = self->journal ? 5 : 4;
     while (!self->terminated) {
         int64_t now = mdl_clock_now (&self->clock);
         int64_t next = brk_queue_tick (self->queue, s_worker_lost, self);
         if (self->next_heartbeat < next)
             next = self->next_heartbeat;
-        int timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (int) (next - now);
-        zpoller_wait (self->poller, timeout);
-        if (zpoller_terminated (self->poller))
+        long timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (long) (next - now);
+        if (zmq_poll (items, item_count, timeout) == -1 && zmq_errno () == ETERM)
             break;
         //  Whatever woke us, look at everything: readiness is cheap to ask
         if (zsock_events (self->pipe) & ZMQ_POLLIN)
@@ -972,8 +1266,14 @@ brk_server (zsock_t *pipe, void *args)
         s_handle_frontend (self);
         s_handle_backend (self);
         s_handle_subscriptions (self);
+        if (self->journal)
+            s_journal_progress (self);
         brk_queue_tick (self->queue, s_worker_lost, self);
         s_dispatch (self);
+        if (self->journal_dirty) {
+            brk_journal_commit (self->journal);
+            self->journal_dirty = false;
+        }
         now = mdl_clock_now (&self->clock);
         if (now >= self->next_heartbeat) {
             s_send_heartbeats (self);
@@ -982,7 +1282,19 @@ brk_server (zsock_t *pipe, void *args)
     }
     brk_queue_stats_t stats;
     brk_queue_stats (self->queue, &stats);
-    mdl_info ("broker stopping: %" PRIu64 " ready, %" PRIu64 " in flight, %" PRIu64 " delayed, %"
-              PRIu64 " dead letters held in memory", stats.ready, stats.in_flight, stats.delayed, stats.dead);
+    if (self->journal) {
+        //  Make everything durable, then answer the publishers still waiting
+        if (brk_journal_sync (self->journal) == 0)
+            s_journal_progress (self);
+        else
+            mdl_error ("journal: final flush failed: %s; %zu PUBACKs not sent",
+                       strerror (errno), self->puback_count);
+        mdl_info ("broker stopping: %" PRIu64 " pending and %" PRIu64 " dead letters kept in %s",
+                  stats.held + stats.ready + stats.in_flight + stats.delayed, stats.dead, self->data_dir);
+    }
+    else
+        mdl_info ("broker stopping: %" PRIu64 " ready, %" PRIu64 " in flight, %" PRIu64 " delayed, %"
+                  PRIu64 " dead letters held in memory are dropped",
+                  stats.ready, stats.in_flight, stats.delayed, stats.dead);
     s_server_destroy (&self);
 }

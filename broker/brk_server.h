@@ -1,23 +1,32 @@
 /*  brk_server: the broker, as a CZMQ actor.
 
     zactor_t *broker = zactor_new (brk_server, &config);   // config is copied
+    zstr_send (broker, "STATUS");
+    int status;  zsock_recv (broker, "i", &status);         // BRK_SERVER_*
     zstr_sendx (broker, "BIND", "frontend", "tcp://127.0.0.1:*", NULL);
     int port;  zsock_recv (broker, "i", &port);             // -1 on failure
     ...
     zactor_destroy (&broker);                               // $TERM: clean stop
 
     Pipe commands:
+      STATUS                                  -> "i" BRK_SERVER_* (start-up outcome)
       BIND frontend|backend|events ENDPOINT  -> "i" port (or -1)
       PORT frontend|backend|events            -> "i" port bound last (or -1)
       $TERM                                   -> stops after flushing
-    The actor signals the pipe once it is ready (zactor_new returns then),
-    or with failure if it could not start; zactor_new then still returns an
-    actor whose first BIND answers -1.
+    An actor that could not start answers STATUS with its reason and every
+    BIND with -1, and waits for $TERM.
 
     Sockets: frontend ROUTER (publishers, control), backend ROUTER
     (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY and no send
     high-water mark, so a reply to a live peer is never dropped silently
     and a reply to a vanished peer fails loudly (the worker is then lost).
+
+    Durability: with a data_dir, every change that matters is journaled
+    (brk_journal). A published message is delivered, and its PUBACK sent,
+    only once its record is durable per the journal's mode: a request the
+    broker could forget in a crash is never acted on, and a PUBACK is never
+    a promise the disk has not kept. At start the journal is replayed into
+    the queue.
 */
 #ifndef BRK_SERVER_H_INCLUDED
 #define BRK_SERVER_H_INCLUDED
@@ -25,12 +34,21 @@
 #include <czmq.h>
 #include <stdbool.h>
 
+#include "brk_journal.h"
 #include "brk_queue.h"
 
 typedef struct {
     brk_queue_config_t queue;   //  Lease and retry rules
-    bool verbose;               //  Log every message at debug level
+    bool verbose;               //  Log every command at debug level
+    const char *data_dir;       //  Journal directory; NULL keeps messages in memory only
+    brk_journal_config_t journal;   //  Journal settings; its dir is taken from data_dir
 } brk_server_config_t;
+
+//  Start-up outcome, the answer to STATUS.
+#define BRK_SERVER_OK           0   //  Running
+#define BRK_SERVER_FAILED       1   //  Could not start (memory, sockets, journal I/O)
+#define BRK_SERVER_CORRUPT      2   //  Journal corrupt before its tail (see salvage)
+#define BRK_SERVER_LOCKED       3   //  Another broker holds the data directory
 
 void brk_server_config_defaults (brk_server_config_t *config);
 

@@ -1,7 +1,8 @@
 /*  mandrill-broker: parses flags, starts the broker actor, waits for a
     signal, stops the actor. Everything else lives in brk_server.
 
-    Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start.
+    Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start,
+    3 journal corrupt (see --salvage), 4 data directory in use.
 */
 #include <czmq.h>
 #include <signal.h>
@@ -14,6 +15,8 @@
 
 #define EXIT_USAGE 1
 #define EXIT_START 2
+#define EXIT_CORRUPT 3
+#define EXIT_LOCKED 4
 
 static void
 s_usage (FILE *out)
@@ -36,15 +39,27 @@ s_usage (FILE *out)
         "  --heartbeat DUR        heartbeat interval; a worker silent for 3 is lost (default 1s)\n"
         "  --dedup-window N       acked ids remembered to refuse re-publishes (default 100000)\n"
         "\n"
+        "Durability:\n"
+        "  --data-dir DIR         journal directory (default ./mandrill-data)\n"
+        "  --durability MODE      when a PUBACK is sent (default batch):\n"
+        "                           batch   after a group fsync, at most every --fsync-interval\n"
+        "                           sync    after an fsync of each PUBLISH batch\n"
+        "                           none    at once; journaled but never fsynced\n"
+        "                           memory  at once; no journal, a restart loses everything\n"
+        "  --fsync-interval DUR   batch mode: least time between fsyncs (default 10ms)\n"
+        "  --salvage              start even if the journal is corrupt before its end,\n"
+        "                         keeping what can be read (what is skipped is logged)\n"
+        "\n"
         "Other:\n"
         "  -v, --verbose          log every command at debug level\n"
         "  --log-level LEVEL      error, warn, info (default), debug, trace\n"
         "  -h, --help             this text\n"
         "  --version              print the version\n"
         "\n"
-        "Messages are held in memory: a broker restart loses them.\n"
-        "SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the broker cleanly (exit 0).\n"
-        "Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start.\n");
+        "SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the broker cleanly (exit 0): the\n"
+        "journal is flushed and fsynced first.\n"
+        "Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start, 3 journal\n"
+        "corrupt (see --salvage), 4 data directory used by another broker.\n");
 }
 
 static int
@@ -64,6 +79,8 @@ main (int argc, char *argv [])
     const char *endpoints [3] = { "tcp://*:5555", "tcp://*:5556", "tcp://*:5557" };
     static const char *names [3] = { "frontend", "backend", "events" };
     mdl_log_level_t level = MDL_LOG_INFO;
+    const char *data_dir = "./mandrill-data";
+    bool memory = false;
 
     for (int i = 1; i < argc; i++) {
         const char *flag = argv [i];
@@ -113,6 +130,33 @@ main (int argc, char *argv [])
             }
         }
         else
+        if (streq (flag, "--salvage")) {
+            config.journal.salvage = true;
+            continue;
+        }
+        else
+        if (streq (flag, "--data-dir")) {
+            if (!value || !*value)
+                return s_bad (flag, value, "a directory");
+            data_dir = value;
+        }
+        else
+        if (streq (flag, "--durability")) {
+            if (value && streq (value, "memory"))
+                memory = true;
+            else {
+                if (brk_journal_parse_mode (value, &config.journal.mode) != 0)
+                    return s_bad (flag, value, "batch, sync, none or memory");
+                memory = false;
+            }
+        }
+        else
+        if (streq (flag, "--fsync-interval")) {
+            if (mdl_parse_duration_ms (value, &number) != 0 || number < 1 || number > 10000)
+                return s_bad (flag, value, "a duration from 1ms to 10s");
+            config.journal.fsync_interval_ms = (int) number;
+        }
+        else
         if (streq (flag, "--max-attempts")) {
             if (mdl_parse_int (value, 1, 1000, &number) != 0)
                 return s_bad (flag, value, "a whole number from 1 to 1000");
@@ -152,9 +196,10 @@ main (int argc, char *argv [])
     sigaddset (&signals, SIGQUIT);
     pthread_sigmask (SIG_BLOCK, &signals, NULL);
 
-    //  A stable epoch for this run's delivery ids: seconds since 2026,
-    //  so a restarted broker never hands out an id it used before (unless
-    //  restarted within the same second).
+    config.data_dir = memory ? NULL : data_dir;
+    //  The journal numbers runs; without one, the epoch of delivery ids is
+    //  the time in seconds since 2026, so a broker restarted later never
+    //  hands out an id it used before.
     config.queue.epoch = (zclock_time () / 1000 - 1767225600) & 0x1FFFFF;
     if (config.queue.epoch < 1)
         config.queue.epoch = 1;
@@ -163,6 +208,13 @@ main (int argc, char *argv [])
     if (!broker) {
         mdl_error ("cannot start the broker");
         return EXIT_START;
+    }
+    zstr_send (broker, "STATUS");
+    int status = BRK_SERVER_FAILED;
+    if (zsock_recv (broker, "i", &status) != 0 || status != BRK_SERVER_OK) {
+        zactor_destroy (&broker);
+        return status == BRK_SERVER_CORRUPT ? EXIT_CORRUPT
+             : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : EXIT_START;
     }
     for (int i = 0; i < 3; i++) {
         zstr_sendx (broker, "BIND", names [i], endpoints [i], NULL);
@@ -174,9 +226,10 @@ main (int argc, char *argv [])
         }
     }
     mdl_info ("mandrill-broker %s ready: ack deadline %" PRId64 " ms, max attempts %" PRId64
-              ", heartbeat %" PRId64 " ms, epoch %" PRId64 ", messages in memory",
+              ", heartbeat %" PRId64 " ms, durability %s%s%s",
               MANDRILL_VERSION, config.queue.ack_deadline_ms, config.queue.max_attempts,
-              config.queue.heartbeat_ms, config.queue.epoch);
+              config.queue.heartbeat_ms, memory ? "memory" : brk_journal_mode_name (config.journal.mode),
+              memory ? "" : " in ", memory ? "" : data_dir);
 
     int signal_number = 0;
     while (sigwait (&signals, &signal_number) != 0)

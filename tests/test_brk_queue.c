@@ -87,7 +87,7 @@ s_publish (int n)
 {
     char json [128];
     int len = snprintf (json, sizeof json, "{\"message_id\":\"%s\"}", s_id (n));
-    cr_assert_eq (brk_queue_publish (s_queue, s_id (n), json, (size_t) len), 0);
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (n), json, (size_t) len, 0), 0);
 }
 
 static void
@@ -129,11 +129,11 @@ Test (brk_queue, duplicates_are_refused_also_after_ack)
 {
     s_publish (1);
     char json [] = "{}";
-    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2), 1);
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2, 0), 1);
     brk_queue_worker_add (s_queue, "w1", 10, NULL);
     brk_queue_dispatch (s_queue, s_deliver, NULL);
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
-    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2), 1, "acked id still known");
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2, 0), 1, "acked id still known");
     //  Beyond the dedup window the oldest done id is forgotten
     for (int i = 2; i <= 6; i++)
         s_publish (i);
@@ -475,4 +475,92 @@ Test (brk_queue, events_disabled_cost_nothing)
     brk_queue_set_events_enabled (s_queue, false);
     s_publish (1);
     cr_assert_eq (s_events [BRK_EVENT_PUBLISHED], 0);
+}
+
+Test (brk_queue, held_until_the_journal_says_durable)
+{
+    char json [] = "{}";
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (1), json, 2, 10), 0);
+    cr_assert_eq (brk_queue_publish (s_queue, s_id (2), json, 2, 11), 0);
+    cr_assert (brk_msg_held (brk_queue_lookup (s_queue, s_id (1))));
+    cr_assert_eq (brk_msg_seq (brk_queue_lookup (s_queue, s_id (2))), 11);
+    brk_queue_worker_add (s_queue, "a", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0, "not durable yet");
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.held, 2);
+    brk_queue_release (s_queue, 10);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_str_eq (s_deliveries [0].message_id, s_id (1));
+    brk_queue_release (s_queue, 20);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_not (brk_msg_held (brk_queue_lookup (s_queue, s_id (2))));
+}
+
+static int s_stored [BRK_EVENT_COUNT];
+
+static void
+s_store (void *arg, const brk_event_info_t *info)
+{
+    s_stored [info->event]++;
+}
+
+Test (brk_queue, store_handler_sees_changes_even_without_events)
+{
+    memset (s_stored, 0, sizeof s_stored);
+    brk_queue_set_events_enabled (s_queue, false);
+    brk_queue_set_store_handler (s_queue, s_store, NULL);
+    s_publish (1);
+    s_publish (2);
+    brk_queue_worker_add (s_queue, "a", 5, NULL);
+    brk_queue_dispatch (s_queue, s_deliver, NULL);
+    brk_queue_progress (s_queue, s_deliveries [0].delivery_id, 2);
+    brk_queue_ack (s_queue, s_deliveries [0].delivery_id);
+    cr_assert_eq (s_stored [BRK_EVENT_DELIVERED], 2);
+    cr_assert_eq (s_stored [BRK_EVENT_PROGRESS], 1);
+    cr_assert_eq (s_stored [BRK_EVENT_ACKED], 1);
+    cr_assert_eq (s_stored [BRK_EVENT_PUBLISHED], 0, "the owner journals publishes itself");
+    cr_assert_eq (s_events [BRK_EVENT_DELIVERED], 0);
+}
+
+Test (brk_queue, restored_lease_accepts_its_old_ack_then_expires_after_one_deadline)
+{
+    brk_restore_t restore = {
+        .message_id = s_id (1), .json = "{}", .json_len = 2, .published_ms = 0,
+        .attempts = 2, .delivery_id = (UINT64_C (5) << 32) | 42, .steps = 2
+    };
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    restore.message_id = s_id (2);
+    restore.delivery_id = (UINT64_C (5) << 32) | 43;
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    restore.message_id = s_id (3);
+    restore.dead = true;
+    restore.dead_reason = "expired after 5 attempts";
+    restore.dead_history = "[]";
+    restore.dead_ms = 123;
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 1, "known already");
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.in_flight, 2);
+    cr_assert_eq (stats.dead, 1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "a", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0, "still leased to the old worker");
+    //  The old worker finishes message 1 and acks it by its old id
+    cr_assert_eq (brk_queue_ack (s_queue, (UINT64_C (5) << 32) | 42), BRK_OK);
+    //  Message 2 is redelivered only after one ack deadline, with attempt 3
+    s_now += 9999;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_now += 1;
+    s_tick ();
+    s_now += brk_queue_backoff (s_queue, 2);
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_str_eq (s_deliveries [0].message_id, s_id (2));
+    cr_assert_eq (s_deliveries [0].attempt, 3);
+    cr_assert_eq (s_deliveries [0].steps, 2, "progress survives");
+    cr_assert_str_eq (brk_msg_history_json (brk_queue_lookup (s_queue, s_id (3))), "[]");
 }

@@ -1,0 +1,367 @@
+/*  Tests for the durable broker: brk_server with a journal, restarted in
+    the same process on the same data directory, and with write faults
+    injected through the journal's io seam.
+*/
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "brk_server.h"
+#include "mdl_log.h"
+#include "mmp.h"
+
+static char s_dir [64];
+static zactor_t *s_broker;
+static char s_frontend [64];
+static char s_backend [64];
+static atomic_int s_fail_writes;        //  errno to fail pwrite/fsync with, or 0
+
+static ssize_t
+s_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
+{
+    int error = atomic_load (&s_fail_writes);
+    if (error) {
+        errno = error;
+        return -1;
+    }
+    return pwrite (fd, data, size, offset);
+}
+
+static int
+s_fsync (void *arg, int fd)
+{
+    int error = atomic_load (&s_fail_writes);
+    if (error) {
+        errno = error;
+        return -1;
+    }
+    return fsync (fd);
+}
+
+static brk_journal_io_t s_io;
+
+static void
+s_start (brk_journal_mode_t mode)
+{
+    zsys_handler_set (NULL);
+    mdl_log_set_level (MDL_LOG_ERROR);
+    brk_server_config_t config;
+    brk_server_config_defaults (&config);
+    config.queue.ack_deadline_ms = 500;
+    config.queue.max_attempts = 2;
+    config.queue.backoff_base_ms = 10;
+    config.queue.backoff_max_ms = 10;
+    config.queue.heartbeat_ms = 100;
+    config.data_dir = s_dir;
+    config.journal.mode = mode;
+    config.journal.retry_interval_ms = 20;
+    s_io = *brk_journal_io_system ();
+    s_io.pwrite = s_pwrite;
+    s_io.fsync = s_fsync;
+    config.journal.io = &s_io;
+    s_broker = zactor_new (brk_server, &config);
+    cr_assert_not_null (s_broker);
+    zstr_send (s_broker, "STATUS");
+    int status = -1;
+    cr_assert_eq (zsock_recv (s_broker, "i", &status), 0);
+    cr_assert_eq (status, BRK_SERVER_OK);
+    char *endpoints [2] = { s_frontend, s_backend };
+    const char *names [2] = { "frontend", "backend" };
+    for (int i = 0; i < 2; i++) {
+        zstr_sendx (s_broker, "BIND", names [i], "tcp://127.0.0.1:*", NULL);
+        int port = -1;
+        cr_assert_eq (zsock_recv (s_broker, "i", &port), 0);
+        cr_assert_gt (port, 0);
+        snprintf (endpoints [i], 64, "tcp://127.0.0.1:%d", port);
+    }
+}
+
+static int
+s_remove (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove (path);
+}
+
+static void
+s_setup (void)
+{
+    snprintf (s_dir, sizeof s_dir, "/tmp/test_brk_durable.XXXXXX");
+    cr_assert_not_null (mkdtemp (s_dir));
+    atomic_store (&s_fail_writes, 0);
+}
+
+static void
+s_teardown (void)
+{
+    zactor_destroy (&s_broker);
+    nftw (s_dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static zsock_t *
+s_dealer (const char *endpoint)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (sock);
+    zsock_set_rcvtimeo (sock, 3000);
+    zsock_set_linger (sock, 0);
+    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    return sock;
+}
+
+static void
+s_send (zsock_t *sock, mmp_command_t command, const char *json)
+{
+    cr_assert_eq (mmp_send (sock, NULL, command, json, strlen (json)), 0);
+}
+
+static int
+s_recv (zsock_t *sock, mmp_msg_t *msg)
+{
+    while (true) {
+        mmp_msg_init (msg);
+        int rc = mmp_recv (sock, true, NULL, MMP_FROM_BROKER, msg, NULL);
+        if (rc != 0 || msg->command != MMP_HEARTBEAT)
+            return rc;
+        mmp_msg_reset (msg);
+    }
+}
+
+static void
+s_expect (zsock_t *sock, mmp_command_t command, mmp_msg_t *msg)
+{
+    int rc = s_recv (sock, msg);
+    cr_assert_eq (rc, 0, "expected %s: nothing came", mmp_command_name (command));
+    cr_assert_eq (msg->command, command, "expected %s, got %s (%s)", mmp_command_name (command),
+                  mmp_command_name (msg->command), msg->reason ? msg->reason : "");
+}
+
+//  Wait for a DELIVER while heartbeating, as a live worker does.
+static void
+s_expect_delivery (zsock_t *worker, mmp_msg_t *msg)
+{
+    int64_t until = zclock_mono () + 3000;
+    zsock_set_rcvtimeo (worker, 50);
+    while (zclock_mono () < until) {
+        s_send (worker, MMP_HEARTBEAT, "{}");
+        if (s_recv (worker, msg) == 0) {
+            cr_assert_eq (msg->command, MMP_DELIVER, "got %s", mmp_command_name (msg->command));
+            zsock_set_rcvtimeo (worker, 3000);
+            return;
+        }
+    }
+    cr_assert_fail ("no DELIVER within 3 s");
+}
+
+static zsock_t *
+s_worker (void)
+{
+    zsock_t *worker = s_dealer (s_backend);
+    s_send (worker, MMP_HELLO, "{\"credit\":100,\"name\":\"w\"}");
+    mmp_msg_t msg;
+    s_expect (worker, MMP_WELCOME, &msg);
+    mmp_msg_reset (&msg);
+    return worker;
+}
+
+static const char *
+s_id (int n)
+{
+    static char ids [4][37];
+    char *id = ids [n % 4];
+    snprintf (id, 37, "00000000-0000-4000-8000-%012d", n);
+    return id;
+}
+
+static void
+s_publish (zsock_t *publisher, int n, const char *expect_durability)
+{
+    char json [256];
+    snprintf (json, sizeof json, "{\"messages\":[{\"message_id\":\"%s\",\"instance_name\":\"cattle-%04d\"}]}",
+              s_id (n), n);
+    s_send (publisher, MMP_PUBLISH, json);
+    mmp_msg_t ack;
+    s_expect (publisher, MMP_PUBACK, &ack);
+    cr_assert_str_eq (ack.durability, expect_durability);
+    mmp_msg_reset (&ack);
+}
+
+static void
+s_ack (zsock_t *worker, uint64_t id, size_t expect_ok)
+{
+    char json [128];
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "]}", id);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, expect_ok);
+    mmp_msg_reset (&acked);
+}
+
+TestSuite (brk_durable, .init = s_setup, .fini = s_teardown, .timeout = 30);
+
+Test (brk_durable, pending_messages_survive_a_restart)
+{
+    s_start (BRK_JOURNAL_BATCH);
+    zsock_t *publisher = s_dealer (s_frontend);
+    for (int i = 1; i <= 3; i++)
+        s_publish (publisher, i, "batch");
+    zsock_t *worker = s_worker ();
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 3);
+    uint64_t first = deliver.deliveries [0].delivery_id;
+    uint64_t second = deliver.deliveries [1].delivery_id;
+    mmp_msg_reset (&deliver);
+    s_ack (worker, first, 1);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+    zactor_destroy (&s_broker);
+
+    s_start (BRK_JOURNAL_BATCH);
+    worker = s_worker ();
+    //  Message 2's worker finished while the broker was down: its old id is good
+    s_ack (worker, second, 1);
+    //  Message 3's lease is waited out (one ack deadline), then redelivered
+    int64_t start = zclock_mono ();
+    s_expect_delivery (worker, &deliver);
+    cr_assert_geq (zclock_mono () - start, 400, "redelivered before one ack deadline");
+    cr_assert_eq (deliver.delivery_count, 1);
+    cr_assert_str_eq (deliver.deliveries [0].message.message_id, s_id (3));
+    cr_assert_eq (deliver.deliveries [0].attempt, 2, "the attempt count survives");
+    cr_assert_gt (deliver.deliveries [0].delivery_id >> 32, first >> 32, "a new epoch");
+    s_ack (worker, deliver.deliveries [0].delivery_id, 1);
+    mmp_msg_reset (&deliver);
+    //  A re-publish of a journaled id is still a duplicate, not new work
+    publisher = s_dealer (s_frontend);
+    s_send (publisher, MMP_PUBLISH, "{\"messages\":[{\"message_id\":\"00000000-0000-4000-8000-000000000009\","
+                                    "\"instance_name\":\"x\"}]}");
+    mmp_msg_t ack;
+    s_expect (publisher, MMP_PUBACK, &ack);
+    mmp_msg_reset (&ack);
+    zsock_destroy (&publisher);
+    zsock_destroy (&worker);
+}
+
+Test (brk_durable, dead_letters_survive_a_restart)
+{
+    s_start (BRK_JOURNAL_SYNC);
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish (publisher, 5, "sync");
+    zsock_t *worker = s_worker ();
+    for (int attempt = 1; attempt <= 2; attempt++) {
+        mmp_msg_t deliver;
+        s_expect (worker, MMP_DELIVER, &deliver);
+        char json [160];
+        snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"delay_ms\":0,\"reason\":\"exit 3\"}",
+                  deliver.deliveries [0].delivery_id);
+        mmp_msg_reset (&deliver);
+        s_send (worker, MMP_NACK, json);
+        mmp_msg_t nacked;
+        s_expect (worker, MMP_NACKED, &nacked);
+        mmp_msg_reset (&nacked);
+    }
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+    zactor_destroy (&s_broker);
+
+    s_start (BRK_JOURNAL_SYNC);
+    publisher = s_dealer (s_frontend);
+    s_send (publisher, MMP_DEADLETTERS, "{}");
+    mmp_msg_t dead;
+    s_expect (publisher, MMP_DEADLETTERS, &dead);
+    cJSON *list = cJSON_GetObjectItem (dead.body, "dead_letters");
+    cr_assert_eq (cJSON_GetArraySize (list), 1);
+    cJSON *letter = cJSON_GetArrayItem (list, 0);
+    cr_assert (strstr (cJSON_GetObjectItem (letter, "reason")->valuestring, "exit 3"));
+    cr_assert_eq (cJSON_GetArraySize (cJSON_GetObjectItem (letter, "history")), 2);
+    mmp_msg_reset (&dead);
+    s_send (publisher, MMP_REPLAY, "{\"message_ids\":[\"00000000-0000-4000-8000-000000000005\"]}");
+    mmp_msg_t replayed;
+    s_expect (publisher, MMP_REPLAYED, &replayed);
+    cr_assert_eq (replayed.message_id_count, 1);
+    mmp_msg_reset (&replayed);
+    worker = s_worker ();
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.deliveries [0].attempt, 1);
+    mmp_msg_reset (&deliver);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_durable, full_disk_refuses_publish_keeps_acks_and_recovers)
+{
+    s_start (BRK_JOURNAL_BATCH);
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish (publisher, 1, "batch");
+    zsock_t *worker = s_worker ();
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    uint64_t leased = deliver.deliveries [0].delivery_id;
+    mmp_msg_reset (&deliver);
+
+    atomic_store (&s_fail_writes, ENOSPC);
+    //  This batch cannot be made durable: no PUBACK while the disk is full
+    s_send (publisher, MMP_PUBLISH, "{\"messages\":[{\"message_id\":\"00000000-0000-4000-8000-000000000002\","
+                                    "\"instance_name\":\"b\"}],\"req\":\"two\"}");
+    zsock_set_rcvtimeo (publisher, 300);
+    mmp_msg_t reply;
+    cr_assert_neq (s_recv (publisher, &reply), 0, "a PUBACK came for a batch the disk refused");
+    //  Once the broker knows, a new batch is refused outright
+    bool refused = false;
+    for (int i = 0; i < 20 && !refused; i++) {
+        s_send (publisher, MMP_PUBLISH, "{\"messages\":[{\"instance_name\":\"c\"}],\"req\":\"three\"}");
+        if (s_recv (publisher, &reply) == 0) {
+            cr_assert_eq (reply.command, MMP_ERROR);
+            cr_assert_str_eq (reply.code, MMP_ERR_UNAVAILABLE);
+            refused = true;
+            mmp_msg_reset (&reply);
+        }
+    }
+    cr_assert (refused, "PUBLISH was not refused on a full disk");
+    //  Acks keep working
+    s_ack (worker, leased, 1);
+    //  Space comes back: the held batch is confirmed, publishing works again
+    atomic_store (&s_fail_writes, 0);
+    zsock_set_rcvtimeo (publisher, 3000);
+    s_expect (publisher, MMP_PUBACK, &reply);
+    cr_assert_str_eq (reply.req, "two");
+    mmp_msg_reset (&reply);
+    s_publish (publisher, 4, "batch");
+    s_expect (worker, MMP_DELIVER, &deliver);
+    size_t got = deliver.delivery_count;
+    mmp_msg_reset (&deliver);
+    if (got < 2) {
+        s_expect (worker, MMP_DELIVER, &deliver);
+        got += deliver.delivery_count;
+        mmp_msg_reset (&deliver);
+    }
+    cr_assert_eq (got, 2, "the held message and the new one");
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_durable, none_mode_says_so)
+{
+    s_start (BRK_JOURNAL_NONE);
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish (publisher, 1, "none");
+    zsock_destroy (&publisher);
+}
+
+Test (brk_durable, a_second_broker_on_the_same_dir_is_refused)
+{
+    s_start (BRK_JOURNAL_BATCH);
+    brk_server_config_t config;
+    brk_server_config_defaults (&config);
+    config.data_dir = s_dir;
+    zactor_t *second = zactor_new (brk_server, &config);
+    zstr_send (second, "STATUS");
+    int status = -1;
+    cr_assert_eq (zsock_recv (second, "i", &status), 0);
+    cr_assert_eq (status, BRK_SERVER_LOCKED);
+    zactor_destroy (&second);
+}
