@@ -148,7 +148,8 @@ s_start_broker (const char *ack_deadline, const char *max_attempts)
         env.backend = s_free_port ();
         env.events = s_free_port ();
     }
-    char frontend [64], backend [64], events [64];
+    char frontend [64], backend [64], events [64], data_dir [256];
+    snprintf (data_dir, sizeof data_dir, "%s/broker-data", env.dir);
     snprintf (frontend, sizeof frontend, "tcp://127.0.0.1:%d", env.frontend);
     snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", env.backend);
     snprintf (events, sizeof events, "tcp://127.0.0.1:%d", env.events);
@@ -156,7 +157,7 @@ s_start_broker (const char *ack_deadline, const char *max_attempts)
         (char *) s_program ("MANDRILL_BROKER"), "--frontend", frontend, "--backend", backend,
         "--events", events, "--ack-deadline", (char *) ack_deadline,
         "--max-attempts", (char *) max_attempts, "--heartbeat", "200ms",
-        "--backoff-base", "100ms", "--backoff-max", "500ms", NULL
+        "--backoff-base", "100ms", "--backoff-max", "500ms", "--data-dir", data_dir, NULL
     };
     env.broker = s_spawn ("broker.log", argv);
     zsock_destroy (&env.client);
@@ -506,15 +507,23 @@ Test (e2e_worker, worker_rejoins_a_restarted_broker, .timeout = 60)
     s_start_worker ("wa", "m.db", s_restart_cmd ("1", "0"), NULL, NULL, NULL, NULL);
     cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
     s_publish (5);
+    char old_ids [5][37];
+    memcpy (old_ids, s_ids, sizeof old_ids);
     cr_assert_eq (s_wait_stat ("in_flight", 5, 10000), 5);
-    //  The broker dies with leases out and comes back empty on the same ports
+    //  The broker dies with leases out and comes back on the same ports and
+    //  journal: it still knows the 5 leases, so the worker's acks by their
+    //  old delivery ids count
     s_kill (env.broker);
     s_start_broker ("5s", "5");
     cr_assert_eq (s_wait_stat ("workers", 1, 15000), 1, "worker did not register again");
     s_publish (5);
-    cr_assert_eq (s_wait_stat ("acked", 5, 15000), 5, "worker does not take work after the outage");
-    for (int i = 0; i < 5; i++)
+    cr_assert_eq (s_wait_stat ("acked", 10, 15000), 10, "worker does not finish its leases and new work");
+    cr_assert_eq (s_stat ("redelivered"), 0, "a held lease was delivered again");
+    for (int i = 0; i < 5; i++) {
         cr_assert_eq (s_restarts_of (s_ids [i]), 1, "new message %d restarted %d times", i,
                       s_restarts_of (s_ids [i]));
+        cr_assert_eq (s_restarts_of (old_ids [i]), 1, "old message %d restarted %d times", i,
+                      s_restarts_of (old_ids [i]));
+    }
     cr_assert (s_log_has ("wa.log", "HELLO again") || s_log_has ("wa.log", "reconnecting"));
 }
