@@ -54,7 +54,8 @@ s_start (brk_journal_mode_t mode)
     config.queue.max_attempts = 2;
     config.queue.backoff_base_ms = 10;
     config.queue.backoff_max_ms = 10;
-    config.queue.heartbeat_ms = 100;
+    //  Long enough that a test worker waiting on the publisher is not lost
+    config.queue.heartbeat_ms = 2000;
     config.data_dir = s_dir;
     config.journal.mode = mode;
     config.journal.retry_interval_ms = 20;
