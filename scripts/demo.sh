@@ -29,7 +29,7 @@ stop () {
 trap stop INT TERM
 
 "$BIN/broker/mandrill-broker" --frontend tcp://127.0.0.1:5555 --backend tcp://127.0.0.1:5556 \
-    --events tcp://127.0.0.1:5557 &
+    --events tcp://127.0.0.1:5557 --data-dir "$DATA/broker" &
 broker=$!
 sleep 0.3
 workers=()
