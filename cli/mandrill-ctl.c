@@ -1,0 +1,470 @@
+/*  mandrill-ctl: the operator's tool for a running mandrill-broker.
+
+    Commands talk to the frontend (STATS, DEADLETTERS, REPLAY) with one
+    DEALER and wait at most --timeout for each answer; `tail` subscribes
+    to the events socket and prints each event's JSON on its own line.
+    Human output by default, the broker's JSON with --json.
+
+    Key generation is not offered: the broker has no CURVE security yet,
+    so there is nothing to use keys for.
+*/
+#include "mdl_log.h"
+#include "mdl_util.h"
+#include "mmp.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXIT_OK         0   //  Done
+#define EXIT_USAGE      1   //  Bad command line
+#define EXIT_FAILED     2   //  The broker answered ERROR, or some ids were unknown to REPLAY
+#define EXIT_NO_ANSWER  3   //  No (valid) answer within --timeout
+
+#define REPLAY_CHUNK    MMP_MAX_IDS
+
+typedef struct {
+    const char *broker;         //  Frontend endpoint
+    const char *events;         //  Events endpoint
+    int64_t timeout_ms;         //  Wait per request
+    bool json;                  //  Machine output
+    int64_t limit;              //  deadletters --limit (-1 = broker default: all)
+    int64_t count;              //  tail --count (-1 = forever)
+    bool all;                   //  replay --all
+} opts_t;
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+        "usage: mandrill-ctl [options] COMMAND [args]\n"
+        "commands:\n"
+        "  stats                      the broker's counters\n"
+        "  deadletters [--limit N]    dead-lettered requests, with reason and history\n"
+        "  replay ID... | --all       put dead letters back in the queue\n"
+        "  tail [EVENT...]            print events as JSON lines (all, or the names given:\n"
+        "                             published delivered extended acked nacked expired\n"
+        "                             dead_lettered replayed worker_joined worker_lost)\n"
+        "    --count N                stop after N events\n"
+        "options:\n"
+        "  --broker EP     frontend (default tcp://localhost:5555)\n"
+        "  --events EP     events socket for tail (default tcp://localhost:5557)\n"
+        "  --timeout D     wait for an answer (default 3s)\n"
+        "  --json          print the broker's JSON reply as is (one line)\n"
+        "  --help\n"
+        "(no keygen: the broker has no CURVE security yet)\n"
+        "exit codes: 0 ok; 1 usage; 2 the broker answered ERROR, or replay found unknown ids;\n"
+        "3 no answer from the broker within --timeout.\n");
+}
+
+//  Send one request and wait for its reply (matched by req). Returns 0 and
+//  fills *reply, EXIT_FAILED for an ERROR reply (printed), EXIT_NO_ANSWER.
+static int
+s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body, mmp_msg_t *reply)
+{
+    static unsigned sequence;
+    char req [32];
+    snprintf (req, sizeof req, "ctl-%d-%u", (int) getpid (), ++sequence);
+    cJSON_AddStringToObject (body, "req", req);
+    if (mmp_send_json (sock, NULL, command, body) != 0) {
+        fprintf (stderr, "mandrill-ctl: cannot send to %s\n", opts->broker);
+        return EXIT_NO_ANSWER;
+    }
+    int64_t deadline = zclock_mono () + opts->timeout_ms;
+    while (true) {
+        int64_t left = deadline - zclock_mono ();
+        if (left <= 0)
+            break;
+        zmq_pollitem_t item = { zsock_resolve (sock), 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, (long) left) <= 0)
+            continue;
+        mmp_error_t err;
+        mmp_msg_init (reply);
+        int rc = mmp_recv (sock, false, NULL, MMP_FROM_BROKER, reply, &err);
+        if (rc == -2) {
+            fprintf (stderr, "mandrill-ctl: malformed reply: %s: %s\n", err.code, err.reason);
+            continue;
+        }
+        if (rc != 0)
+            continue;
+        if (!reply->req || !streq (reply->req, req)) {
+            mmp_msg_reset (reply);      //  A stale answer to an earlier request
+            continue;
+        }
+        if (reply->command == MMP_ERROR) {
+            fprintf (stderr, "mandrill-ctl: broker error %s: %s\n",
+                     reply->code ? reply->code : "?", reply->reason ? reply->reason : "");
+            mmp_msg_reset (reply);
+            return EXIT_FAILED;
+        }
+        return EXIT_OK;
+    }
+    fprintf (stderr, "mandrill-ctl: no answer from the broker at %s within %" PRId64 " ms "
+             "(is it running?)\n", opts->broker, opts->timeout_ms);
+    return EXIT_NO_ANSWER;
+}
+
+static void
+s_print_json (const cJSON *body)
+{
+    char *text = cJSON_PrintUnformatted (body);
+    if (text)
+        printf ("%s\n", text);
+    free (text);
+}
+
+static void
+s_format_ms (int64_t ms, char *out, size_t size)
+{
+    time_t seconds = (time_t) (ms / 1000);
+    struct tm tm;
+    gmtime_r (&seconds, &tm);
+    char stamp [32];
+    strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (out, size, "%s.%03dZ", stamp, (int) (ms % 1000));
+}
+
+static int
+s_stats (zsock_t *sock, const opts_t *opts)
+{
+    mmp_msg_t reply;
+    cJSON *body = cJSON_CreateObject ();
+    int rc = s_request (sock, opts, MMP_STATS, body, &reply);
+    cJSON_Delete (body);
+    if (rc != EXIT_OK)
+        return rc;
+    if (opts->json) {
+        cJSON_DeleteItemFromObjectCaseSensitive (reply.body, "req");
+        s_print_json (reply.body);
+    }
+    else {
+        //  Known counters first, in a sensible order, then whatever else.
+        static const char *order [] = {
+            "published", "delivered", "acked", "nacked", "expired", "redelivered",
+            "dead_lettered", "in_flight", "ready", "delayed", "workers",
+            "oldest_unacked_ms", "uptime_ms", "epoch", "durability", NULL
+        };
+        for (int i = 0; order [i]; i++) {
+            cJSON *item = cJSON_GetObjectItemCaseSensitive (reply.body, order [i]);
+            if (cJSON_IsNumber (item))
+                printf ("%-20s %.0f\n", order [i], item->valuedouble);
+            else
+            if (cJSON_IsString (item))
+                printf ("%-20s %s\n", order [i], item->valuestring);
+        }
+        for (cJSON *item = reply.body->child; item; item = item->next) {
+            bool known = streq (item->string, "req");
+            for (int i = 0; order [i] && !known; i++)
+                known = streq (item->string, order [i]);
+            if (known)
+                continue;
+            char *text = cJSON_PrintUnformatted (item);
+            printf ("%-20s %s\n", item->string, text ? text : "?");
+            free (text);
+        }
+    }
+    mmp_msg_reset (&reply);
+    return EXIT_OK;
+}
+
+static void
+s_print_dead_letter (const cJSON *letter)
+{
+    const cJSON *message = cJSON_GetObjectItemCaseSensitive (letter, "message");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive (message, "message_id");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive (message, "instance_name");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive (letter, "reason");
+    const cJSON *attempts = cJSON_GetObjectItemCaseSensitive (letter, "attempts");
+    const cJSON *dead_at = cJSON_GetObjectItemCaseSensitive (letter, "dead_at_ms");
+    char when [48] = "?";
+    if (cJSON_IsNumber (dead_at))
+        s_format_ms ((int64_t) dead_at->valuedouble, when, sizeof when);
+    printf ("%s  %s  attempts %d  dead at %s  reason: %s\n",
+            cJSON_IsString (id) ? id->valuestring : "?",
+            cJSON_IsString (name) ? name->valuestring : "?",
+            cJSON_IsNumber (attempts) ? attempts->valueint : -1, when,
+            cJSON_IsString (reason) ? reason->valuestring : "?");
+    const cJSON *history = cJSON_GetObjectItemCaseSensitive (letter, "history");
+    const cJSON *step;
+    cJSON_ArrayForEach (step, history) {
+        const cJSON *attempt = cJSON_GetObjectItemCaseSensitive (step, "attempt");
+        const cJSON *outcome = cJSON_GetObjectItemCaseSensitive (step, "outcome");
+        const cJSON *worker = cJSON_GetObjectItemCaseSensitive (step, "worker");
+        const cJSON *why = cJSON_GetObjectItemCaseSensitive (step, "reason");
+        const cJSON *at = cJSON_GetObjectItemCaseSensitive (step, "at_ms");
+        char stamp [48] = "?";
+        if (cJSON_IsNumber (at))
+            s_format_ms ((int64_t) at->valuedouble, stamp, sizeof stamp);
+        printf ("    attempt %d  %-11s %s  worker %s%s%s\n",
+                cJSON_IsNumber (attempt) ? attempt->valueint : -1,
+                cJSON_IsString (outcome) ? outcome->valuestring : "?", stamp,
+                cJSON_IsString (worker) ? worker->valuestring : "?",
+                cJSON_IsString (why) ? "  " : "", cJSON_IsString (why) ? why->valuestring : "");
+    }
+}
+
+//  Fetch dead letters; on success *reply holds them.
+static int
+s_fetch_dead_letters (zsock_t *sock, const opts_t *opts, int64_t limit, mmp_msg_t *reply)
+{
+    cJSON *body = cJSON_CreateObject ();
+    if (limit > 0)
+        cJSON_AddNumberToObject (body, "limit", (double) limit);
+    int rc = s_request (sock, opts, MMP_DEADLETTERS, body, reply);
+    cJSON_Delete (body);
+    return rc;
+}
+
+static int
+s_deadletters (zsock_t *sock, const opts_t *opts)
+{
+    mmp_msg_t reply;
+    int rc = s_fetch_dead_letters (sock, opts, opts->limit, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    cJSON *letters = cJSON_GetObjectItemCaseSensitive (reply.body, "dead_letters");
+    cJSON *total = cJSON_GetObjectItemCaseSensitive (reply.body, "total");
+    if (opts->json) {
+        cJSON_DeleteItemFromObjectCaseSensitive (reply.body, "req");
+        s_print_json (reply.body);
+    }
+    else {
+        const cJSON *letter;
+        cJSON_ArrayForEach (letter, letters)
+            s_print_dead_letter (letter);
+        printf ("%d shown, %.0f dead letters in total\n", cJSON_GetArraySize (letters),
+                cJSON_IsNumber (total) ? total->valuedouble : -1.0);
+    }
+    mmp_msg_reset (&reply);
+    return EXIT_OK;
+}
+
+static int
+s_replay (zsock_t *sock, const opts_t *opts, int argc, char **argv)
+{
+    zlist_t *ids = zlist_new ();
+    zlist_autofree (ids);
+    int rc = EXIT_OK;
+    if (opts->all) {
+        mmp_msg_t reply;
+        rc = s_fetch_dead_letters (sock, opts, 100000, &reply);
+        if (rc != EXIT_OK) {
+            zlist_destroy (&ids);
+            return rc;
+        }
+        const cJSON *letter;
+        cJSON_ArrayForEach (letter, cJSON_GetObjectItemCaseSensitive (reply.body, "dead_letters")) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive (
+                cJSON_GetObjectItemCaseSensitive (letter, "message"), "message_id");
+            if (cJSON_IsString (id))
+                zlist_append (ids, id->valuestring);
+        }
+        mmp_msg_reset (&reply);
+    }
+    else
+        for (int i = 0; i < argc; i++) {
+            if (!mdl_uuid_valid (argv [i], strlen (argv [i]))) {
+                fprintf (stderr, "mandrill-ctl: not a message id: %s\n", argv [i]);
+                zlist_destroy (&ids);
+                return EXIT_USAGE;
+            }
+            zlist_append (ids, argv [i]);
+        }
+    size_t replayed = 0, unknown = 0;
+    while (zlist_size (ids) > 0 && rc == EXIT_OK) {
+        cJSON *body = cJSON_CreateObject ();
+        cJSON *array = cJSON_AddArrayToObject (body, "message_ids");
+        for (int i = 0; i < REPLAY_CHUNK && zlist_size (ids) > 0; i++) {
+            char *id = (char *) zlist_pop (ids);
+            cJSON_AddItemToArray (array, cJSON_CreateString (id));
+            free (id);
+        }
+        mmp_msg_t reply;
+        rc = s_request (sock, opts, MMP_REPLAY, body, &reply);
+        cJSON_Delete (body);
+        if (rc != EXIT_OK)
+            break;
+        if (opts->json) {
+            cJSON_DeleteItemFromObjectCaseSensitive (reply.body, "req");
+            s_print_json (reply.body);
+        }
+        else {
+            for (size_t i = 0; i < reply.message_id_count; i++)
+                printf ("replayed %s\n", reply.message_ids [i]);
+            for (size_t i = 0; i < reply.other_id_count; i++)
+                printf ("unknown  %s (not a dead letter)\n", reply.other_ids [i]);
+        }
+        replayed += reply.message_id_count;
+        unknown += reply.other_id_count;
+        mmp_msg_reset (&reply);
+    }
+    zlist_destroy (&ids);
+    if (rc == EXIT_OK && !opts->json)
+        printf ("%zu replayed, %zu unknown\n", replayed, unknown);
+    return rc == EXIT_OK && unknown ? EXIT_FAILED : rc;
+}
+
+static int
+s_tail (const opts_t *opts, int argc, char **argv)
+{
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    if (!sub || zsock_connect (sub, "%s", opts->events) != 0) {
+        fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts->events);
+        zsock_destroy (&sub);
+        return EXIT_NO_ANSWER;
+    }
+    if (argc == 0)
+        zsock_set_subscribe (sub, "");
+    for (int i = 0; i < argc; i++)
+        zsock_set_subscribe (sub, argv [i]);
+    sigset_t signals;
+    sigemptyset (&signals);
+    sigaddset (&signals, SIGINT);
+    sigaddset (&signals, SIGTERM);
+    sigaddset (&signals, SIGHUP);
+    sigprocmask (SIG_BLOCK, &signals, NULL);
+    int signal_fd = signalfd (-1, &signals, SFD_CLOEXEC);
+    int64_t seen = 0;
+    while (opts->count < 0 || seen < opts->count) {
+        zmq_pollitem_t items [2] = {
+            { zsock_resolve (sub), 0, ZMQ_POLLIN, 0 },
+            { NULL, signal_fd, ZMQ_POLLIN, 0 }
+        };
+        if (zmq_poll (items, signal_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            break;
+        if (items [1].revents & ZMQ_POLLIN)
+            break;
+        if (!(items [0].revents & ZMQ_POLLIN))
+            continue;
+        zmsg_t *msg = zmsg_recv (sub);
+        if (!msg)
+            break;
+        zframe_t *name = zmsg_first (msg);
+        zframe_t *body = zmsg_next (msg);
+        if (zmsg_size (msg) == 2 && body) {
+            //  %.*s: the frame is not null-terminated.
+            if (opts->json)
+                printf ("%.*s\n", (int) zframe_size (body), (char *) zframe_data (body));
+            else
+                printf ("%-14.*s %.*s\n", (int) zframe_size (name), (char *) zframe_data (name),
+                        (int) zframe_size (body), (char *) zframe_data (body));
+            fflush (stdout);
+            seen++;
+        }
+        else
+            fprintf (stderr, "mandrill-ctl: ignored an event with %zu frames\n", zmsg_size (msg));
+        zmsg_destroy (&msg);
+    }
+    if (signal_fd >= 0)
+        close (signal_fd);
+    zsock_destroy (&sub);
+    return EXIT_OK;
+}
+
+int
+main (int argc, char *argv [])
+{
+    opts_t opts = {
+        .broker = "tcp://localhost:5555", .events = "tcp://localhost:5557",
+        .timeout_ms = 3000, .limit = -1, .count = -1
+    };
+    const char *command = NULL;
+    char **args = calloc ((size_t) argc + 1, sizeof *args);
+    int nargs = 0;
+    assert (args);
+    for (int i = 1; i < argc; i++) {
+        const char *key = argv [i];
+        if (streq (key, "--help") || streq (key, "-h")) {
+            s_usage (stdout);
+            free (args);
+            return EXIT_OK;
+        }
+        if (streq (key, "--json")) { opts.json = true; continue; }
+        if (streq (key, "--all")) { opts.all = true; continue; }
+        if (strncmp (key, "--", 2) == 0) {
+            const char *value = i + 1 < argc ? argv [++i] : NULL;
+            bool bad = value == NULL;
+            if (bad)
+                ;
+            else
+            if (streq (key, "--broker"))
+                opts.broker = value;
+            else
+            if (streq (key, "--events"))
+                opts.events = value;
+            else
+            if (streq (key, "--timeout"))
+                bad = mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0;
+            else
+            if (streq (key, "--limit"))
+                bad = mdl_parse_int (value, 1, 100000, &opts.limit) != 0;
+            else
+            if (streq (key, "--count"))
+                bad = mdl_parse_int (value, 1, INT64_MAX, &opts.count) != 0;
+            else {
+                fprintf (stderr, "mandrill-ctl: unknown option %s (see --help)\n", key);
+                free (args);
+                return EXIT_USAGE;
+            }
+            if (bad) {
+                fprintf (stderr, "mandrill-ctl: bad or missing value for %s\n", key);
+                free (args);
+                return EXIT_USAGE;
+            }
+            continue;
+        }
+        if (!command)
+            command = key;
+        else
+            args [nargs++] = argv [i];
+    }
+    if (!command) {
+        s_usage (stderr);
+        free (args);
+        return EXIT_USAGE;
+    }
+    zsys_handler_set (NULL);
+    int rc;
+    if (streq (command, "tail"))
+        rc = s_tail (&opts, nargs, args);
+    else
+    if (streq (command, "stats") || streq (command, "deadletters") || streq (command, "replay")) {
+        if ((streq (command, "replay") && (nargs == 0) == !opts.all)
+        ||  (!streq (command, "replay") && nargs > 0)) {
+            fprintf (stderr, "mandrill-ctl: %s: wrong arguments (see --help)\n", command);
+            free (args);
+            return EXIT_USAGE;
+        }
+        zsock_t *sock = zsock_new (ZMQ_DEALER);
+        if (!sock || zsock_connect (sock, "%s", opts.broker) != 0) {
+            fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts.broker);
+            zsock_destroy (&sock);
+            free (args);
+            return EXIT_USAGE;
+        }
+        zsock_set_linger (sock, 0);
+        zsock_set_sndtimeo (sock, (int) opts.timeout_ms);
+        if (streq (command, "stats"))
+            rc = s_stats (sock, &opts);
+        else
+        if (streq (command, "deadletters"))
+            rc = s_deadletters (sock, &opts);
+        else
+            rc = s_replay (sock, &opts, nargs, args);
+        zsock_destroy (&sock);
+    }
+    else {
+        fprintf (stderr, "mandrill-ctl: unknown command %s%s (see --help)\n", command,
+                 streq (command, "keygen") ? " (no keygen: the broker has no CURVE security yet)" : "");
+        rc = EXIT_USAGE;
+    }
+    free (args);
+    return rc;
+}

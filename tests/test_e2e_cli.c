@@ -1,0 +1,520 @@
+/*  test_e2e_cli: mandrill-publish and mandrill-ctl against a real broker.
+
+    Each test starts mandrill-broker (MANDRILL_BROKER) on free 127.0.0.1
+    ports, runs the tools (MANDRILL_PUBLISH, MANDRILL_CTL) as child
+    processes with a hard deadline, and checks the result both through the
+    tools' exit codes and output and directly over the codec (STATS).
+    Every process is stopped by its PID; temp files are removed.
+*/
+#include "mdl_util.h"
+#include "mmp.h"
+
+#include <criterion/criterion.h>
+#include <czmq.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    int frontend;               //  Port numbers on 127.0.0.1
+    int backend;
+    int events;
+    pid_t pid;                  //  Broker process, 0 when not running
+    char endpoint [64];         //  tcp://127.0.0.1:<frontend>
+    char events_endpoint [64];  //  tcp://127.0.0.1:<events>
+    char data_dir [64];         //  Its journal directory, removed at teardown
+    char max_attempts [16];     //  --max-attempts
+} broker_t;
+
+static broker_t s_broker;
+
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    cr_assert (fd >= 0);
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    cr_assert (bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0);
+    socklen_t len = sizeof addr;
+    cr_assert (getsockname (fd, (struct sockaddr *) &addr, &len) == 0);
+    close (fd);
+    return ntohs (addr.sin_port);
+}
+
+static const char *
+s_program (const char *var)
+{
+    const char *path = getenv (var);
+    cr_assert_not_null (path, "%s is not set (run through ctest)", var);
+    return path;
+}
+
+//  Ask the broker for STATS over the codec. Returns the parsed reply body
+//  (caller deletes) or NULL when it does not answer within timeout_ms.
+static cJSON *
+s_stats (int timeout_ms)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (sock);
+    zsock_set_linger (sock, 0);
+    zsock_set_rcvtimeo (sock, timeout_ms);
+    cr_assert (zsock_connect (sock, "%s", s_broker.endpoint) == 0);
+    cJSON *result = NULL;
+    if (mmp_send (sock, NULL, MMP_STATS, "{}", 2) == 0) {
+        mmp_msg_t msg;
+        mmp_error_t err;
+        mmp_msg_init (&msg);
+        if (mmp_recv (sock, true, NULL, MMP_FROM_BROKER, &msg, &err) == 0) {
+            if (msg.command == MMP_STATS)
+                result = cJSON_Duplicate (msg.body, true);
+            mmp_msg_reset (&msg);
+        }
+    }
+    zsock_destroy (&sock);
+    return result;
+}
+
+static double
+s_counter (const char *name)
+{
+    cJSON *stats = s_stats (2000);
+    cr_assert_not_null (stats, "broker did not answer STATS");
+    cJSON *item = cJSON_GetObjectItemCaseSensitive (stats, name);
+    cr_assert (cJSON_IsNumber (item), "STATS has no counter %s", name);
+    double value = item->valuedouble;
+    cJSON_Delete (stats);
+    return value;
+}
+
+static void
+s_broker_start (void)
+{
+    const char *path = s_program ("MANDRILL_BROKER");
+    char frontend [64], backend [64], events [64];
+    snprintf (frontend, sizeof frontend, "tcp://127.0.0.1:%d", s_broker.frontend);
+    snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", s_broker.backend);
+    snprintf (events, sizeof events, "tcp://127.0.0.1:%d", s_broker.events);
+    pid_t pid = fork ();
+    cr_assert (pid >= 0);
+    if (pid == 0) {
+        int null = open ("/dev/null", O_WRONLY);
+        dup2 (null, 1);
+        dup2 (null, 2);
+        execl (path, path, "--frontend", frontend, "--backend", backend, "--events", events,
+               "--data-dir", s_broker.data_dir, "--max-attempts", s_broker.max_attempts,
+               "--backoff-base", "10ms", (char *) NULL);
+        _exit (127);
+    }
+    s_broker.pid = pid;
+    //  Ready when it answers STATS.
+    for (int i = 0; i < 50; i++) {
+        cJSON *stats = s_stats (100);
+        if (stats) {
+            cJSON_Delete (stats);
+            return;
+        }
+    }
+    cr_assert_fail ("broker did not start");
+}
+
+static void
+s_broker_stop (void)
+{
+    if (s_broker.pid <= 0)
+        return;
+    kill (s_broker.pid, SIGTERM);
+    for (int i = 0; i < 500; i++) {
+        if (waitpid (s_broker.pid, NULL, WNOHANG) == s_broker.pid) {
+            s_broker.pid = 0;
+            return;
+        }
+        usleep (10000);
+    }
+    kill (s_broker.pid, SIGKILL);
+    waitpid (s_broker.pid, NULL, 0);
+    s_broker.pid = 0;
+}
+
+static void
+s_setup (void)
+{
+    zsys_handler_set (NULL);
+    memset (&s_broker, 0, sizeof s_broker);
+    s_program ("MANDRILL_BROKER");      //  Fail before making anything to clean up
+    s_broker.frontend = s_free_port ();
+    s_broker.backend = s_free_port ();
+    s_broker.events = s_free_port ();
+    snprintf (s_broker.endpoint, sizeof s_broker.endpoint, "tcp://127.0.0.1:%d", s_broker.frontend);
+    snprintf (s_broker.events_endpoint, sizeof s_broker.events_endpoint, "tcp://127.0.0.1:%d",
+              s_broker.events);
+    snprintf (s_broker.data_dir, sizeof s_broker.data_dir, "/tmp/mandrill-e2e-cli-XXXXXX");
+    cr_assert_not_null (mkdtemp (s_broker.data_dir));
+    snprintf (s_broker.max_attempts, sizeof s_broker.max_attempts, "5");
+}
+
+static void
+s_setup_one_attempt (void)
+{
+    s_setup ();
+    snprintf (s_broker.max_attempts, sizeof s_broker.max_attempts, "1");
+    s_broker_start ();
+}
+
+static void
+s_setup_running (void)
+{
+    s_setup ();
+    s_broker_start ();
+}
+
+static int
+s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove (path);
+}
+
+static void
+s_teardown (void)
+{
+    s_broker_stop ();
+    if (*s_broker.data_dir)
+        nftw (s_broker.data_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+//  Output of a child: stdout and stderr, each up to 64 KiB.
+typedef struct {
+    int code;                   //  Exit code, or -1 if it had to be killed
+    char out [65536];           //  Its stdout
+    char err [65536];           //  Its stderr
+} run_t;
+
+static char *
+s_slurp (FILE *file, char *buf, size_t size)
+{
+    rewind (file);
+    size_t got = fread (buf, 1, size - 1, file);
+    buf [got] = 0;
+    fclose (file);
+    return buf;
+}
+
+//  Run argv (NULL-terminated) with input on stdin (or /dev/null), within
+//  timeout_ms. The child is killed by its PID past the deadline.
+static void
+s_run (run_t *run, const char *input, int timeout_ms, char *const argv [])
+{
+    FILE *out = tmpfile (), *err = tmpfile (), *in = tmpfile ();
+    cr_assert (out && err && in);
+    if (input)
+        fputs (input, in);
+    fflush (in);
+    rewind (in);
+    pid_t pid = fork ();
+    cr_assert (pid >= 0);
+    if (pid == 0) {
+        dup2 (fileno (in), 0);
+        dup2 (fileno (out), 1);
+        dup2 (fileno (err), 2);
+        execv (argv [0], argv);
+        _exit (127);
+    }
+    int status = 0;
+    run->code = -1;
+    for (int waited = 0; ; waited += 10) {
+        if (waitpid (pid, &status, WNOHANG) == pid) {
+            run->code = WIFEXITED (status) ? WEXITSTATUS (status) : -1;
+            break;
+        }
+        if (waited >= timeout_ms) {
+            kill (pid, SIGKILL);
+            waitpid (pid, NULL, 0);
+            break;
+        }
+        usleep (10000);
+    }
+    fclose (in);
+    s_slurp (out, run->out, sizeof run->out);
+    s_slurp (err, run->err, sizeof run->err);
+}
+
+#define PUBLISH(run, input, ...) do { \
+    char *const argv_ [] = { (char *) s_program ("MANDRILL_PUBLISH"), \
+                             "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
+    s_run ((run), (input), 20000, argv_); \
+} while (0)
+
+#define CTL(run, ...) do { \
+    char *const argv_ [] = { (char *) s_program ("MANDRILL_CTL"), \
+                             "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
+    s_run ((run), NULL, 20000, argv_); \
+} while (0)
+
+static run_t s_result;          //  Big: kept out of the stack
+
+TestSuite (e2e_cli, .init = s_setup_running, .fini = s_teardown, .timeout = 60);
+
+Test (e2e_cli, publish_one_instance)
+{
+    PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--hostname", "ab12.example.org");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (mdl_uuid_valid (s_result.out, 36), "stdout is the message id: %s", s_result.out);
+    cr_assert (strstr (s_result.err, "Published message cattle-ab12"));
+    cr_assert_eq (s_counter ("published"), 1);
+    cr_assert_eq (s_counter ("ready"), 1);
+}
+
+Test (e2e_cli, same_message_id_is_a_duplicate_not_queued_twice)
+{
+    const char *id = "6F9619FF-8B86-4011-B42D-00C04FC964FF";
+    PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--message-id", (char *) id);
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert (strstr (s_result.out, "6f9619ff-8b86-4011-b42d-00c04fc964ff"), "ids are lower-cased");
+    PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--message-id", (char *) id);
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert (strstr (s_result.err, "duplicate"), "second publish reported as duplicate: %s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 1);
+    cr_assert_eq (s_counter ("ready"), 1);
+}
+
+Test (e2e_cli, publish_file)
+{
+    const char *input =
+        "# restart requests\n"
+        "{\"instance_name\": \"cattle-0001\"}\n"
+        "\n"
+        "{\"instance_name\": \"cattle-0002\", \"hostname\": \"h2.example.net\", \"attributes\": {\"why\": \"test\"}}\n"
+        "{\"instance_name\": \"cattle-0003\", \"message_id\": \"1b4e28ba-2fa1-41d2-883f-0016d3cca427\"}\n";
+    PUBLISH (&s_result, input, "--file", "-");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_counter ("published"), 3);
+}
+
+Test (e2e_cli, invalid_line_stops_before_sending_anything)
+{
+    const char *input =
+        "{\"instance_name\": \"cattle-0001\"}\n"
+        "{\"instance_name\": \"Not_A_Label\"}\n"
+        "{\"instance_name\": \"cattle-0003\"}\n";
+    PUBLISH (&s_result, input, "--file", "-");
+    cr_assert_eq (s_result.code, 3, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "stdin:2:"), "error names line 2: %s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 0);
+}
+
+Test (e2e_cli, keep_going_skips_invalid_lines)
+{
+    const char *input =
+        "{\"instance_name\": \"cattle-0001\"}\n"
+        "not json\n"
+        "{\"instance_name\": \"cattle-0003\", \"colour\": \"red\"}\n"
+        "{\"instance_name\": \"cattle-0004\"}\n";
+    PUBLISH (&s_result, input, "--file", "-", "--keep-going");
+    cr_assert_eq (s_result.code, 3, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "stdin:2:"));
+    cr_assert (strstr (s_result.err, "stdin:3:") && strstr (s_result.err, "unknown field"));
+    cr_assert_eq (s_counter ("published"), 2);
+}
+
+Test (e2e_cli, mock_count)
+{
+    //  Below 100 msgs/s every message gets its own log line.
+    PUBLISH (&s_result, NULL, "--mock", "--count", "20", "--rate", "50");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "Published message cattle-"));
+    cr_assert_eq (s_counter ("published"), 20);
+}
+
+Test (e2e_cli, mock_many_publishers)
+{
+    PUBLISH (&s_result, NULL, "--mock", "--count", "20000", "--rate", "1000000",
+             "--publishers", "3", "--batch", "500");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "20000 confirmed"), "%s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 20000);
+}
+
+Test (e2e_cli, usage_errors)
+{
+    PUBLISH (&s_result, NULL, "--batch", "0", "--mock");
+    cr_assert_eq (s_result.code, 1);
+    PUBLISH (&s_result, NULL, "--mock", "--instance", "x");
+    cr_assert_eq (s_result.code, 1);
+    PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--message-id", "not-a-uuid");
+    cr_assert_eq (s_result.code, 3);
+    CTL (&s_result, "frobnicate");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_counter ("published"), 0);
+}
+
+Test (e2e_cli, ctl_stats_deadletters_replay)
+{
+    PUBLISH (&s_result, NULL, "--instance", "cattle-ab12");
+    cr_assert_eq (s_result.code, 0);
+    CTL (&s_result, "stats");
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert (strstr (s_result.out, "published") && strstr (s_result.out, "ready"));
+    CTL (&s_result, "stats", "--json");
+    cr_assert_eq (s_result.code, 0);
+    cJSON *stats = cJSON_Parse (s_result.out);
+    cr_assert_not_null (stats, "--json prints JSON: %s", s_result.out);
+    cr_assert_eq (cJSON_GetObjectItemCaseSensitive (stats, "published")->valuedouble, 1);
+    cJSON_Delete (stats);
+    CTL (&s_result, "deadletters", "--limit", "10");
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert (strstr (s_result.out, "0 dead letters"));
+    CTL (&s_result, "replay", "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
+    cr_assert_eq (s_result.code, 2, "an unknown id is reported: %s", s_result.out);
+    cr_assert (strstr (s_result.out, "unknown"));
+}
+
+Test (e2e_cli, ctl_tail_prints_events)
+{
+    //  tail in the background, then publish until it has seen one event
+    //  (a SUB joins asynchronously, so the first publishes may be missed).
+    FILE *out = tmpfile ();
+    cr_assert_not_null (out);
+    pid_t pid = fork ();
+    if (pid == 0) {
+        dup2 (fileno (out), 1);
+        execl (s_program ("MANDRILL_CTL"), "mandrill-ctl", "--events", s_broker.events_endpoint,
+               "--json", "tail", "published", "--count", "1", (char *) NULL);
+        _exit (127);
+    }
+    int status = -1;
+    bool done = false;
+    for (int i = 0; i < 50 && !done; i++) {
+        PUBLISH (&s_result, NULL, "--instance", "cattle-feed");
+        done = waitpid (pid, &status, WNOHANG) == pid;
+        if (!done)
+            usleep (100000);
+    }
+    if (!done) {
+        kill (pid, SIGKILL);
+        waitpid (pid, NULL, 0);
+    }
+    cr_assert (done, "tail saw no event");
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    char line [4096];
+    s_slurp (out, line, sizeof line);
+    cJSON *event = cJSON_Parse (line);
+    cr_assert_not_null (event, "event line is JSON: %s", line);
+    cJSON *name = cJSON_GetObjectItemCaseSensitive (event, "event");
+    cr_assert (cJSON_IsString (name) && streq (name->valuestring, "published"));
+    cJSON_Delete (event);
+}
+
+//  No broker: the tools give up with their documented codes.
+Test (e2e_cli_down, no_broker_exit_codes, .init = s_setup, .fini = s_teardown, .timeout = 30)
+{
+    PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--timeout", "200ms", "--retries", "1");
+    cr_assert_eq (s_result.code, 2, "unconfirmed: exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "unconfirmed"));
+    CTL (&s_result, "stats", "--timeout", "300ms");
+    cr_assert_eq (s_result.code, 3, "no answer: exit %d", s_result.code);
+}
+
+//  The broker starts late: the publisher has resent the batch several
+//  times (same ids), the broker sees every copy and queues it once.
+Test (e2e_cli_down, late_broker_retry_is_not_queued_twice, .init = s_setup, .fini = s_teardown,
+      .timeout = 30)
+{
+    FILE *err = tmpfile ();
+    cr_assert_not_null (err);
+    pid_t pid = fork ();
+    if (pid == 0) {
+        dup2 (fileno (err), 2);
+        execl (s_program ("MANDRILL_PUBLISH"), "mandrill-publish", "--broker", s_broker.endpoint,
+               "--instance", "cattle-late", "--timeout", "200ms", "--retries", "50", (char *) NULL);
+        _exit (127);
+    }
+    usleep (1000000);           //  Several resend intervals pass with no broker
+    s_broker_start ();
+    int status = -1;
+    for (int i = 0; i < 1000 && waitpid (pid, &status, WNOHANG) != pid; i++)
+        usleep (10000);
+    if (!WIFEXITED (status)) {
+        kill (pid, SIGKILL);
+        waitpid (pid, NULL, 0);
+        cr_assert_fail ("publisher did not finish");
+    }
+    char text [65536];
+    s_slurp (err, text, sizeof text);
+    cr_assert_eq (WEXITSTATUS (status), 0, "%s", text);
+    cr_assert (strstr (text, "sending it again"), "the batch was resent: %s", text);
+    cr_assert_eq (s_counter ("published"), 1);
+    cr_assert_eq (s_counter ("ready"), 1);
+}
+
+//  A worker that NACKs its one delivery, with --max-attempts 1, makes a
+//  dead letter; ctl lists it and replays it back into the queue.
+Test (e2e_cli_dead, deadletters_and_replay_all, .init = s_setup_one_attempt, .fini = s_teardown,
+      .timeout = 30)
+{
+    PUBLISH (&s_result, NULL, "--instance", "cattle-dead", "--message-id",
+             "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+
+    zsock_t *worker = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (worker);
+    zsock_set_linger (worker, 0);
+    zsock_set_rcvtimeo (worker, 5000);
+    char backend [64];
+    snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", s_broker.backend);
+    cr_assert (zsock_connect (worker, "%s", backend) == 0);
+    const char *hello = "{\"credit\":1,\"name\":\"nacker\"}";
+    cr_assert (mmp_send (worker, NULL, MMP_HELLO, hello, strlen (hello)) == 0);
+    uint64_t delivery_id = 0;
+    for (int i = 0; i < 5 && !delivery_id; i++) {
+        mmp_msg_t msg;
+        mmp_error_t err;
+        mmp_msg_init (&msg);
+        cr_assert_eq (mmp_recv (worker, true, NULL, MMP_FROM_BROKER, &msg, &err), 0);
+        if (msg.command == MMP_DELIVER)
+            delivery_id = msg.deliveries [0].delivery_id;
+        mmp_msg_reset (&msg);
+    }
+    cr_assert (delivery_id, "no DELIVER");
+    char nack [128];
+    snprintf (nack, sizeof nack, "{\"delivery_ids\":[%llu],\"reason\":\"restart failed\"}",
+              (unsigned long long) delivery_id);
+    cr_assert (mmp_send (worker, NULL, MMP_NACK, nack, strlen (nack)) == 0);
+    //  Wait for NACKED, then BYE so the replayed message is not leased again.
+    bool nacked = false;
+    for (int i = 0; i < 5 && !nacked; i++) {
+        mmp_msg_t msg;
+        mmp_error_t err;
+        mmp_msg_init (&msg);
+        cr_assert_eq (mmp_recv (worker, true, NULL, MMP_FROM_BROKER, &msg, &err), 0);
+        nacked = msg.command == MMP_NACKED;
+        mmp_msg_reset (&msg);
+    }
+    cr_assert (nacked);
+    mmp_send (worker, NULL, MMP_BYE, "{}", 2);
+    zsock_destroy (&worker);
+
+    CTL (&s_result, "deadletters");
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert (strstr (s_result.out, "1b4e28ba-2fa1-41d2-883f-0016d3cca427"), "%s", s_result.out);
+    cr_assert (strstr (s_result.out, "cattle-dead"));
+    cr_assert (strstr (s_result.out, "1 dead letters in total"), "%s", s_result.out);
+    CTL (&s_result, "deadletters", "--json");
+    cr_assert_eq (s_result.code, 0);
+    cJSON *reply = cJSON_Parse (s_result.out);
+    cr_assert_not_null (reply, "%s", s_result.out);
+    cr_assert_eq (cJSON_GetArraySize (cJSON_GetObjectItemCaseSensitive (reply, "dead_letters")), 1);
+    cJSON_Delete (reply);
+
+    CTL (&s_result, "replay", "--all");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s %s", s_result.code, s_result.out, s_result.err);
+    cr_assert (strstr (s_result.out, "1 replayed, 0 unknown"), "%s", s_result.out);
+    cr_assert_eq (s_counter ("ready"), 1);
+    CTL (&s_result, "deadletters");
+    cr_assert (strstr (s_result.out, "0 dead letters in total"), "%s", s_result.out);
+}
