@@ -81,13 +81,16 @@ mdl_log_write (mdl_log_level_t level, const char *format, ...)
                          (int) (tv.tv_usec / 1000), s_level_names [level], s_name);
     va_list args;
     va_start (args, format);
-    if (used > 0 && (size_t) used < sizeof line)
-        vsnprintf (line + used, sizeof line - (size_t) used, format, args);
+    if (used > 0 && (size_t) used < sizeof line - 1)
+        vsnprintf (line + used, sizeof line - 1 - (size_t) used, format, args);
     va_end (args);
+    //  One write per line, newline included, so that the lines of several
+    //  processes sharing a terminal never run into each other
+    size_t len = strlen (line);
+    line [len++] = '\n';
 
     pthread_mutex_lock (&s_mutex);
-    fputs (line, stderr);
-    fputc ('\n', stderr);
+    fwrite (line, 1, len, stderr);
     if (!s_buffered || level <= MDL_LOG_WARN)
         fflush (stderr);
     pthread_mutex_unlock (&s_mutex);

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds Mandrill and runs it on localhost: a
 # broker, 3 workers (simulated restarts, SQLite in ./demo-data) and the mock
-# publisher. Ctrl-C stops everything gracefully (workers finish or nack what
-# they hold, then the broker stops).
+# publisher, all logging to this terminal. Ctrl-C stops everything
+# gracefully, in order: the publisher, then the workers (they finish or
+# nack what they hold), then the broker (it flushes its journal).
+#
 # Usage: scripts/demo.sh [WORKERS]
+# The demo's state lives in ./demo-data (the broker's journal and the
+# workers' SQLite database); delete it to start from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKERS=${1:-3}
@@ -14,32 +18,45 @@ BIN=build/release
 DATA=demo-data
 mkdir -p "$DATA"
 
-pids=()
+broker="" pub="" workers=()
+stopped=0
 stop () {
+    [ $stopped -eq 1 ] && return
+    stopped=1
     trap - INT TERM
     echo
     echo "==== stopping: publisher, then workers, then the broker"
-    [ -n "${pub:-}" ] && kill -TERM "$pub" 2>/dev/null && wait "$pub" 2>/dev/null || true
+    if [ -n "$pub" ]; then kill -TERM "$pub" 2>/dev/null || true; wait "$pub" 2>/dev/null || true; fi
     for pid in "${workers[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     for pid in "${workers[@]}"; do wait "$pid" 2>/dev/null || true; done
-    kill -TERM "$broker" 2>/dev/null && wait "$broker" 2>/dev/null || true
-    echo "==== stopped. Saved requests: $(sqlite3 "$DATA/mandrill.db" 'select count(*) from restarts' 2>/dev/null || echo '?') in $DATA/mandrill.db"
-    exit 0
+    if [ -n "$broker" ]; then kill -TERM "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true; fi
+    echo "==== stopped. Requests saved so far: $(sqlite3 "$DATA/mandrill.db" 'select count(*) from restarts' 2>/dev/null || echo '?') (in $DATA/mandrill.db)"
 }
-trap stop INT TERM
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
-"$BIN/broker/mandrill-broker" --frontend tcp://127.0.0.1:5555 --backend tcp://127.0.0.1:5556 \
+# Each program runs in its own session, so Ctrl-C reaches only this script,
+# which then stops them in order instead of all at once.
+setsid "$BIN/broker/mandrill-broker" --frontend tcp://127.0.0.1:5555 --backend tcp://127.0.0.1:5556 \
     --events tcp://127.0.0.1:5557 --data-dir "$DATA/broker" &
 broker=$!
-sleep 0.3
-workers=()
+sleep 0.5
+if ! kill -0 "$broker" 2>/dev/null; then
+    broker=""
+    echo "==== the broker did not start (see its message above; is port 5555-5557 in use?)"
+    exit 2
+fi
+# Restarts take up to 3 s and leases are extended every second, so the log
+# shows every step: consumed, saved, extended, restarted, acked.
 for i in $(seq 1 "$WORKERS"); do
-    "$BIN/worker/mandrill-worker" --broker tcp://127.0.0.1:5556 --name "worker-$i" \
-        --db "sqlite:$DATA/mandrill.db" &
+    setsid "$BIN/worker/mandrill-worker" --broker tcp://127.0.0.1:5556 --name "worker-$i" \
+        --db "sqlite:$DATA/mandrill.db" --restart-latency 3s --extend-every 1s &
     workers+=($!)
 done
-"$BIN/cli/mandrill-publish" --broker tcp://127.0.0.1:5555 --mock &
+setsid "$BIN/cli/mandrill-publish" --broker tcp://127.0.0.1:5555 --mock &
 pub=$!
 echo "==== running: broker $broker, workers ${workers[*]}, publisher $pub. Ctrl-C to stop."
 echo "==== in another terminal: $BIN/cli/mandrill-ctl stats   or   $BIN/cli/mandrill-ctl tail"
-wait "$broker"
+wait "$broker" || true
+broker=""
+echo "==== the broker exited"
