@@ -441,6 +441,7 @@ Test (e2e_worker, sigterm_mid_flight_finishes_within_grace, .timeout = 60)
     cr_assert_eq (s_restart_lines (), N);
     cr_assert (s_log_has ("wa.log", "Received exit signal SIGTERM"));
     cr_assert (s_log_has ("wa.log", "Nacking 0 outstanding messages"));
+    cr_assert (s_log_has ("wa.log", "every ack and nack confirmed"), "acks left unconfirmed");
     cr_assert (s_log_has ("wa.log", "Closing database connections"));
     cr_assert (s_log_has ("wa.log", "Shutdown complete"));
     cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts"), N);
@@ -526,4 +527,55 @@ Test (e2e_worker, worker_rejoins_a_restarted_broker, .timeout = 60)
                       s_restarts_of (old_ids [i]));
     }
     cr_assert (s_log_has ("wa.log", "HELLO again") || s_log_has ("wa.log", "reconnecting"));
+}
+
+Test (e2e_worker, acks_made_while_the_broker_is_down_are_resent, .timeout = 60)
+{
+    s_start_broker ("5s", "5");
+    s_start_worker ("wa", "m.db", s_restart_cmd ("2", "0"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (5);
+    cr_assert_eq (s_wait_stat ("in_flight", 5, 10000), 5);
+    zclock_sleep (500);         //  The leases reach the broker's journal
+    //  The broker dies; the worker finishes all five while it is gone, so
+    //  its ACKs (and PROGRESS) reach nobody
+    s_kill (env.broker);
+    int64_t start = zclock_mono ();
+    while (s_restart_lines () < 5 && zclock_mono () - start < 10000)
+        zclock_sleep (50);
+    cr_assert_eq (s_restart_lines (), 5);
+    zclock_sleep (500);
+    //  Back on the same journal: the leases are open one more ack deadline,
+    //  and the worker must ack them again by their old ids once it is known
+    s_start_broker ("5s", "5");
+    cr_assert_eq (s_wait_stat ("acked", 5, 4000), 5, "unconfirmed acks were not resent");
+    cr_assert_eq (s_stat ("redelivered"), 0);
+    zclock_sleep (6000);        //  Past the extra ack deadline: nothing comes back
+    cr_assert_eq (s_stat ("redelivered"), 0, "acked leases were delivered again");
+    cr_assert_eq (s_restart_lines (), 5, "a restart ran twice");
+    cr_assert (s_log_has ("wa.log", "Resending unconfirmed"));
+}
+
+Test (e2e_worker, sigterm_waits_for_acked_then_reports_unconfirmed, .timeout = 60)
+{
+    s_start_broker ("5s", "5");
+    pid_t a = s_start_worker ("wa", "m.db", s_restart_cmd ("1", "0"), "--grace", "2s", NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    s_publish (3);
+    cr_assert_eq (s_wait_stat ("in_flight", 3, 10000), 3);
+    s_kill (env.broker);        //  Nobody will ever answer the ACKs
+    int64_t start = zclock_mono ();
+    while (s_restart_lines () < 3 && zclock_mono () - start < 10000)
+        zclock_sleep (50);
+    cr_assert_eq (s_restart_lines (), 3);
+    zclock_sleep (200);
+    start = zclock_mono ();
+    kill (a, SIGTERM);
+    int status = s_wait_exit (a, 8000);
+    cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
+    int64_t took = zclock_mono () - start;
+    cr_assert_geq (took, 1800, "did not wait for ACKED within the grace (%" PRId64 " ms)", took);
+    cr_assert (s_log_has ("wa.log", "3 acks and 0 nacks left unconfirmed"));
+    cr_assert (s_log_has ("wa.log", "Nacking 0 outstanding messages"));
+    cr_assert (s_log_has ("wa.log", "Shutdown complete"));
 }

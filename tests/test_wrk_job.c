@@ -18,6 +18,7 @@ typedef struct {
     unsigned steps;             //  progress steps
     char reason [64];           //  nack reason
     uint64_t token;             //  save/restart/kill: job token
+    bool replied;               //  ack/nack/progress: the broker's reply was given
 } call_t;
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
     int call_count;
     int save_result;            //  Returned by the save effect
     int restart_result;         //  Returned by the restart effect
+    bool silent_broker;         //  When set, s_flush does not answer ACK/NACK/PROGRESS
 } fake_t;
 
 static fake_t *fake;
@@ -113,6 +115,50 @@ s_end (wrk_jobs_t **jobs)
     fake = NULL;
 }
 
+//  The broker's reply to one recorded call: ids in ok, stale or unknown.
+static void
+s_reply_call (wrk_jobs_t *jobs, call_t *call, const char *verdict)
+{
+    mmp_command_t command = strcmp (call->kind, "ack") == 0 ? MMP_ACKED
+                          : strcmp (call->kind, "nack") == 0 ? MMP_NACKED : MMP_PROGRESSED;
+    size_t count = call->count < 16 ? call->count : 16;
+    mmp_msg_t reply;
+    memset (&reply, 0, sizeof reply);
+    reply.command = command;
+    reply.deadline_ms = -1;
+    if (strcmp (verdict, "ok") == 0) {
+        reply.ids = call->ids;
+        reply.id_count = count;
+    }
+    else
+    if (strcmp (verdict, "stale") == 0) {
+        reply.stale = call->ids;
+        reply.stale_count = count;
+    }
+    else {
+        reply.unknown = call->ids;
+        reply.unknown_count = count;
+    }
+    call->replied = true;
+    wrk_jobs_reply (jobs, &reply);
+}
+
+//  Flush like the loop, and unless the broker is silent answer every new
+//  ACK, NACK and PROGRESS with ok, as a broker would.
+static void
+s_flush (wrk_jobs_t *jobs)
+{
+    wrk_jobs_flush (jobs);
+    if (fake->silent_broker)
+        return;
+    for (int i = 0; i < fake->call_count; i++) {
+        call_t *call = &fake->calls [i];
+        if (!call->replied && (strcmp (call->kind, "ack") == 0 || strcmp (call->kind, "nack") == 0
+                               || strcmp (call->kind, "progress") == 0))
+            s_reply_call (jobs, call, "ok");
+    }
+}
+
 //  Run the loop's part by hand: advance to `until` waking exactly when the
 //  core asks, ticking and flushing like the real loop.
 static void
@@ -125,7 +171,7 @@ s_run_until (wrk_jobs_t *jobs, int64_t until)
         if (wake > fake->now)
             fake->now = wake;
         wrk_jobs_tick (jobs);
-        wrk_jobs_flush (jobs);
+        s_flush (jobs);
     }
     fake->now = until;
 }
@@ -144,7 +190,7 @@ s_deliver (wrk_jobs_t *jobs, uint64_t delivery_id, int index, unsigned steps, in
         .message = { .message_id = s_ids [index], .instance_name = instance, .hostname = host }
     };
     cr_assert_eq (wrk_jobs_deliver (jobs, &delivery), 0);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
 }
 
 static int
@@ -208,7 +254,7 @@ Test (wrk_job, save_and_restart_overlap_then_ack, .timeout = 10)
 
     fake->now = 300;
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 0, "acked before the restart finished");
 
     s_run_until (jobs, 600);
@@ -239,12 +285,12 @@ Test (wrk_job, extends_every_period_in_one_batch, .timeout = 10)
     fake->now = 100;
     for (int i = 0; i < 3; i++)
         wrk_jobs_saved (jobs, s_ids [i], s_token ("save", i), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
 
     s_run_until (jobs, 7000);
     for (int i = 0; i < 3; i++)
         wrk_jobs_restarted (jobs, s_ids [i], s_token ("restart", i), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
 
     //  Extends at 2, 4 and 6 s: three EXTEND commands, each with all three ids
     cr_assert_eq (s_count ("extend"), 3);
@@ -282,14 +328,14 @@ Test (wrk_job, ack_only_after_both_save_last, .timeout = 10)
     s_deliver (jobs, 9, 1, 0, 10000);
     fake->now = 100;
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 0);
     cr_assert_eq (s_count ("progress"), 1, "restart progress is reported at once");
     cr_assert_eq (s_find ("progress", 0)->at, 100);
     s_run_until (jobs, 2500);
     cr_assert_eq (s_count ("extend"), 1, "still extending while the save runs");
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 1);
     cr_assert_eq (s_find ("ack", 0)->at, 2500);
     cr_assert_eq (s_count ("nack"), 0);
@@ -330,7 +376,7 @@ Test (wrk_job, save_failure_retried_with_backoff_never_restarts_twice, .timeout 
     fake->now = 10;
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), false, "disk I/O error");
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (wrk_jobs_next_wake (jobs), 210);
     s_run_until (jobs, 300);
     cr_assert_eq (s_count ("save"), 2);
@@ -340,7 +386,7 @@ Test (wrk_job, save_failure_retried_with_backoff_never_restarts_twice, .timeout 
     cr_assert_eq (s_count ("save"), 3);
     cr_assert_eq (s_find ("save", 2)->at, 700, "second retry after 400 ms");
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 2), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 1);
     cr_assert_eq (s_count ("restart"), 1, "a save failure never restarts again");
     cr_assert_eq (s_count ("nack"), 0);
@@ -356,7 +402,7 @@ Test (wrk_job, save_failing_forever_is_bounded, .timeout = 10)
     s_deliver (jobs, 4, 1, 0, 10000);
     fake->now = 10;
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     s_run_until (jobs, 60000);
     cr_assert_eq (s_count ("save"), 3);
     cr_assert_eq (s_count ("nack"), 1);
@@ -378,14 +424,14 @@ Test (wrk_job, redelivery_skips_finished_steps, .timeout = 10)
     cr_assert_eq (s_count ("restart"), 0);
     cr_assert_eq (s_count ("save"), 1);
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 1);
 
     s_deliver (jobs, 12, 2, MMP_STEP_SAVE, 10000);
     cr_assert_eq (s_count ("save"), 1);
     cr_assert_eq (s_count ("restart"), 1);
     wrk_jobs_restarted (jobs, s_ids [2], s_token ("restart", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 2);
 
     s_deliver (jobs, 13, 3, MMP_STEP_SAVE | MMP_STEP_RESTART, 10000);
@@ -411,7 +457,7 @@ Test (wrk_job, hanging_restart_killed_at_timeout, .timeout = 10)
     cr_assert_eq (s_count ("extend"), 2, "extends stopped at the timeout");
     //  The killed child's exit arrives late: ignored
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), false, "killed");
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("nack"), 1);
     s_end (&jobs);
 }
@@ -435,7 +481,7 @@ Test (wrk_job, no_job_extends_forever, .timeout = 10)
     cr_assert_eq (wrk_jobs_next_wake (jobs), -1);
     //  A late save answer changes nothing
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 0);
     s_end (&jobs);
 }
@@ -458,9 +504,9 @@ Test (wrk_job, stale_completion_ignored_and_inflight_redelivery_continues, .time
     wrk_jobs_t *jobs = s_new (&config);
     s_deliver (jobs, 51, 1, 0, 10000);
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0) + 1000, true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 0, "a completion with a wrong token counted");
 
     //  The same message under a new lease while still held: no new steps
@@ -468,7 +514,7 @@ Test (wrk_job, stale_completion_ignored_and_inflight_redelivery_continues, .time
     cr_assert_eq (s_count ("restart"), 1);
     cr_assert_eq (s_count ("save"), 1);
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 1);
     cr_assert_eq (s_find ("ack", 0)->ids [0], 52, "acked under the new lease");
     s_end (&jobs);
@@ -498,7 +544,7 @@ Test (wrk_job, shutdown_nacks_all_after_progress, .timeout = 10)
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
     wrk_jobs_saved (jobs, s_ids [2], s_token ("save", 1), true, NULL);
     cr_assert_eq (wrk_jobs_nack_all (jobs), 3);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("kill"), 2, "running restarts are killed");
     cr_assert_eq (s_count ("nack"), 1);
     call_t *nack = s_find ("nack", 0);
@@ -519,14 +565,309 @@ Test (wrk_job, reissued_delivery_id_drops_the_old_lease, .timeout = 10)
     cr_assert_eq (wrk_jobs_size (jobs), 2);
     wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
     wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 0, "the old job must not ack the new lease");
     cr_assert_eq (s_count ("progress"), 0);
     wrk_jobs_restarted (jobs, s_ids [2], s_token ("restart", 1), true, NULL);
     wrk_jobs_saved (jobs, s_ids [2], s_token ("save", 1), true, NULL);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_assert_eq (s_count ("ack"), 1);
     cr_assert_eq (s_find ("ack", 0)->ids [0], 81);
     cr_assert_eq (wrk_jobs_size (jobs), 0);
+    s_end (&jobs);
+}
+
+//  --------------------------------------------------------------------------
+//  Confirmation: nothing is done until the broker's reply says so
+
+//  Deliver and finish one message at t=0 in simulate mode (restart 0 ms).
+static void
+s_done_at_zero (wrk_jobs_t *jobs, uint64_t delivery_id, int index)
+{
+    fake->randoms [0] = 0;          //  latency 0, and 0 >= fail rate 0: success
+    s_deliver (jobs, delivery_id, index, 0, 10000);
+    int nth = s_count ("save") - 1;
+    wrk_jobs_saved (jobs, s_ids [index], s_token ("save", nth), true, NULL);
+    s_run_until (jobs, 0);
+}
+
+Test (wrk_job, ack_resent_until_acked, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_SIMULATE);
+    config.confirm_timeout_ms = 1000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_done_at_zero (jobs, 7, 1);
+    cr_assert_eq (s_count ("ack"), 1);
+    cr_assert_eq (wrk_jobs_size (jobs), 0, "a job waiting for ACKED is not working");
+    size_t acks = 0, nacks = 0;
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, &acks, &nacks), 1);
+    cr_assert_eq (acks, 1);
+    cr_assert_eq (nacks, 0);
+
+    //  No reply: the ACK (and the PROGRESS before it) go again every second
+    s_run_until (jobs, 999);
+    cr_assert_eq (s_count ("ack"), 1);
+    s_run_until (jobs, 2500);
+    cr_assert_eq (s_count ("ack"), 3);
+    cr_assert_eq (s_find ("ack", 1)->at, 1000);
+    cr_assert_eq (s_find ("ack", 2)->at, 2000);
+    cr_assert_eq (s_find ("ack", 2)->ids [0], 7);
+    cr_assert_eq (s_count ("progress"), 3, "unconfirmed PROGRESS [restart] resent too");
+    cr_assert_lt (s_index ("progress", 2), s_index ("ack", 2), "progress before the ack");
+    cr_assert_eq (s_count ("extend"), 0, "a finished job is never extended");
+
+    //  ACKED ok ends it: no more resends, nothing left
+    s_reply_call (jobs, s_find ("ack", 2), "ok");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    cr_assert_eq (wrk_jobs_next_wake (jobs), -1);
+    s_run_until (jobs, 60000);
+    cr_assert_eq (s_count ("ack"), 3);
+    //  A late reply to an earlier copy changes nothing
+    s_reply_call (jobs, s_find ("ack", 0), "stale");
+    wrk_stats_t stats;
+    wrk_jobs_stats (jobs, &stats);
+    cr_assert_eq (stats.acked, 1);
+    cr_assert_eq (stats.acks_confirmed, 1);
+    cr_assert_eq (stats.acks_refused, 0);
+    cr_assert_eq (stats.resent, 2);
+    s_end (&jobs);
+}
+
+Test (wrk_job, resend_after_rehello_sends_progress_then_acks, .timeout = 10)
+{
+    //  The broker restarted: our PROGRESS and ACK got ERROR (no reply of
+    //  their kind). After the new WELCOME the loop calls wrk_jobs_resend.
+    wrk_config_t config = s_config (WRK_RESTART_SIMULATE);
+    config.confirm_timeout_ms = 5000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_done_at_zero (jobs, 7, 1);
+    s_done_at_zero (jobs, 8, 2);
+    cr_assert_eq (s_count ("ack"), 2);
+    fake->now = 300;
+    cr_assert_eq (wrk_jobs_resend (jobs), 2);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 3);
+    call_t *ack = s_find ("ack", 2);
+    cr_assert_eq (ack->count, 2, "resent acks are batched");
+    cr_assert_eq (ack->at, 300);
+    cr_assert_eq (s_count ("progress"), 3);
+    cr_assert_eq (s_find ("progress", 2)->count, 2);
+    cr_assert_lt (s_index ("progress", 2), s_index ("ack", 2));
+    //  The timeout counts from the resend
+    s_run_until (jobs, 5299);
+    cr_assert_eq (s_count ("ack"), 3);
+    fake->silent_broker = false;
+    s_flush (jobs);             //  The broker answers everything ok
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    cr_assert_eq (wrk_jobs_next_wake (jobs), -1);
+    cr_assert_eq (wrk_jobs_resend (jobs), 0, "nothing left to resend");
+    s_end (&jobs);
+}
+
+Test (wrk_job, stale_or_unknown_ack_is_final, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_SIMULATE);
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_done_at_zero (jobs, 7, 1);
+    s_done_at_zero (jobs, 8, 2);
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 2);
+    s_reply_call (jobs, s_find ("ack", 0), "stale");
+    s_reply_call (jobs, s_find ("ack", 1), "unknown");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    wrk_stats_t stats;
+    wrk_jobs_stats (jobs, &stats);
+    cr_assert_eq (stats.acks_refused, 2);
+    cr_assert_eq (stats.acks_confirmed, 0);
+    cr_assert_eq (wrk_jobs_size (jobs), 0);
+    //  The broker delivers message 1 again: acked at once, no step again
+    fake->now = 3000;
+    s_deliver (jobs, 9, 1, 0, 10000);
+    cr_assert_eq (s_count ("ack"), 3);
+    cr_assert_eq (s_find ("ack", 2)->ids [0], 9);
+    cr_assert_eq (s_count ("save"), 2, "a done message was saved again");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 1);
+    s_reply_call (jobs, s_find ("ack", 2), "ok");
+    //  Message 2 is forgotten at its give-up time (lease 10 s + 10 s)
+    s_run_until (jobs, 60000);
+    cr_assert_eq (s_count ("ack"), 3, "a stale verdict is an answer: no resend");
+    cr_assert_eq (wrk_jobs_next_wake (jobs), -1, "a refused ack is remembered forever");
+    s_deliver (jobs, 10, 2, 0, 10000);
+    cr_assert_eq (s_count ("save"), 3, "after the give-up time it is new work");
+    s_end (&jobs);
+}
+
+Test (wrk_job, unanswered_ack_is_dropped_after_the_lease_certainly_ended, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.extend_every_ms = 2000;
+    config.confirm_timeout_ms = 1000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 7, 1, 0, 10000);
+    s_run_until (jobs, 3000);               //  extended at 2000: lease to 12000
+    cr_assert_eq (s_count ("extend"), 1);
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    //  Kept until the lease end (12000) plus one ack deadline (10000)
+    s_run_until (jobs, 21999);
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 1);
+    s_run_until (jobs, 22000);
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0, "kept forever");
+    cr_assert_eq (wrk_jobs_next_wake (jobs), -1);
+    cr_assert_eq (s_count ("ack"), 19, "sent at 3000, resent at 4000..21000");
+    cr_assert_eq (s_count ("extend"), 1, "a job waiting for ACKED was extended");
+    wrk_stats_t stats;
+    wrk_jobs_stats (jobs, &stats);
+    cr_assert_eq (stats.acks_abandoned, 1);
+    //  The broker's late answer finds nothing
+    s_reply_call (jobs, s_find ("ack", 0), "ok");
+    wrk_jobs_stats (jobs, &stats);
+    cr_assert_eq (stats.acks_confirmed, 0);
+    s_end (&jobs);
+}
+
+Test (wrk_job, progress_resent_until_every_copy_is_answered, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.extend_every_ms = 100000;        //  No extends in the way
+    config.confirm_timeout_ms = 1000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 9, 1, 0, 10000);
+    fake->now = 100;
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("progress"), 1);
+    s_run_until (jobs, 1100);
+    cr_assert_eq (s_count ("progress"), 2);
+    cr_assert_eq (s_find ("progress", 1)->steps, MMP_STEP_RESTART);
+    s_run_until (jobs, 2100);
+    cr_assert_eq (s_count ("progress"), 3, "resent while unanswered");
+    s_reply_call (jobs, s_find ("progress", 2), "ok");
+    s_run_until (jobs, 9000);
+    cr_assert_eq (s_count ("progress"), 3, "resent after it was confirmed");
+    //  Late answers to the earlier copies change nothing
+    s_reply_call (jobs, s_find ("progress", 0), "ok");
+    s_reply_call (jobs, s_find ("progress", 1), "ok");
+    s_run_until (jobs, 9500);
+    cr_assert_eq (s_count ("progress"), 3);
+    cr_assert_eq (s_count ("ack"), 0, "still saving");
+    //  A stale PROGRESSED also ends the resends (the lease is gone)
+    s_deliver (jobs, 10, 2, 0, 10000);
+    wrk_jobs_restarted (jobs, s_ids [2], s_token ("restart", 1), true, NULL);
+    s_flush (jobs);
+    s_reply_call (jobs, s_find ("progress", 3), "stale");
+    s_run_until (jobs, 20000);
+    cr_assert_eq (s_count ("progress"), 4);
+    s_end (&jobs);
+}
+
+Test (wrk_job, nack_resent_until_nacked, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.confirm_timeout_ms = 1000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 5, 1, 0, 10000);
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), false, "exit 3");
+    s_flush (jobs);
+    cr_assert_eq (s_count ("nack"), 1);
+    size_t acks, nacks;
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, &acks, &nacks), 1);
+    cr_assert_eq (nacks, 1);
+    s_run_until (jobs, 1000);
+    cr_assert_eq (s_count ("nack"), 2);
+    cr_assert_str_eq (s_find ("nack", 1)->reason, "restart_failed", "reason kept");
+    s_reply_call (jobs, s_find ("nack", 1), "ok");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    s_run_until (jobs, 30000);
+    cr_assert_eq (s_count ("nack"), 2);
+    s_end (&jobs);
+}
+
+Test (wrk_job, redelivery_while_ack_unconfirmed_acks_the_new_lease, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_SIMULATE);
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_done_at_zero (jobs, 7, 1);
+    cr_assert_eq (s_count ("save"), 1);
+    //  Our ACK never counted; the lease ran out and the message came back
+    fake->now = 500;
+    s_deliver (jobs, 8, 1, 0, 10000);
+    cr_assert_eq (s_count ("save"), 1, "a done message was saved a second time");
+    cr_assert_eq (s_count ("ack"), 2);
+    cr_assert_eq (s_find ("ack", 1)->ids [0], 8);
+    cr_assert_eq (wrk_jobs_size (jobs), 0);
+    s_reply_call (jobs, s_find ("ack", 0), "stale");      //  The old lease
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 1, "the new ack was settled by the old reply");
+    s_reply_call (jobs, s_find ("ack", 1), "ok");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    s_end (&jobs);
+}
+
+Test (wrk_job, redelivery_while_nack_unconfirmed_starts_over, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 5, 1, 0, 10000);
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), false, "exit 3");
+    s_flush (jobs);
+    cr_assert_eq (s_count ("nack"), 1);
+    s_deliver (jobs, 6, 1, 0, 10000);
+    cr_assert_eq (s_count ("restart"), 2, "the next attempt restarts again");
+    cr_assert_eq (wrk_jobs_size (jobs), 1);
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    s_end (&jobs);
+}
+
+Test (wrk_job, reissued_id_never_resends_the_old_ack, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.confirm_timeout_ms = 1000;
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 81, 1, MMP_STEP_RESTART, 10000);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    //  A broker that lost its state issues 81 again for another message
+    s_deliver (jobs, 81, 2, 0, 10000);
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, NULL, NULL), 0);
+    s_run_until (jobs, 5000);
+    cr_assert_eq (s_count ("ack"), 1, "the old ack would hit the new message");
+    s_end (&jobs);
+}
+
+Test (wrk_job, shutdown_keeps_unconfirmed_acks_and_nacks_only_working_jobs, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->silent_broker = true;
+    s_deliver (jobs, 71, 1, MMP_STEP_RESTART, 10000);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_deliver (jobs, 72, 2, 0, 10000);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    cr_assert_eq (wrk_jobs_size (jobs), 1);
+    cr_assert_eq (wrk_jobs_nack_all (jobs), 1, "only the working job is nacked");
+    s_flush (jobs);
+    cr_assert_eq (s_count ("nack"), 1);
+    cr_assert_eq (s_find ("nack", 0)->count, 1);
+    cr_assert_eq (s_find ("nack", 0)->ids [0], 72);
+    size_t acks, nacks;
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, &acks, &nacks), 2);
+    cr_assert_eq (acks, 1, "the acked job must not be forgotten at shutdown");
+    cr_assert_eq (nacks, 1);
+    cr_assert_eq (wrk_jobs_size (jobs), 0);
+    s_reply_call (jobs, s_find ("ack", 0), "ok");
+    cr_assert_eq (wrk_jobs_unconfirmed (jobs, &acks, &nacks), 1);
+    cr_assert_eq (acks, 0);
     s_end (&jobs);
 }

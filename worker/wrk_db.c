@@ -8,11 +8,15 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "mdl_clock.h"
 #include "mdl_log.h"
 
 #define SCHEMA_VERSION 1
+#define BUSY_TIMEOUT_MS     5000    //  SQLite's own wait for a lock, per statement
+#define SETUP_DEADLINE_MS   30000   //  Opening: retry busy set-up this long
+#define WRITE_DEADLINE_MS   10000   //  A batch: retry a busy BEGIN/COMMIT this long
 
 //  One save request and, after the thread, its result.
 typedef struct {
@@ -100,6 +104,80 @@ typedef struct {
     const char *worker;         //  Name for the rows
 } db_thread_t;
 
+//  SQLite returns SQLITE_BUSY without calling the busy handler in a few
+//  cases (two connections racing to create a file or to switch it to WAL,
+//  WAL recovery, a lock upgrade that could deadlock), so every statement
+//  that takes a lock is retried here until a deadline, with a short sleep
+//  that grows from 1 ms to 50 ms.
+static bool
+s_busy (int rc)
+{
+    return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+}
+
+static void
+s_busy_pause (int *pause_ms)
+{
+    zclock_sleep (*pause_ms);
+    if (*pause_ms < 50)
+        *pause_ms *= 2;
+}
+
+//  sqlite3_exec with retries while busy. Returns SQLite's last code.
+static int
+s_exec_retry (sqlite3 *db, const char *sql, int64_t deadline)
+{
+    int pause_ms = 1;
+    while (true) {
+        int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
+        if (!s_busy (rc) || zclock_mono () >= deadline)
+            return rc;
+        s_busy_pause (&pause_ms);
+    }
+}
+
+//  sqlite3_prepare_v2 with retries while busy (preparing reads the schema).
+static int
+s_prepare_retry (sqlite3 *db, const char *sql, sqlite3_stmt **stmt, int64_t deadline)
+{
+    int pause_ms = 1;
+    while (true) {
+        *stmt = NULL;
+        int rc = sqlite3_prepare_v2 (db, sql, -1, stmt, NULL);
+        if (!s_busy (rc) || zclock_mono () >= deadline)
+            return rc;
+        s_busy_pause (&pause_ms);
+    }
+}
+
+//  One-row query returning text into value. Retried while busy.
+static int
+s_query_text (sqlite3 *db, const char *sql, char *value, size_t size, int64_t deadline)
+{
+    int pause_ms = 1;
+    while (true) {
+        sqlite3_stmt *stmt;
+        int rc = s_prepare_retry (db, sql, &stmt, deadline);
+        if (rc != SQLITE_OK)
+            return rc;
+        rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *text = sqlite3_column_text (stmt, 0);
+            snprintf (value, size, "%s", text ? (const char *) text : "");
+            rc = SQLITE_OK;
+        }
+        else
+        if (rc == SQLITE_DONE) {
+            value [0] = 0;
+            rc = SQLITE_OK;
+        }
+        sqlite3_finalize (stmt);
+        if (!s_busy (rc) || zclock_mono () >= deadline)
+            return rc;
+        s_busy_pause (&pause_ms);
+    }
+}
+
 static int
 s_open (db_thread_t *self, start_t *start)
 {
@@ -109,52 +187,70 @@ s_open (db_thread_t *self, start_t *start)
                   self->db ? sqlite3_errmsg (self->db) : "out of memory");
         return -1;
     }
-    sqlite3_busy_timeout (self->db, 5000);
-    char *message = NULL;
-    const char *setup =
-        "PRAGMA journal_mode = WAL;"
-        "PRAGMA synchronous = NORMAL;"
-        "CREATE TABLE IF NOT EXISTS restarts ("
-        "  message_id TEXT PRIMARY KEY,"
-        "  instance_name TEXT NOT NULL,"
-        "  hostname TEXT NOT NULL,"
-        "  attempt INTEGER NOT NULL,"
-        "  worker TEXT NOT NULL,"
-        "  received_at INTEGER NOT NULL,"
-        "  saved_at INTEGER NOT NULL,"
-        "  restart_outcome TEXT,"
-        "  saves INTEGER NOT NULL);";
-    if (sqlite3_exec (self->db, setup, NULL, NULL, &message) != SQLITE_OK) {
+    //  Before anything else touches the file: several workers may be
+    //  creating or opening it at this very moment
+    sqlite3_busy_timeout (self->db, BUSY_TIMEOUT_MS);
+    int64_t deadline = zclock_mono () + SETUP_DEADLINE_MS;
+    char mode [32];
+    int rc = s_query_text (self->db, "PRAGMA journal_mode = WAL", mode, sizeof mode, deadline);
+    if (rc != SQLITE_OK) {
         snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
-                  message ? message : sqlite3_errmsg (self->db));
-        sqlite3_free (message);
+                  sqlite3_errmsg (self->db));
         return -1;
     }
-    sqlite3_stmt *version;
-    int user_version = -1;
-    if (sqlite3_prepare_v2 (self->db, "PRAGMA user_version", -1, &version, NULL) == SQLITE_OK) {
-        if (sqlite3_step (version) == SQLITE_ROW)
-            user_version = sqlite3_column_int (version, 0);
-        sqlite3_finalize (version);
+    if (strcasecmp (mode, "wal") != 0)
+        mdl_warn ("%s: journal mode is %s, not WAL; writers will block readers",
+                  start->path, mode);
+    rc = s_exec_retry (self->db, "PRAGMA synchronous = NORMAL", deadline);
+    //  Schema check and creation in one write transaction, so two workers
+    //  on a new file never both see version 0 half way
+    if (rc == SQLITE_OK)
+        rc = s_exec_retry (self->db, "BEGIN IMMEDIATE", deadline);
+    if (rc != SQLITE_OK) {
+        snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
+                  sqlite3_errmsg (self->db));
+        return -1;
     }
-    if (user_version == 0)
-        sqlite3_exec (self->db, "PRAGMA user_version = 1", NULL, NULL, NULL);
-    else
-    if (user_version != SCHEMA_VERSION) {
+    char version [32];
+    rc = s_query_text (self->db, "PRAGMA user_version", version, sizeof version, deadline);
+    int user_version = rc == SQLITE_OK ? atoi (version) : -1;
+    if (rc == SQLITE_OK && user_version == 0)
+        rc = sqlite3_exec (self->db,
+            "CREATE TABLE IF NOT EXISTS restarts ("
+            "  message_id TEXT PRIMARY KEY,"
+            "  instance_name TEXT NOT NULL,"
+            "  hostname TEXT NOT NULL,"
+            "  attempt INTEGER NOT NULL,"
+            "  worker TEXT NOT NULL,"
+            "  received_at INTEGER NOT NULL,"
+            "  saved_at INTEGER NOT NULL,"
+            "  restart_outcome TEXT,"
+            "  saves INTEGER NOT NULL);"
+            "PRAGMA user_version = 1;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && user_version != 0 && user_version != SCHEMA_VERSION) {
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
         snprintf (start->error, sizeof start->error,
                   "%s has schema version %d; this worker knows version %d",
                   start->path, user_version, SCHEMA_VERSION);
         return -1;
     }
-    if (sqlite3_prepare_v2 (self->db,
+    if (rc == SQLITE_OK)
+        rc = s_exec_retry (self->db, "COMMIT", deadline);
+    if (rc != SQLITE_OK) {
+        snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
+                  sqlite3_errmsg (self->db));
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    if (s_prepare_retry (self->db,
             "INSERT INTO restarts (message_id, instance_name, hostname, attempt, worker,"
             " received_at, saved_at, saves) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"
             " ON CONFLICT (message_id) DO UPDATE SET attempt = excluded.attempt,"
             " worker = excluded.worker, received_at = excluded.received_at,"
-            " saved_at = excluded.saved_at, saves = saves + 1", -1, &self->upsert, NULL) != SQLITE_OK
-    ||  sqlite3_prepare_v2 (self->db,
+            " saved_at = excluded.saved_at, saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
+    ||  s_prepare_retry (self->db,
             "UPDATE restarts SET restart_outcome = ?2 WHERE message_id = ?1",
-            -1, &self->update, NULL) != SQLITE_OK) {
+            &self->update, deadline) != SQLITE_OK) {
         snprintf (start->error, sizeof start->error, "cannot prepare statements: %s",
                   sqlite3_errmsg (self->db));
         return -1;
@@ -185,7 +281,9 @@ static int
 s_write (db_thread_t *self, batch_t **batches, size_t count)
 {
     int64_t now = mdl_clock_wall ();
-    bool failed = sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK;
+    //  Another worker holding the write lock makes us wait, not fail
+    int64_t deadline = zclock_mono () + WRITE_DEADLINE_MS;
+    bool failed = s_exec_retry (self->db, "BEGIN IMMEDIATE", deadline) != SQLITE_OK;
     for (size_t b = 0; b < count && !failed; b++) {
         batch_t *batch = batches [b];
         for (size_t i = 0; i < batch->save_count && !failed; i++) {
@@ -205,8 +303,9 @@ s_write (db_thread_t *self, batch_t **batches, size_t count)
             failed = s_exec_step (self->update) != 0;
         }
     }
+    //  A busy COMMIT leaves the transaction open: retrying it is safe
     if (!failed)
-        failed = sqlite3_exec (self->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK;
+        failed = s_exec_retry (self->db, "COMMIT", deadline) != SQLITE_OK;
     const char *error = failed ? sqlite3_errmsg (self->db) : "";
     for (size_t b = 0; b < count; b++) {
         snprintf (batches [b]->error, sizeof batches [b]->error, "%s", error);

@@ -12,8 +12,18 @@
     rolled back and every save of it is reported failed with SQLite's
     message (the worker's core retries with backoff).
 
+    Several workers may share one file, and may all start at the same
+    moment on a file that does not exist yet. The busy timeout (5 s) is
+    set before anything else touches the file, and because SQLite answers
+    SQLITE_BUSY without waiting in some cases (two connections racing to
+    create the file or switch it to WAL, WAL recovery), every locking
+    statement is also retried with a short growing sleep: set-up for up to
+    30 s (then wrk_db_new fails), a batch's BEGIN IMMEDIATE and COMMIT for
+    up to 10 s (then the batch fails and the core retries the saves). The
+    schema is checked and created in one write transaction.
+
     On disk (schema version 1, PRAGMA user_version = 1; WAL mode,
-    synchronous NORMAL, busy timeout 5 s so several workers can share a file):
+    synchronous NORMAL):
 
       CREATE TABLE restarts (
           message_id      TEXT PRIMARY KEY,   -- a redelivered save is an upsert

@@ -37,6 +37,14 @@ static const char *s_nack_names [NACK_COUNT] = {
     "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused"
 };
 
+//  Where a job is after its steps stopped.
+typedef enum {
+    FINAL_NONE,                 //  Still working
+    FINAL_ACK,                  //  ACK sent, waiting for ACKED
+    FINAL_NACK,                 //  NACK sent, waiting for NACKED
+    FINAL_GONE                  //  Done, but the ACK came back stale/unknown
+} final_t;
+
 struct _wrk_job_t {
     mdl_heap_node_t node;       //  In the timer heap, keyed on the earliest timer
     uint64_t delivery_id;       //  Current lease; key of by_delivery
@@ -55,6 +63,13 @@ struct _wrk_job_t {
     bool restart_prior;         //  Restart was done by an earlier attempt
     bool lease_lost;            //  Broker called the lease stale/unknown: no extends
     uint8_t fail_kind;          //  nack_reason_t when the restart failed
+    uint8_t final;              //  final_t: working, or which reply it waits for
+    uint8_t final_reason;       //  nack_reason_t of the NACK waiting for NACKED
+    uint8_t progress_sent;      //  MMP_STEP_* reported and not yet confirmed
+    uint8_t progress_waiting;   //  PROGRESS commands of this job still unanswered
+    int64_t lease_until;        //  Latest lease deadline the broker may hold for us
+    int64_t confirm_at;         //  Resend what is unconfirmed at this time; NEVER
+    int64_t give_up_at;         //  Finished: forget an unconfirmed ACK/NACK then; NEVER
     const char *fail_reason;    //  Why the restart failed (static text), or NULL
     char *message_id;           //  Points into strings; key of by_message
     char *instance_name;        //  Points into strings
@@ -83,6 +98,9 @@ struct _wrk_jobs_t {
     id_list_t pending_nack [NACK_COUNT];    //  Ids to NACK at flush, by reason
     id_list_t pending_restart;  //  Ids for PROGRESS [restart]
     id_list_t pending_saved;    //  Ids for PROGRESS [save]
+    size_t finished;            //  Jobs waiting for ACKED or NACKED
+    size_t finished_acks;       //  Of which waiting for ACKED
+    size_t gone;                //  Done jobs whose ACK was refused, remembered
     wrk_stats_t stats;          //  Counters since start
     int64_t log_window;         //  Start of the current one-second log window
     int log_lines;              //  Per-message lines printed in this window
@@ -108,6 +126,7 @@ wrk_config_defaults (wrk_config_t *config)
     config->save_attempts = 5;
     config->max_job_ms = 300000;
     config->log_burst = 200;
+    config->confirm_timeout_ms = 1000;
 }
 
 static size_t
@@ -211,10 +230,27 @@ wrk_jobs_set_ack_deadline (wrk_jobs_t *self, int64_t ms)
         self->config.ack_deadline_ms = ms;
 }
 
+void
+wrk_jobs_set_confirm_timeout (wrk_jobs_t *self, int64_t ms)
+{
+    if (ms > 0)
+        self->config.confirm_timeout_ms = ms;
+}
+
 size_t
 wrk_jobs_size (wrk_jobs_t *self)
 {
-    return zhashx_size (self->by_message);
+    return zhashx_size (self->by_message) - self->finished - self->gone;
+}
+
+size_t
+wrk_jobs_unconfirmed (wrk_jobs_t *self, size_t *acks, size_t *nacks)
+{
+    if (acks)
+        *acks = self->finished_acks;
+    if (nacks)
+        *nacks = self->finished - self->finished_acks;
+    return self->finished;
 }
 
 void
@@ -319,6 +355,10 @@ s_rearm (wrk_jobs_t *self, wrk_job_t *job)
         key = job->restart_at;
     if (job->retry_at < key)
         key = job->retry_at;
+    if (job->confirm_at < key)
+        key = job->confirm_at;
+    if (job->give_up_at < key)
+        key = job->give_up_at;
     if (mdl_heap_contains (&job->node))
         mdl_heap_update (self->heap, &job->node, key);
     else
@@ -336,6 +376,13 @@ s_working (const wrk_job_t *job)
 static void
 s_remove (wrk_jobs_t *self, wrk_job_t *job)
 {
+    if (job->final == FINAL_ACK || job->final == FINAL_NACK) {
+        self->finished--;
+        if (job->final == FINAL_ACK)
+            self->finished_acks--;
+    }
+    if (job->final == FINAL_GONE)
+        self->gone--;
     mdl_heap_remove (self->heap, &job->node);
     zhashx_delete (self->by_delivery, &job->delivery_id);
     zhashx_delete (self->by_message, job->message_id);
@@ -346,6 +393,85 @@ static double
 s_age (wrk_jobs_t *self, wrk_job_t *job)
 {
     return (double) (mdl_clock_now (&self->clock) - job->received_at) / 1000.0;
+}
+
+//  Something that needs a reply was just queued for this job: resend it
+//  if no reply comes within the confirm timeout (counted from now).
+static void
+s_expect_reply (wrk_jobs_t *self, wrk_job_t *job)
+{
+    job->confirm_at = mdl_clock_now (&self->clock) + self->config.confirm_timeout_ms;
+}
+
+//  Report a finished step (PROGRESS), kept until PROGRESSED. The caller
+//  re-arms the job.
+static void
+s_progress (wrk_jobs_t *self, wrk_job_t *job, unsigned step)
+{
+    if (!job->delivery_id)
+        return;
+    s_list_push (step == MMP_STEP_RESTART ? &self->pending_restart : &self->pending_saved,
+                 job->delivery_id);
+    job->progress_sent |= (uint8_t) step;
+    if (job->progress_waiting < UINT8_MAX)
+        job->progress_waiting++;
+    s_expect_reply (self, job);
+}
+
+//  Queue the final ACK or NACK of a job that has a lease. The job stays in
+//  the table, doing nothing but waiting for the reply, until the broker
+//  answers it (any verdict) or until one ack deadline after its lease has
+//  certainly ended (the later of its last lease deadline and now; the
+//  extra ack deadline covers a broker that restarted and keeps open leases
+//  one more ack deadline).
+static void
+s_finalize (wrk_jobs_t *self, wrk_job_t *job, final_t final, nack_reason_t reason)
+{
+    assert (job->delivery_id && job->final == FINAL_NONE);
+    int64_t now = mdl_clock_now (&self->clock);
+    if (final == FINAL_ACK)
+        s_list_push (&self->pending_ack, job->delivery_id);
+    else
+        s_list_push (&self->pending_nack [reason], job->delivery_id);
+    job->final = (uint8_t) final;
+    job->final_reason = (uint8_t) reason;
+    self->finished++;
+    if (final == FINAL_ACK)
+        self->finished_acks++;
+    job->extend_at = NEVER;
+    job->restart_at = NEVER;
+    job->retry_at = NEVER;
+    job->hard_deadline = NEVER;
+    job->give_up_at = (job->lease_until > now ? job->lease_until : now)
+                    + self->config.ack_deadline_ms;
+    s_expect_reply (self, job);
+    s_rearm (self, job);
+}
+
+//  Queue again whatever of this job the broker has not confirmed.
+static void
+s_resend (wrk_jobs_t *self, wrk_job_t *job)
+{
+    unsigned steps = job->progress_sent;
+    job->progress_sent = 0;
+    job->progress_waiting = 0;
+    job->confirm_at = NEVER;
+    if (job->delivery_id) {
+        if (steps & MMP_STEP_RESTART)
+            s_progress (self, job, MMP_STEP_RESTART);
+        if (steps & MMP_STEP_SAVE)
+            s_progress (self, job, MMP_STEP_SAVE);
+        if (job->final == FINAL_ACK)
+            s_list_push (&self->pending_ack, job->delivery_id);
+        else
+        if (job->final == FINAL_NACK)
+            s_list_push (&self->pending_nack [job->final_reason], job->delivery_id);
+        if (job->final != FINAL_NONE)
+            s_expect_reply (self, job);
+        if (steps || job->final != FINAL_NONE)
+            self->stats.resent++;
+    }
+    s_rearm (self, job);
 }
 
 //  Decide a job whose steps have all stopped running: ACK or NACK.
@@ -365,18 +491,17 @@ s_finish (wrk_jobs_t *self, wrk_job_t *job, nack_reason_t reason, const char *wh
         return;
     }
     if (job->save == STEP_DONE && job->restart == STEP_DONE) {
-        s_list_push (&self->pending_ack, job->delivery_id);
         self->stats.acked++;
         if (self->effects.outcome)
             self->effects.outcome (self->effects.arg, job, job->restart_prior
                                    ? "restarted by an earlier attempt" : "restarted");
         s_event (self, "Done. Acked %s (%s) after %.3fs, %u extensions",
                  job->message_id, job->instance_name, s_age (self, job), job->extensions);
+        s_finalize (self, job, FINAL_ACK, NACK_REFUSED);
     }
     else {
         if (job->save == STEP_DONE)
-            s_list_push (&self->pending_saved, job->delivery_id);
-        s_list_push (&self->pending_nack [reason], job->delivery_id);
+            s_progress (self, job, MMP_STEP_SAVE);
         self->stats.nacked++;
         if (self->effects.outcome && job->save == STEP_DONE && job->restart == STEP_FAILED)
             self->effects.outcome (self->effects.arg, job, why);
@@ -384,14 +509,16 @@ s_finish (wrk_jobs_t *self, wrk_job_t *job, nack_reason_t reason, const char *wh
         mdl_info ("Nacked %s (%s) attempt %" PRId64 " after %.3fs: %s",
                   job->message_id, job->instance_name, job->attempt,
                   s_age (self, job), why);
+        s_finalize (self, job, FINAL_NACK, reason);
     }
-    s_remove (self, job);
 }
 
 //  Both steps stopped? Then finish; else keep timers right.
 static void
 s_check (wrk_jobs_t *self, wrk_job_t *job)
 {
+    if (job->final != FINAL_NONE)
+        return;                 //  Decided already
     if (s_working (job)) {
         s_rearm (self, job);
         return;
@@ -427,8 +554,7 @@ s_restart_done (wrk_jobs_t *self, wrk_job_t *job, bool ok, nack_reason_t kind,
     if (ok) {
         job->restart = STEP_DONE;
         self->stats.restarted++;
-        if (job->delivery_id)
-            s_list_push (&self->pending_restart, job->delivery_id);
+        s_progress (self, job, MMP_STEP_RESTART);
         s_event (self, "Restarted %s (%s) in %.3fs", job->hostname,
                  job->message_id, s_age (self, job));
     }
@@ -474,13 +600,53 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
         mdl_warn ("delivery %" PRIu64 " reissued for %s while held for %s; "
                   "the old lease is dropped", delivery->delivery_id, message_id,
                   held->message_id);
-        zhashx_delete (self->by_delivery, &held->delivery_id);
-        held->delivery_id = 0;
-        held->lease_lost = true;
-        held->extend_at = NEVER;
-        s_rearm (self, held);
+        if (held->final != FINAL_NONE)
+            s_remove (self, held);     //  Its ACK/NACK would now hit the new message
+        else {
+            zhashx_delete (self->by_delivery, &held->delivery_id);
+            held->delivery_id = 0;
+            held->lease_lost = true;
+            held->extend_at = NEVER;
+            held->progress_sent = 0;
+            held->progress_waiting = 0;
+            held->confirm_at = NEVER;
+            s_rearm (self, held);
+        }
     }
     held = zhashx_lookup (self->by_message, message_id);
+    if (held && held->final == FINAL_NACK) {
+        //  We gave it back and the broker took it (the redelivery says so):
+        //  a new attempt from scratch
+        s_remove (self, held);
+        held = NULL;
+    }
+    if (held && (held->final == FINAL_ACK || held->final == FINAL_GONE)) {
+        //  Done, but our ACK did not count in time (lost across a broker
+        //  restart, or the lease ran out first): ack the new lease instead;
+        //  the old one is gone anyway.
+        mdl_info ("Redelivered %s (attempt %" PRId64 ") after it was done; acking "
+                  "delivery %" PRIu64 " instead of %" PRIu64, message_id,
+                  delivery->attempt, delivery->delivery_id, held->delivery_id);
+        zhashx_delete (self->by_delivery, &held->delivery_id);
+        held->delivery_id = delivery->delivery_id;
+        held->attempt = delivery->attempt;
+        held->progress_sent = 0;
+        held->progress_waiting = 0;
+        held->lease_until = now + delivery->deadline_ms;
+        held->give_up_at = held->lease_until + self->config.ack_deadline_ms;
+        zhashx_insert (self->by_delivery, &held->delivery_id, held);
+        s_list_push (&self->pending_ack, held->delivery_id);
+        self->stats.acked++;
+        if (held->final == FINAL_GONE) {
+            held->final = FINAL_ACK;
+            self->gone--;
+            self->finished++;
+            self->finished_acks++;
+        }
+        s_expect_reply (self, held);
+        s_rearm (self, held);
+        return 0;
+    }
     if (held) {
         //  The broker gave up on our old lease (expired while we worked)
         //  and gave the message back to us: carry on under the new lease
@@ -493,7 +659,16 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
         held->attempt = delivery->attempt;
         held->lease_lost = false;
         held->extend_at = now + s_extend_period (self, delivery->deadline_ms);
+        held->lease_until = now + delivery->deadline_ms;
+        held->progress_sent = 0;
+        held->progress_waiting = 0;
+        held->confirm_at = NEVER;
         zhashx_insert (self->by_delivery, &held->delivery_id, held);
+        //  A restart we finished that the broker has not recorded (our
+        //  PROGRESS went to the old lease): record it under the new one
+        if (held->restart == STEP_DONE && !held->restart_prior
+        &&  !(delivery->steps & MMP_STEP_RESTART))
+            s_progress (self, held, MMP_STEP_RESTART);
         s_rearm (self, held);
         return 0;
     }
@@ -519,6 +694,9 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
     job->restart_at = NEVER;
     job->retry_at = NEVER;
     job->hard_deadline = now + self->config.max_job_ms;
+    job->lease_until = now + delivery->deadline_ms;
+    job->confirm_at = NEVER;
+    job->give_up_at = NEVER;
     if (zhashx_insert (self->by_message, job->message_id, job) != 0
     ||  zhashx_insert (self->by_delivery, &job->delivery_id, job) != 0) {
         zhashx_delete (self->by_message, job->message_id);
@@ -562,7 +740,8 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
     else {
         s_start_save (self, job);
         //  A synchronous save failure may have finished the job already
-        if (!zhashx_lookup (self->by_message, message_id))
+        if (zhashx_lookup (self->by_message, message_id) != job
+        ||  job->final != FINAL_NONE)
             return 0;
     }
     s_check (self, job);
@@ -573,7 +752,8 @@ static wrk_job_t *
 s_find (wrk_jobs_t *self, const char *message_id, uint64_t token)
 {
     wrk_job_t *job = message_id ? zhashx_lookup (self->by_message, message_id) : NULL;
-    return job && job->token == token ? job : NULL;
+    //  A finished job ignores late completions (e.g. of a killed restart)
+    return job && job->token == token && job->final == FINAL_NONE ? job : NULL;
 }
 
 void
@@ -626,7 +806,7 @@ wrk_jobs_lease_lost (wrk_jobs_t *self, const uint64_t *ids, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
         wrk_job_t *job = zhashx_lookup (self->by_delivery, &ids [i]);
-        if (job && !job->lease_lost) {
+        if (job && !job->lease_lost && job->final == FINAL_NONE) {
             mdl_warn ("Lease of %s (delivery %" PRIu64 ") is gone at the broker; "
                       "finishing without extending", job->message_id, ids [i]);
             job->lease_lost = true;
@@ -643,6 +823,22 @@ wrk_jobs_tick (wrk_jobs_t *self)
     mdl_heap_node_t *node;
     while ((node = mdl_heap_top (self->heap)) && node->key <= now) {
         wrk_job_t *job = (wrk_job_t *) node;     //  node is the first member
+        if (job->give_up_at <= now && job->final == FINAL_GONE) {
+            s_remove (self, job);   //  Nobody redelivered it to us
+            continue;
+        }
+        if (job->give_up_at <= now) {
+            //  Bounded: the lease is certainly over at the broker, so the
+            //  message is delivered again (or already was) whatever we do
+            if (job->final == FINAL_ACK)
+                self->stats.acks_abandoned++;
+            mdl_warn ("No %s for %s (%s) delivery %" PRIu64 " before its lease certainly "
+                      "ended; giving up (the broker will deliver it again)",
+                      job->final == FINAL_ACK ? "ACKED" : "NACKED", job->message_id,
+                      job->instance_name, job->delivery_id);
+            s_remove (self, job);
+            continue;
+        }
         if (job->hard_deadline <= now) {
             mdl_warn ("%s (%s) hit its ceiling of %" PRId64 " ms; giving up",
                       job->message_id, job->instance_name, self->config.max_job_ms);
@@ -669,11 +865,17 @@ wrk_jobs_tick (wrk_jobs_t *self)
             s_start_save (self, job);
             continue;
         }
+        if (job->confirm_at <= now) {
+            s_resend (self, job);
+            continue;
+        }
         if (job->extend_at <= now) {
             s_list_push (&self->pending_extend, job->delivery_id);
             job->extensions++;
             self->stats.extends++;
             int64_t lease = s_lease_ms (self);
+            if (now + lease > job->lease_until)
+                job->lease_until = now + lease;
             job->extend_at = now + s_extend_period (self, lease);
             s_event (self, "Extended deadline of %s (%s) by %.1fs", job->message_id,
                      job->instance_name, (double) lease / 1000.0);
@@ -718,44 +920,177 @@ wrk_jobs_flush (wrk_jobs_t *self)
     for (int i = 0; i < NACK_COUNT; i++)
         s_flush_list (self, &self->pending_nack [i], 2,
                       s_nack_names [i] ? s_nack_names [i] : "refused", 0);
+    //  A job may have finished after its extend was queued: never extend
+    //  a lease we are acking or nacking
+    size_t kept = 0;
+    for (size_t i = 0; i < self->pending_extend.size; i++) {
+        wrk_job_t *job = zhashx_lookup (self->by_delivery, &self->pending_extend.ids [i]);
+        if (job && job->final == FINAL_NONE)
+            self->pending_extend.ids [kept++] = self->pending_extend.ids [i];
+    }
+    self->pending_extend.size = kept;
     s_flush_list (self, &self->pending_extend, 3, NULL, 0);
 }
 
 size_t
 wrk_jobs_nack_all (wrk_jobs_t *self)
 {
+    size_t size = zhashx_size (self->by_message);
+    if (size == 0)
+        return 0;
+    //  Collected first: jobs without a lease leave the table on the way
+    wrk_job_t **working = malloc (size * sizeof *working);
     size_t count = 0;
-    wrk_job_t *job;
-    while ((job = zhashx_first (self->by_message))) {
+    for (wrk_job_t *job = zhashx_first (self->by_message); job && working;
+         job = zhashx_next (self->by_message))
+        if (job->final == FINAL_NONE)     //  Finished ones wait for their reply
+            working [count++] = job;
+    if (!working) {
+        mdl_error ("out of memory nacking at shutdown; the leases will expire");
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        wrk_job_t *job = working [i];
         if (job->restart == STEP_RUNNING
         &&  self->config.restart_mode == WRK_RESTART_EXTERNAL)
             self->effects.restart_kill (self->effects.arg, job);
-        //  PROGRESS [restart] of a finished restart is already queued
-        if (job->save == STEP_DONE && job->delivery_id)
-            s_list_push (&self->pending_saved, job->delivery_id);
-        if (job->delivery_id)
-            s_list_push (&self->pending_nack [NACK_SHUTDOWN], job->delivery_id);
         self->stats.nacked++;
-        s_remove (self, job);
-        count++;
+        if (!job->delivery_id) {
+            s_remove (self, job);
+            continue;
+        }
+        //  PROGRESS [restart] of a finished restart is already queued
+        if (job->save == STEP_DONE)
+            s_progress (self, job, MMP_STEP_SAVE);
+        s_finalize (self, job, FINAL_NACK, NACK_SHUTDOWN);
     }
+    free (working);
     return count;
+}
+
+size_t
+wrk_jobs_resend (wrk_jobs_t *self)
+{
+    size_t count = 0;
+    for (wrk_job_t *job = zhashx_first (self->by_message); job;
+         job = zhashx_next (self->by_message))
+        if (job->progress_sent || job->final == FINAL_ACK || job->final == FINAL_NACK) {
+            s_resend (self, job);
+            count++;
+        }
+    return count;
+}
+
+//  Settle the ACK or NACK of each id: any verdict ends it.
+static void
+s_confirm_final (wrk_jobs_t *self, final_t final, const uint64_t *ids, size_t count,
+                 const char *verdict)
+{
+    for (size_t i = 0; i < count; i++) {
+        wrk_job_t *job = zhashx_lookup (self->by_delivery, &ids [i]);
+        if (!job || job->final != final)
+            continue;           //  Already settled (a resend's second reply)
+        if (final == FINAL_ACK) {
+            if (verdict) {
+                self->stats.acks_refused++;
+                if (s_log_budget (self))
+                    mdl_warn ("Ack of %s (%s) delivery %" PRIu64 " answered %s: the broker "
+                              "no longer holds that lease; it may deliver the message again",
+                              job->message_id, job->instance_name, job->delivery_id, verdict);
+                //  Remembered until its give-up time: if the message comes
+                //  back to us it is acked at once, not restarted again
+                self->finished--;
+                self->finished_acks--;
+                self->gone++;
+                job->final = FINAL_GONE;
+                job->progress_sent = 0;
+                job->progress_waiting = 0;
+                job->confirm_at = NEVER;
+                s_rearm (self, job);
+                continue;
+            }
+            self->stats.acks_confirmed++;
+        }
+        else
+        if (verdict && s_log_budget (self))
+            mdl_info ("Nack of %s delivery %" PRIu64 " answered %s", job->message_id,
+                      job->delivery_id, verdict);
+        s_remove (self, job);
+    }
+}
+
+//  A reply to one PROGRESS of each id. Replies come in the order the
+//  commands went out, so once every PROGRESS of a job is answered all its
+//  steps are recorded. stale/unknown: the lease is gone, nothing to record.
+static void
+s_confirm_progress (wrk_jobs_t *self, const uint64_t *ids, size_t count, bool ok)
+{
+    for (size_t i = 0; i < count; i++) {
+        wrk_job_t *job = zhashx_lookup (self->by_delivery, &ids [i]);
+        if (!job || !job->progress_waiting)
+            continue;
+        job->progress_waiting = ok ? job->progress_waiting - 1 : 0;
+        if (job->progress_waiting == 0) {
+            job->progress_sent = 0;
+            if (job->final == FINAL_NONE) {
+                job->confirm_at = NEVER;
+                s_rearm (self, job);
+            }
+        }
+    }
+}
+
+void
+wrk_jobs_reply (wrk_jobs_t *self, const mmp_msg_t *reply)
+{
+    switch (reply->command) {
+        case MMP_EXTENDED: {
+            int64_t now = mdl_clock_now (&self->clock);
+            for (size_t i = 0; i < reply->id_count && reply->deadline_ms > 0; i++) {
+                wrk_job_t *job = zhashx_lookup (self->by_delivery, &reply->ids [i]);
+                if (job && now + reply->deadline_ms > job->lease_until)
+                    job->lease_until = now + reply->deadline_ms;
+            }
+            wrk_jobs_lease_lost (self, reply->stale, reply->stale_count);
+            wrk_jobs_lease_lost (self, reply->unknown, reply->unknown_count);
+            break;
+        }
+        case MMP_ACKED:
+        case MMP_NACKED: {
+            final_t final = reply->command == MMP_ACKED ? FINAL_ACK : FINAL_NACK;
+            s_confirm_final (self, final, reply->ids, reply->id_count, NULL);
+            s_confirm_final (self, final, reply->stale, reply->stale_count, "stale");
+            s_confirm_final (self, final, reply->unknown, reply->unknown_count, "unknown");
+            break;
+        }
+        case MMP_PROGRESSED:
+            s_confirm_progress (self, reply->ids, reply->id_count, true);
+            s_confirm_progress (self, reply->stale, reply->stale_count, false);
+            s_confirm_progress (self, reply->unknown, reply->unknown_count, false);
+            break;
+        default:
+            break;
+    }
 }
 
 void
 wrk_jobs_dump (wrk_jobs_t *self)
 {
     static const char *names [] = { "running", "retry-wait", "done", "failed" };
+    static const char *finals [] = { "", " waiting for ACKED", " waiting for NACKED",
+                                     " done, ack refused" };
     int64_t now = mdl_clock_now (&self->clock);
-    mdl_info ("In-flight table: %zu messages", wrk_jobs_size (self));
+    mdl_info ("In-flight table: %zu messages working, %zu waiting for a reply, "
+              "%zu done with a refused ack", wrk_jobs_size (self), self->finished, self->gone);
     for (wrk_job_t *job = zhashx_first (self->by_message); job;
          job = zhashx_next (self->by_message))
         mdl_info ("  %s %s delivery %" PRIu64 " attempt %" PRId64 " save %s restart %s%s "
-                  "age %.3fs extensions %u%s",
+                  "age %.3fs extensions %u%s%s%s",
                   job->message_id, job->instance_name, job->delivery_id, job->attempt,
                   names [job->save], names [job->restart],
                   job->restart_prior ? " (earlier attempt)" : "",
                   (double) (now - job->received_at) / 1000.0, job->extensions,
-                  job->lease_lost ? " lease lost" : "");
+                  job->lease_lost ? " lease lost" : "", finals [job->final],
+                  job->progress_sent ? " progress unconfirmed" : "");
     mdl_log_flush ();
 }

@@ -43,6 +43,28 @@
     then EXTEND, each split at MMP_MAX_IDS. The loop calls it after every
     handler.
 
+    Nothing is done until the broker says so. An ACK, a NACK and a PROGRESS
+    count only once the broker's ACKED, NACKED or PROGRESSED lists the id
+    (in ok, stale or unknown; wrk_jobs_reply () takes the replies). Until
+    then the job keeps what is unconfirmed (a few bytes per job, in the job
+    itself) and sends it again when no reply came within confirm_timeout_ms
+    (the loop sets it to the heartbeat interval) and whenever the loop calls
+    wrk_jobs_resend () (after every WELCOME, i.e. after a reconnect or a
+    re-HELLO to a restarted broker, which answered our commands with ERROR
+    before it knew us). EXTEND is never resent: the next period sends a
+    fresh one. A job whose ACK or NACK is out no longer works, is never
+    extended and does not count in wrk_jobs_size (); it stays in the table
+    until the reply comes, or until one ack deadline after its lease has
+    certainly ended (the later of its last lease deadline and the moment it
+    finished), when it is dropped with a warning: by then the broker has
+    delivered the message again, so keeping it helps nothing, and the table
+    stays bounded. A stale or unknown verdict on an ACK is logged (the
+    broker may deliver the request again); the done job is then remembered,
+    doing nothing, until that same give-up time. A message redelivered to
+    us while its ACK is unconfirmed or was refused is acked under the new
+    lease at once, without running a step again; one whose NACK is
+    unconfirmed starts over.
+
     Logging: one INFO line per event ("Consumed", "Saved", "Restarted",
     "Extended deadline", "Done. Acked") while the rate stays under
     log_burst lines per second; above it, per-message lines are dropped and
@@ -83,6 +105,7 @@ typedef struct {
     int save_attempts;          //  Save tries per delivery before giving up
     int64_t max_job_ms;         //  Hard ceiling per delivery
     int log_burst;              //  Per-message log lines per second before summarising
+    int64_t confirm_timeout_ms; //  Resend an unanswered ACK/NACK/PROGRESS after this
 } wrk_config_t;
 
 //  Defaults as documented in mandrill-worker --help.
@@ -117,6 +140,9 @@ void wrk_jobs_destroy (wrk_jobs_t **self_p);
 //  The broker's ack deadline, learnt from WELCOME.
 void wrk_jobs_set_ack_deadline (wrk_jobs_t *self, int64_t ms);
 
+//  How long to wait for a reply before resending (ms > 0).
+void wrk_jobs_set_confirm_timeout (wrk_jobs_t *self, int64_t ms);
+
 //  Take a new delivery: start its steps. Returns 0, or -1 when the
 //  delivery is refused (out of memory), in which case it is NACKed.
 int wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery);
@@ -134,6 +160,15 @@ void wrk_jobs_restarted (wrk_jobs_t *self, const char *message_id, uint64_t toke
 //  reply): stop extending them; the work still finishes and is acked.
 void wrk_jobs_lease_lost (wrk_jobs_t *self, const uint64_t *ids, size_t count);
 
+//  A reply from the broker: EXTENDED (stale/unknown leases stop being
+//  extended), ACKED, NACKED, PROGRESSED (the ids are confirmed). Other
+//  commands are ignored.
+void wrk_jobs_reply (wrk_jobs_t *self, const mmp_msg_t *reply);
+
+//  Queue again every unconfirmed ACK, NACK and PROGRESS (after WELCOME).
+//  Returns the number of jobs concerned; wrk_jobs_flush () sends them.
+size_t wrk_jobs_resend (wrk_jobs_t *self);
+
 //  Service every timer due now.
 void wrk_jobs_tick (wrk_jobs_t *self);
 
@@ -144,11 +179,17 @@ int64_t wrk_jobs_next_wake (wrk_jobs_t *self);
 void wrk_jobs_flush (wrk_jobs_t *self);
 
 //  Shutdown: kill what runs and queue a NACK (reason "shutdown") for every
-//  job, after PROGRESS for steps already done. Returns the number of jobs.
-//  Call wrk_jobs_flush () afterwards to send them.
+//  job still working, after PROGRESS for steps already done. Jobs already
+//  acked or nacked keep waiting for their reply. Returns the number of jobs
+//  nacked. Call wrk_jobs_flush () afterwards to send them.
 size_t wrk_jobs_nack_all (wrk_jobs_t *self);
 
+//  Jobs still working (not yet acked or nacked).
 size_t wrk_jobs_size (wrk_jobs_t *self);
+
+//  Jobs whose ACK or NACK the broker has not confirmed yet; *acks and
+//  *nacks (either may be NULL) split the number.
+size_t wrk_jobs_unconfirmed (wrk_jobs_t *self, size_t *acks, size_t *nacks);
 
 //  Log the in-flight table (message, steps done, age, extensions).
 void wrk_jobs_dump (wrk_jobs_t *self);
@@ -162,8 +203,12 @@ typedef struct {
     uint64_t restart_failures;  //  Restarts failed or timed out
     uint64_t restarts_skipped;  //  Deliveries whose restart was already done
     uint64_t extends;           //  Lease extensions sent (per id)
-    uint64_t acked;             //  Deliveries acked
-    uint64_t nacked;            //  Deliveries nacked
+    uint64_t acked;             //  Deliveries acked (ACK queued)
+    uint64_t nacked;            //  Deliveries nacked (NACK queued)
+    uint64_t acks_confirmed;    //  ACKs the broker answered ok
+    uint64_t acks_refused;      //  ACKs the broker answered stale or unknown
+    uint64_t acks_abandoned;    //  ACKs never answered, dropped after the lease
+    uint64_t resent;            //  Jobs whose unconfirmed commands were sent again
 } wrk_stats_t;
 void wrk_jobs_stats (wrk_jobs_t *self, wrk_stats_t *stats);
 

@@ -216,15 +216,6 @@ s_reconnect (worker_t *self)
 }
 
 static void
-s_leases_gone (worker_t *self, const mmp_msg_t *msg)
-{
-    if (msg->stale_count)
-        wrk_jobs_lease_lost (self->jobs, msg->stale, msg->stale_count);
-    if (msg->unknown_count)
-        wrk_jobs_lease_lost (self->jobs, msg->unknown, msg->unknown_count);
-}
-
-static void
 s_on_message (worker_t *self, mmp_msg_t *msg)
 {
     switch (msg->command) {
@@ -234,11 +225,20 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             if (self->options.heartbeat_ms <= 0 && msg->heartbeat_ms > 0)
                 self->heartbeat_ms = msg->heartbeat_ms;
             wrk_jobs_set_ack_deadline (self->jobs, msg->ack_deadline_ms);
+            wrk_jobs_set_confirm_timeout (self->jobs, self->heartbeat_ms);
             mdl_info ("Connected to broker %s (ack deadline %" PRId64 " ms, heartbeat %"
                       PRId64 " ms, epoch %" PRId64 "), credit %" PRId64 ", %zu in flight",
                       self->options.broker, msg->ack_deadline_ms, msg->heartbeat_ms,
                       msg->epoch, self->draining ? 0 : self->options.credit,
                       wrk_jobs_size (self->jobs));
+            {
+                //  What we sent before the broker knew us may have been
+                //  answered with ERROR: send it again now that it does
+                size_t resent = wrk_jobs_resend (self->jobs);
+                if (resent)
+                    mdl_info ("Resending unconfirmed acks, nacks and progress of %zu messages",
+                              resent);
+            }
             break;
         case MMP_DELIVER:
             for (size_t i = 0; i < msg->delivery_count; i++) {
@@ -251,7 +251,7 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             }
             break;
         case MMP_EXTENDED:
-            s_leases_gone (self, msg);
+            wrk_jobs_reply (self->jobs, msg);
             break;
         case MMP_ACKED:
         case MMP_NACKED:
@@ -259,6 +259,7 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             if (msg->stale_count || msg->unknown_count)
                 mdl_info ("Broker answered %s: %zu stale, %zu unknown (leases it no longer holds)",
                           mmp_command_name (msg->command), msg->stale_count, msg->unknown_count);
+            wrk_jobs_reply (self->jobs, msg);
             break;
         case MMP_ERROR:
             if (msg->code && streq (msg->code, MMP_ERR_UNEXPECTED)) {
@@ -307,8 +308,18 @@ static int
 s_after (worker_t *self)
 {
     wrk_jobs_flush (self->jobs);
+    //  Done when nothing works and every ACK/NACK is confirmed, or when the
+    //  grace is over
     if (self->draining
-    &&  (wrk_jobs_size (self->jobs) == 0 || s_now () >= self->drain_deadline)) {
+    &&  ((wrk_jobs_size (self->jobs) == 0 && wrk_jobs_unconfirmed (self->jobs, NULL, NULL) == 0)
+         || s_now () >= self->drain_deadline)) {
+        size_t acks, nacks;
+        wrk_jobs_unconfirmed (self->jobs, &acks, &nacks);
+        if (acks || nacks)
+            mdl_warn ("Shutdown: %zu acks and %zu nacks left unconfirmed by the broker "
+                      "(those messages will be delivered again)", acks, nacks);
+        else
+            mdl_info ("Shutdown: every ack and nack confirmed by the broker");
         mdl_info ("Nacking %zu outstanding messages", wrk_jobs_size (self->jobs));
         wrk_jobs_nack_all (self->jobs);
         wrk_jobs_flush (self->jobs);
@@ -504,6 +515,7 @@ wrk_worker_run (const wrk_options_t *options)
     };
     wrk_config_t config = options->jobs;
     config.restart_mode = self->exec ? WRK_RESTART_EXTERNAL : WRK_RESTART_SIMULATE;
+    config.confirm_timeout_ms = self->heartbeat_ms;
     self->jobs = wrk_jobs_new (&config, &effects, mdl_clock_system (),
                                mdl_random_system (&self->random_state));
     self->loop = zloop_new ();

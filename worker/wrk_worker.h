@@ -5,15 +5,20 @@
     (wrk_job), and glues them together:
 
       DEALER     HELLO at start and after every reconnect; DELIVER feeds the
-                 job table; EXTENDED with stale/unknown ids stops extending
-                 those leases; ERROR unexpected_command (the broker forgot
-                 us, e.g. it restarted) sends HELLO again. A heartbeat goes
-                 out every heartbeat interval; a broker silent for three
-                 intervals is presumed gone: the DEALER is destroyed and
-                 recreated with exponential backoff (0.5 s doubling to 10 s
-                 between attempts). Held leases keep being worked and are
-                 acked when done; the broker answers stale for those it no
-                 longer knows, which is logged.
+                 job table; EXTENDED, ACKED, NACKED and PROGRESSED go to the
+                 job table (stale/unknown leases stop being extended; acks,
+                 nacks and progress count as done only when answered);
+                 ERROR unexpected_command (the broker forgot us, e.g. it
+                 restarted, and refused what we sent) sends HELLO again,
+                 and every WELCOME resends every unconfirmed ACK, NACK and
+                 PROGRESS; without a reply they are also resent after one
+                 heartbeat interval. A heartbeat goes out every heartbeat
+                 interval; a broker silent for three intervals is presumed
+                 gone: the DEALER is destroyed and recreated with
+                 exponential backoff (0.5 s doubling to 10 s between
+                 attempts). Held leases keep being worked and are acked
+                 when done; the broker answers stale for those it no longer
+                 knows, which is logged.
       signalfd   SIGTERM, SIGINT, SIGHUP, SIGQUIT start the shutdown;
                  SIGUSR1 dumps the in-flight table; SIGCHLD reaps restart
                  children. All are blocked before any thread exists.
@@ -25,8 +30,10 @@
     log is written, so a burst costs one write per kind, not one per message.
 
     Shutdown: CREDIT 0 (take no more work), let the held messages finish
-    within the grace period, NACK what is left, BYE, close the database
-    (every queued row is committed first), return 0.
+    and wait for the broker to confirm their ACKs and NACKs, all within the
+    grace period; then log how many acks and nacks were left unconfirmed,
+    NACK what still works, BYE, close the database (every queued row is
+    committed first), return 0.
 */
 #ifndef WRK_WORKER_H_INCLUDED
 #define WRK_WORKER_H_INCLUDED
