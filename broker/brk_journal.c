@@ -384,8 +384,15 @@ typedef struct s_entry {
     char id [];                 //  Message id, null-terminated
 } entry_t;
 
+//  A slot keeps the entry's hash beside the pointer, so probing past
+//  other ids reads only the slot array, never their entries.
 typedef struct {
-    entry_t **slots;            //  capacity slots, NULL = empty
+    entry_t *entry;             //  NULL = empty
+    uint32_t hash;              //  entry->hash
+} islot_t;
+
+typedef struct {
+    islot_t *slots;             //  capacity slots
     size_t capacity;            //  Power of two
     size_t count;               //  Entries
     entry_t *head;              //  Oldest published
@@ -393,13 +400,31 @@ typedef struct {
     uint64_t bytes;             //  Sum of pub_len + dead_len (+ small records)
 } index_t;
 
+//  Eight bytes at a time (a uuid is five rounds, not 36), then a full mix
+//  so the low bits that pick the slot depend on every byte. In memory only:
+//  nothing on disk depends on it.
 static uint32_t
 s_hash (const char *id, size_t len)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (uint8_t) id [i]) * 0x100000001b3ull;
-    return (uint32_t) (h ^ (h >> 32));
+    const unsigned char *cursor = (const unsigned char *) id;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+    while (len >= 8) {
+        uint64_t word;
+        memcpy (&word, cursor, 8);
+        h = (h ^ word) * 0xbf58476d1ce4e5b9ull;
+        h ^= h >> 31;
+        cursor += 8;
+        len -= 8;
+    }
+    uint64_t tail = 0;
+    memcpy (&tail, cursor, len);
+    h ^= tail;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return (uint32_t) h;
 }
 
 //  Extra bytes an entry needs in a snapshot beyond its PUBLISH and DEAD.
@@ -419,10 +444,12 @@ s_index_find_slot (index_t *index, const char *id, size_t len, uint32_t hash)
 {
     size_t mask = index->capacity - 1;
     size_t i = hash & mask;
-    while (index->slots [i]) {
-        entry_t *e = index->slots [i];
-        if (e->hash == hash && e->id_len == len && memcmp (e->id, id, len) == 0)
-            return i;
+    while (index->slots [i].entry) {
+        if (index->slots [i].hash == hash) {
+            entry_t *e = index->slots [i].entry;
+            if (e->id_len == len && memcmp (e->id, id, len) == 0)
+                return i;
+        }
         i = (i + 1) & mask;
     }
     return i;
@@ -433,23 +460,22 @@ s_index_find (index_t *index, const char *id, size_t len)
 {
     if (!index->capacity)
         return NULL;
-    return index->slots [s_index_find_slot (index, id, len, s_hash (id, len))];
+    return index->slots [s_index_find_slot (index, id, len, s_hash (id, len))].entry;
 }
 
 static int
 s_index_grow (index_t *index)
 {
     size_t capacity = index->capacity? index->capacity * 2: 1024;
-    entry_t **slots = calloc (capacity, sizeof (entry_t *));
+    islot_t *slots = calloc (capacity, sizeof (islot_t));
     if (!slots)
         return -1;
     for (size_t i = 0; i < index->capacity; i++) {
-        entry_t *e = index->slots [i];
-        if (e) {
-            size_t j = e->hash & (capacity - 1);
-            while (slots [j])
+        if (index->slots [i].entry) {
+            size_t j = index->slots [i].hash & (capacity - 1);
+            while (slots [j].entry)
                 j = (j + 1) & (capacity - 1);
-            slots [j] = e;
+            slots [j] = index->slots [i];
         }
     }
     free (index->slots);
@@ -462,23 +488,26 @@ static void
 s_index_remove (index_t *index, entry_t *entry)
 {
     size_t mask = index->capacity - 1;
-    size_t i = s_index_find_slot (index, entry->id, entry->id_len, entry->hash);
-    assert (index->slots [i] == entry);
+    //  The entry is in the map: find its slot by address, no key compares
+    size_t i = entry->hash & mask;
+    while (index->slots [i].entry != entry) {
+        assert (index->slots [i].entry);
+        i = (i + 1) & mask;
+    }
     size_t j = i;
     while (true) {
         j = (j + 1) & mask;
-        entry_t *e = index->slots [j];
-        if (!e)
+        if (!index->slots [j].entry)
             break;
-        size_t k = e->hash & mask;
-        //  Move e back to the hole at i unless its home k lies cyclically in (i, j]
+        size_t k = index->slots [j].hash & mask;
+        //  Move j back to the hole at i unless its home k lies cyclically in (i, j]
         bool stays = (i <= j)? (i < k && k <= j): (i < k || k <= j);
         if (!stays) {
-            index->slots [i] = e;
+            index->slots [i] = index->slots [j];
             i = j;
         }
     }
-    index->slots [i] = NULL;
+    index->slots [i].entry = NULL;
     index->count--;
     index->bytes -= entry->pub_len + entry->dead_len + s_entry_extra (entry);
     if (entry->prev)
@@ -534,7 +563,9 @@ s_index_apply (index_t *index, const record_t *record,
             entry->pub_len = len;
             entry->id_len = record->id_len;
             memcpy (entry->id, record->id, record->id_len);
-            index->slots [s_index_find_slot (index, entry->id, entry->id_len, entry->hash)] = entry;
+            size_t slot = s_index_find_slot (index, entry->id, entry->id_len, entry->hash);
+            index->slots [slot].entry = entry;
+            index->slots [slot].hash = entry->hash;
             index->count++;
             entry->prev = index->tail;
             if (index->tail)
@@ -640,6 +671,7 @@ struct _brk_journal_t {
     buffer_t buf;                   //  Records appended, not yet taken
     uint64_t appended;              //  Last sequence number handed out
     uint64_t buf_seq;               //  Last sequence number in buf
+    int64_t buf_since;              //  Monotonic ms of the first record in buf
     uint64_t durable;               //  Durable per the mode (not for none)
     uint64_t synced;                //  Written and fsynced
     int error;                      //  0 or errno of the failing writer
@@ -1612,6 +1644,16 @@ s_writer (void *arg)
             if (self->config.mode == BRK_JOURNAL_SYNC && self->commit_asked)
                 gap = 0;
             due = last_batch + gap;
+            //  Batch and sync: the loop appends a whole PUBLISH and then
+            //  commits. Taking the buffer at the first append would fsync
+            //  a sliver of it and leave the rest (and its PUBACK) for the
+            //  next fsync, an interval later in batch mode; so wait for
+            //  the commit, or, for records nobody commits, one interval
+            //  after the first of them.
+            if (self->config.mode != BRK_JOURNAL_NONE && !self->error
+            &&  !self->commit_asked && self->buf.size > 0
+            &&  due < self->buf_since + gap)
+                due = self->buf_since + gap;
         }
         if (due > now) {
             s_wait_until (self, due);
@@ -1862,6 +1904,8 @@ s_append (brk_journal_t *self, int type, uint64_t number, uint32_t value,
     else {
         seq = ++self->appended;
         self->buf_seq = seq;
+        if (was_empty && self->config.mode != BRK_JOURNAL_NONE)
+            self->buf_since = s_mono_ms ();
         //  Wake the writer for a new batch, and again when the buffer
         //  passes half its cap so it is drained before appends are refused
         if (was_empty || self->buf.size >= self->config.max_buffer / 2)
@@ -1917,9 +1961,12 @@ brk_journal_commit (brk_journal_t *self)
 {
     assert (self);
     pthread_mutex_lock (&self->mutex);
-    self->commit_asked = true;
-    if (self->config.mode == BRK_JOURNAL_SYNC || self->error)
+    //  Batch: the first commit after a batch may be what the writer waits
+    //  for (see s_writer); later ones change nothing until it takes them.
+    if (self->config.mode == BRK_JOURNAL_SYNC || self->error
+    ||  (self->config.mode == BRK_JOURNAL_BATCH && !self->commit_asked))
         pthread_cond_signal (&self->wake);
+    self->commit_asked = true;
     pthread_mutex_unlock (&self->mutex);
     return 0;
 }

@@ -15,6 +15,11 @@
     Costs: publish, lease, ack, extend, nack are O(log N) (heap) plus a
     hash look-up; tick is O(log N) per thing that fires; worker liveness is
     checked by a scan of the workers once per heartbeat, O(workers).
+    A message costs two allocations (itself and its body). Closed leases
+    go on a free list for the next lease, so the queue holds as many lease
+    structs as it ever had open at once (bounded by the workers' credit),
+    and the maps (mdl_map) allocate nothing per entry: leasing and acking
+    allocate nothing in the steady state.
 */
 #include "brk_queue.h"
 
@@ -24,6 +29,7 @@
 #include <string.h>
 
 #include "mdl_heap.h"
+#include "mdl_map.h"
 
 typedef enum {
     S_HELD,
@@ -36,6 +42,19 @@ typedef enum {
 
 typedef struct _brk_lease_t brk_lease_t;
 
+//  What only a message that failed at least once (or came back dead from
+//  the journal) needs, kept apart so that the common message, published,
+//  leased once and acked, stays small: 56 bytes less per message.
+typedef struct {
+    brk_msg_t *msg;             //  Owner, found from the delay heap's node
+    mdl_heap_node_t delay;      //  Position in the delay heap when DELAYED
+    brk_attempt_t *history;     //  Ring of the latest outcomes, or NULL
+    size_t history_size;        //  Entries used
+    char *history_json;         //  Recovered dead letter's history, or NULL
+    char *dead_reason;          //  Why it was dead-lettered, or NULL
+    int64_t dead_at;            //  Unix ms it was dead-lettered
+} s_extra_t;
+
 struct _brk_msg_t {
     char id [37];               //  message_id, canonical lower-case uuid
     s_state_t state;            //  See above
@@ -47,14 +66,9 @@ struct _brk_msg_t {
     int64_t published_at;       //  Monotonic ms of publish (or replay)
     brk_lease_t *lease;         //  Open lease when LEASED
     uint64_t last_worker;       //  Id of the previous lease's holder, or 0
-    mdl_heap_node_t delay;      //  Position in the delay heap when DELAYED
     brk_msg_t *next, *prev;     //  Ready, dead or done list
     brk_msg_t *pnext, *pprev;   //  Pending list (READY, DELAYED, LEASED)
-    brk_attempt_t *history;     //  Ring of the latest outcomes, or NULL
-    size_t history_size;        //  Entries used
-    char *history_json;         //  Recovered dead letter's history, or NULL
-    char *dead_reason;          //  Why it was dead-lettered, or NULL
-    int64_t dead_at;            //  Unix ms it was dead-lettered
+    s_extra_t *extra;           //  Delay, history, dead letter; NULL until needed
 };
 
 struct _brk_lease_t {
@@ -84,8 +98,9 @@ typedef struct {
 struct _brk_queue_t {
     brk_queue_config_t config;  //  Copy of the settings
     mdl_clock_t clock;          //  Injected time
-    zhashx_t *messages;         //  message_id -> brk_msg_t, every state
-    zhashx_t *leases;           //  &delivery_id -> brk_lease_t, open leases
+    mdl_strmap_t *messages;     //  message_id (inside the message) -> brk_msg_t, every state
+    mdl_map_t *leases;          //  delivery_id -> brk_lease_t, open leases
+    brk_lease_t *spare_leases;  //  Closed leases for reuse, linked through wnext
     mdl_heap_t *lease_heap;     //  Open leases by deadline
     mdl_heap_t *delay_heap;     //  Delayed messages by time ready
     s_list_t held;              //  HELD, by sequence number
@@ -192,24 +207,16 @@ s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
     msg->pnext = msg->pprev = NULL;
 }
 
-//  --------------------------------------------------------------------------
-//  Hash callbacks: the maps borrow keys stored inside their values
-
-static size_t
-s_u64_hash (const void *key)
+//  The message's extra part, made on first use. NULL when out of memory.
+static s_extra_t *
+s_extra (brk_msg_t *msg)
 {
-    uint64_t x = *(const uint64_t *) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t) x;
-}
-
-static int
-s_u64_compare (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-    return x < y ? -1 : x > y;
+    if (!msg->extra) {
+        msg->extra = calloc (1, sizeof (s_extra_t));
+        if (msg->extra)
+            msg->extra->msg = msg;
+    }
+    return msg->extra;
 }
 
 static void
@@ -218,18 +225,15 @@ s_msg_free (brk_msg_t **msg_p)
     brk_msg_t *msg = *msg_p;
     if (msg) {
         free (msg->json);
-        free (msg->history);
-        free (msg->dead_reason);
-        free (msg->history_json);
+        if (msg->extra) {
+            free (msg->extra->history);
+            free (msg->extra->dead_reason);
+            free (msg->extra->history_json);
+            free (msg->extra);
+        }
         free (msg);
         *msg_p = NULL;
     }
-}
-
-static void
-s_msg_destructor (void **item)
-{
-    s_msg_free ((brk_msg_t **) item);
 }
 
 brk_queue_t *
@@ -245,21 +249,14 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
     if (self->config.epoch < 1)
         self->config.epoch = 1;
     self->clock = clock;
-    self->messages = zhashx_new ();
-    self->leases = zhashx_new ();
+    self->messages = mdl_strmap_new ();
+    self->leases = mdl_map_new ();
     self->lease_heap = mdl_heap_new ();
     self->delay_heap = mdl_heap_new ();
     if (!self->messages || !self->leases || !self->lease_heap || !self->delay_heap) {
         brk_queue_destroy (&self);
         return NULL;
     }
-    zhashx_set_key_duplicator (self->messages, NULL);
-    zhashx_set_key_destructor (self->messages, NULL);
-    zhashx_set_destructor (self->messages, s_msg_destructor);
-    zhashx_set_key_duplicator (self->leases, NULL);
-    zhashx_set_key_destructor (self->leases, NULL);
-    zhashx_set_key_hasher (self->leases, s_u64_hash);
-    zhashx_set_key_comparator (self->leases, s_u64_compare);
     self->next_seq = 1;
     self->next_liveness = mdl_clock_now (&self->clock) + self->config.heartbeat_ms;
     return self;
@@ -276,19 +273,29 @@ brk_queue_destroy (brk_queue_t **self_p)
     mdl_heap_destroy (&self->lease_heap);
     mdl_heap_destroy (&self->delay_heap);
     if (self->leases) {
-        brk_lease_t *lease = zhashx_first (self->leases);
-        while (lease) {
+        size_t cursor = 0;
+        brk_lease_t *lease;
+        while ((lease = mdl_map_next (self->leases, &cursor)))
             free (lease);
-            lease = zhashx_next (self->leases);
-        }
-        zhashx_destroy (&self->leases);
+        mdl_map_destroy (&self->leases);
+    }
+    while (self->spare_leases) {
+        brk_lease_t *lease = self->spare_leases;
+        self->spare_leases = lease->wnext;
+        free (lease);
     }
     while (self->workers) {
         brk_worker_t *worker = self->workers;
         self->workers = worker->next;
         free (worker);
     }
-    zhashx_destroy (&self->messages);
+    if (self->messages) {
+        size_t cursor = 0;
+        brk_msg_t *msg;
+        while ((msg = mdl_strmap_next (self->messages, &cursor)))
+            s_msg_free (&msg);
+        mdl_strmap_destroy (&self->messages);
+    }
     free (self);
     *self_p = NULL;
 }
@@ -349,30 +356,32 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
 {
     assert (self && message_id && json);
     assert (strlen (message_id) == 36);
-    if (zhashx_lookup (self->messages, message_id)) {
-        self->counters.duplicates++;
-        return 1;
-    }
+    //  Insert first, so that a new id (the usual case) costs one probe of
+    //  the map, not a look-up and then an insert
     brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
     if (!msg)
         return -1;
+    memcpy (msg->id, message_id, 37);
+    int rc = mdl_strmap_insert (self->messages, msg->id, msg);
+    if (rc != 0) {
+        free (msg);
+        if (rc < 0)
+            return -1;
+        self->counters.duplicates++;
+        return 1;
+    }
     msg->json = malloc (json_len + 1);
     if (!msg->json) {
+        mdl_strmap_delete (self->messages, msg->id);
         free (msg);
         return -1;
     }
     memcpy (msg->json, json, json_len);
     msg->json [json_len] = 0;
     msg->json_len = json_len;
-    memcpy (msg->id, message_id, 37);
     msg->published_at = mdl_clock_now (&self->clock);
     msg->seq = seq;
     msg->state = seq ? S_HELD : S_READY;
-    if (zhashx_insert (self->messages, msg->id, msg) != 0) {
-        free (msg->json);
-        free (msg);
-        return -1;
-    }
     s_list_push (seq ? &self->held : &self->ready, msg);
     s_pending_push (self, msg);
     self->counters.published++;
@@ -383,13 +392,13 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
 bool
 brk_queue_known (brk_queue_t *self, const char *message_id)
 {
-    return zhashx_lookup (self->messages, message_id) != NULL;
+    return mdl_strmap_lookup (self->messages, message_id) != NULL;
 }
 
 brk_msg_t *
 brk_queue_lookup (brk_queue_t *self, const char *message_id)
 {
-    return zhashx_lookup (self->messages, message_id);
+    return mdl_strmap_lookup (self->messages, message_id);
 }
 
 void
@@ -405,13 +414,13 @@ brk_queue_release (brk_queue_t *self, uint64_t durable_seq)
 }
 
 static int s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker,
-                             uint64_t delivery_id);
+                         uint64_t delivery_id, int64_t now);
 
 int
 brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
 {
     assert (self && restore && restore->message_id && restore->json);
-    if (zhashx_lookup (self->messages, restore->message_id))
+    if (mdl_strmap_lookup (self->messages, restore->message_id))
         return 1;
     brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
     if (!msg)
@@ -430,21 +439,22 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
     msg->published_at = now - (age > 0 ? age : 0);
     msg->attempts = restore->attempts;
     msg->steps = restore->steps;
-    if (zhashx_insert (self->messages, msg->id, msg) != 0) {
+    if ((restore->dead && !s_extra (msg))
+    ||  mdl_strmap_insert (self->messages, msg->id, msg) != 0) {
         s_msg_free (&msg);
         return -1;
     }
     if (restore->dead) {
         msg->state = S_DEAD;
-        msg->dead_reason = strdup (restore->dead_reason ? restore->dead_reason : "");
-        msg->history_json = restore->dead_history ? strdup (restore->dead_history) : NULL;
-        msg->dead_at = restore->dead_ms;
+        msg->extra->dead_reason = strdup (restore->dead_reason ? restore->dead_reason : "");
+        msg->extra->history_json = restore->dead_history ? strdup (restore->dead_history) : NULL;
+        msg->extra->dead_at = restore->dead_ms;
         s_list_push (&self->dead, msg);
         return 0;
     }
     s_pending_push (self, msg);
     if (restore->delivery_id && restore->attempts > 0
-    &&  s_lease_open (self, msg, NULL, restore->delivery_id) == 0)
+    &&  s_lease_open (self, msg, NULL, restore->delivery_id, now) == 0)
         return 0;
     msg->state = S_READY;
     s_list_push (&self->ready, msg);
@@ -537,16 +547,19 @@ s_record (brk_queue_t *self, brk_msg_t *msg, brk_lease_t *lease,
     size_t keep = (size_t) self->config.max_attempts;
     if (keep > 64)
         keep = 64;
-    if (!msg->history) {
-        msg->history = calloc (keep, sizeof (brk_attempt_t));
-        if (!msg->history)
-            return;             //  History is best effort; the message is not
+    s_extra_t *extra = s_extra (msg);
+    if (!extra)
+        return;                 //  History is best effort; the message is not
+    if (!extra->history) {
+        extra->history = calloc (keep, sizeof (brk_attempt_t));
+        if (!extra->history)
+            return;
     }
-    if (msg->history_size == keep) {
-        memmove (msg->history, msg->history + 1, (keep - 1) * sizeof (brk_attempt_t));
-        msg->history_size--;
+    if (extra->history_size == keep) {
+        memmove (extra->history, extra->history + 1, (keep - 1) * sizeof (brk_attempt_t));
+        extra->history_size--;
     }
-    brk_attempt_t *entry = &msg->history [msg->history_size++];
+    brk_attempt_t *entry = &extra->history [extra->history_size++];
     entry->attempt = msg->attempts;
     entry->delivery_id = lease->delivery_id;
     snprintf (entry->worker, sizeof entry->worker, "%s",
@@ -560,7 +573,7 @@ s_record (brk_queue_t *self, brk_msg_t *msg, brk_lease_t *lease,
 static void
 s_lease_close (brk_queue_t *self, brk_lease_t *lease)
 {
-    zhashx_delete (self->leases, &lease->delivery_id);
+    mdl_map_delete (self->leases, lease->delivery_id);
     mdl_heap_remove (self->lease_heap, &lease->deadline);
     brk_worker_t *worker = lease->worker;
     if (worker) {
@@ -575,6 +588,9 @@ s_lease_close (brk_queue_t *self, brk_lease_t *lease)
     lease->msg->lease = NULL;
     lease->msg->last_worker = worker ? worker->id : 0;
     self->in_flight--;
+    //  Free for reuse from here on: callers read what they need before
+    lease->wnext = self->spare_leases;
+    self->spare_leases = lease;
 }
 
 static void
@@ -583,14 +599,18 @@ s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const cha
     char text [256];
     snprintf (text, sizeof text, "%s after %" PRId64 " attempts%s%s", outcome,
               msg->attempts, reason && *reason ? ": " : "", reason ? reason : "");
-    free (msg->dead_reason);
-    msg->dead_reason = strdup (text);
-    msg->dead_at = mdl_clock_wall ();
+    //  Out of memory, the message is still dead-lettered, without a reason
+    s_extra_t *extra = s_extra (msg);
+    if (extra) {
+        free (extra->dead_reason);
+        extra->dead_reason = strdup (text);
+        extra->dead_at = mdl_clock_wall ();
+    }
     msg->state = S_DEAD;
     s_pending_unlink (self, msg);
     s_list_push (&self->dead, msg);
     self->counters.dead_lettered++;
-    s_emit (self, BRK_EVENT_DEAD_LETTERED, msg, NULL, 0, msg->dead_reason);
+    s_emit (self, BRK_EVENT_DEAD_LETTERED, msg, NULL, 0, extra ? extra->dead_reason : NULL);
 }
 
 //  A lease ended without an ack: give the message another go after a
@@ -611,7 +631,9 @@ s_retry (brk_queue_t *self, brk_msg_t *msg, int64_t delay_ms,
     }
     else {
         msg->state = S_DELAYED;
-        if (mdl_heap_insert (self->delay_heap, &msg->delay,
+        s_extra_t *extra = s_extra (msg);
+        if (!extra
+        ||  mdl_heap_insert (self->delay_heap, &extra->delay,
                              mdl_clock_now (&self->clock) + delay_ms) != 0) {
             //  No memory for the heap slot: retry at once rather than lose it
             msg->state = S_READY;
@@ -626,7 +648,7 @@ s_retry (brk_queue_t *self, brk_msg_t *msg, int64_t delay_ms,
 static brk_result_t
 s_classify (brk_queue_t *self, uint64_t delivery_id, brk_lease_t **lease_p)
 {
-    brk_lease_t *lease = zhashx_lookup (self->leases, &delivery_id);
+    brk_lease_t *lease = mdl_map_lookup (self->leases, delivery_id);
     if (lease) {
         *lease_p = lease;
         return BRK_OK;
@@ -652,22 +674,30 @@ s_next_delivery_id (brk_queue_t *self)
 }
 
 //  Open a lease on msg for worker (NULL: a lease recovered from before a
-//  restart, held by nobody we know) lasting one ack deadline. Returns 0 or
-//  -1 when out of memory.
+//  restart, held by nobody we know) lasting one ack deadline from now.
+//  Returns 0 or -1 when out of memory.
 static int
-s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t delivery_id)
+s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t delivery_id,
+              int64_t now)
 {
-    brk_lease_t *lease = calloc (1, sizeof (brk_lease_t));
-    if (!lease)
-        return -1;
+    brk_lease_t *lease = self->spare_leases;
+    if (lease)
+        self->spare_leases = lease->wnext;
+    else {
+        lease = malloc (sizeof (brk_lease_t));
+        if (!lease)
+            return -1;
+    }
+    memset (lease, 0, sizeof *lease);
     lease->delivery_id = delivery_id;
     lease->msg = msg;
     lease->worker = worker;
     if (mdl_heap_insert (self->lease_heap, &lease->deadline,
-                         mdl_clock_now (&self->clock) + self->config.ack_deadline_ms) != 0
-    ||  zhashx_insert (self->leases, &lease->delivery_id, lease) != 0) {
+                         now + self->config.ack_deadline_ms) != 0
+    ||  mdl_map_insert (self->leases, lease->delivery_id, lease) != 0) {
         mdl_heap_remove (self->lease_heap, &lease->deadline);
-        free (lease);
+        lease->wnext = self->spare_leases;
+        self->spare_leases = lease;
         return -1;
     }
     if (worker) {
@@ -684,11 +714,11 @@ s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t 
 }
 
 static bool
-s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg,
+s_lease_to (brk_queue_t *self, brk_worker_t *worker, brk_msg_t *msg, int64_t now,
             brk_deliver_fn *deliver, void *arg)
 {
     brk_lease_t *lease;
-    if (s_lease_open (self, msg, worker, s_next_delivery_id (self)) != 0)
+    if (s_lease_open (self, msg, worker, s_next_delivery_id (self), now) != 0)
         return false;
     lease = msg->lease;
     msg->attempts++;
@@ -705,6 +735,8 @@ brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg)
 {
     assert (self && deliver);
     size_t leased = 0;
+    //  One reading for the whole deal: the leases it makes start together
+    int64_t now = mdl_clock_now (&self->clock);
     //  Deal in rounds of a fair share (at most a chunk) per worker, so that
     //  a burst spreads over every worker with room, not all to the first.
     int64_t chunk = 64;
@@ -736,7 +768,7 @@ brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg)
                     s_list_push (&skipped, msg);
                     continue;
                 }
-                if (!s_lease_to (self, worker, msg, deliver, arg)) {
+                if (!s_lease_to (self, worker, msg, now, deliver, arg)) {
                     s_list_push (&skipped, msg);
                     room = 0;
                     break;
@@ -770,7 +802,7 @@ brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg)
             while (w->in_flight < w->credit && self->ready.head) {
                 brk_msg_t *msg = self->ready.head;
                 s_list_unlink (&self->ready, msg);
-                if (!s_lease_to (self, w, msg, deliver, arg)) {
+                if (!s_lease_to (self, w, msg, now, deliver, arg)) {
                     msg->next = self->ready.head;
                     if (self->ready.head)
                         self->ready.head->prev = msg;
@@ -796,7 +828,6 @@ brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
     brk_msg_t *msg = lease->msg;
     brk_worker_t *worker = lease->worker;
     s_lease_close (self, lease);
-    free (lease);
     msg->state = S_DONE;
     s_pending_unlink (self, msg);
     self->counters.acked++;
@@ -805,14 +836,17 @@ brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
     free (msg->json);
     msg->json = NULL;
     msg->json_len = 0;
-    free (msg->history);
-    msg->history = NULL;
-    msg->history_size = 0;
+    if (msg->extra) {
+        free (msg->extra->history);
+        msg->extra->history = NULL;
+        msg->extra->history_size = 0;
+    }
     s_list_push (&self->done, msg);
     while (self->done.size > (size_t) self->config.dedup_window) {
         brk_msg_t *old = self->done.head;
         s_list_unlink (&self->done, old);
-        zhashx_delete (self->messages, old->id);      //  Frees it
+        mdl_strmap_delete (self->messages, old->id);
+        s_msg_free (&old);
     }
     return BRK_OK;
 }
@@ -843,7 +877,6 @@ brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms, const
     s_record (self, msg, lease, "nacked", reason);
     brk_worker_t *worker = lease->worker;
     s_lease_close (self, lease);
-    free (lease);
     self->counters.nacked++;
     s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason);
     s_retry (self, msg, delay_ms, "nacked", reason);
@@ -876,7 +909,6 @@ brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char 
         s_record (self, msg, lease, "worker_lost", reason);
         uint64_t delivery_id = lease->delivery_id;
         s_lease_close (self, lease);
-        free (lease);
         self->counters.expired++;
         s_emit (self, BRK_EVENT_EXPIRED, msg, worker, delivery_id, "worker_lost");
         s_retry (self, msg, 0, "worker_lost", reason);
@@ -909,14 +941,13 @@ brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg)
         brk_worker_t *worker = lease->worker;
         uint64_t delivery_id = lease->delivery_id;
         s_lease_close (self, lease);
-        free (lease);
         self->counters.expired++;
         s_emit (self, BRK_EVENT_EXPIRED, msg, worker, delivery_id, "deadline");
         s_retry (self, msg, -1, "expired", NULL);
     }
     while ((node = mdl_heap_top (self->delay_heap)) && node->key <= now) {
         mdl_heap_pop (self->delay_heap);
-        brk_msg_t *msg = (brk_msg_t *) ((char *) node - offsetof (brk_msg_t, delay));
+        brk_msg_t *msg = ((s_extra_t *) ((char *) node - offsetof (s_extra_t, delay)))->msg;
         msg->state = S_READY;
         s_list_push (&self->ready, msg);
     }
@@ -959,7 +990,7 @@ brk_queue_dead_letters (brk_queue_t *self, size_t limit, brk_msg_fn *fn, void *a
 int
 brk_queue_replay (brk_queue_t *self, const char *message_id)
 {
-    brk_msg_t *msg = zhashx_lookup (self->messages, message_id);
+    brk_msg_t *msg = mdl_strmap_lookup (self->messages, message_id);
     if (!msg || msg->state != S_DEAD)
         return -1;
     s_list_unlink (&self->dead, msg);
@@ -1018,26 +1049,26 @@ brk_msg_held (const brk_msg_t *msg)
 const char *
 brk_msg_history_json (const brk_msg_t *msg)
 {
-    return msg->history_json;
+    return msg->extra ? msg->extra->history_json : NULL;
 }
 
 const char *
 brk_msg_dead_reason (const brk_msg_t *msg)
 {
-    return msg->dead_reason;
+    return msg->extra ? msg->extra->dead_reason : NULL;
 }
 
 int64_t
 brk_msg_dead_at (const brk_msg_t *msg)
 {
-    return msg->dead_at;
+    return msg->extra ? msg->extra->dead_at : 0;
 }
 
 size_t
 brk_msg_history (const brk_msg_t *msg, const brk_attempt_t **history)
 {
-    *history = msg->history;
-    return msg->history_size;
+    *history = msg->extra ? msg->extra->history : NULL;
+    return msg->extra ? msg->extra->history_size : 0;
 }
 
 void

@@ -18,6 +18,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 #include "mdl_log.h"
@@ -292,6 +294,25 @@ s_flush_deliveries (s_server_t *self, s_peer_t *peer)
     peer->deliver_count = 0;
 }
 
+//  Copy a literal or a number's digits to cursor, returning the new end:
+//  a delivery's head is put together on the stack and appended once.
+#define S_PUT(cursor, literal) \
+    (memcpy ((cursor), (literal), sizeof (literal) - 1), (cursor) + sizeof (literal) - 1)
+
+static char *
+s_put_u64 (char *cursor, uint64_t value)
+{
+    char digits [24];
+    char *start = digits + sizeof digits;
+    do {
+        *--start = (char) ('0' + value % 10);
+        value /= 10;
+    } while (value);
+    size_t size = (size_t) (digits + sizeof digits - start);
+    memcpy (cursor, start, size);
+    return cursor + size;
+}
+
 static void
 s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
            const brk_msg_t *msg, int64_t attempt)
@@ -299,27 +320,31 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     s_server_t *self = (s_server_t *) arg;
     s_peer_t *peer = (s_peer_t *) brk_worker_handle (worker);
     mmp_buf_t *buf = &peer->deliver;
+    //  Longest head: 16 + 3 * 20 digits + the literals, well under 200
+    char head [200];
+    char *cursor = head;
     if (peer->deliver_count == 0)
-        mmp_buf_puts (buf, "{\"deliveries\":[");
+        cursor = S_PUT (cursor, "{\"deliveries\":[");
     else
-        mmp_buf_puts (buf, ",");
-    mmp_buf_puts (buf, "{\"delivery_id\":");
-    mmp_buf_u64 (buf, delivery_id);
-    mmp_buf_puts (buf, ",\"attempt\":");
-    mmp_buf_u64 (buf, (uint64_t) attempt);
-    mmp_buf_puts (buf, ",\"deadline_ms\":");
-    mmp_buf_u64 (buf, (uint64_t) self->config.queue.ack_deadline_ms);
+        cursor = S_PUT (cursor, ",");
+    cursor = S_PUT (cursor, "{\"delivery_id\":");
+    cursor = s_put_u64 (cursor, delivery_id);
+    cursor = S_PUT (cursor, ",\"attempt\":");
+    cursor = s_put_u64 (cursor, (uint64_t) attempt);
+    cursor = S_PUT (cursor, ",\"deadline_ms\":");
+    cursor = s_put_u64 (cursor, (uint64_t) self->config.queue.ack_deadline_ms);
     unsigned steps = brk_msg_steps (msg);
-    mmp_buf_puts (buf, ",\"steps\":[");
+    cursor = S_PUT (cursor, ",\"steps\":[");
     if (steps & MMP_STEP_SAVE)
-        mmp_buf_puts (buf, (steps & MMP_STEP_RESTART) ? "\"save\"," : "\"save\"");
+        cursor = (steps & MMP_STEP_RESTART) ? S_PUT (cursor, "\"save\",") : S_PUT (cursor, "\"save\"");
     if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (buf, "\"restart\"");
-    mmp_buf_puts (buf, "],\"message\":");
+        cursor = S_PUT (cursor, "\"restart\"");
+    cursor = S_PUT (cursor, "],\"message\":");
+    mmp_buf_append (buf, head, (size_t) (cursor - head));
     size_t len;
     const char *json = brk_msg_json (msg, &len);
     mmp_buf_append (buf, json, len);
-    mmp_buf_puts (buf, "}");
+    mmp_buf_append (buf, "}", 1);
     peer->deliver_count++;
     if (!peer->pending) {
         if (self->flush_count == self->flush_capacity) {
@@ -681,6 +706,211 @@ s_journal_progress (s_server_t *self)
 //  --------------------------------------------------------------------------
 //  Frontend
 
+//  --------------------------------------------------------------------------
+//  Attributes, printed as cJSON_PrintUnformatted prints them (the text a
+//  worker receives must not depend on how the broker got it), straight
+//  into the request being built: no intermediate allocation, and no
+//  printf for the common number, an integral one. cJSON prints a number
+//  that is not a small int with "%1.15g", reads it back, and uses
+//  "%1.17g" when that does not come back close enough; for an integer of
+//  16 to 19 digits (a nanosecond timestamp) both texts are worked out
+//  here in integer arithmetic with the same rounding. Anything else, and
+//  the rare exact tie where rounding direction would matter, is left to
+//  cJSON itself.
+
+static const uint64_t s_pow10 [20] = {
+    UINT64_C (1), UINT64_C (10), UINT64_C (100), UINT64_C (1000), UINT64_C (10000),
+    UINT64_C (100000), UINT64_C (1000000), UINT64_C (10000000), UINT64_C (100000000),
+    UINT64_C (1000000000), UINT64_C (10000000000), UINT64_C (100000000000),
+    UINT64_C (1000000000000), UINT64_C (10000000000000), UINT64_C (100000000000000),
+    UINT64_C (1000000000000000), UINT64_C (10000000000000000),
+    UINT64_C (100000000000000000), UINT64_C (1000000000000000000),
+    UINT64_C (10000000000000000000)
+};
+
+//  value (of digits digits) rounded to keep significant digits, to the
+//  nearest: *mantissa has keep digits, *exponent is the decimal exponent
+//  of its first digit. Returns -1 on an exact tie.
+static int
+s_round_digits (uint64_t value, int digits, int keep, uint64_t *mantissa, int *exponent)
+{
+    *exponent = digits - 1;
+    if (digits <= keep) {
+        *mantissa = value * s_pow10 [keep - digits];
+        return 0;
+    }
+    uint64_t unit = s_pow10 [digits - keep];
+    uint64_t rest = value % unit;
+    uint64_t kept = value / unit;
+    if (rest == unit / 2)
+        return -1;
+    if (rest > unit / 2 && ++kept == s_pow10 [keep]) {
+        kept /= 10;
+        (*exponent)++;
+    }
+    *mantissa = kept;
+    return 0;
+}
+
+//  Writes "%1.<keep>g" of the rounded integer: exponent notation when the
+//  exponent reaches the precision, trailing zeros dropped as %g drops them.
+static size_t
+s_format_g (char *text, bool negative, uint64_t mantissa, int keep, int exponent)
+{
+    char digits [20] = "";      //  Zeroed only to calm the sanitizer build's flow analysis
+    for (int i = keep - 1; i >= 0; i--) {
+        digits [i] = (char) ('0' + mantissa % 10);
+        mantissa /= 10;
+    }
+    size_t size = 0;
+    if (negative)
+        text [size++] = '-';
+    if (exponent < keep) {
+        //  Fixed notation; an integer has no fraction to print
+        memcpy (text + size, digits, (size_t) exponent + 1);
+        return size + (size_t) exponent + 1;
+    }
+    int last = keep - 1;
+    while (last > 0 && digits [last] == '0')
+        last--;
+    text [size++] = digits [0];
+    if (last > 0) {
+        text [size++] = '.';
+        memcpy (text + size, digits + 1, (size_t) last);
+        size += (size_t) last;
+    }
+    text [size++] = 'e';
+    text [size++] = '+';
+    text [size++] = (char) ('0' + exponent / 10);
+    text [size++] = (char) ('0' + exponent % 10);
+    return size;
+}
+
+//  cJSON's text of an integral number, or 0 when it is one left to cJSON.
+static size_t
+s_format_integral (double number, char *text)
+{
+    double magnitude = fabs (number);
+    if (!(magnitude >= 1 && magnitude < 1e19) || magnitude != floor (magnitude))
+        return 0;
+    uint64_t value = (uint64_t) magnitude;
+    int digits = 1;
+    while (digits < 20 && value >= s_pow10 [digits])
+        digits++;
+    bool negative = number < 0;
+    if (digits <= 15)
+        //  Both "%d" and "%1.15g" print its plain digits
+        return s_format_g (text, negative, value, digits, digits - 1);
+    uint64_t mantissa;
+    int exponent;
+    if (s_round_digits (value, digits, 15, &mantissa, &exponent))
+        return 0;
+    //  What reading the 15-digit text back gives, compared as cJSON does
+    double back = (double) (mantissa * s_pow10 [exponent - 14]);
+    double larger = back > magnitude ? back : magnitude;
+    if (fabs (back - magnitude) <= larger * DBL_EPSILON)
+        return s_format_g (text, negative, mantissa, 15, exponent);
+    if (s_round_digits (value, digits, 17, &mantissa, &exponent))
+        return 0;
+    return s_format_g (text, negative, mantissa, 17, exponent);
+}
+
+static void
+s_print_string (mmp_buf_t *buf, const char *text)
+{
+    static const char hex [] = "0123456789abcdef";
+    const unsigned char *cursor = (const unsigned char *) (text ? text : "");
+    mmp_buf_append (buf, "\"", 1);
+    while (*cursor) {
+        const unsigned char *run = cursor;
+        while (*cursor >= 0x20 && *cursor != '"' && *cursor != '\\')
+            cursor++;
+        if (cursor > run)
+            mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
+        if (!*cursor)
+            break;
+        char escape [6] = { '\\', 0, 0, 0, 0, 0 };
+        size_t size = 2;
+        switch (*cursor) {
+            case '"':  escape [1] = '"'; break;
+            case '\\': escape [1] = '\\'; break;
+            case '\b': escape [1] = 'b'; break;
+            case '\f': escape [1] = 'f'; break;
+            case '\n': escape [1] = 'n'; break;
+            case '\r': escape [1] = 'r'; break;
+            case '\t': escape [1] = 't'; break;
+            default:
+                escape [1] = 'u';
+                escape [2] = '0';
+                escape [3] = '0';
+                escape [4] = hex [*cursor >> 4];
+                escape [5] = hex [*cursor & 15];
+                size = 6;
+        }
+        mmp_buf_append (buf, escape, size);
+        cursor++;
+    }
+    mmp_buf_append (buf, "\"", 1);
+}
+
+//  Recursion is bounded by the codec's nesting limit (MMP_MAX_DEPTH).
+static void
+s_print_attributes (mmp_buf_t *buf, const cJSON *item)
+{
+    if (cJSON_IsNumber (item)) {
+        char text [32];
+        size_t size = s_format_integral (item->valuedouble, text);
+        if (size) {
+            mmp_buf_append (buf, text, size);
+            return;
+        }
+    }
+    else
+    if (cJSON_IsString (item)) {
+        s_print_string (buf, item->valuestring);
+        return;
+    }
+    else
+    if (cJSON_IsTrue (item)) {
+        mmp_buf_append (buf, "true", 4);
+        return;
+    }
+    else
+    if (cJSON_IsFalse (item)) {
+        mmp_buf_append (buf, "false", 5);
+        return;
+    }
+    else
+    if (cJSON_IsNull (item)) {
+        mmp_buf_append (buf, "null", 4);
+        return;
+    }
+    else
+    if (cJSON_IsArray (item) || cJSON_IsObject (item)) {
+        bool object = cJSON_IsObject (item);
+        mmp_buf_append (buf, object ? "{" : "[", 1);
+        for (const cJSON *child = item->child; child; child = child->next) {
+            if (child != item->child)
+                mmp_buf_append (buf, ",", 1);
+            if (object) {
+                s_print_string (buf, child->string);
+                mmp_buf_append (buf, ":", 1);
+            }
+            s_print_attributes (buf, child);
+        }
+        mmp_buf_append (buf, object ? "}" : "]", 1);
+        return;
+    }
+    //  Other numbers (and anything unexpected): cJSON's own printer
+    char *text = cJSON_PrintUnformatted (item);
+    if (!text) {
+        buf->failed = true;
+        return;
+    }
+    mmp_buf_puts (buf, text);
+    cJSON_free (text);
+}
+
 static void
 s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
 {
@@ -704,8 +934,11 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
         if (request->message_id) {
-            for (size_t c = 0; c < 36; c++)
-                ids [i][c] = (char) tolower ((unsigned char) request->message_id [c]);
+            //  The codec checked it is a uuid: only hex digits change case
+            for (size_t c = 0; c < 36; c++) {
+                char digit = request->message_id [c];
+                ids [i][c] = digit >= 'A' && digit <= 'F' ? (char) (digit + 'a' - 'A') : digit;
+            }
             ids [i][36] = 0;
         }
         else
@@ -715,7 +948,9 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
         mmp_buf_clear (&json);
-        mmp_buf_printf (&json, "{\"message_id\":\"%s\",\"instance_name\":", ids [i]);
+        mmp_buf_append (&json, "{\"message_id\":\"", 15);
+        mmp_buf_append (&json, ids [i], 36);
+        mmp_buf_append (&json, "\",\"instance_name\":", 18);
         mmp_buf_json_string (&json, request->instance_name);
         mmp_buf_puts (&json, ",\"hostname\":");
         if (request->hostname)
@@ -726,15 +961,8 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
             mmp_buf_puts (&json, ".example.net\"");
         }
         if (request->attributes) {
-            char *attributes = cJSON_PrintUnformatted (request->attributes);
-            if (!attributes) {
-                json.failed = true;
-            }
-            else {
-                mmp_buf_puts (&json, ",\"attributes\":");
-                mmp_buf_puts (&json, attributes);
-                cJSON_free (attributes);
-            }
+            mmp_buf_puts (&json, ",\"attributes\":");
+            s_print_attributes (&json, request->attributes);
         }
         mmp_buf_puts (&json, "}");
         int rc = json.failed ? -1 : 0;

@@ -432,10 +432,21 @@ mmp_valid_hostname (const char *text, size_t len)
 //  when that does not read back; strings escaped as cJSON escapes them).
 //  Stops counting once over budget. Recursion is bounded by the raw scan's
 //  depth limit.
+//
+//  Printing a number to learn its size is itself the expensive part (a
+//  19-digit timestamp goes through both formats and a strtod), so the
+//  check first counts every number at the longest text cJSON can print
+//  for a double; only when that bound goes over budget is the exact count
+//  made. The verdict is the same, since no exact size is above the bound.
+
+//  Longest "%1.17g" of a double: "-1.2345678901234567e-308"
+#define S_NUMBER_SIZE_MAX 24
 
 static size_t
-s_number_size (double number)
+s_number_size (double number, bool exact)
 {
+    if (!exact)
+        return S_NUMBER_SIZE_MAX;
     if (isnan (number) || isinf (number))
         return 4;                   //  "null"
     if (number == floor (number) && fabs (number) < 1e15) {
@@ -474,12 +485,12 @@ s_string_size (const char *text)
 }
 
 static size_t
-s_printed_size (const cJSON *item, size_t budget)
+s_printed_size (const cJSON *item, size_t budget, bool exact)
 {
     if (cJSON_IsString (item))
         return s_string_size (item->valuestring);
     if (cJSON_IsNumber (item))
-        return s_number_size (item->valuedouble);
+        return s_number_size (item->valuedouble, exact);
     if (cJSON_IsTrue (item) || cJSON_IsNull (item))
         return 4;
     if (cJSON_IsFalse (item))
@@ -492,7 +503,7 @@ s_printed_size (const cJSON *item, size_t budget)
                 size++;             //  Comma
             if (object)
                 size += s_string_size (child->string) + 1;
-            size += s_printed_size (child, budget);
+            size += s_printed_size (child, budget, exact);
             if (size > budget)
                 return size;
         }
@@ -558,7 +569,8 @@ s_request (const cJSON *item, bool delivered, mmp_request_t *request,
     if (slot [3]) {
         if (!cJSON_IsObject (slot [3]))
             return s_fail (err, MMP_ERR_BAD_TYPE, where, "attributes", "must be an object");
-        if (s_printed_size (slot [3], MMP_MAX_ATTRIBUTES) > MMP_MAX_ATTRIBUTES)
+        if (s_printed_size (slot [3], MMP_MAX_ATTRIBUTES, false) > MMP_MAX_ATTRIBUTES
+        &&  s_printed_size (slot [3], MMP_MAX_ATTRIBUTES, true) > MMP_MAX_ATTRIBUTES)
             return s_fail (err, MMP_ERR_TOO_LARGE, where, "attributes",
                            "printed size over %d bytes", MMP_MAX_ATTRIBUTES);
         request->attributes = (cJSON *) slot [3];
@@ -964,6 +976,24 @@ s_scan_tables (void)
         s_string_class [c] = S_CONTROL;
 }
 
+//  Eight string bytes at once: true when none of them is a quote, a
+//  backslash or a control character, i.e. none the scan must look at.
+//  (The has-zero-byte and has-byte-below-n tricks: exact as a yes/no.)
+static inline bool
+s_plain_word (const unsigned char *cursor)
+{
+    const uint64_t ones = UINT64_C (0x0101010101010101);
+    const uint64_t highs = UINT64_C (0x8080808080808080);
+    uint64_t word;
+    memcpy (&word, cursor, 8);
+    uint64_t quote = word ^ (ones * '"');
+    uint64_t backslash = word ^ (ones * '\\');
+    uint64_t found = ((quote - ones) & ~quote)
+                   | ((backslash - ones) & ~backslash)
+                   | ((word - ones * 0x20) & ~word);
+    return (found & highs) == 0;
+}
+
 static int
 s_scan (const unsigned char *data, size_t size, mmp_error_t *err)
 {
@@ -979,6 +1009,10 @@ s_scan (const unsigned char *data, size_t size, mmp_error_t *err)
         if (kind == S_QUOTE) {
             //  Inside a string until the closing quote
             while (cursor < end) {
+                if (end - cursor >= 8 && s_plain_word (cursor)) {
+                    cursor += 8;
+                    continue;
+                }
                 unsigned char inner = s_string_class [*cursor++];
                 if (inner == 0)
                     continue;
@@ -1456,11 +1490,31 @@ mmp_buf_json_string (mmp_buf_t *buf, const char *text)
 void
 mmp_buf_id_array (mmp_buf_t *buf, const uint64_t *ids, size_t count)
 {
-    mmp_buf_append (buf, "[", 1);
+    //  Room for the worst case (20 digits and a comma per id) at once, then
+    //  digits written in place: an ACKED of 100 ids is one reservation
+    if (count > (SIZE_MAX - 2) / 21) {
+        buf->failed = true;
+        return;
+    }
+    if (s_buf_reserve (buf, 2 + 21 * count))
+        return;
+    char *cursor = buf->data + buf->size;
+    *cursor++ = '[';
     for (size_t i = 0; i < count; i++) {
         if (i)
-            mmp_buf_append (buf, ",", 1);
-        mmp_buf_u64 (buf, ids [i]);
+            *cursor++ = ',';
+        char digits [20];
+        char *start = digits + sizeof digits;
+        uint64_t value = ids [i];
+        do {
+            *--start = (char) ('0' + value % 10);
+            value /= 10;
+        } while (value);
+        size_t size = (size_t) (digits + sizeof digits - start);
+        memcpy (cursor, start, size);
+        cursor += size;
     }
-    mmp_buf_append (buf, "]", 1);
+    *cursor++ = ']';
+    *cursor = 0;
+    buf->size = (size_t) (cursor - buf->data);
 }

@@ -110,6 +110,27 @@ s_expect_quiet (zsock_t *sock, int ms)
     zsock_set_rcvtimeo (sock, 3000);
 }
 
+//  Wait for a DELIVER while heartbeating every 50 ms, as a live worker does.
+static void
+s_expect_delivery (zsock_t *worker, mmp_msg_t *msg)
+{
+    int64_t until = zclock_mono () + 3000;
+    zsock_set_rcvtimeo (worker, 50);
+    while (zclock_mono () < until) {
+        s_send (worker, MMP_HEARTBEAT, "{}");
+        mmp_msg_init (msg);
+        if (mmp_recv (worker, true, NULL, MMP_FROM_BROKER, msg, NULL) == 0) {
+            if (msg->command == MMP_DELIVER) {
+                zsock_set_rcvtimeo (worker, 3000);
+                return;
+            }
+            cr_assert_eq (msg->command, MMP_HEARTBEAT, "got %s", mmp_command_name (msg->command));
+        }
+        mmp_msg_reset (msg);
+    }
+    cr_assert_fail ("no DELIVER within 3 s");
+}
+
 static zsock_t *
 s_worker (int64_t credit, const char *name)
 {
@@ -297,8 +318,8 @@ Test (brk_server, nack_with_delay)
     s_expect (worker, MMP_NACKED, &nacked);
     cr_assert_eq (nacked.id_count, 1);
     mmp_msg_reset (&nacked);
-    s_send (worker, MMP_HEARTBEAT, "{}");
-    s_expect (worker, MMP_DELIVER, &deliver);
+    //  Heartbeat while waiting, or the worker is lost after 300 ms too
+    s_expect_delivery (worker, &deliver);
     cr_assert_geq (zclock_mono () - start, 300 - 20);
     cr_assert_eq (deliver.deliveries [0].attempt, 2);
     mmp_msg_reset (&deliver);
@@ -464,7 +485,7 @@ Test (brk_server, dead_lettered_after_max_attempts_then_replayed)
     cr_assert_eq (replayed.other_id_count, 1);
     mmp_msg_reset (&replayed);
     mmp_msg_t deliver;
-    s_expect (worker, MMP_DELIVER, &deliver);
+    s_expect_delivery (worker, &deliver);
     cr_assert_eq (deliver.deliveries [0].attempt, 1, "fresh budget");
     mmp_msg_reset (&deliver);
     zsock_destroy (&worker);
@@ -593,5 +614,59 @@ Test (brk_server, events_are_published)
     zstr_free (&json);
     zstr_free (&name);
     zsock_destroy (&sub);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, attributes_are_delivered_as_cjson_prints_them)
+{
+    //  The broker prints attributes itself on its hot path; it must give
+    //  exactly the text cJSON would
+    const char *attributes [] = {
+        "{\"ts\":1732612345678901234}", "{\"n\":-9007199254740993,\"z\":0,\"m\":-0}",
+        "{\"f\":0.1,\"g\":1e300,\"h\":-2.5e-7,\"i\":123456.789}",
+        "{\"s\":\"tab\\tquote\\\"back\\\\slash\\u0001\\u00e9\",\"b\":true,\"c\":false,\"d\":null}",
+        "{\"a\":[1,[2,[3,{\"x\":\"y\"}]],{}],\"e\":{}}", "{\"big\":18446744073709551615,\"p\":4503599627370497}"
+    };
+    zsock_t *publisher = s_dealer (s_frontend);
+    zsock_t *worker = s_worker (100, "w1");
+    for (size_t i = 0; i < sizeof attributes / sizeof attributes [0]; i++) {
+        char json [512];
+        snprintf (json, sizeof json, "{\"messages\":[{\"instance_name\":\"a%zu\",\"attributes\":%s}]}",
+                  i, attributes [i]);
+        s_send (publisher, MMP_PUBLISH, json);
+        mmp_msg_t ack;
+        s_expect (publisher, MMP_PUBACK, &ack);
+        mmp_msg_reset (&ack);
+        //  Read the DELIVER frame raw, to compare bytes, not values
+        char *body = NULL;
+        while (!body) {
+            zmsg_t *raw = zmsg_recv (worker);
+            cr_assert_not_null (raw, "no DELIVER");
+            cr_assert_eq (zmsg_size (raw), 3);
+            zmsg_first (raw);
+            zframe_t *command = zmsg_next (raw);
+            if (zframe_streq (command, "DELIVER"))
+                body = zframe_strdup (zmsg_last (raw));
+            zmsg_destroy (&raw);
+        }
+        cJSON *expected = cJSON_Parse (attributes [i]);
+        cr_assert_not_null (expected);
+        char *want = cJSON_PrintUnformatted (expected);
+        cr_assert (strstr (body, want) != NULL, "cJSON prints %s; the broker sent %s", want, body);
+        cJSON_free (want);
+        cJSON_Delete (expected);
+        cJSON *parsed = cJSON_Parse (body);
+        cJSON *first = cJSON_GetArrayItem (cJSON_GetObjectItem (parsed, "deliveries"), 0);
+        char ack_json [128];
+        snprintf (ack_json, sizeof ack_json, "{\"delivery_ids\":[%.0f]}",
+                  cJSON_GetObjectItem (first, "delivery_id")->valuedouble);
+        cJSON_Delete (parsed);
+        zstr_free (&body);
+        s_send (worker, MMP_ACK, ack_json);
+        mmp_msg_t acked;
+        s_expect (worker, MMP_ACKED, &acked);
+        mmp_msg_reset (&acked);
+    }
+    zsock_destroy (&worker);
     zsock_destroy (&publisher);
 }
