@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include "mdl_heap.h"
+#include "mdl_log.h"
 #include "mdl_map.h"
 
 typedef enum {
@@ -610,6 +611,7 @@ s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const cha
     s_pending_unlink (self, msg);
     s_list_push (&self->dead, msg);
     self->counters.dead_lettered++;
+    mdl_warn ("dead-lettered %s: %s", msg->id, text);
     s_emit (self, BRK_EVENT_DEAD_LETTERED, msg, NULL, 0, extra ? extra->dead_reason : NULL);
 }
 
@@ -895,8 +897,8 @@ brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps)
     return BRK_OK;
 }
 
-void
-brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason)
+static void
+s_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason, bool lost)
 {
     assert (self && worker_p);
     brk_worker_t *worker = *worker_p;
@@ -922,10 +924,25 @@ brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char 
     if (self->cursor == worker)
         self->cursor = worker->next;
     self->worker_count--;
-    self->counters.workers_lost++;
+    if (lost)
+        self->counters.workers_lost++;
+    else
+        self->counters.workers_left++;
     s_emit (self, BRK_EVENT_WORKER_LOST, NULL, worker, 0, reason);
     free (worker);
     *worker_p = NULL;
+}
+
+void
+brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason)
+{
+    s_worker_remove (self, worker_p, reason, true);
+}
+
+void
+brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p)
+{
+    s_worker_remove (self, worker_p, "said BYE", false);
 }
 
 int64_t

@@ -151,10 +151,13 @@ void brk_queue_worker_set_credit (brk_queue_t *self, brk_worker_t *worker, int64
 //  The worker showed a sign of life.
 void brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker);
 
-//  Remove a worker (BYE, lost, unreachable); its leases are given back at
-//  once (outcome "worker_lost") and *worker_p is nulled.
+//  Remove a lost worker (silent, unreachable); its leases are given back
+//  at once (outcome "worker_lost") and *worker_p is nulled.
 void brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p,
                               const char *reason);
+
+//  The same for a worker that said BYE: counted as left, not lost.
+void brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p);
 
 void *brk_worker_handle (const brk_worker_t *worker);
 const char *brk_worker_name (const brk_worker_t *worker);
@@ -230,7 +233,8 @@ typedef struct {
     uint64_t expired;           //  Leases that ran out
     uint64_t dead_lettered;
     uint64_t replayed;
-    uint64_t workers_lost;
+    uint64_t workers_lost;      //  Silent or unreachable
+    uint64_t workers_left;      //  Said BYE
     uint64_t held;              //  Now: waiting for the journal
     uint64_t ready;             //  Now: waiting for a worker
     uint64_t delayed;           //  Now: waiting out a backoff

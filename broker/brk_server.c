@@ -38,14 +38,17 @@ typedef struct {
     bool gone;                  //  A send failed: remove after this turn
 } s_peer_t;
 
-//  A PUBACK waiting for the journal.
-typedef struct _s_puback_t {
-    zframe_t *routing_id;       //  Publisher to answer
+//  A reply waiting for the journal: a PUBACK, or an ACKED / PROGRESSED
+//  whose records must be on disk before the peer may forget its work.
+typedef struct _s_reply_t {
+    zsock_t *sock;              //  Frontend or backend
+    zframe_t *routing_id;       //  Peer to answer
+    mmp_command_t command;      //  What to send
     char *json;                 //  The reply body
     size_t size;                //  Its length
     uint64_t seq;               //  Send once the journal is durable up to here
-    struct _s_puback_t *next;   //  Next waiting, in arrival order
-} s_puback_t;
+    struct _s_reply_t *next;    //  Next waiting, in arrival order
+} s_reply_t;
 
 typedef struct {
     zsock_t *pipe;              //  Actor pipe
@@ -60,9 +63,11 @@ typedef struct {
     bool journal_dirty;         //  Appended since the last commit
     uint64_t durable;           //  Journal sequence known durable
     int journal_error;          //  Last journal status seen (errno or 0)
-    s_puback_t *pubacks;        //  PUBACKs waiting for the journal, oldest first
-    s_puback_t *pubacks_tail;   //  Newest of them
-    size_t puback_count;        //  How many
+    s_reply_t *replies;         //  Replies waiting for the journal, oldest first
+    s_reply_t *replies_tail;    //  Newest of them
+    size_t reply_count;         //  How many
+    uint64_t last_seq;          //  Sequence of the newest journal record
+    uint64_t duplicates;        //  Publishes refused as duplicates
     mdl_clock_t clock;          //  Monotonic time
     zhashx_t *peers;            //  Routing id hex -> s_peer_t, backend peers
     s_peer_t **flush;           //  Peers with a DELIVER to send
@@ -231,13 +236,16 @@ s_peer_lookup (s_server_t *self, zframe_t *routing_id)
 
 //  Forget a peer: its leases go back to the queue at once.
 static void
-s_peer_remove (s_server_t *self, s_peer_t *peer, const char *reason)
+s_peer_remove (s_server_t *self, s_peer_t *peer, const char *reason, bool left)
 {
     if (peer->worker) {
         mdl_info ("worker %s (%s) left: %s, %" PRId64 " leases returned",
                   brk_worker_name (peer->worker), peer->key, reason,
                   brk_worker_in_flight (peer->worker));
-        brk_queue_worker_remove (self->queue, &peer->worker, reason);
+        if (left)
+            brk_queue_worker_leave (self->queue, &peer->worker);
+        else
+            brk_queue_worker_remove (self->queue, &peer->worker, reason);
     }
     //  Take it out of the flush list too
     for (size_t i = 0; i < self->flush_count; i++)
@@ -379,13 +387,16 @@ s_dispatch (s_server_t *self)
     s_peer_t *peer = zhashx_first (self->peers);
     while (peer) {
         if (peer->gone) {
-            s_peer_remove (self, peer, "unreachable");
+            s_peer_remove (self, peer, "unreachable", false);
             peer = zhashx_first (self->peers);
         }
         else
             peer = zhashx_next (self->peers);
     }
 }
+
+static int s_reply_when_durable (s_server_t *self, zsock_t *sock, zframe_t *routing_id,
+                                 mmp_command_t command, const mmp_buf_t *buf, uint64_t seq);
 
 //  Reply {ok, stale, unknown[, deadline_ms]} for an operation on ids.
 typedef brk_result_t (s_id_op_fn) (s_server_t *self, uint64_t id, const mmp_msg_t *msg);
@@ -414,16 +425,22 @@ s_op_progress (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
     return brk_queue_progress (self->queue, id, msg->steps);
 }
 
+//  Delivery ids are the authority, so these are served for any peer,
+//  also one that has not said HELLO (yet): after a broker restart a
+//  worker's acks may arrive before its new HELLO. peer may be NULL.
+//  ACKED and PROGRESSED wait until what they confirm is durable, so a
+//  worker forgets its work only once the broker cannot.
 static void
-s_handle_ids (s_server_t *self, s_peer_t *peer, const mmp_msg_t *msg,
+s_handle_ids (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg,
               s_id_op_fn *op, mmp_command_t reply_command)
 {
     //  Results are written into three runs of one array, in input order
     uint64_t *sorted = malloc (3 * msg->id_count * sizeof (uint64_t));
     if (!sorted) {
-        mmp_send_error (self->backend, peer->routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
+        mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
         return;
     }
+    uint64_t seq_before = self->last_seq;
     uint64_t *runs [3] = { sorted, sorted + msg->id_count, sorted + 2 * msg->id_count };
     size_t counts [3] = { 0, 0, 0 };
     for (size_t i = 0; i < msg->id_count; i++) {
@@ -445,9 +462,19 @@ s_handle_ids (s_server_t *self, s_peer_t *peer, const mmp_msg_t *msg,
     free (sorted);
     if (counts [BRK_STALE] + counts [BRK_UNKNOWN])
         mdl_debug ("%s from %s: %zu stale, %zu unknown ids", mmp_command_name (msg->command),
-                   brk_worker_name (peer->worker), counts [BRK_STALE], counts [BRK_UNKNOWN]);
-    if (!buf->failed)
-        s_send_backend (self, peer, reply_command, buf->data, buf->size);
+                   peer ? brk_worker_name (peer->worker) : "an unregistered peer",
+                   counts [BRK_STALE], counts [BRK_UNKNOWN]);
+    if (buf->failed)
+        return;
+    //  While the disk fails, acks are answered at once: they keep working
+    //  (in memory), at the price of a possible redelivery after a crash
+    uint64_t wait_for = 0;
+    if (self->journal && self->config.journal.mode != BRK_JOURNAL_NONE && !self->journal_error
+    &&  (reply_command == MMP_ACKED || reply_command == MMP_PROGRESSED)
+    &&  self->last_seq > seq_before)
+        wait_for = self->last_seq;
+    if (s_reply_when_durable (self, self->backend, routing_id, reply_command, buf, wait_for) != 0)
+        mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory; send again", NULL);
 }
 
 static void
@@ -519,11 +546,19 @@ s_handle_backend (s_server_t *self)
             case MMP_HELLO:
                 s_handle_hello (self, routing_id, peer, &msg);
                 break;
-            case MMP_CREDIT:
             case MMP_EXTEND:
+                s_handle_ids (self, routing_id, peer, &msg, s_op_extend, MMP_EXTENDED);
+                break;
             case MMP_ACK:
+                s_handle_ids (self, routing_id, peer, &msg, s_op_ack, MMP_ACKED);
+                break;
             case MMP_NACK:
+                s_handle_ids (self, routing_id, peer, &msg, s_op_nack, MMP_NACKED);
+                break;
             case MMP_PROGRESS:
+                s_handle_ids (self, routing_id, peer, &msg, s_op_progress, MMP_PROGRESSED);
+                break;
+            case MMP_CREDIT:
             case MMP_HEARTBEAT:
             case MMP_BYE:
                 if (!peer) {
@@ -534,20 +569,8 @@ s_handle_backend (s_server_t *self)
                 if (msg.command == MMP_CREDIT)
                     brk_queue_worker_set_credit (self->queue, peer->worker, msg.credit);
                 else
-                if (msg.command == MMP_EXTEND)
-                    s_handle_ids (self, peer, &msg, s_op_extend, MMP_EXTENDED);
-                else
-                if (msg.command == MMP_ACK)
-                    s_handle_ids (self, peer, &msg, s_op_ack, MMP_ACKED);
-                else
-                if (msg.command == MMP_NACK)
-                    s_handle_ids (self, peer, &msg, s_op_nack, MMP_NACKED);
-                else
-                if (msg.command == MMP_PROGRESS)
-                    s_handle_ids (self, peer, &msg, s_op_progress, MMP_PROGRESSED);
-                else
                 if (msg.command == MMP_BYE)
-                    s_peer_remove (self, peer, "said BYE");
+                    s_peer_remove (self, peer, "said BYE", true);
                 break;
             default:
                 s_reject (self, self->backend, "backend", routing_id, MMP_ERR_UNEXPECTED,
@@ -601,8 +624,10 @@ s_store (void *arg, const brk_event_info_t *info)
         default:
             return;
     }
-    if (seq)
+    if (seq) {
         self->journal_dirty = true;
+        self->last_seq = seq;
+    }
     else
     if (s_warn_allowed (self))
         mdl_warn ("journal: could not record %s of %s (%s); it may be redone after a crash",
@@ -684,23 +709,63 @@ s_journal_progress (s_server_t *self)
         return;
     self->durable = durable;
     brk_queue_release (self->queue, durable);
-    s_puback_t **link = &self->pubacks;
-    self->pubacks_tail = NULL;
+    s_reply_t **link = &self->replies;
+    self->replies_tail = NULL;
     while (*link) {
-        s_puback_t *puback = *link;
-        if (puback->seq <= durable) {
-            mmp_send (self->frontend, puback->routing_id, MMP_PUBACK, puback->json, puback->size);
-            *link = puback->next;
-            zframe_destroy (&puback->routing_id);
-            free (puback->json);
-            free (puback);
-            self->puback_count--;
+        s_reply_t *reply = *link;
+        if (reply->seq <= durable) {
+            //  A peer gone meanwhile is no matter: it will ask again
+            mmp_send (reply->sock, reply->routing_id, reply->command, reply->json, reply->size);
+            *link = reply->next;
+            zframe_destroy (&reply->routing_id);
+            free (reply->json);
+            free (reply);
+            self->reply_count--;
         }
         else {
-            self->pubacks_tail = puback;
-            link = &puback->next;
+            self->replies_tail = reply;
+            link = &reply->next;
         }
     }
+}
+
+//  Send the reply in buf now if the journal is durable up to seq (or
+//  there is no such promise to keep), else hold it until it is. Returns 0,
+//  or -1 when out of memory (nothing was sent).
+static int
+s_reply_when_durable (s_server_t *self, zsock_t *sock, zframe_t *routing_id,
+                      mmp_command_t command, const mmp_buf_t *buf, uint64_t seq)
+{
+    if (seq == 0 || seq <= self->durable) {
+        mmp_send (sock, routing_id, command, buf->data, buf->size);
+        return 0;
+    }
+    s_reply_t *reply = calloc (1, sizeof (s_reply_t));
+    if (reply) {
+        reply->routing_id = zframe_dup (routing_id);
+        reply->json = malloc (buf->size);
+        if (reply->json)
+            memcpy (reply->json, buf->data, buf->size);
+    }
+    if (!reply || !reply->routing_id || !reply->json) {
+        if (reply) {
+            zframe_destroy (&reply->routing_id);
+            free (reply->json);
+            free (reply);
+        }
+        return -1;
+    }
+    reply->sock = sock;
+    reply->command = command;
+    reply->size = buf->size;
+    reply->seq = seq;
+    if (self->replies_tail)
+        self->replies_tail->next = reply;
+    else
+        self->replies = reply;
+    self->replies_tail = reply;
+    self->reply_count++;
+    return 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -969,6 +1034,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         brk_msg_t *known = brk_queue_lookup (self->queue, ids [i]);
         if (known) {
             rc = 1;
+            self->duplicates++;
             //  A duplicate still waiting for the disk: its PUBACK waits too
             if (brk_msg_held (known) && brk_msg_seq (known) > wait_for)
                 wait_for = brk_msg_seq (known);
@@ -1046,35 +1112,9 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
                         "out of memory building PUBACK; retry the batch", msg->req);
         return;
     }
-    if (wait_for == 0 || wait_for <= self->durable) {
-        mmp_send (self->frontend, routing_id, MMP_PUBACK, buf->data, buf->size);
-        return;
-    }
-    s_puback_t *puback = calloc (1, sizeof (s_puback_t));
-    if (puback) {
-        puback->routing_id = zframe_dup (routing_id);
-        puback->json = malloc (buf->size);
-        if (puback->json)
-            memcpy (puback->json, buf->data, buf->size);
-    }
-    if (!puback || !puback->routing_id || !puback->json) {
-        if (puback) {
-            zframe_destroy (&puback->routing_id);
-            free (puback->json);
-            free (puback);
-        }
+    if (s_reply_when_durable (self, self->frontend, routing_id, MMP_PUBACK, buf, wait_for) != 0)
         mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
                         "out of memory holding the PUBACK; retry the batch", msg->req);
-        return;
-    }
-    puback->size = buf->size;
-    puback->seq = wait_for;
-    if (self->pubacks_tail)
-        self->pubacks_tail->next = puback;
-    else
-        self->pubacks = puback;
-    self->pubacks_tail = puback;
-    self->puback_count++;
 }
 
 static void
@@ -1095,7 +1135,7 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         return;
     }
     cJSON_AddNumberToObject (reply, "published", (double) stats.published);
-    cJSON_AddNumberToObject (reply, "duplicates", (double) stats.duplicates);
+    cJSON_AddNumberToObject (reply, "duplicates", (double) (stats.duplicates + self->duplicates));
     cJSON_AddNumberToObject (reply, "delivered", (double) stats.delivered);
     cJSON_AddNumberToObject (reply, "redelivered", (double) stats.redelivered);
     cJSON_AddNumberToObject (reply, "acked", (double) stats.acked);
@@ -1104,6 +1144,7 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     cJSON_AddNumberToObject (reply, "dead_lettered", (double) stats.dead_lettered);
     cJSON_AddNumberToObject (reply, "replayed", (double) stats.replayed);
     cJSON_AddNumberToObject (reply, "workers_lost", (double) stats.workers_lost);
+    cJSON_AddNumberToObject (reply, "workers_left", (double) stats.workers_left);
     cJSON_AddNumberToObject (reply, "ready", (double) stats.ready);
     cJSON_AddNumberToObject (reply, "delayed", (double) stats.delayed);
     cJSON_AddNumberToObject (reply, "in_flight", (double) stats.in_flight);
@@ -1114,7 +1155,7 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     cJSON_AddNumberToObject (reply, "epoch", (double) brk_queue_epoch (self->queue));
     cJSON_AddNumberToObject (reply, "held", (double) stats.held);
     cJSON_AddStringToObject (reply, "durability", self->durability);
-    cJSON_AddNumberToObject (reply, "pubacks_waiting", (double) self->puback_count);
+    cJSON_AddNumberToObject (reply, "replies_waiting", (double) self->reply_count);
     if (self->journal) {
         brk_journal_stats_t journal;
         brk_journal_stats (self->journal, &journal);
@@ -1368,12 +1409,12 @@ s_server_destroy (s_server_t **self_p)
     s_server_t *self = *self_p;
     if (!self)
         return;
-    while (self->pubacks) {
-        s_puback_t *puback = self->pubacks;
-        self->pubacks = puback->next;
-        zframe_destroy (&puback->routing_id);
-        free (puback->json);
-        free (puback);
+    while (self->replies) {
+        s_reply_t *reply = self->replies;
+        self->replies = reply->next;
+        zframe_destroy (&reply->routing_id);
+        free (reply->json);
+        free (reply);
     }
     brk_journal_destroy (&self->journal);
     free (self->data_dir);
@@ -1515,8 +1556,8 @@ brk_server (zsock_t *pipe, void *args)
         if (brk_journal_sync (self->journal) == 0)
             s_journal_progress (self);
         else
-            mdl_error ("journal: final flush failed: %s; %zu PUBACKs not sent",
-                       strerror (errno), self->puback_count);
+            mdl_error ("journal: final flush failed: %s; %zu replies not sent",
+                       strerror (errno), self->reply_count);
         mdl_info ("broker stopping: %" PRIu64 " pending and %" PRIu64 " dead letters kept in %s",
                   stats.held + stats.ready + stats.in_flight + stats.delayed, stats.dead, self->data_dir);
     }
