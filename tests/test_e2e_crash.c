@@ -1518,7 +1518,7 @@ s_last_segment (char *path, size_t size)
         if (strncmp (entry->d_name, "journal-", 8) == 0
         &&  strlen (entry->d_name) == 22 && streq (entry->d_name + 18, ".seg")
         &&  strcmp (entry->d_name, best) > 0)
-            snprintf (best, sizeof best, "%s", entry->d_name);
+            snprintf (best, sizeof best, "%.63s", entry->d_name);
     closedir (dir);
     cr_assert (best [0], "no journal segment in %s", env.data);
     snprintf (path, size, "%s/%s", env.data, best);
