@@ -51,17 +51,20 @@ s_usage (FILE *out)
         "  replay ID... | --all       put dead letters back in the queue\n"
         "  tail [EVENT...]            print events as JSON lines (all, or the names given:\n"
         "                             published delivered extended acked nacked expired\n"
-        "                             dead_lettered replayed worker_joined worker_lost)\n"
+        "                             dead_lettered replayed progress worker_joined\n"
+        "                             worker_lost); says on stderr what it subscribed to\n"
         "    --count N                stop after N events\n"
         "options:\n"
         "  --broker EP     frontend (default tcp://localhost:5555)\n"
         "  --events EP     events socket for tail (default tcp://localhost:5557)\n"
         "  --timeout D     wait for an answer (default 3s)\n"
         "  --json          print the broker's JSON reply as is (one line)\n"
+        "  --version       print the version and exit\n"
         "  --help\n"
         "(no keygen: the broker has no CURVE security yet)\n"
-        "exit codes: 0 ok; 1 usage; 2 the broker answered ERROR, or replay found unknown ids;\n"
-        "3 no answer from the broker within --timeout.\n");
+        "exit codes: 0 ok; 1 usage (also an unknown event name for tail); 2 the broker\n"
+        "answered ERROR, or replay found unknown ids; 3 no answer from the broker within\n"
+        "--timeout.\n");
 }
 
 //  Send one request and wait for its reply (matched by req). Returns 0 and
@@ -94,7 +97,10 @@ s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body
         }
         if (rc != 0)
             continue;
-        if (!reply->req || !streq (reply->req, req)) {
+        //  An ERROR without req is the broker refusing a body it could not
+        //  read; this tool has one request outstanding, so it is this one.
+        bool anonymous_error = reply->command == MMP_ERROR && !reply->req;
+        if (!anonymous_error && (!reply->req || !streq (reply->req, req))) {
             mmp_msg_reset (reply);      //  A stale answer to an earlier request
             continue;
         }
@@ -311,9 +317,34 @@ s_replay (zsock_t *sock, const opts_t *opts, int argc, char **argv)
     return rc == EXIT_OK && unknown ? EXIT_FAILED : rc;
 }
 
+//  The names the broker publishes events under (PROTOCOL.md section 5).
+static const char *s_events [] = {
+    "published", "delivered", "extended", "acked", "nacked", "expired",
+    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost", NULL
+};
+
+static bool
+s_is_event (const char *name)
+{
+    for (int i = 0; s_events [i]; i++)
+        if (streq (name, s_events [i]))
+            return true;
+    return false;
+}
+
 static int
 s_tail (const opts_t *opts, int argc, char **argv)
 {
+    //  A SUB subscription is a prefix and never fails, so a typo would
+    //  wait forever in silence: only exact event names are accepted.
+    for (int i = 0; i < argc; i++)
+        if (!s_is_event (argv [i])) {
+            fprintf (stderr, "mandrill-ctl: tail: unknown event '%s' (events:", argv [i]);
+            for (int e = 0; s_events [e]; e++)
+                fprintf (stderr, " %s", s_events [e]);
+            fprintf (stderr, ")\n");
+            return EXIT_USAGE;
+        }
     zsock_t *sub = zsock_new (ZMQ_SUB);
     if (!sub || zsock_connect (sub, "%s", opts->events) != 0) {
         fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts->events);
@@ -324,6 +355,18 @@ s_tail (const opts_t *opts, int argc, char **argv)
         zsock_set_subscribe (sub, "");
     for (int i = 0; i < argc; i++)
         zsock_set_subscribe (sub, argv [i]);
+    //  Said once, so a tail that prints nothing is not a mystery: the
+    //  events may simply not be happening, or the endpoint may be wrong
+    //  (a SUB connects silently even when nothing listens).
+    fprintf (stderr, "mandrill-ctl: tailing ");
+    if (argc == 0)
+        fprintf (stderr, "all events");
+    for (int i = 0; i < argc; i++)
+        fprintf (stderr, "%s%s", i ? ", " : "", argv [i]);
+    fprintf (stderr, " from %s", opts->events);
+    if (opts->count > 0)
+        fprintf (stderr, " (until %" PRId64 " seen)", opts->count);
+    fprintf (stderr, "\n");
     sigset_t signals;
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
@@ -368,6 +411,17 @@ s_tail (const opts_t *opts, int argc, char **argv)
     return EXIT_OK;
 }
 
+//  Options that take a value (the next argument).
+static bool
+s_takes_value (const char *key)
+{
+    static const char *names [] = { "--broker", "--events", "--timeout", "--limit", "--count", NULL };
+    for (int i = 0; names [i]; i++)
+        if (streq (key, names [i]))
+            return true;
+    return false;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -388,33 +442,47 @@ main (int argc, char *argv [])
         }
         if (streq (key, "--json")) { opts.json = true; continue; }
         if (streq (key, "--all")) { opts.all = true; continue; }
-        if (strncmp (key, "--", 2) == 0) {
-            const char *value = i + 1 < argc ? argv [++i] : NULL;
-            bool bad = value == NULL;
-            if (bad)
-                ;
-            else
+        if (streq (key, "--version")) {
+            printf ("mandrill-ctl %s\n", MANDRILL_VERSION);
+            free (args);
+            return EXIT_OK;
+        }
+        if (key [0] == '-') {
+            if (!s_takes_value (key)) {
+                fprintf (stderr, "mandrill-ctl: unknown option '%s' (see --help)\n", key);
+                free (args);
+                return EXIT_USAGE;
+            }
+            if (i + 1 >= argc) {
+                fprintf (stderr, "mandrill-ctl: option %s needs a value (see --help)\n", key);
+                free (args);
+                return EXIT_USAGE;
+            }
+            const char *value = argv [++i];
+            const char *expected = NULL;    //  What a valid value looks like, when this one is not
             if (streq (key, "--broker"))
                 opts.broker = value;
             else
             if (streq (key, "--events"))
                 opts.events = value;
             else
-            if (streq (key, "--timeout"))
-                bad = mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0;
-            else
-            if (streq (key, "--limit"))
-                bad = mdl_parse_int (value, 1, 100000, &opts.limit) != 0;
-            else
-            if (streq (key, "--count"))
-                bad = mdl_parse_int (value, 1, INT64_MAX, &opts.count) != 0;
-            else {
-                fprintf (stderr, "mandrill-ctl: unknown option %s (see --help)\n", key);
-                free (args);
-                return EXIT_USAGE;
+            if (streq (key, "--timeout")) {
+                if (mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0)
+                    expected = "a duration such as 5s";
             }
-            if (bad) {
-                fprintf (stderr, "mandrill-ctl: bad or missing value for %s\n", key);
+            else
+            if (streq (key, "--limit")) {
+                if (mdl_parse_int (value, 1, 100000, &opts.limit) != 0)
+                    expected = "a whole number from 1 to 100000";
+            }
+            else
+            if (streq (key, "--count")) {
+                if (mdl_parse_int (value, 1, INT64_MAX, &opts.count) != 0)
+                    expected = "a whole number from 1 up";
+            }
+            if (expected) {
+                fprintf (stderr, "mandrill-ctl: invalid value '%s' for %s: expected %s\n",
+                         value, key, expected);
                 free (args);
                 return EXIT_USAGE;
             }

@@ -11,7 +11,13 @@
     is idempotent on message_id, so a retry of a batch that did arrive is
     reported as duplicates and never queued twice. An ERROR reply is
     retried only when it is "unavailable"; any other code means the broker
-    refused the batch and it is reported, not retried.
+    refused the batch and it is reported, not retried. An ERROR without
+    req (the broker could not read the body) is pinned on the one batch in
+    flight, or, with several in flight, stops the run at once.
+
+    Input is checked with the protocol's decoder (mmp_decode on the
+    one-request PUBLISH each line would make), never by a second set of
+    rules here, so whatever passes locally passes at the broker.
 
     Concurrency: --publishers K threads, each with its own DEALER and its
     own share of the requests, each keeping up to WINDOW batches in flight
@@ -45,6 +51,9 @@
 #define EXIT_REFUSED        4   //  The broker refused a batch (ERROR other than unavailable)
 
 #define WINDOW              4   //  Batches in flight per publisher
+#define S_STRINGIFY_(x)     #x
+#define S_STRINGIFY(x)      S_STRINGIFY_(x)
+#define BODY_OVERHEAD       64  //  PUBLISH body bytes besides the requests: {"req":"p63-<n>","messages":[]}
 #define PROGRESS_MIN        1000    //  Show progress from this many requests (or --rate >= 100)
 
 //  One request ready to send: its printed JSON and what the logs name.
@@ -131,102 +140,157 @@ s_batch_free (batch_t *batch)
 
 //  --------------------------------------------------------------- validation
 
-//  Depth of a JSON value: 1 for a scalar or an empty container.
-static int
-s_json_depth (const cJSON *item)
+//  A line is checked by the protocol's own decoder, as the body of a
+//  one-request PUBLISH, so the publisher and the broker cannot disagree on
+//  what is valid. The wrapper's bytes come before the line's.
+#define CHECK_PREFIX        "{\"messages\":["
+#define CHECK_SUFFIX        "]}"
+
+//  Decode body as a PUBLISH the broker would receive. Returns the decoded
+//  request object (owned by *msg) or NULL with err filled.
+static cJSON *
+s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
 {
-    int deepest = 0;
-    for (const cJSON *child = item->child; child; child = child->next) {
-        int depth = s_json_depth (child);
-        if (depth > deepest)
-            deepest = depth;
+    mmp_msg_init (msg);
+    if (mmp_decode (MMP_SIGNATURE, strlen (MMP_SIGNATURE), "PUBLISH", 7, body, size,
+                    MMP_TO_BROKER, msg, err) != 0)
+        return NULL;
+    //  A line such as {...},{...} decodes as two requests: it is not one
+    //  JSON value. (Closing the array early leaves "]}" as text after the
+    //  body, which the decoder already refuses.)
+    if (msg->message_count != 1 || msg->req) {
+        mmp_msg_reset (msg);
+        err->code = MMP_ERR_BAD_JSON;
+        snprintf (err->reason, sizeof err->reason, "body is not one JSON object");
+        return NULL;
     }
-    return (cJSON_IsArray (item) || cJSON_IsObject (item)) ? deepest + 1 : 1;
+    return cJSON_GetArrayItem (cJSON_GetObjectItemCaseSensitive (msg->body, "messages"), 0);
 }
 
-//  Check one input request as the broker would, and fill *request with its
-//  printed form (a message_id added when absent). Returns 0, or -1 with a
-//  reason in error.
+//  Turn the decoder's error on a wrapped line into text about the line:
+//  field paths lose their "messages[0]." and byte offsets become columns.
+//  column_base is the line's column of the request's first byte, minus 1.
+static void
+s_explain (const mmp_error_t *err, size_t column_base, char *error, size_t error_size)
+{
+    const char *reason = err->reason;
+    const char *prefix = "messages[0]";
+    if (strncmp (reason, prefix, strlen (prefix)) == 0) {
+        reason += strlen (prefix);
+        if (*reason == '.')
+            reason++;
+        else
+        if (*reason == ':')
+            reason = reason + strspn (reason, ": ");
+    }
+    else
+    if (strncmp (reason, "req", 3) == 0 || strncmp (reason, "messages", 8) == 0) {
+        //  The line closed the wrapper's array and went on outside it.
+        snprintf (error, error_size, "%s: line is not one JSON object", MMP_ERR_BAD_JSON);
+        return;
+    }
+    char text [sizeof err->reason + 64];
+    snprintf (text, sizeof text, "%s", reason);
+    if (strncmp (text, "body ", 5) == 0)
+        memcpy (text, "line ", 5);
+    //  "... at byte N" counts bytes of the wrapped body.
+    char *at = strstr (text, " at byte ");
+    size_t offset;
+    char rest;
+    if (at && sscanf (at + 9, "%zu%c", &offset, &rest) == 1 && offset >= strlen (CHECK_PREFIX))
+        snprintf (at, sizeof text - (size_t) (at - text), " at column %zu",
+                  offset - strlen (CHECK_PREFIX) + column_base + 1);
+    if (streq (err->code, MMP_ERR_BAD_INSTANCE_NAME))
+        //  The codec's reason text names lower case only; upper case is
+        //  valid too (RFC 1123 names are case-insensitive).
+        snprintf (text, sizeof text, "instance_name: not an RFC 1123 label: 1 to %d letters "
+                  "(A-Z or a-z, case-insensitive), digits and '-', not starting or ending with '-'",
+                  MMP_MAX_INSTANCE);
+    else
+    if (streq (err->code, MMP_ERR_UNKNOWN_FIELD))
+        strncat (text, " (a request has only message_id, instance_name, hostname, attributes)",
+                 sizeof text - strlen (text) - 1);
+    else
+    if (streq (err->code, MMP_ERR_TOO_DEEP))
+        strncat (text, " (the PUBLISH body and its messages array count as 2 levels)",
+                 sizeof text - strlen (text) - 1);
+    snprintf (error, error_size, "%s: %s", err->code, text);
+}
+
+//  Check one input request (size bytes of JSON text) exactly as the broker
+//  would, and fill *request with its printed form (a message_id added when
+//  absent, lower-cased when present). Returns 0, or -1 with the decoder's
+//  code and reason in error.
 static int
-s_request_from_json (const char *text, request_t *request, char *error, size_t error_size)
+s_request_from_json (const char *text, size_t size, size_t column_base,
+                     request_t *request, char *error, size_t error_size)
 {
     memset (request, 0, sizeof *request);
-    cJSON *root = cJSON_Parse (text);
+    mmp_buf_t body;
+    mmp_buf_init (&body);
+    mmp_buf_puts (&body, CHECK_PREFIX);
+    mmp_buf_append (&body, text, size);
+    mmp_buf_puts (&body, CHECK_SUFFIX);
+    if (body.failed) {
+        mmp_buf_free (&body);
+        snprintf (error, error_size, "out of memory");
+        return -1;
+    }
+    mmp_msg_t msg;
+    mmp_error_t err;
+    cJSON *item = s_decode_one (body.data, body.size, &msg, &err);
+    mmp_buf_free (&body);
+    if (!item) {
+        s_explain (&err, column_base, error, error_size);
+        return -1;
+    }
+    //  The decoder checked every field; item is one valid request object.
     int rc = -1;
-    if (!root) {
-        snprintf (error, error_size, "not valid JSON");
-        goto done;
-    }
-    if (!cJSON_IsObject (root)) {
-        snprintf (error, error_size, "not a JSON object");
-        goto done;
-    }
-    for (cJSON *field = root->child; field; field = field->next)
-        if (!streq (field->string, "message_id") && !streq (field->string, "instance_name")
-        &&  !streq (field->string, "hostname") && !streq (field->string, "attributes")) {
-            snprintf (error, error_size, "unknown field \"%.40s\" (allowed: message_id, "
-                      "instance_name, hostname, attributes)", field->string);
-            goto done;
-        }
-    cJSON *name = cJSON_GetObjectItemCaseSensitive (root, "instance_name");
-    if (!name) {
-        snprintf (error, error_size, "missing instance_name");
-        goto done;
-    }
-    if (!cJSON_IsString (name) || !mmp_valid_instance_name (name->valuestring, strlen (name->valuestring))) {
-        snprintf (error, error_size, "instance_name is not an RFC 1123 label (1..63 of [a-z0-9-])");
-        goto done;
-    }
-    cJSON *host = cJSON_GetObjectItemCaseSensitive (root, "hostname");
-    if (host && (!cJSON_IsString (host)
-             || !mmp_valid_hostname (host->valuestring, strlen (host->valuestring)))) {
-        snprintf (error, error_size, "hostname is not a valid DNS name");
-        goto done;
-    }
-    cJSON *attributes = cJSON_GetObjectItemCaseSensitive (root, "attributes");
-    if (attributes) {
-        if (!cJSON_IsObject (attributes)) {
-            snprintf (error, error_size, "attributes is not a JSON object");
-            goto done;
-        }
-        //  The broker counts the PUBLISH body, its messages array and the
-        //  request object toward the depth limit.
-        if (s_json_depth (attributes) + 3 > MMP_MAX_DEPTH) {
-            snprintf (error, error_size, "attributes nested deeper than the broker allows");
-            goto done;
-        }
-        char *printed = cJSON_PrintUnformatted (attributes);
-        size_t size = printed ? strlen (printed) : SIZE_MAX;
-        free (printed);
-        if (size > MMP_MAX_ATTRIBUTES) {
-            snprintf (error, error_size, "attributes larger than %d bytes", MMP_MAX_ATTRIBUTES);
-            goto done;
-        }
-    }
-    cJSON *id = cJSON_GetObjectItemCaseSensitive (root, "message_id");
-    if (id) {
-        if (!cJSON_IsString (id) || !mdl_uuid_valid (id->valuestring, strlen (id->valuestring))) {
-            snprintf (error, error_size, "message_id is not a uuid (8-4-4-4-12 hex digits)");
-            goto done;
-        }
+    const mmp_request_t *decoded = &msg.messages [0];
+    if (decoded->message_id) {
         //  The broker lower-cases ids; so do we, to match its replies.
         for (int i = 0; i < 36; i++)
-            request->id [i] = (char) tolower ((unsigned char) id->valuestring [i]);
-        cJSON_SetValuestring (id, request->id);
+            request->id [i] = (char) tolower ((unsigned char) decoded->message_id [i]);
+        cJSON_ReplaceItemInObjectCaseSensitive (item, "message_id", cJSON_CreateString (request->id));
     }
     else {
         mdl_uuid4 (request->id);
-        cJSON_AddStringToObject (root, "message_id", request->id);
+        cJSON_AddStringToObject (item, "message_id", request->id);
     }
-    snprintf (request->name, sizeof request->name, "%s", name->valuestring);
-    request->json = cJSON_PrintUnformatted (root);
+    snprintf (request->name, sizeof request->name, "%s", decoded->instance_name);
+    request->json = cJSON_PrintUnformatted (item);
+    mmp_msg_reset (&msg);
     if (!request->json) {
         snprintf (error, error_size, "out of memory");
         goto done;
     }
+    //  What goes on the wire is the reprinted object: check that too, so a
+    //  difference between the input and its reprint can never reach the
+    //  broker unchecked.
+    mmp_buf_init (&body);
+    mmp_buf_puts (&body, CHECK_PREFIX);
+    mmp_buf_puts (&body, request->json);
+    mmp_buf_puts (&body, CHECK_SUFFIX);
+    bool failed = body.failed;
+    item = failed ? NULL : s_decode_one (body.data, body.size, &msg, &err);
+    mmp_buf_free (&body);
+    if (!item) {
+        if (failed)
+            snprintf (error, error_size, "out of memory");
+        else {
+            char reason [240];
+            s_explain (&err, 0, reason, sizeof reason);
+            snprintf (error, error_size, "as reprinted for sending: %s", reason);
+        }
+        goto done;
+    }
+    mmp_msg_reset (&msg);
     rc = 0;
 done:
-    cJSON_Delete (root);
+    if (rc != 0) {
+        free (request->json);
+        request->json = NULL;
+    }
     return rc;
 }
 
@@ -266,8 +330,10 @@ s_read_file (const char *path, bool keep_going, request_t **list_p, size_t *coun
             }
             list = grown;
         }
-        char error [160];
-        if (s_request_from_json (start, &list [count], error, sizeof error) == 0)
+        char error [320];
+        size_t column_base = (size_t) (start - line);
+        if (s_request_from_json (start, (size_t) length - column_base, column_base,
+                                 &list [count], error, sizeof error) == 0)
             count++;
         else {
             mdl_error ("%s:%" PRId64 ": invalid request: %s%s", streq (path, "-") ? "stdin" : path,
@@ -366,9 +432,19 @@ s_fill_batch (zsock_t *sock, publisher_t *self, batch_t *batch, int64_t now)
     assert (batch->requests);
     batch->requests [0] = request;
     batch->count = 1;
-    while ((int64_t) batch->count < self->opts->batch
-       &&  s_next_request (self, now, &batch->requests [batch->count]) == 1)
+    //  A body over MMP_MAX_BODY is refused before the broker can read its
+    //  req; list requests can be up to a few KiB each, so batches are also
+    //  cut by size (mock requests are ~100 bytes, far below the limit).
+    size_t body_size = BODY_OVERHEAD + strlen (request.json);
+    while ((int64_t) batch->count < self->opts->batch) {
+        if (!self->opts->mock && self->list_next < self->list_count
+        &&  body_size + strlen (self->list [self->list_next].json) + 1 > MMP_MAX_BODY)
+            break;
+        if (s_next_request (self, now, &batch->requests [batch->count]) != 1)
+            break;
+        body_size += strlen (batch->requests [batch->count].json) + 1;
         batch->count++;
+    }
     batch->used = true;
     snprintf (batch->req, sizeof batch->req, "p%d-%" PRIu64, self->index, self->seq++);
     mmp_buf_t buf;
@@ -430,9 +506,52 @@ s_give_up (publisher_t *self, batch_t *batch, const char *why, int code)
     s_batch_free (batch);
 }
 
+//  An ERROR without req: the broker could not read the body far enough to
+//  find req (too large, not JSON), so it cannot say which batch it refuses.
+//  Retrying would be refused the same way, so this never waits for a
+//  timeout: with one batch in flight it is that batch; with more, which one
+//  is unknowable, so the whole run stops at once.
+static void
+s_handle_anonymous_error (publisher_t *self, mmp_msg_t *reply)
+{
+    const char *code = reply->code ? reply->code : "?";
+    const char *reason = reply->reason ? reply->reason : "";
+    if (streq (code, MMP_ERR_UNAVAILABLE)) {
+        //  Retryable, and the batch's own timeout resends it.
+        mdl_warn ("broker unavailable (%s); batches in flight are sent again after --timeout", reason);
+        return;
+    }
+    int inflight = 0;
+    batch_t *batch = NULL;
+    for (int i = 0; i < WINDOW; i++)
+        if (self->window [i].used) {
+            inflight++;
+            batch = &self->window [i];
+        }
+    if (inflight == 0) {
+        mdl_warn ("broker sent ERROR %s: %s, with no batch in flight", code, reason);
+        return;
+    }
+    char why [400];
+    snprintf (why, sizeof why, "broker refused a batch it could not read: %s: %s", code, reason);
+    if (inflight == 1) {
+        s_give_up (self, batch, why, EXIT_REFUSED);
+        return;
+    }
+    mdl_error ("%s; %d batches were in flight, so which one is unknown: stopping", why, inflight);
+    for (int i = 0; i < WINDOW; i++)
+        if (self->window [i].used)
+            s_give_up (self, &self->window [i], why, EXIT_REFUSED);
+    atomic_store (&s_stop, 2);
+}
+
 static void
 s_handle_reply (publisher_t *self, mmp_msg_t *reply, int64_t now)
 {
+    if (reply->command == MMP_ERROR && !reply->req) {
+        s_handle_anonymous_error (self, reply);
+        return;
+    }
     batch_t *batch = NULL;
     for (int i = 0; i < WINDOW; i++)
         if (self->window [i].used && reply->req && streq (reply->req, self->window [i].req))
@@ -477,8 +596,12 @@ s_publisher_thread (void *arg)
     const opts_t *opts = self->opts;
     zsock_t *sock = zsock_new (ZMQ_DEALER);
     if (!sock || zsock_connect (sock, "%s", opts->broker) != 0) {
-        mdl_error ("cannot connect to %s", opts->broker);
+        mdl_error ("cannot connect to %s: %s", opts->broker, zmq_strerror (zmq_errno ()));
         zsock_destroy (&sock);
+        //  Nothing was sent, and none of this publisher's share is confirmed.
+        int64_t share = opts->mock ? self->mock_count : (int64_t) self->list_count;
+        if (share > 0)
+            atomic_fetch_add (&s_failed, share);
         self->result = EXIT_UNCONFIRMED;
         return NULL;
     }
@@ -571,6 +694,20 @@ s_publisher_thread (void *arg)
 
 //  --------------------------------------------------------------- main
 
+//  Options that take a value (the next argument).
+static bool
+s_takes_value (const char *key)
+{
+    static const char *names [] = {
+        "--broker", "--instance", "--hostname", "--message-id", "--file", "--rate",
+        "--count", "--publishers", "--batch", "--retries", "--timeout", NULL
+    };
+    for (int i = 0; names [i]; i++)
+        if (streq (key, names [i]))
+            return true;
+    return false;
+}
+
 static void
 s_usage (FILE *out)
 {
@@ -585,18 +722,21 @@ s_usage (FILE *out)
         "                      id again is reported as a duplicate, never queued twice\n"
         "  --file PATH|-       one JSON request per line: {\"instance_name\": ..., \"hostname\"?,\n"
         "                      \"message_id\"?, \"attributes\"?}; blank and '#' lines skipped.\n"
-        "                      Every line is checked before anything is sent: an invalid\n"
-        "                      line is reported with its number and nothing is published\n"
+        "                      Every line is checked before anything is sent, by the same\n"
+        "                      protocol decoder the broker uses: an invalid line is reported\n"
+        "                      with its number and error code, and nothing is published\n"
         "    --keep-going      instead skip invalid lines (reported), publish the rest, exit 3\n"
         "  --mock              publish cattle-xxxx requests forever, U[0,1) s apart\n"
         "    --rate R          instead R msgs/s in total (open loop)\n"
         "    --count N         stop after N requests\n"
         "  --publishers K      K concurrent publishers, each its own connection (default 1)\n"
-        "  --batch B           requests per PUBLISH, at most (1..%d, default 100)\n"
+        "  --batch B           requests per PUBLISH, at most (1..%d, default 100; fewer\n"
+        "                      when the body would pass the broker's 1 MiB limit)\n"
         "  --timeout D         wait for PUBACK before sending a batch again (default 5s)\n"
         "  --retries N         resends before giving up on a batch (default 10)\n"
         "  --progress          progress every second (automatic from %d requests or 100 msgs/s)\n"
         "  -v, --verbose       debug log;  -q, --quiet  warnings and errors only\n"
+        "  --version           print the version and exit\n"
         "  --help              this text\n"
         "\n"
         "Retries resend the same message ids, so the broker reports them as duplicates.\n"
@@ -606,7 +746,9 @@ s_usage (FILE *out)
         "exit codes: 0 every request confirmed; 1 usage; 2 some requests not confirmed\n"
         "(no PUBACK after the retries, broker unreachable, or stopped by a signal first);\n"
         "3 invalid input (nothing sent, or lines skipped with --keep-going); 4 the broker\n"
-        "refused a batch (ERROR other than unavailable).\n",
+        "refused a batch (ERROR other than unavailable). An ERROR without req (the broker\n"
+        "could not read the body) is that of the one batch in flight, or, with several in\n"
+        "flight, stops the run at once; either way exit 4 without resending.\n",
         MMP_MAX_MESSAGES, PROGRESS_MIN);
 }
 
@@ -640,16 +782,28 @@ main (int argc, char *argv [])
             s_usage (stdout);
             return EXIT_OK;
         }
+        if (streq (key, "--version")) {
+            printf ("mandrill-publish %s\n", MANDRILL_VERSION);
+            return EXIT_OK;
+        }
         if (streq (key, "--mock")) { opts.mock = true; continue; }
         if (streq (key, "--keep-going")) { keep_going = true; continue; }
         if (streq (key, "--progress")) { progress = true; continue; }
         if (streq (key, "-v") || streq (key, "--verbose")) { mdl_log_set_level (MDL_LOG_DEBUG); continue; }
         if (streq (key, "-q") || streq (key, "--quiet")) { mdl_log_set_level (MDL_LOG_WARN); continue; }
-        const char *value = i + 1 < argc ? argv [++i] : NULL;
-        bool bad = value == NULL;
-        if (bad)
-            ;
-        else
+        if (!s_takes_value (key)) {
+            if (key [0] == '-')
+                fprintf (stderr, "mandrill-publish: unknown option '%s' (see --help)\n", key);
+            else
+                fprintf (stderr, "mandrill-publish: unexpected argument '%s' (see --help)\n", key);
+            return EXIT_USAGE;
+        }
+        if (i + 1 >= argc) {
+            fprintf (stderr, "mandrill-publish: option %s needs a value (see --help)\n", key);
+            return EXIT_USAGE;
+        }
+        const char *value = argv [++i];
+        const char *expected = NULL;    //  What a valid value looks like, when this one is not
         if (streq (key, "--broker"))
             opts.broker = value;
         else
@@ -665,29 +819,38 @@ main (int argc, char *argv [])
         if (streq (key, "--file"))
             file = value;
         else
-        if (streq (key, "--rate"))
-            bad = mdl_parse_double (value, 0.001, 1e7, &opts.rate) != 0;
-        else
-        if (streq (key, "--count"))
-            bad = mdl_parse_int (value, 1, INT64_C (1) << 50, &opts.count) != 0;
-        else
-        if (streq (key, "--publishers"))
-            bad = mdl_parse_int (value, 1, 64, &opts.publishers) != 0;
-        else
-        if (streq (key, "--batch"))
-            bad = mdl_parse_int (value, 1, MMP_MAX_MESSAGES, &opts.batch) != 0;
-        else
-        if (streq (key, "--retries"))
-            bad = mdl_parse_int (value, 0, 1000000, &opts.retries) != 0;
-        else
-        if (streq (key, "--timeout"))
-            bad = mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0;
-        else {
-            fprintf (stderr, "mandrill-publish: unknown option %s (see --help)\n", key);
-            return EXIT_USAGE;
+        if (streq (key, "--rate")) {
+            if (mdl_parse_double (value, 0.001, 1e7, &opts.rate) != 0)
+                expected = "messages per second, a number from 0.001 to 10000000";
         }
-        if (bad) {
-            fprintf (stderr, "mandrill-publish: bad or missing value for %s (see --help)\n", key);
+        else
+        if (streq (key, "--count")) {
+            if (mdl_parse_int (value, 1, INT64_C (1) << 50, &opts.count) != 0)
+                expected = "a whole number from 1 to 2^50";
+        }
+        else
+        if (streq (key, "--publishers")) {
+            if (mdl_parse_int (value, 1, 64, &opts.publishers) != 0)
+                expected = "a whole number from 1 to 64";
+        }
+        else
+        if (streq (key, "--batch")) {
+            if (mdl_parse_int (value, 1, MMP_MAX_MESSAGES, &opts.batch) != 0)
+                expected = "a whole number from 1 to " S_STRINGIFY (MMP_MAX_MESSAGES);
+        }
+        else
+        if (streq (key, "--retries")) {
+            if (mdl_parse_int (value, 0, 1000000, &opts.retries) != 0)
+                expected = "a whole number from 0 to 1000000";
+        }
+        else
+        if (streq (key, "--timeout")) {
+            if (mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0)
+                expected = "a duration such as 5s";
+        }
+        if (expected) {
+            fprintf (stderr, "mandrill-publish: invalid value '%s' for %s: expected %s\n",
+                     value, key, expected);
             return EXIT_USAGE;
         }
     }
@@ -719,11 +882,11 @@ main (int argc, char *argv [])
         char *text = cJSON_PrintUnformatted (root);
         cJSON_Delete (root);
         list = calloc (1, sizeof *list);
-        char error [160];
-        int rc = text && list ? s_request_from_json (text, list, error, sizeof error) : -1;
+        char error [320] = "out of memory";
+        int rc = text && list ? s_request_from_json (text, strlen (text), 0, list, error, sizeof error) : -1;
         free (text);
         if (rc != 0) {
-            fprintf (stderr, "mandrill-publish: invalid request: %s\n", list ? error : "out of memory");
+            fprintf (stderr, "mandrill-publish: invalid request: %s\n", error);
             free (list);
             return EXIT_BAD_INPUT;
         }

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,6 +251,18 @@ s_run (run_t *run, const char *input, int timeout_ms, char *const argv [])
     s_run ((run), (input), 20000, argv_); \
 } while (0)
 
+#define PUBLISH_WITHIN(run, input, timeout_ms, ...) do { \
+    char *const argv_ [] = { (char *) s_program ("MANDRILL_PUBLISH"), \
+                             "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
+    s_run ((run), (input), (timeout_ms), argv_); \
+} while (0)
+
+#define CTL_WITHIN(run, timeout_ms, ...) do { \
+    char *const argv_ [] = { (char *) s_program ("MANDRILL_CTL"), \
+                             "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
+    s_run ((run), NULL, (timeout_ms), argv_); \
+} while (0)
+
 #define CTL(run, ...) do { \
     char *const argv_ [] = { (char *) s_program ("MANDRILL_CTL"), \
                              "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
@@ -318,7 +331,7 @@ Test (e2e_cli, keep_going_skips_invalid_lines)
     PUBLISH (&s_result, input, "--file", "-", "--keep-going");
     cr_assert_eq (s_result.code, 3, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "stdin:2:"));
-    cr_assert (strstr (s_result.err, "stdin:3:") && strstr (s_result.err, "unknown field"));
+    cr_assert (strstr (s_result.err, "stdin:3:") && strstr (s_result.err, "unknown_field"), "%s", s_result.err);
     cr_assert_eq (s_counter ("published"), 2);
 }
 
@@ -517,4 +530,233 @@ Test (e2e_cli_dead, deadletters_and_replay_all, .init = s_setup_one_attempt, .fi
     cr_assert_eq (s_counter ("ready"), 1);
     CTL (&s_result, "deadletters");
     cr_assert (strstr (s_result.out, "0 dead letters in total"), "%s", s_result.out);
+}
+
+//  Each line is checked by the protocol's decoder, so what the broker
+//  would refuse as bad_json is refused before anything is sent, with the
+//  line number and the code.
+Test (e2e_cli, file_lines_checked_like_the_broker)
+{
+    static const char *bad [] = {
+        "{\"instance_name\":\"dup\",\"instance_name\":\"dup2\"}\n",     //  Repeated member
+        "{\"instance_name\":\"web-5\"} trailing\n",                    //  Text after the value
+        "{\"instance_name\":\"nul\\u0000x\"}\n",                        //  Would be cut to "nul"
+        "{\"instance_name\":\"a-1\"},{\"instance_name\":\"a-2\"}\n",   //  Two values on a line
+        NULL
+    };
+    for (int i = 0; bad [i]; i++) {
+        char input [256];
+        snprintf (input, sizeof input, "{\"instance_name\":\"cattle-0001\"}\n%s", bad [i]);
+        PUBLISH (&s_result, input, "--file", "-");
+        cr_assert_eq (s_result.code, 3, "line %s: exit %d: %s", bad [i], s_result.code, s_result.err);
+        cr_assert (strstr (s_result.err, "stdin:2:") && strstr (s_result.err, "bad_json"),
+                   "line %s: %s", bad [i], s_result.err);
+    }
+    cr_assert_eq (s_counter ("published"), 0, "nothing is sent when a line is invalid");
+    //  --keep-going publishes only the valid line.
+    char input [512] = "{\"instance_name\":\"cattle-0001\"}\n";
+    for (int i = 0; bad [i]; i++)
+        strcat (input, bad [i]);
+    PUBLISH (&s_result, input, "--file", "-", "--keep-going");
+    cr_assert_eq (s_result.code, 3, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "stdin:5:"), "%s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 1);
+}
+
+//  Instance names are RFC 1123 labels, case-insensitive: upper case is
+//  published, and the error for a bad name says so.
+Test (e2e_cli, instance_name_case_and_message)
+{
+    PUBLISH (&s_result, NULL, "--instance", "CATTLE-AB12");
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    PUBLISH (&s_result, NULL, "--instance", "Bad_Name");
+    cr_assert_eq (s_result.code, 3, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "bad_instance_name") && strstr (s_result.err, "A-Z"),
+               "the message says upper case is accepted: %s", s_result.err);
+    cr_assert_null (strstr (s_result.err, "[a-z0-9-]"), "%s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 1);
+}
+
+//  Requests of a few KiB each: a full --batch would pass the broker's 1 MiB
+//  body limit (refused before it can read req), so batches are cut by size.
+Test (e2e_cli, big_requests_are_batched_under_the_body_limit)
+{
+    size_t lines = 300;
+    char pad [3901];
+    memset (pad, 'x', sizeof pad - 1);
+    pad [sizeof pad - 1] = 0;
+    size_t size = lines * (sizeof pad + 80) + 1;
+    char *input = malloc (size);
+    cr_assert_not_null (input);
+    size_t used = 0;
+    for (size_t i = 0; i < lines; i++)
+        used += (size_t) snprintf (input + used, size - used,
+                                   "{\"instance_name\":\"cattle-%04zu\",\"attributes\":{\"pad\":\"%s\"}}\n",
+                                   i, pad);
+    PUBLISH (&s_result, input, "--file", "-", "--batch", "1000", "--timeout", "2s", "--retries", "1");
+    free (input);
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_counter ("published"), (double) lines);
+}
+
+Test (e2e_cli, ctl_tail_rejects_unknown_events)
+{
+    CTL_WITHIN (&s_result, 5000, "--events", s_broker.events_endpoint, "tail", "bogus_event");
+    cr_assert_eq (s_result.code, 1, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "unknown event 'bogus_event'"), "%s", s_result.err);
+    cr_assert (strstr (s_result.err, "progress"), "the list names every event: %s", s_result.err);
+    //  A valid tail says once what it subscribed to and where (it is
+    //  killed at the deadline: nothing happens on this broker).
+    CTL_WITHIN (&s_result, 500, "--events", s_broker.events_endpoint, "tail", "published", "progress");
+    cr_assert_eq (s_result.code, -1, "tail waits for events: exit %d: %s", s_result.code, s_result.err);
+    char expected [160];
+    snprintf (expected, sizeof expected, "tailing published, progress from %s", s_broker.events_endpoint);
+    cr_assert (strstr (s_result.err, expected), "%s", s_result.err);
+}
+
+//  Usage errors say what was wrong; --version prints the version.
+Test (e2e_cli_down, usage_messages_and_version, .init = s_setup, .fini = s_teardown, .timeout = 30)
+{
+    PUBLISH (&s_result, NULL, "--bogus");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
+    PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--timeout", "x");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
+               "%s", s_result.err);
+    PUBLISH (&s_result, NULL, "--mock", "--batch", "5000");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert (strstr (s_result.err, "invalid value '5000' for --batch"), "%s", s_result.err);
+    PUBLISH (&s_result, NULL, "--version");
+    cr_assert_eq (s_result.code, 0);
+    cr_assert_str_eq (s_result.out, "mandrill-publish " MANDRILL_VERSION "\n");
+    CTL (&s_result, "--bogus", "stats");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
+    CTL (&s_result, "--timeout", "x", "stats");
+    cr_assert_eq (s_result.code, 1);
+    cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
+               "%s", s_result.err);
+    CTL (&s_result, "--version");
+    cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+    cr_assert_str_eq (s_result.out, "mandrill-ctl " MANDRILL_VERSION "\n");
+}
+
+//  A request that was never sent is not confirmed either.
+Test (e2e_cli_down, bad_endpoint_counts_unsent_as_not_confirmed, .init = s_setup, .fini = s_teardown,
+      .timeout = 30)
+{
+    char *const argv [] = { (char *) s_program ("MANDRILL_PUBLISH"), "--broker", "bogus",
+                            "--instance", "cattle-ab12", NULL };
+    s_run (&s_result, NULL, 10000, argv);
+    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "1 not confirmed"), "%s", s_result.err);
+}
+
+//  A stand-in broker that answers everything with ERROR bad_json and no
+//  req, as the real one does for a body it cannot read.
+typedef struct {
+    int port;                   //  Frontend port on 127.0.0.1
+    bool stop;                  //  Set by the test to end the thread (atomic access)
+    int received;               //  Messages answered
+    bool ready;                 //  Bound
+} fake_broker_t;
+
+static void *
+s_fake_broker (void *arg)
+{
+    fake_broker_t *self = (fake_broker_t *) arg;
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    if (!router)
+        return NULL;
+    zsock_set_linger (router, 0);
+    zsock_set_rcvtimeo (router, 50);
+    if (zsock_bind (router, "tcp://127.0.0.1:%d", self->port) < 0) {
+        zsock_destroy (&router);
+        return NULL;
+    }
+    __atomic_store_n (&self->ready, true, __ATOMIC_RELEASE);
+    while (!__atomic_load_n (&self->stop, __ATOMIC_ACQUIRE)) {
+        zmsg_t *msg = zmsg_recv (router);
+        if (!msg)
+            continue;
+        zframe_t *routing_id = zmsg_first (msg);
+        mmp_send_error (router, routing_id, MMP_ERR_BAD_JSON, "body is not valid JSON", NULL);
+        self->received++;
+        zmsg_destroy (&msg);
+    }
+    zsock_destroy (&router);
+    return NULL;
+}
+
+static fake_broker_t s_fake;     //  The stand-in, stopped at teardown even when a test fails
+static pthread_t s_fake_thread;
+static bool s_fake_running;
+
+static void
+s_fake_stop (void)
+{
+    if (s_fake_running) {
+        __atomic_store_n (&s_fake.stop, true, __ATOMIC_RELEASE);
+        pthread_join (s_fake_thread, NULL);
+        s_fake_running = false;
+    }
+}
+
+static void
+s_teardown_fake (void)
+{
+    s_fake_stop ();
+    s_teardown ();
+}
+
+Test (e2e_cli_down, error_without_req_is_refused_at_once, .init = s_setup, .fini = s_teardown_fake,
+      .timeout = 60)
+{
+    memset (&s_fake, 0, sizeof s_fake);
+    s_fake.port = s_broker.frontend;
+    fake_broker_t *fake = &s_fake;
+    cr_assert_eq (pthread_create (&s_fake_thread, NULL, s_fake_broker, fake), 0);
+    s_fake_running = true;
+    for (int i = 0; i < 200 && !__atomic_load_n (&fake->ready, __ATOMIC_ACQUIRE); i++)
+        usleep (10000);
+    cr_assert (__atomic_load_n (&fake->ready, __ATOMIC_ACQUIRE), "fake broker did not bind");
+
+    //  One batch in flight: that batch was refused; exit 4 at once, not
+    //  after the default 10 resends of 5 s.
+    int64_t started = zclock_mono ();
+    PUBLISH_WITHIN (&s_result, NULL, 10000, "--instance", "cattle-ab12");
+    int64_t took = zclock_mono () - started;
+    cr_assert_eq (s_result.code, 4, "exit %d after %lld ms: %s", s_result.code, (long long) took,
+                  s_result.err);
+    cr_assert (took < 4000, "refused at once, not after retries: %lld ms", (long long) took);
+    cr_assert (strstr (s_result.err, "bad_json") && strstr (s_result.err, "body is not valid JSON"),
+               "%s", s_result.err);
+
+    //  Several in flight: which one is unknown, so the run stops at once;
+    //  the refused and the never-sent requests are all not confirmed.
+    const char *input =
+        "{\"instance_name\":\"cattle-0001\"}\n{\"instance_name\":\"cattle-0002\"}\n"
+        "{\"instance_name\":\"cattle-0003\"}\n{\"instance_name\":\"cattle-0004\"}\n"
+        "{\"instance_name\":\"cattle-0005\"}\n{\"instance_name\":\"cattle-0006\"}\n"
+        "{\"instance_name\":\"cattle-0007\"}\n{\"instance_name\":\"cattle-0008\"}\n";
+    started = zclock_mono ();
+    PUBLISH_WITHIN (&s_result, input, 10000, "--file", "-", "--batch", "1");
+    took = zclock_mono () - started;
+    cr_assert_eq (s_result.code, 4, "exit %d after %lld ms: %s", s_result.code, (long long) took,
+                  s_result.err);
+    cr_assert (took < 4000, "stopped at once: %lld ms", (long long) took);
+    cr_assert (strstr (s_result.err, "bad_json"), "%s", s_result.err);
+    cr_assert (strstr (s_result.err, "8 not confirmed"), "%s", s_result.err);
+
+    //  mandrill-ctl has one request outstanding: the ERROR is its answer.
+    started = zclock_mono ();
+    CTL_WITHIN (&s_result, 10000, "stats", "--timeout", "5s");
+    took = zclock_mono () - started;
+    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (took < 4000, "answered at once: %lld ms", (long long) took);
+    cr_assert (strstr (s_result.err, "bad_json"), "%s", s_result.err);
+
+    s_fake_stop ();
+    cr_assert (fake->received >= 3, "the stand-in answered %d messages", fake->received);
 }
