@@ -550,7 +550,7 @@ s_request (const cJSON *item, bool delivered, mmp_request_t *request,
     len = strlen (slot [1]->valuestring);
     if (!mmp_valid_instance_name (slot [1]->valuestring, len))
         return s_fail (err, MMP_ERR_BAD_INSTANCE_NAME, where, "instance_name",
-                       "not an RFC 1123 label (1..63 of a-z 0-9 -, no '-' at either end)");
+                       "not an RFC 1123 label (1..63 of A-Z a-z 0-9 -, no '-' at either end)");
     request->instance_name = slot [1]->valuestring;
 
     if (slot [2]) {
