@@ -880,43 +880,6 @@ s_format_integral (double number, char *text)
     return s_format_g (text, negative, mantissa, 17, exponent);
 }
 
-static void
-s_print_string (mmp_buf_t *buf, const char *text)
-{
-    static const char hex [] = "0123456789abcdef";
-    const unsigned char *cursor = (const unsigned char *) (text ? text : "");
-    mmp_buf_append (buf, "\"", 1);
-    while (*cursor) {
-        const unsigned char *run = cursor;
-        while (*cursor >= 0x20 && *cursor != '"' && *cursor != '\\')
-            cursor++;
-        if (cursor > run)
-            mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
-        if (!*cursor)
-            break;
-        char escape [6] = { '\\', 0, 0, 0, 0, 0 };
-        size_t size = 2;
-        switch (*cursor) {
-            case '"':  escape [1] = '"'; break;
-            case '\\': escape [1] = '\\'; break;
-            case '\b': escape [1] = 'b'; break;
-            case '\f': escape [1] = 'f'; break;
-            case '\n': escape [1] = 'n'; break;
-            case '\r': escape [1] = 'r'; break;
-            case '\t': escape [1] = 't'; break;
-            default:
-                escape [1] = 'u';
-                escape [2] = '0';
-                escape [3] = '0';
-                escape [4] = hex [*cursor >> 4];
-                escape [5] = hex [*cursor & 15];
-                size = 6;
-        }
-        mmp_buf_append (buf, escape, size);
-        cursor++;
-    }
-    mmp_buf_append (buf, "\"", 1);
-}
 
 //  Recursion is bounded by the codec's nesting limit (MMP_MAX_DEPTH).
 static void
@@ -932,7 +895,7 @@ s_print_attributes (mmp_buf_t *buf, const cJSON *item)
     }
     else
     if (cJSON_IsString (item)) {
-        s_print_string (buf, item->valuestring);
+        mmp_buf_json_string_valid (buf, item->valuestring);
         return;
     }
     else
@@ -958,7 +921,7 @@ s_print_attributes (mmp_buf_t *buf, const cJSON *item)
             if (child != item->child)
                 mmp_buf_append (buf, ",", 1);
             if (object) {
-                s_print_string (buf, child->string);
+                mmp_buf_json_string_valid (buf, child->string);
                 mmp_buf_append (buf, ":", 1);
             }
             s_print_attributes (buf, child);
@@ -1529,13 +1492,18 @@ brk_server (zsock_t *pipe, void *args)
         long timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (long) (next - now);
         if (zmq_poll (items, item_count, timeout) == -1 && zmq_errno () == ETERM)
             break;
-        //  Whatever woke us, look at everything: readiness is cheap to ask
-        if (zsock_events (self->pipe) & ZMQ_POLLIN)
+        //  Only what is ready: at a few thousand wake-ups a second, asking
+        //  idle sockets costs more than the work. A socket left with input
+        //  after its drain batch is reported ready again.
+        if (items [0].revents & ZMQ_POLLIN)
             s_handle_pipe (self);
-        s_handle_frontend (self);
-        s_handle_backend (self);
-        s_handle_subscriptions (self);
-        if (self->journal)
+        if (items [1].revents & ZMQ_POLLIN)
+            s_handle_frontend (self);
+        if (items [2].revents & ZMQ_POLLIN)
+            s_handle_backend (self);
+        if (items [3].revents & ZMQ_POLLIN)
+            s_handle_subscriptions (self);
+        if (self->journal && (items [4].revents & ZMQ_POLLIN))
             s_journal_progress (self);
         brk_queue_tick (self->queue, s_worker_lost, self);
         s_dispatch (self);

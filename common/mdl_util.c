@@ -137,3 +137,21 @@ mdl_uuid_valid (const char *text, size_t len)
     }
     return true;
 }
+
+size_t
+mdl_hash_u64 (const void *key)
+{
+    //  The finaliser of MurmurHash3: sequential ids spread over all buckets
+    uint64_t x = *(const uint64_t *) key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t) x;
+}
+
+int
+mdl_compare_u64 (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}

@@ -26,4 +26,9 @@ void mdl_uuid4 (char out [37]);
 //  Is text a canonical uuid (8-4-4-4-12 hex digits, either case)?
 bool mdl_uuid_valid (const char *text, size_t len);
 
+//  Key callbacks for a CZMQ zhashx whose keys point at uint64_t values
+//  (zhashx_set_key_hasher / zhashx_set_key_comparator).
+size_t mdl_hash_u64 (const void *key);
+int mdl_compare_u64 (const void *a, const void *b);
+
 #endif

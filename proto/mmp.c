@@ -1416,10 +1416,55 @@ s_utf8_length (const unsigned char *text)
 //  Append text as a JSON string whose decoded form is at most max bytes,
 //  cut between characters, never inside one. Invalid UTF-8 bytes become
 //  U+FFFD, so the output is always valid JSON in valid UTF-8.
+//  Append the JSON escape of an ASCII byte that cannot stand as itself:
+//  a quote, a backslash or a control character.
+static void
+s_escape (mmp_buf_t *buf, unsigned char c)
+{
+    static const char hex [] = "0123456789abcdef";
+    char escape [6] = { '\\', 0, 0, 0, 0, 0 };
+    size_t size = 2;
+    switch (c) {
+        case '"':  escape [1] = '"'; break;
+        case '\\': escape [1] = '\\'; break;
+        case '\b': escape [1] = 'b'; break;
+        case '\f': escape [1] = 'f'; break;
+        case '\n': escape [1] = 'n'; break;
+        case '\r': escape [1] = 'r'; break;
+        case '\t': escape [1] = 't'; break;
+        default:
+            escape [1] = 'u';
+            escape [2] = '0';
+            escape [3] = '0';
+            escape [4] = hex [c >> 4];
+            escape [5] = hex [c & 15];
+            size = 6;
+    }
+    mmp_buf_append (buf, escape, size);
+}
+
+void
+mmp_buf_json_string_valid (mmp_buf_t *buf, const char *text)
+{
+    assert (buf && text);
+    const unsigned char *cursor = (const unsigned char *) text;
+    mmp_buf_append (buf, "\"", 1);
+    while (*cursor) {
+        const unsigned char *run = cursor;
+        while (*cursor >= 0x20 && *cursor != '"' && *cursor != '\\')
+            cursor++;
+        if (cursor > run)
+            mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
+        if (!*cursor)
+            break;
+        s_escape (buf, *cursor++);
+    }
+    mmp_buf_append (buf, "\"", 1);
+}
+
 static void
 s_json_string (mmp_buf_t *buf, const char *text, size_t max)
 {
-    static const char hex [] = "0123456789abcdef";
     if (!text)
         text = "";
     const unsigned char *cursor = (const unsigned char *) text;
@@ -1455,25 +1500,7 @@ s_json_string (mmp_buf_t *buf, const char *text, size_t max)
             cursor += len;
             continue;
         }
-        char escape [6] = { '\\', 0, 0, 0, 0, 0 };
-        size_t escape_size = 2;
-        switch (c) {
-            case '"':  escape [1] = '"'; break;
-            case '\\': escape [1] = '\\'; break;
-            case '\b': escape [1] = 'b'; break;
-            case '\f': escape [1] = 'f'; break;
-            case '\n': escape [1] = 'n'; break;
-            case '\r': escape [1] = 'r'; break;
-            case '\t': escape [1] = 't'; break;
-            default:
-                escape [1] = 'u';
-                escape [2] = '0';
-                escape [3] = '0';
-                escape [4] = hex [c >> 4];
-                escape [5] = hex [c & 15];
-                escape_size = 6;
-        }
-        mmp_buf_append (buf, escape, escape_size);
+        s_escape (buf, c);
         decoded++;
         cursor++;
     }

@@ -222,7 +222,11 @@ void mmp_buf_puts (mmp_buf_t *buf, const char *text);
 void mmp_buf_printf (mmp_buf_t *buf, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
 void mmp_buf_u64 (mmp_buf_t *buf, uint64_t value);
 //  Append text as a JSON string literal, quotes and escapes included.
+//  Invalid UTF-8 becomes U+FFFD.
 void mmp_buf_json_string (mmp_buf_t *buf, const char *text);
+//  The same for text already known to be valid UTF-8 (a decoded string),
+//  without the check, giving the text cJSON prints for it.
+void mmp_buf_json_string_valid (mmp_buf_t *buf, const char *text);
 //  Append [a,b,c] of ids.
 void mmp_buf_id_array (mmp_buf_t *buf, const uint64_t *ids, size_t count);
 

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 
 #include "mdl_log.h"
+#include "mdl_util.h"
 
 extern char **environ;
 
@@ -34,23 +35,6 @@ struct _wrk_exec_t {
 };
 
 static const char *s_placeholders [] = { "{hostname}", "{instance_name}", "{message_id}" };
-
-static size_t
-s_hash_u64 (const void *key)
-{
-    uint64_t x = *(const uint64_t *) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t) x;
-}
-
-static int
-s_compare_u64 (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-    return x < y ? -1 : x > y;
-}
 
 static void
 s_child_free (void **item)
@@ -101,8 +85,8 @@ wrk_exec_new (const char *template, char *error, size_t error_size)
     for (zhashx_t *hash = self->by_pid; hash; hash = hash == self->by_pid ? self->by_token : NULL) {
         zhashx_set_key_duplicator (hash, NULL);
         zhashx_set_key_destructor (hash, NULL);
-        zhashx_set_key_hasher (hash, s_hash_u64);
-        zhashx_set_key_comparator (hash, s_compare_u64);
+        zhashx_set_key_hasher (hash, mdl_hash_u64);
+        zhashx_set_key_comparator (hash, mdl_compare_u64);
     }
     zhashx_set_destructor (self->by_pid, s_child_free);
 

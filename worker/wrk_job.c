@@ -12,6 +12,7 @@
 
 #include "mdl_heap.h"
 #include "mdl_log.h"
+#include "mdl_util.h"
 
 #define NEVER INT64_MAX
 
@@ -130,23 +131,6 @@ wrk_config_defaults (wrk_config_t *config)
 }
 
 static size_t
-s_hash_u64 (const void *key)
-{
-    uint64_t x = *(const uint64_t *) key;
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t) x;
-}
-
-static int
-s_compare_u64 (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-    return x < y ? -1 : x > y;
-}
-
-static size_t
 s_hash_str (const void *key)
 {
     //  FNV-1a: message ids are uuids, already well spread
@@ -185,8 +169,8 @@ wrk_jobs_new (const wrk_config_t *config, const wrk_effects_t *effects,
     }
     zhashx_set_key_duplicator (self->by_delivery, NULL);
     zhashx_set_key_destructor (self->by_delivery, NULL);
-    zhashx_set_key_hasher (self->by_delivery, s_hash_u64);
-    zhashx_set_key_comparator (self->by_delivery, s_compare_u64);
+    zhashx_set_key_hasher (self->by_delivery, mdl_hash_u64);
+    zhashx_set_key_comparator (self->by_delivery, mdl_compare_u64);
     zhashx_set_key_duplicator (self->by_message, NULL);
     zhashx_set_key_destructor (self->by_message, NULL);
     zhashx_set_key_hasher (self->by_message, s_hash_str);
