@@ -67,7 +67,10 @@ kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 echo "== disk after $N published and acked ($MODE)"
 start_broker "$WORK/disk"
 wait_ready
-"$BENCH" w1 --n "$N" --frontend "$FRONT" --backend "$BACK" --broker-pid "$pid" | grep "^W1:"
+rc=0
+"$BENCH" w1 --n "$N" --frontend "$FRONT" --backend "$BACK" --broker-pid "$pid" > "$WORK/w1.log" 2>&1 || rc=$?
+grep "^W1:" "$WORK/w1.log" || true
+[ $rc -eq 0 ] || { echo "mandrill_bench exited $rc:"; tail -5 "$WORK/w1.log"; }
 echo "journal while running: $("$CTL" --broker "$FRONT" --json stats | python3 -c 'import json,sys; j=json.load(sys.stdin)["journal"]; print(j["disk_bytes"], "bytes in", j["files"], "files,", j["compactions"], "compactions")')"
 echo "data dir while running: $(du -sh "$WORK/disk" | cut -f1)"
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""
