@@ -26,8 +26,9 @@ step "sanitizer tests"
 (cd build/sanitize && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure)
 
-step "valgrind (unit tests)"
-for t in build/release/tests/test_mdl_* build/release/tests/test_mmp_* build/release/tests/test_brk_queue; do
+step "valgrind (unit tests and the in-process broker tests)"
+for t in build/release/tests/test_mdl_* build/release/tests/test_mmp_* build/release/tests/test_brk_* \
+         build/release/tests/test_wrk_job; do
     [ -x "$t" ] || continue
     echo "-- $t"
     # Criterion runs each test in a child process, whose exit code it keeps

@@ -6,20 +6,18 @@
     tools' exit codes and output and directly over the codec (STATS).
     Every process is stopped by its PID; temp files are removed.
 */
+#include "e2e_support.h"
 #include "mdl_util.h"
 #include "mmp.h"
 
 #include <criterion/criterion.h>
 #include <czmq.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,47 +34,18 @@ typedef struct {
 
 static broker_t s_broker;
 
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    cr_assert (fd >= 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    cr_assert (bind (fd, (struct sockaddr *) &addr, sizeof addr) == 0);
-    socklen_t len = sizeof addr;
-    cr_assert (getsockname (fd, (struct sockaddr *) &addr, &len) == 0);
-    close (fd);
-    return ntohs (addr.sin_port);
-}
-
-static const char *
-s_program (const char *var)
-{
-    const char *path = getenv (var);
-    cr_assert_not_null (path, "%s is not set (run through ctest)", var);
-    return path;
-}
-
 //  Ask the broker for STATS over the codec. Returns the parsed reply body
 //  (caller deletes) or NULL when it does not answer within timeout_ms.
 static cJSON *
 s_stats (int timeout_ms)
 {
-    zsock_t *sock = zsock_new (ZMQ_DEALER);
-    cr_assert_not_null (sock);
-    zsock_set_linger (sock, 0);
-    zsock_set_rcvtimeo (sock, timeout_ms);
-    cr_assert (zsock_connect (sock, "%s", s_broker.endpoint) == 0);
+    zsock_t *sock = e2e_dealer (s_broker.endpoint, timeout_ms, -1);
     cJSON *result = NULL;
-    if (mmp_send (sock, NULL, MMP_STATS, "{}", 2) == 0) {
-        mmp_msg_t msg;
-        mmp_error_t err;
-        mmp_msg_init (&msg);
-        if (mmp_recv (sock, true, NULL, MMP_FROM_BROKER, &msg, &err) == 0) {
-            if (msg.command == MMP_STATS)
-                result = cJSON_Duplicate (msg.body, true);
-            mmp_msg_reset (&msg);
-        }
+    mmp_msg_t msg;
+    if (e2e_request (sock, MMP_STATS, "{}", &msg) == 0) {
+        if (msg.command == MMP_STATS)
+            result = cJSON_Duplicate (msg.body, true);
+        mmp_msg_reset (&msg);
     }
     zsock_destroy (&sock);
     return result;
@@ -97,7 +66,7 @@ s_counter (const char *name)
 static void
 s_broker_start (void)
 {
-    const char *path = s_program ("MANDRILL_BROKER");
+    const char *path = e2e_program ("MANDRILL_BROKER");
     char frontend [64], backend [64], events [64];
     snprintf (frontend, sizeof frontend, "tcp://127.0.0.1:%d", s_broker.frontend);
     snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", s_broker.backend);
@@ -131,15 +100,8 @@ s_broker_stop (void)
     if (s_broker.pid <= 0)
         return;
     kill (s_broker.pid, SIGTERM);
-    for (int i = 0; i < 500; i++) {
-        if (waitpid (s_broker.pid, NULL, WNOHANG) == s_broker.pid) {
-            s_broker.pid = 0;
-            return;
-        }
-        usleep (10000);
-    }
-    kill (s_broker.pid, SIGKILL);
-    waitpid (s_broker.pid, NULL, 0);
+    if (e2e_wait_exit (s_broker.pid, 5000) == -1)
+        e2e_kill (s_broker.pid);
     s_broker.pid = 0;
 }
 
@@ -148,15 +110,14 @@ s_setup (void)
 {
     zsys_handler_set (NULL);
     memset (&s_broker, 0, sizeof s_broker);
-    s_program ("MANDRILL_BROKER");      //  Fail before making anything to clean up
-    s_broker.frontend = s_free_port ();
-    s_broker.backend = s_free_port ();
-    s_broker.events = s_free_port ();
+    e2e_program ("MANDRILL_BROKER");    //  Fail before making anything to clean up
+    s_broker.frontend = e2e_free_port ();
+    s_broker.backend = e2e_free_port ();
+    s_broker.events = e2e_free_port ();
     snprintf (s_broker.endpoint, sizeof s_broker.endpoint, "tcp://127.0.0.1:%d", s_broker.frontend);
     snprintf (s_broker.events_endpoint, sizeof s_broker.events_endpoint, "tcp://127.0.0.1:%d",
               s_broker.events);
-    snprintf (s_broker.data_dir, sizeof s_broker.data_dir, "/tmp/mandrill-e2e-cli-XXXXXX");
-    cr_assert_not_null (mkdtemp (s_broker.data_dir));
+    e2e_dir_new (s_broker.data_dir, sizeof s_broker.data_dir, "mandrill-e2e-cli-");
     snprintf (s_broker.max_attempts, sizeof s_broker.max_attempts, "5");
 }
 
@@ -175,18 +136,11 @@ s_setup_running (void)
     s_broker_start ();
 }
 
-static int
-s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove (path);
-}
-
 static void
 s_teardown (void)
 {
     s_broker_stop ();
-    if (*s_broker.data_dir)
-        nftw (s_broker.data_dir, s_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    e2e_dir_remove (s_broker.data_dir);
 }
 
 //  Output of a child: stdout and stderr, each up to 64 KiB.
@@ -226,45 +180,38 @@ s_run (run_t *run, const char *input, int timeout_ms, char *const argv [])
         execv (argv [0], argv);
         _exit (127);
     }
-    int status = 0;
+    int status = e2e_wait_exit (pid, timeout_ms);
     run->code = -1;
-    for (int waited = 0; ; waited += 10) {
-        if (waitpid (pid, &status, WNOHANG) == pid) {
-            run->code = WIFEXITED (status) ? WEXITSTATUS (status) : -1;
-            break;
-        }
-        if (waited >= timeout_ms) {
-            kill (pid, SIGKILL);
-            waitpid (pid, NULL, 0);
-            break;
-        }
-        usleep (10000);
-    }
+    if (status == -1)
+        e2e_kill (pid);
+    else
+    if (WIFEXITED (status))
+        run->code = WEXITSTATUS (status);
     fclose (in);
     s_slurp (out, run->out, sizeof run->out);
     s_slurp (err, run->err, sizeof run->err);
 }
 
 #define PUBLISH(run, input, ...) do { \
-    char *const argv_ [] = { (char *) s_program ("MANDRILL_PUBLISH"), \
+    char *const argv_ [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), \
                              "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
     s_run ((run), (input), 20000, argv_); \
 } while (0)
 
 #define PUBLISH_WITHIN(run, input, timeout_ms, ...) do { \
-    char *const argv_ [] = { (char *) s_program ("MANDRILL_PUBLISH"), \
+    char *const argv_ [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), \
                              "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
     s_run ((run), (input), (timeout_ms), argv_); \
 } while (0)
 
 #define CTL_WITHIN(run, timeout_ms, ...) do { \
-    char *const argv_ [] = { (char *) s_program ("MANDRILL_CTL"), \
+    char *const argv_ [] = { (char *) e2e_program ("MANDRILL_CTL"), \
                              "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
     s_run ((run), NULL, (timeout_ms), argv_); \
 } while (0)
 
 #define CTL(run, ...) do { \
-    char *const argv_ [] = { (char *) s_program ("MANDRILL_CTL"), \
+    char *const argv_ [] = { (char *) e2e_program ("MANDRILL_CTL"), \
                              "--broker", s_broker.endpoint, __VA_ARGS__, NULL }; \
     s_run ((run), NULL, 20000, argv_); \
 } while (0)
@@ -396,7 +343,7 @@ Test (e2e_cli, ctl_tail_prints_events)
     pid_t pid = fork ();
     if (pid == 0) {
         dup2 (fileno (out), 1);
-        execl (s_program ("MANDRILL_CTL"), "mandrill-ctl", "--events", s_broker.events_endpoint,
+        execl (e2e_program ("MANDRILL_CTL"), "mandrill-ctl", "--events", s_broker.events_endpoint,
                "--json", "tail", "published", "--count", "1", (char *) NULL);
         _exit (127);
     }
@@ -404,14 +351,12 @@ Test (e2e_cli, ctl_tail_prints_events)
     bool done = false;
     for (int i = 0; i < 50 && !done; i++) {
         PUBLISH (&s_result, NULL, "--instance", "cattle-feed");
-        done = waitpid (pid, &status, WNOHANG) == pid;
+        done = e2e_reaped (pid, &status);
         if (!done)
             usleep (100000);
     }
-    if (!done) {
-        kill (pid, SIGKILL);
-        waitpid (pid, NULL, 0);
-    }
+    if (!done)
+        e2e_kill (pid);
     cr_assert (done, "tail saw no event");
     cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0);
     char line [4096];
@@ -443,18 +388,15 @@ Test (e2e_cli_down, late_broker_retry_is_not_queued_twice, .init = s_setup, .fin
     pid_t pid = fork ();
     if (pid == 0) {
         dup2 (fileno (err), 2);
-        execl (s_program ("MANDRILL_PUBLISH"), "mandrill-publish", "--broker", s_broker.endpoint,
+        execl (e2e_program ("MANDRILL_PUBLISH"), "mandrill-publish", "--broker", s_broker.endpoint,
                "--instance", "cattle-late", "--timeout", "200ms", "--retries", "50", (char *) NULL);
         _exit (127);
     }
     usleep (1000000);           //  Several resend intervals pass with no broker
     s_broker_start ();
-    int status = -1;
-    for (int i = 0; i < 1000 && waitpid (pid, &status, WNOHANG) != pid; i++)
-        usleep (10000);
+    int status = e2e_wait_exit (pid, 10000);
     if (!WIFEXITED (status)) {
-        kill (pid, SIGKILL);
-        waitpid (pid, NULL, 0);
+        e2e_kill (pid);
         cr_assert_fail ("publisher did not finish");
     }
     char text [65536];
@@ -474,13 +416,9 @@ Test (e2e_cli_dead, deadletters_and_replay_all, .init = s_setup_one_attempt, .fi
              "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
     cr_assert_eq (s_result.code, 0, "%s", s_result.err);
 
-    zsock_t *worker = zsock_new (ZMQ_DEALER);
-    cr_assert_not_null (worker);
-    zsock_set_linger (worker, 0);
-    zsock_set_rcvtimeo (worker, 5000);
     char backend [64];
     snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", s_broker.backend);
-    cr_assert (zsock_connect (worker, "%s", backend) == 0);
+    zsock_t *worker = e2e_dealer (backend, 5000, -1);
     const char *hello = "{\"credit\":1,\"name\":\"nacker\"}";
     cr_assert (mmp_send (worker, NULL, MMP_HELLO, hello, strlen (hello)) == 0);
     uint64_t delivery_id = 0;
@@ -646,7 +584,7 @@ Test (e2e_cli_down, usage_messages_and_version, .init = s_setup, .fini = s_teard
 Test (e2e_cli_down, bad_endpoint_counts_unsent_as_not_confirmed, .init = s_setup, .fini = s_teardown,
       .timeout = 30)
 {
-    char *const argv [] = { (char *) s_program ("MANDRILL_PUBLISH"), "--broker", "bogus",
+    char *const argv [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), "--broker", "bogus",
                             "--instance", "cattle-ab12", NULL };
     s_run (&s_result, NULL, 10000, argv);
     cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);

@@ -40,7 +40,6 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -54,6 +53,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "e2e_support.h"
 #include "mmp.h"
 
 #define MAX_PROCS       16
@@ -219,46 +219,22 @@ s_setup (void)
 {
     memset (&env, 0, sizeof env);
     s_history_reset ();
-    snprintf (env.dir, sizeof env.dir, "/tmp/mandrill_crash_XXXXXX");
-    cr_assert_not_null (mkdtemp (env.dir));
+    e2e_dir_new (env.dir, sizeof env.dir, "mandrill_crash_");
     snprintf (env.data, sizeof env.data, "%s/data", env.dir);
     env.ack_deadline = "1s";
     s_pick_ports ();
 }
 
-static const char *
-s_program (const char *var)
-{
-    const char *path = getenv (var);
-    cr_assert_not_null (path, "%s is not set (run through ctest)", var);
-    return path;
-}
-
 static pid_t
 s_spawn (const char *log_name, char *const argv [])
 {
-    char log [256];
-    snprintf (log, sizeof log, "%s/%s", env.dir, log_name);
     int slot = -1;
     for (int i = 0; i < MAX_PROCS && slot < 0; i++)
         if (env.pids [i] == 0)
             slot = i;
     cr_assert_geq (slot, 0, "too many processes");
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0);
-    if (pid == 0) {
-        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2 (fd, 1);
-            dup2 (fd, 2);
-        }
-        if (chdir (env.dir) != 0)
-            _exit (126);
-        execv (argv [0], argv);
-        _exit (127);
-    }
-    env.pids [slot] = pid;
-    return pid;
+    env.pids [slot] = e2e_spawn (env.dir, log_name, argv);
+    return env.pids [slot];
 }
 
 static void
@@ -275,7 +251,7 @@ s_forget (pid_t pid)
 static bool
 s_reaped (pid_t pid, int *status)
 {
-    if (waitpid (pid, status, WNOHANG) == pid) {
+    if (e2e_reaped (pid, status)) {
         s_forget (pid);
         return true;
     }
@@ -286,14 +262,10 @@ s_reaped (pid_t pid, int *status)
 static int
 s_wait_exit (pid_t pid, int timeout_ms)
 {
-    int64_t deadline = zclock_mono () + timeout_ms;
-    int status;
-    do {
-        if (s_reaped (pid, &status))
-            return status;
-        zclock_sleep (5);
-    } while (zclock_mono () < deadline);
-    return -1;
+    int status = e2e_wait_exit (pid, timeout_ms);
+    if (status != -1)
+        s_forget (pid);
+    return status;
 }
 
 static char *
@@ -339,26 +311,17 @@ s_teardown (void)
     }
     for (int i = 0; i < MAX_PROCS; i++)
         if (env.pids [i] > 0) {
-            kill (env.pids [i], SIGKILL);
-            waitpid (env.pids [i], NULL, 0);
+            e2e_kill (env.pids [i]);
             env.pids [i] = 0;
         }
-    if (env.dir [0] && !getenv ("MANDRILL_KEEP_TMP")) {
-        char command [256];
-        snprintf (command, sizeof command, "rm -rf '%s'", env.dir);
-        if (system (command) != 0)
-            fprintf (stderr, "could not remove %s\n", env.dir);
-    }
+    e2e_dir_remove (env.dir);
 }
 
 static zsock_t *
 s_dealer (const char *endpoint)
 {
-    zsock_t *sock = zsock_new (ZMQ_DEALER);
-    cr_assert_not_null (sock);
-    zsock_set_linger (sock, 0);
-    zsock_set_sndtimeo (sock, 2000);
-    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    //  No receive timeout: replies are waited for with zmq_poll
+    zsock_t *sock = e2e_dealer (endpoint, -1, 2000);
     for (int i = 0; i < MAX_TRACKED; i++)
         if (!env.socks [i]) {
             env.socks [i] = sock;
@@ -391,7 +354,7 @@ s_broker_spawn (bool salvage)
 {
     char *argv [40];
     int argc = 0;
-    argv [argc++] = (char *) s_program ("MANDRILL_BROKER");
+    argv [argc++] = (char *) e2e_program ("MANDRILL_BROKER");
     argv [argc++] = "--frontend";       argv [argc++] = env.endpoints [0];
     argv [argc++] = "--backend";        argv [argc++] = env.endpoints [1];
     argv [argc++] = "--events";         argv [argc++] = env.endpoints [2];
@@ -503,17 +466,7 @@ s_pending (cJSON *stats)
 static bool
 s_log_has (const char *log_name, const char *text)
 {
-    char path [256];
-    snprintf (path, sizeof path, "%s/%s", env.dir, log_name);
-    FILE *file = fopen (path, "r");
-    if (!file)
-        return false;
-    char line [4096];
-    bool found = false;
-    while (!found && fgets (line, sizeof line, file))
-        found = strstr (line, text) != NULL;
-    fclose (file);
-    return found;
+    return e2e_log_has (env.dir, log_name, text);
 }
 
 //  --------------------------------------------------------------------------
@@ -1294,7 +1247,7 @@ s_worker_start (int which)
     snprintf (command, sizeof command, "sh %s/tests/scripts/crash_restart.sh %s/restarts.txt "
               "{message_id}", source ? source : ".", env.dir);
     char *argv [] = {
-        (char *) s_program ("MANDRILL_WORKER"), "--broker", env.endpoints [1],
+        (char *) e2e_program ("MANDRILL_WORKER"), "--broker", env.endpoints [1],
         "--name", name, "--db", db, "--restart", "exec", "--restart-cmd", command,
         "--credit", "50", "--extend-every", "300ms", "--restart-timeout", "10s", NULL
     };

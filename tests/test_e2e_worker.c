@@ -7,24 +7,19 @@
 
     Every process is killed by its PID when a test ends, and every temp
     directory removed. Waits poll STATS with a deadline, so a test fails
-    instead of hanging.
-
-    The SQLite checks open libsqlite3 with dlopen: test_e2e_* executables
-    are not linked with SQLite by tests/CMakeLists.txt.
+    instead of hanging. The databases the workers wrote are read with the
+    SQLite API.
 */
 #include <criterion/criterion.h>
-#include <dlfcn.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "e2e_support.h"
 #include "mmp.h"
 
 #define MAX_PROCS 8
@@ -43,36 +38,10 @@ typedef struct {
 
 static env_t env;
 
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq (fd, 0);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    cr_assert_eq (bind (fd, (struct sockaddr *) &addr, sizeof addr), 0);
-    socklen_t len = sizeof addr;
-    cr_assert_eq (getsockname (fd, (struct sockaddr *) &addr, &len), 0);
-    close (fd);
-    return ntohs (addr.sin_port);
-}
-
 static pid_t
 s_spawn (const char *log_name, char *const argv [])
 {
-    char log [128];
-    snprintf (log, sizeof log, "%s/%s", env.dir, log_name);
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0);
-    if (pid == 0) {
-        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2 (fd, 1);
-            dup2 (fd, 2);
-        }
-        chdir (env.dir);
-        execv (argv [0], argv);
-        _exit (127);
-    }
+    pid_t pid = e2e_spawn (env.dir, log_name, argv);
     for (int i = 0; i < MAX_PROCS; i++)
         if (env.pids [i] == 0) {
             env.pids [i] = pid;
@@ -86,17 +55,12 @@ s_spawn (const char *log_name, char *const argv [])
 static int
 s_wait_exit (pid_t pid, int timeout_ms)
 {
-    for (int waited = 0; waited <= timeout_ms; waited += 20) {
-        int status;
-        if (waitpid (pid, &status, WNOHANG) == pid) {
-            for (int i = 0; i < MAX_PROCS; i++)
-                if (env.pids [i] == pid)
-                    env.pids [i] = 0;
-            return status;
-        }
-        usleep (20000);
-    }
-    return -1;
+    int status = e2e_wait_exit (pid, timeout_ms);
+    if (status != -1)
+        for (int i = 0; i < MAX_PROCS; i++)
+            if (env.pids [i] == pid)
+                env.pids [i] = 0;
+    return status;
 }
 
 static void
@@ -106,20 +70,11 @@ s_kill (pid_t pid)
     s_wait_exit (pid, 5000);
 }
 
-static const char *
-s_program (const char *var)
-{
-    const char *path = getenv (var);
-    cr_assert_not_null (path, "%s is not set (run through ctest)", var);
-    return path;
-}
-
 static void
 s_setup (void)
 {
     memset (&env, 0, sizeof env);
-    snprintf (env.dir, sizeof env.dir, "/tmp/mandrill_e2e_XXXXXX");
-    cr_assert_not_null (mkdtemp (env.dir));
+    e2e_dir_new (env.dir, sizeof env.dir, "mandrill_e2e_");
     const char *source = getenv ("MANDRILL_SOURCE_DIR");
     snprintf (env.script, sizeof env.script, "%s/tests/scripts/restart_append.sh",
               source ? source : ".");
@@ -132,21 +87,16 @@ s_teardown (void)
     for (int i = 0; i < MAX_PROCS; i++)
         if (env.pids [i] > 0)
             s_kill (env.pids [i]);
-    if (env.dir [0] && !getenv ("MANDRILL_KEEP_TMP")) {
-        char command [128];
-        snprintf (command, sizeof command, "rm -rf '%s'", env.dir);
-        if (system (command) != 0)
-            fprintf (stderr, "could not remove %s\n", env.dir);
-    }
+    e2e_dir_remove (env.dir);
 }
 
 static void
 s_start_broker (const char *ack_deadline, const char *max_attempts)
 {
     if (!env.frontend) {
-        env.frontend = s_free_port ();
-        env.backend = s_free_port ();
-        env.events = s_free_port ();
+        env.frontend = e2e_free_port ();
+        env.backend = e2e_free_port ();
+        env.events = e2e_free_port ();
     }
     char frontend [64], backend [64], events [64], data_dir [256];
     snprintf (data_dir, sizeof data_dir, "%s/broker-data", env.dir);
@@ -154,17 +104,14 @@ s_start_broker (const char *ack_deadline, const char *max_attempts)
     snprintf (backend, sizeof backend, "tcp://127.0.0.1:%d", env.backend);
     snprintf (events, sizeof events, "tcp://127.0.0.1:%d", env.events);
     char *argv [] = {
-        (char *) s_program ("MANDRILL_BROKER"), "--frontend", frontend, "--backend", backend,
+        (char *) e2e_program ("MANDRILL_BROKER"), "--frontend", frontend, "--backend", backend,
         "--events", events, "--ack-deadline", (char *) ack_deadline,
         "--max-attempts", (char *) max_attempts, "--heartbeat", "200ms",
         "--backoff-base", "100ms", "--backoff-max", "500ms", "--data-dir", data_dir, NULL
     };
     env.broker = s_spawn ("broker.log", argv);
     zsock_destroy (&env.client);
-    env.client = zsock_new (ZMQ_DEALER);
-    zsock_set_rcvtimeo (env.client, 5000);
-    zsock_set_sndtimeo (env.client, 5000);
-    cr_assert_eq (zsock_connect (env.client, "%s", frontend), 0);
+    env.client = e2e_dealer (frontend, 5000, 5000);
 }
 
 //  Start a worker in exec mode; extra flags may be NULL-terminated after.
@@ -177,7 +124,7 @@ s_start_worker (const char *name, const char *db, const char *restart_cmd,
     snprintf (db_url, sizeof db_url, "sqlite:%s/%s", env.dir, db);
     snprintf (log, sizeof log, "%s.log", name);
     char *argv [] = {
-        (char *) s_program ("MANDRILL_WORKER"), "--broker", backend, "--name", (char *) name,
+        (char *) e2e_program ("MANDRILL_WORKER"), "--broker", backend, "--name", (char *) name,
         "--db", db_url, "--restart", "exec", "--restart-cmd", (char *) restart_cmd,
         "--extend-every", "300ms",
         (char *) extra1, (char *) extra2, (char *) extra3, (char *) extra4, NULL
@@ -188,11 +135,9 @@ s_start_worker (const char *name, const char *db, const char *restart_cmd,
 static cJSON *
 s_request (mmp_command_t command, const char *body, mmp_command_t expect)
 {
-    cr_assert_eq (mmp_send (env.client, NULL, command, body, strlen (body)), 0);
     mmp_msg_t msg;
-    mmp_error_t err;
-    mmp_msg_init (&msg);
-    int rc = mmp_recv (env.client, true, NULL, MMP_FROM_BROKER, &msg, &err);
+    int rc = e2e_request (env.client, command, body, &msg);
+    cr_assert_neq (rc, -3, "cannot send %s", mmp_command_name (command));
     cr_assert_eq (rc, 0, "no valid reply to %s (rc %d)", mmp_command_name (command), rc);
     cr_assert_eq (msg.command, expect, "got %s", mmp_command_name (msg.command));
     cJSON *body_copy = cJSON_Duplicate (msg.body, true);
@@ -281,66 +226,22 @@ s_restart_lines (void)
 static bool
 s_log_has (const char *log_name, const char *text)
 {
-    char path [128];
-    snprintf (path, sizeof path, "%s/%s", env.dir, log_name);
-    FILE *file = fopen (path, "r");
-    if (!file)
-        return false;
-    char line [2048];
-    bool found = false;
-    while (!found && fgets (line, sizeof line, file))
-        found = strstr (line, text) != NULL;
-    fclose (file);
-    return found;
+    return e2e_log_has (env.dir, log_name, text);
 }
 
-//  --------------------------------------------------------------------------
-//  SQLite through dlopen (see the header)
-
-typedef struct {
-    void *lib;
-    __typeof__ (sqlite3_open) *open;
-    __typeof__ (sqlite3_close) *close;
-    __typeof__ (sqlite3_prepare_v2) *prepare;
-    __typeof__ (sqlite3_step) *step;
-    __typeof__ (sqlite3_column_int) *column_int;
-    __typeof__ (sqlite3_finalize) *finalize;
-    __typeof__ (sqlite3_exec) *exec;
-} sqlite_api_t;
-
-static sqlite_api_t
-s_sqlite (void)
-{
-    sqlite_api_t api;
-    memset (&api, 0, sizeof api);
-    api.lib = dlopen ("libsqlite3.so.0", RTLD_NOW);
-    cr_assert_not_null (api.lib, "cannot load libsqlite3: %s", dlerror ());
-    api.open = (__typeof__ (api.open)) dlsym (api.lib, "sqlite3_open");
-    api.close = (__typeof__ (api.close)) dlsym (api.lib, "sqlite3_close");
-    api.prepare = (__typeof__ (api.prepare)) dlsym (api.lib, "sqlite3_prepare_v2");
-    api.step = (__typeof__ (api.step)) dlsym (api.lib, "sqlite3_step");
-    api.column_int = (__typeof__ (api.column_int)) dlsym (api.lib, "sqlite3_column_int");
-    api.finalize = (__typeof__ (api.finalize)) dlsym (api.lib, "sqlite3_finalize");
-    api.exec = (__typeof__ (api.exec)) dlsym (api.lib, "sqlite3_exec");
-    cr_assert (api.open && api.close && api.prepare && api.step && api.column_int
-               && api.finalize && api.exec);
-    return api;
-}
-
+//  The first column of the first row of sql on db_name, or -1 if no row.
 static int
 s_db_int (const char *db_name, const char *sql)
 {
-    sqlite_api_t api = s_sqlite ();
     char path [128];
     snprintf (path, sizeof path, "%s/%s", env.dir, db_name);
     sqlite3 *db;
-    cr_assert_eq (api.open (path, &db), SQLITE_OK);
+    cr_assert_eq (sqlite3_open (path, &db), SQLITE_OK);
     sqlite3_stmt *stmt;
-    cr_assert_eq (api.prepare (db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sql);
-    int value = api.step (stmt) == SQLITE_ROW ? api.column_int (stmt, 0) : -1;
-    api.finalize (stmt);
-    api.close (db);
-    dlclose (api.lib);
+    cr_assert_eq (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK, "%s", sql);
+    int value = sqlite3_step (stmt) == SQLITE_ROW ? sqlite3_column_int (stmt, 0) : -1;
+    sqlite3_finalize (stmt);
+    sqlite3_close (db);
     return value;
 }
 
@@ -395,12 +296,11 @@ Test (e2e_worker, kill9_other_worker_finishes_without_second_restart, .timeout =
     //  Worker a restarts everything but cannot save: its database is locked
     pid_t a = s_start_worker ("wa", "a.db", s_restart_cmd ("0", "0"), "--credit", "100", NULL, NULL);
     cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
-    sqlite_api_t api = s_sqlite ();
     char path [128];
     snprintf (path, sizeof path, "%s/a.db", env.dir);
     sqlite3 *lock;
-    cr_assert_eq (api.open (path, &lock), SQLITE_OK);
-    cr_assert_eq (api.exec (lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
+    cr_assert_eq (sqlite3_open (path, &lock), SQLITE_OK);
+    cr_assert_eq (sqlite3_exec (lock, "BEGIN EXCLUSIVE", NULL, NULL, NULL), SQLITE_OK);
 
     s_publish (N);
     int64_t start = zclock_mono ();
@@ -411,9 +311,8 @@ Test (e2e_worker, kill9_other_worker_finishes_without_second_restart, .timeout =
     zclock_sleep (300);         //  Let PROGRESS [restart] reach the broker
     kill (a, SIGKILL);
     s_wait_exit (a, 5000);
-    api.exec (lock, "ROLLBACK", NULL, NULL, NULL);
-    api.close (lock);
-    dlclose (api.lib);
+    sqlite3_exec (lock, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close (lock);
 
     //  Worker b gets the redeliveries (the broker loses a within 3 heartbeats)
     s_start_worker ("wb", "b.db", s_restart_cmd ("0", "0"), NULL, NULL, NULL, NULL);
