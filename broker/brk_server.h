@@ -12,6 +12,8 @@
       STATUS                                  -> "i" BRK_SERVER_* (start-up outcome)
       BIND frontend|backend|events ENDPOINT  -> "i" port (or -1)
       PORT frontend|backend|events            -> "i" port bound last (or -1)
+      TICK                                    -> (no reply) wake the loop: an
+                                                 injected clock has moved
       $TERM                                   -> stops after flushing
     An actor that could not start answers STATUS with its reason and every
     BIND with -1, and waits for $TERM.
@@ -21,12 +23,19 @@
     high-water mark, so a reply to a live peer is never dropped silently
     and a reply to a vanished peer fails loudly (the worker is then lost).
 
-    Durability: with a data_dir, every change that matters is journaled
-    (brk_journal). A published message is delivered, and its PUBACK sent,
-    only once its record is durable per the journal's mode: a request the
-    broker could forget in a crash is never acted on, and a PUBACK is never
-    a promise the disk has not kept. At start the journal is replayed into
-    the queue.
+    Durability: every change that matters goes to a store (brk_store.h):
+    the journal with a data_dir, memory without one, or the one
+    config.store_open makes. A published message is delivered, and its
+    PUBACK sent, only once its record is as durable as the store promises:
+    a request the broker could forget in a crash is never acted on, and a
+    PUBACK is never a promise the disk has not kept. At start the store
+    hands back what it kept.
+
+    Time: config.clock, the system's monotonic clock unless set. With an
+    injected clock, leases, backoffs and heartbeat losses fire exactly when
+    the clock says; send TICK after moving it so the loop looks at once
+    (otherwise it looks within a second). Wall-clock timestamps in events
+    and dead letters are not injected.
 */
 #ifndef BRK_SERVER_H_INCLUDED
 #define BRK_SERVER_H_INCLUDED
@@ -36,17 +45,22 @@
 
 #include "brk_journal.h"
 #include "brk_queue.h"
+#include "brk_store.h"
+#include "mdl_clock.h"
 
 typedef struct {
     brk_queue_config_t queue;   //  Lease and retry rules
     bool verbose;               //  Log every command at debug level
     const char *data_dir;       //  Journal directory; NULL keeps messages in memory only
     brk_journal_config_t journal;   //  Journal settings; its dir is taken from data_dir
+    mdl_clock_t clock;          //  Monotonic time; { NULL } is the system clock
+    brk_store_open_fn *store_open;  //  Opens the store; NULL: journal in data_dir, or memory
+    void *store_arg;            //  Passed to store_open
 } brk_server_config_t;
 
 //  Start-up outcome, the answer to STATUS.
 #define BRK_SERVER_OK           0   //  Running
-#define BRK_SERVER_FAILED       1   //  Could not start (memory, sockets, journal I/O)
+#define BRK_SERVER_FAILED       1   //  Could not start (memory, sockets, store I/O)
 #define BRK_SERVER_CORRUPT      2   //  Journal corrupt before its tail (see salvage)
 #define BRK_SERVER_LOCKED       3   //  Another broker holds the data directory
 

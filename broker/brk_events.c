@@ -1,0 +1,69 @@
+/*  brk_events: the broker's XPUB event feed; see brk_server_internal.h.
+
+    Every lifecycle event is a topic frame (the event name) and a JSON
+    frame. A slow subscriber loses events (PUB semantics), never the
+    broker's time: sends never block. Events are made only while someone
+    is subscribed (the queue calls nothing otherwise), so an unobserved
+    broker pays nothing for them.
+*/
+#include "brk_server_internal.h"
+
+#include <string.h>
+
+void
+brk_events_publish (void *arg, const brk_event_info_t *info)
+{
+    s_server_t *self = (s_server_t *) arg;
+    mmp_buf_t *buf = &self->event;
+    const char *name = brk_event_name (info->event);
+    mmp_buf_clear (buf);
+    mmp_buf_printf (buf, "{\"event\":\"%s\",\"at_ms\":%" PRId64, name, mdl_clock_wall ());
+    if (info->msg) {
+        mmp_buf_printf (buf, ",\"message_id\":\"%s\"", brk_msg_id (info->msg));
+        if (info->attempt)
+            mmp_buf_printf (buf, ",\"attempt\":%" PRId64, info->attempt);
+    }
+    if (info->delivery_id) {
+        mmp_buf_puts (buf, ",\"delivery_id\":");
+        mmp_buf_u64 (buf, info->delivery_id);
+    }
+    if (info->worker) {
+        mmp_buf_puts (buf, ",\"worker\":");
+        mmp_buf_json_string (buf, brk_worker_name (info->worker));
+    }
+    if (info->reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string (buf, info->reason);
+    }
+    mmp_buf_puts (buf, "}");
+    if (buf->failed)
+        return;
+    void *handle = zsock_resolve (self->events);
+    //  A slow subscriber loses events (PUB semantics), never the broker's time
+    if (zmq_send (handle, name, strlen (name), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_send (handle, buf->data, buf->size, ZMQ_DONTWAIT);
+}
+
+void
+brk_events_handle_subscriptions (s_server_t *self)
+{
+    void *handle = zsock_resolve (self->events);
+    for (int i = 0; i < BRK_DRAIN_BATCH; i++) {
+        zmq_msg_t msg;
+        zmq_msg_init (&msg);
+        if (zmq_msg_recv (&msg, handle, ZMQ_DONTWAIT) == -1) {
+            zmq_msg_close (&msg);
+            break;
+        }
+        const byte *data = zmq_msg_data (&msg);
+        if (zmq_msg_size (&msg) >= 1) {
+            if (data [0] == 1)
+                self->subscriptions++;
+            else
+            if (data [0] == 0 && self->subscriptions > 0)
+                self->subscriptions--;
+        }
+        zmq_msg_close (&msg);
+    }
+    brk_queue_set_events_enabled (self->queue, self->subscriptions > 0);
+}
