@@ -12,6 +12,14 @@
     HELD, READY, DELAYED and LEASED messages are also on the pending list in
     publish order, whose head is the oldest unacked message.
 
+    The classes it moves around live in their own files: brk_msg (a
+    request, its body and history) and brk_worker (a registration and its
+    lease list); their fields are shared through brk_queue_internal.h. The
+    lease has no file of its own: only the queue opens and closes leases.
+    At about 890 lines this file is over the house's 800 on purpose: it is
+    one state machine whose transitions all touch the same lists, heaps
+    and maps, and cutting it would spread one transition over files.
+
     Costs: publish, lease, ack, extend, nack are O(log N) (heap) plus a
     hash look-up; tick is O(log N) per thing that fires; worker liveness is
     checked by a scan of the workers once per heartbeat, O(workers).
@@ -22,6 +30,7 @@
     allocate nothing in the steady state.
 */
 #include "brk_queue.h"
+#include "brk_queue_internal.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -31,65 +40,6 @@
 #include "mdl_heap.h"
 #include "mdl_log.h"
 #include "mdl_map.h"
-
-typedef enum {
-    S_HELD,
-    S_READY,
-    S_DELAYED,
-    S_LEASED,
-    S_DEAD,
-    S_DONE
-} s_state_t;
-
-typedef struct _brk_lease_t brk_lease_t;
-
-//  What only a message that failed at least once (or came back dead from
-//  the journal) needs, kept apart so that the common message, published,
-//  leased once and acked, stays small: 56 bytes less per message.
-typedef struct {
-    brk_msg_t *msg;             //  Owner, found from the delay heap's node
-    mdl_heap_node_t delay;      //  Position in the delay heap when DELAYED
-    brk_attempt_t *history;     //  Ring of the latest outcomes, or NULL
-    size_t history_size;        //  Entries used
-    char *history_json;         //  Recovered dead letter's history, or NULL
-    char *dead_reason;          //  Why it was dead-lettered, or NULL
-    int64_t dead_at;            //  Unix ms it was dead-lettered
-} s_extra_t;
-
-struct _brk_msg_t {
-    char id [37];               //  message_id, canonical lower-case uuid
-    s_state_t state;            //  See above
-    uint64_t seq;               //  Journal sequence number of the PUBLISH record
-    char *json;                 //  Request as delivered; NULL once DONE
-    size_t json_len;            //  Bytes of json
-    int64_t attempts;           //  Deliveries made since publish or replay
-    unsigned steps;             //  MMP_STEP_* reported done
-    int64_t published_at;       //  Monotonic ms of publish (or replay)
-    brk_lease_t *lease;         //  Open lease when LEASED
-    uint64_t last_worker;       //  Id of the previous lease's holder, or 0
-    brk_msg_t *next, *prev;     //  Ready, dead or done list
-    brk_msg_t *pnext, *pprev;   //  Pending list (READY, DELAYED, LEASED)
-    s_extra_t *extra;           //  Delay, history, dead letter; NULL until needed
-};
-
-struct _brk_lease_t {
-    uint64_t delivery_id;       //  Key in the lease map
-    brk_msg_t *msg;             //  What is leased
-    brk_worker_t *worker;       //  Holder, or NULL once the worker is gone
-    mdl_heap_node_t deadline;   //  Position in the lease heap
-    brk_lease_t *wnext, *wprev; //  Holder's lease list
-};
-
-struct _brk_worker_t {
-    uint64_t id;                //  Unique per registration, never reused
-    char name [64];             //  For logs, events and history
-    void *handle;               //  Owner's, opaque
-    int64_t credit;             //  Most leases held at once
-    int64_t in_flight;          //  Leases held now
-    int64_t last_seen;          //  Monotonic ms of the last sign of life
-    brk_lease_t *leases;        //  Open leases held
-    brk_worker_t *next, *prev;  //  All workers, in dispatch order
-};
 
 typedef struct {
     brk_msg_t *head, *tail;     //  Linked through next/prev
@@ -208,35 +158,6 @@ s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
     msg->pnext = msg->pprev = NULL;
 }
 
-//  The message's extra part, made on first use. NULL when out of memory.
-static s_extra_t *
-s_extra (brk_msg_t *msg)
-{
-    if (!msg->extra) {
-        msg->extra = calloc (1, sizeof (s_extra_t));
-        if (msg->extra)
-            msg->extra->msg = msg;
-    }
-    return msg->extra;
-}
-
-static void
-s_msg_free (brk_msg_t **msg_p)
-{
-    brk_msg_t *msg = *msg_p;
-    if (msg) {
-        free (msg->json);
-        if (msg->extra) {
-            free (msg->extra->history);
-            free (msg->extra->dead_reason);
-            free (msg->extra->history_json);
-            free (msg->extra);
-        }
-        free (msg);
-        *msg_p = NULL;
-    }
-}
-
 brk_queue_t *
 brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
 {
@@ -288,13 +209,13 @@ brk_queue_destroy (brk_queue_t **self_p)
     while (self->workers) {
         brk_worker_t *worker = self->workers;
         self->workers = worker->next;
-        free (worker);
+        brk_worker_destroy (&worker);
     }
     if (self->messages) {
         size_t cursor = 0;
         brk_msg_t *msg;
         while ((msg = mdl_strmap_next (self->messages, &cursor)))
-            s_msg_free (&msg);
+            brk_msg_destroy (&msg);
         mdl_strmap_destroy (&self->messages);
     }
     free (self);
@@ -359,30 +280,25 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
     assert (strlen (message_id) == 36);
     //  Insert first, so that a new id (the usual case) costs one probe of
     //  the map, not a look-up and then an insert
-    brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
+    brk_msg_t *msg = brk_msg_new (message_id);
     if (!msg)
         return -1;
-    memcpy (msg->id, message_id, 37);
     int rc = mdl_strmap_insert (self->messages, msg->id, msg);
     if (rc != 0) {
-        free (msg);
+        brk_msg_destroy (&msg);
         if (rc < 0)
             return -1;
         self->counters.duplicates++;
         return 1;
     }
-    msg->json = malloc (json_len + 1);
-    if (!msg->json) {
+    if (brk_msg_set_body (msg, json, json_len) != 0) {
         mdl_strmap_delete (self->messages, msg->id);
-        free (msg);
+        brk_msg_destroy (&msg);
         return -1;
     }
-    memcpy (msg->json, json, json_len);
-    msg->json [json_len] = 0;
-    msg->json_len = json_len;
     msg->published_at = mdl_clock_now (&self->clock);
     msg->seq = seq;
-    msg->state = seq ? S_HELD : S_READY;
+    msg->state = seq ? BRK_MSG_HELD : BRK_MSG_READY;
     s_list_push (seq ? &self->held : &self->ready, msg);
     s_pending_push (self, msg);
     self->counters.published++;
@@ -409,7 +325,7 @@ brk_queue_release (brk_queue_t *self, uint64_t durable_seq)
     while (self->held.head && self->held.head->seq <= durable_seq) {
         brk_msg_t *msg = self->held.head;
         s_list_unlink (&self->held, msg);
-        msg->state = S_READY;
+        msg->state = BRK_MSG_READY;
         s_list_push (&self->ready, msg);
     }
 }
@@ -423,30 +339,25 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
     assert (self && restore && restore->message_id && restore->json);
     if (mdl_strmap_lookup (self->messages, restore->message_id))
         return 1;
-    brk_msg_t *msg = calloc (1, sizeof (brk_msg_t));
+    brk_msg_t *msg = brk_msg_new (restore->message_id);
     if (!msg)
         return -1;
-    msg->json = malloc (restore->json_len + 1);
-    if (!msg->json) {
-        free (msg);
+    if (brk_msg_set_body (msg, restore->json, restore->json_len) != 0) {
+        brk_msg_destroy (&msg);
         return -1;
     }
-    memcpy (msg->json, restore->json, restore->json_len);
-    msg->json [restore->json_len] = 0;
-    msg->json_len = restore->json_len;
-    snprintf (msg->id, sizeof msg->id, "%s", restore->message_id);
     int64_t now = mdl_clock_now (&self->clock);
     int64_t age = mdl_clock_wall () - restore->published_ms;
     msg->published_at = now - (age > 0 ? age : 0);
     msg->attempts = restore->attempts;
     msg->steps = restore->steps;
-    if ((restore->dead && !s_extra (msg))
+    if ((restore->dead && !brk_msg_extra (msg))
     ||  mdl_strmap_insert (self->messages, msg->id, msg) != 0) {
-        s_msg_free (&msg);
+        brk_msg_destroy (&msg);
         return -1;
     }
     if (restore->dead) {
-        msg->state = S_DEAD;
+        msg->state = BRK_MSG_DEAD;
         msg->extra->dead_reason = strdup (restore->dead_reason ? restore->dead_reason : "");
         msg->extra->history_json = restore->dead_history ? strdup (restore->dead_history) : NULL;
         msg->extra->dead_at = restore->dead_ms;
@@ -457,7 +368,7 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
     if (restore->delivery_id && restore->attempts > 0
     &&  s_lease_open (self, msg, NULL, restore->delivery_id, now) == 0)
         return 0;
-    msg->state = S_READY;
+    msg->state = BRK_MSG_READY;
     s_list_push (&self->ready, msg);
     return 0;
 }
@@ -469,14 +380,11 @@ brk_worker_t *
 brk_queue_worker_add (brk_queue_t *self, const char *name, int64_t credit, void *handle)
 {
     assert (self);
-    brk_worker_t *worker = calloc (1, sizeof (brk_worker_t));
+    brk_worker_t *worker = brk_worker_new (self->next_worker_id + 1, name, credit, handle,
+                                           mdl_clock_now (&self->clock));
     if (!worker)
         return NULL;
-    snprintf (worker->name, sizeof worker->name, "%s", name && *name ? name : "worker");
-    worker->id = ++self->next_worker_id;
-    worker->handle = handle;
-    worker->credit = credit < 0 ? 0 : credit;
-    worker->last_seen = mdl_clock_now (&self->clock);
+    self->next_worker_id++;
     //  New workers go to the end of the round-robin
     if (self->workers) {
         brk_worker_t *last = self->workers;
@@ -496,37 +404,13 @@ void
 brk_queue_worker_set_credit (brk_queue_t *self, brk_worker_t *worker, int64_t credit)
 {
     assert (self && worker);
-    worker->credit = credit < 0 ? 0 : credit;
+    brk_worker_set_credit (worker, credit);
 }
 
 void
 brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker)
 {
     worker->last_seen = mdl_clock_now (&self->clock);
-}
-
-void *
-brk_worker_handle (const brk_worker_t *worker)
-{
-    return worker->handle;
-}
-
-const char *
-brk_worker_name (const brk_worker_t *worker)
-{
-    return worker->name;
-}
-
-int64_t
-brk_worker_in_flight (const brk_worker_t *worker)
-{
-    return worker->in_flight;
-}
-
-int64_t
-brk_worker_credit (const brk_worker_t *worker)
-{
-    return worker->credit;
 }
 
 //  --------------------------------------------------------------------------
@@ -548,26 +432,8 @@ s_record (brk_queue_t *self, brk_msg_t *msg, brk_lease_t *lease,
     size_t keep = (size_t) self->config.max_attempts;
     if (keep > 64)
         keep = 64;
-    s_extra_t *extra = s_extra (msg);
-    if (!extra)
-        return;                 //  History is best effort; the message is not
-    if (!extra->history) {
-        extra->history = calloc (keep, sizeof (brk_attempt_t));
-        if (!extra->history)
-            return;
-    }
-    if (extra->history_size == keep) {
-        memmove (extra->history, extra->history + 1, (keep - 1) * sizeof (brk_attempt_t));
-        extra->history_size--;
-    }
-    brk_attempt_t *entry = &extra->history [extra->history_size++];
-    entry->attempt = msg->attempts;
-    entry->delivery_id = lease->delivery_id;
-    snprintf (entry->worker, sizeof entry->worker, "%s",
-              lease->worker ? lease->worker->name : "(gone)");
-    entry->outcome = outcome;
-    snprintf (entry->reason, sizeof entry->reason, "%s", reason ? reason : "");
-    entry->at_ms = mdl_clock_wall ();
+    brk_msg_record (msg, keep, lease->delivery_id, lease->worker ? lease->worker->name : "(gone)",
+                    outcome, reason, mdl_clock_wall ());
 }
 
 //  Close a lease: out of the map, the heap and its holder's list.
@@ -577,15 +443,8 @@ s_lease_close (brk_queue_t *self, brk_lease_t *lease)
     mdl_map_delete (self->leases, lease->delivery_id);
     mdl_heap_remove (self->lease_heap, &lease->deadline);
     brk_worker_t *worker = lease->worker;
-    if (worker) {
-        if (lease->wprev)
-            lease->wprev->wnext = lease->wnext;
-        else
-            worker->leases = lease->wnext;
-        if (lease->wnext)
-            lease->wnext->wprev = lease->wprev;
-        worker->in_flight--;
-    }
+    if (worker)
+        brk_worker_lease_remove (worker, lease);
     lease->msg->lease = NULL;
     lease->msg->last_worker = worker ? worker->id : 0;
     self->in_flight--;
@@ -601,13 +460,13 @@ s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const cha
     snprintf (text, sizeof text, "%s after %" PRId64 " attempts%s%s", outcome,
               msg->attempts, reason && *reason ? ": " : "", reason ? reason : "");
     //  Out of memory, the message is still dead-lettered, without a reason
-    s_extra_t *extra = s_extra (msg);
+    brk_msg_extra_t *extra = brk_msg_extra (msg);
     if (extra) {
         free (extra->dead_reason);
         extra->dead_reason = strdup (text);
         extra->dead_at = mdl_clock_wall ();
     }
-    msg->state = S_DEAD;
+    msg->state = BRK_MSG_DEAD;
     s_pending_unlink (self, msg);
     s_list_push (&self->dead, msg);
     self->counters.dead_lettered++;
@@ -628,17 +487,17 @@ s_retry (brk_queue_t *self, brk_msg_t *msg, int64_t delay_ms,
     if (delay_ms < 0)
         delay_ms = brk_queue_backoff (self, msg->attempts);
     if (delay_ms == 0) {
-        msg->state = S_READY;
+        msg->state = BRK_MSG_READY;
         s_list_push (&self->ready, msg);
     }
     else {
-        msg->state = S_DELAYED;
-        s_extra_t *extra = s_extra (msg);
+        msg->state = BRK_MSG_DELAYED;
+        brk_msg_extra_t *extra = brk_msg_extra (msg);
         if (!extra
         ||  mdl_heap_insert (self->delay_heap, &extra->delay,
                              mdl_clock_now (&self->clock) + delay_ms) != 0) {
             //  No memory for the heap slot: retry at once rather than lose it
-            msg->state = S_READY;
+            msg->state = BRK_MSG_READY;
             s_list_push (&self->ready, msg);
         }
     }
@@ -702,15 +561,10 @@ s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t 
         self->spare_leases = lease;
         return -1;
     }
-    if (worker) {
-        lease->wnext = worker->leases;
-        if (worker->leases)
-            worker->leases->wprev = lease;
-        worker->leases = lease;
-        worker->in_flight++;
-    }
+    if (worker)
+        brk_worker_lease_add (worker, lease);
     msg->lease = lease;
-    msg->state = S_LEASED;
+    msg->state = BRK_MSG_LEASED;
     self->in_flight++;
     return 0;
 }
@@ -830,25 +684,18 @@ brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
     brk_msg_t *msg = lease->msg;
     brk_worker_t *worker = lease->worker;
     s_lease_close (self, lease);
-    msg->state = S_DONE;
+    msg->state = BRK_MSG_DONE;
     s_pending_unlink (self, msg);
     self->counters.acked++;
     s_emit (self, BRK_EVENT_ACKED, msg, worker, delivery_id, NULL);
     //  Keep only the id, to recognise a late re-publish
-    free (msg->json);
-    msg->json = NULL;
-    msg->json_len = 0;
-    if (msg->extra) {
-        free (msg->extra->history);
-        msg->extra->history = NULL;
-        msg->extra->history_size = 0;
-    }
+    brk_msg_forget_body (msg);
     s_list_push (&self->done, msg);
     while (self->done.size > (size_t) self->config.dedup_window) {
         brk_msg_t *old = self->done.head;
         s_list_unlink (&self->done, old);
         mdl_strmap_delete (self->messages, old->id);
-        s_msg_free (&old);
+        brk_msg_destroy (&old);
     }
     return BRK_OK;
 }
@@ -929,8 +776,7 @@ s_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason,
     else
         self->counters.workers_left++;
     s_emit (self, BRK_EVENT_WORKER_LOST, NULL, worker, 0, reason);
-    free (worker);
-    *worker_p = NULL;
+    brk_worker_destroy (worker_p);
 }
 
 void
@@ -964,8 +810,8 @@ brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg)
     }
     while ((node = mdl_heap_top (self->delay_heap)) && node->key <= now) {
         mdl_heap_pop (self->delay_heap);
-        brk_msg_t *msg = ((s_extra_t *) ((char *) node - offsetof (s_extra_t, delay)))->msg;
-        msg->state = S_READY;
+        brk_msg_t *msg = ((brk_msg_extra_t *) ((char *) node - offsetof (brk_msg_extra_t, delay)))->msg;
+        msg->state = BRK_MSG_READY;
         s_list_push (&self->ready, msg);
     }
     if (now >= self->next_liveness) {
@@ -1008,13 +854,13 @@ int
 brk_queue_replay (brk_queue_t *self, const char *message_id)
 {
     brk_msg_t *msg = mdl_strmap_lookup (self->messages, message_id);
-    if (!msg || msg->state != S_DEAD)
+    if (!msg || msg->state != BRK_MSG_DEAD)
         return -1;
     s_list_unlink (&self->dead, msg);
     msg->attempts = 0;
     msg->last_worker = 0;
     msg->published_at = mdl_clock_now (&self->clock);
-    msg->state = S_READY;
+    msg->state = BRK_MSG_READY;
     s_list_push (&self->ready, msg);
     s_pending_push (self, msg);
     self->counters.replayed++;
@@ -1023,70 +869,7 @@ brk_queue_replay (brk_queue_t *self, const char *message_id)
 }
 
 //  --------------------------------------------------------------------------
-//  Accessors
-
-const char *
-brk_msg_id (const brk_msg_t *msg)
-{
-    return msg->id;
-}
-
-const char *
-brk_msg_json (const brk_msg_t *msg, size_t *len)
-{
-    if (len)
-        *len = msg->json_len;
-    return msg->json;
-}
-
-int64_t
-brk_msg_attempts (const brk_msg_t *msg)
-{
-    return msg->attempts;
-}
-
-unsigned
-brk_msg_steps (const brk_msg_t *msg)
-{
-    return msg->steps;
-}
-
-uint64_t
-brk_msg_seq (const brk_msg_t *msg)
-{
-    return msg->seq;
-}
-
-bool
-brk_msg_held (const brk_msg_t *msg)
-{
-    return msg->state == S_HELD;
-}
-
-const char *
-brk_msg_history_json (const brk_msg_t *msg)
-{
-    return msg->extra ? msg->extra->history_json : NULL;
-}
-
-const char *
-brk_msg_dead_reason (const brk_msg_t *msg)
-{
-    return msg->extra ? msg->extra->dead_reason : NULL;
-}
-
-int64_t
-brk_msg_dead_at (const brk_msg_t *msg)
-{
-    return msg->extra ? msg->extra->dead_at : 0;
-}
-
-size_t
-brk_msg_history (const brk_msg_t *msg, const brk_attempt_t **history)
-{
-    *history = msg->extra ? msg->extra->history : NULL;
-    return msg->extra ? msg->extra->history_size : 0;
-}
+//  Counters
 
 void
 brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats)

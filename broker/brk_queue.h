@@ -20,11 +20,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "brk_msg.h"
+#include "brk_worker.h"
 #include "mdl_clock.h"
 
 typedef struct _brk_queue_t brk_queue_t;
-typedef struct _brk_worker_t brk_worker_t;
-typedef struct _brk_msg_t brk_msg_t;
 
 typedef struct {
     int64_t ack_deadline_ms;    //  Lease length of a delivery (10 s)
@@ -159,11 +159,6 @@ void brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p,
 //  The same for a worker that said BYE: counted as left, not lost.
 void brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p);
 
-void *brk_worker_handle (const brk_worker_t *worker);
-const char *brk_worker_name (const brk_worker_t *worker);
-int64_t brk_worker_in_flight (const brk_worker_t *worker);
-int64_t brk_worker_credit (const brk_worker_t *worker);
-
 //  Lease ready messages to workers with spare credit, round-robin, calling
 //  deliver for each lease. A redelivery avoids the worker that had it last
 //  when another worker has room. Returns the number of leases made.
@@ -196,32 +191,6 @@ size_t brk_queue_dead_letters (brk_queue_t *self, size_t limit, brk_msg_fn *fn, 
 //  Put a dead letter back with a fresh attempt budget. Returns 0, or -1
 //  when message_id is not a dead letter.
 int brk_queue_replay (brk_queue_t *self, const char *message_id);
-
-//  Message accessors.
-const char *brk_msg_id (const brk_msg_t *msg);
-const char *brk_msg_json (const brk_msg_t *msg, size_t *len);
-int64_t brk_msg_attempts (const brk_msg_t *msg);
-unsigned brk_msg_steps (const brk_msg_t *msg);
-const char *brk_msg_dead_reason (const brk_msg_t *msg);
-int64_t brk_msg_dead_at (const brk_msg_t *msg);          //  Unix ms
-
-//  Journal sequence number of the message's PUBLISH record (0 if none).
-uint64_t brk_msg_seq (const brk_msg_t *msg);
-//  Is the message still waiting for its PUBLISH record to be durable?
-bool brk_msg_held (const brk_msg_t *msg);
-//  History of a dead letter recovered from the journal, as JSON text, or NULL.
-const char *brk_msg_history_json (const brk_msg_t *msg);
-
-//  Attempt history (at most max_attempts entries are kept, the latest).
-typedef struct {
-    int64_t attempt;            //  Delivery number
-    uint64_t delivery_id;       //  The lease
-    char worker [64];           //  Worker name
-    const char *outcome;        //  "expired", "nacked", "worker_lost" (static)
-    char reason [128];          //  Nack reason, or empty
-    int64_t at_ms;              //  Unix ms of the outcome
-} brk_attempt_t;
-size_t brk_msg_history (const brk_msg_t *msg, const brk_attempt_t **history);
 
 typedef struct {
     uint64_t published;         //  Messages accepted (not duplicates)
