@@ -12,8 +12,9 @@
       STATUS                                  -> "i" BRK_SERVER_* (start-up outcome)
       BIND frontend|backend|events ENDPOINT  -> "i" port (or -1)
       PORT frontend|backend|events            -> "i" port bound last (or -1)
-      TICK                                    -> (no reply) wake the loop: an
-                                                 injected clock has moved
+      TICK                                    -> "i" 0 once what is due at the
+                                                 clock's time now has fired
+                                                 (for an injected clock)
       $TERM                                   -> stops after flushing
     An actor that could not start answers STATUS with its reason and every
     BIND with -1, and waits for $TERM.
@@ -33,8 +34,10 @@
 
     Time: config.clock, the system's monotonic clock unless set. With an
     injected clock, leases, backoffs and heartbeat losses fire exactly when
-    the clock says; send TICK after moving it so the loop looks at once
-    (otherwise it looks within a second). Wall-clock timestamps in events
+    the clock says; send TICK after moving it and wait for its answer:
+    every lease expiry, redelivery and worker loss due by then has been
+    acted on, and its DELIVER sent (otherwise the loop looks within a
+    second). Wall-clock timestamps in events
     and dead letters are not injected.
 */
 #ifndef BRK_SERVER_H_INCLUDED

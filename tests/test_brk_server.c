@@ -1,9 +1,12 @@
 /*  Tests for brk_server: a real broker actor on 127.0.0.1, driven by test
-    DEALERs that act as publishers and workers. Times are short (a 400 ms
-    ack deadline, 100 ms heartbeats) and every wait is a receive timeout,
-    never a sleep.
+    DEALERs that act as publishers and workers. Every wait is a receive
+    timeout, never a sleep. Tests about time (lease expiry, extension,
+    NACK delay, lost heartbeats) run the broker on a manual clock the test
+    moves (s_advance), so they check the exact millisecond a rule fires;
+    the others use the real clock with short times (a 400 ms ack deadline).
 */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "brk_server.h"
@@ -16,9 +19,18 @@ static int64_t s_heartbeat_ms;          //  As configured by s_start
 static char s_frontend [64];
 static char s_backend [64];
 static char s_events [64];
+static atomic_llong s_now;              //  The manual clock, in ms
+static bool s_manual;                   //  Is the broker on it?
+
+static int64_t
+s_manual_now (void *arg)
+{
+    (void) arg;
+    return (int64_t) atomic_load (&s_now);
+}
 
 static void
-s_start (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
+s_start_with (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms, bool manual)
 {
     zsys_handler_set (NULL);
     mdl_log_set_level (MDL_LOG_ERROR);
@@ -32,6 +44,11 @@ s_start (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
     s_ack_deadline_ms = ack_deadline_ms;
     s_heartbeat_ms = heartbeat_ms;
     config.queue.epoch = 3;
+    s_manual = manual;
+    if (manual) {
+        atomic_store (&s_now, 1000000);
+        config.clock = (mdl_clock_t) { s_manual_now, NULL };
+    }
     s_broker = zactor_new (brk_server, &config);
     cr_assert_not_null (s_broker);
     const char *names [3] = { "frontend", "backend", "events" };
@@ -43,6 +60,25 @@ s_start (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
         cr_assert_gt (port, 0);
         snprintf (endpoints [i], 64, "tcp://127.0.0.1:%d", port);
     }
+}
+
+static void
+s_start (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
+{
+    s_start_with (ack_deadline_ms, max_attempts, heartbeat_ms, false);
+}
+
+//  Move the manual clock by ms and wait until the broker has fired what
+//  is due by then (its DELIVERs are sent before TICK is answered).
+static void
+s_advance (int64_t ms)
+{
+    cr_assert (s_manual, "s_advance needs a broker on the manual clock");
+    atomic_fetch_add (&s_now, ms);
+    zstr_send (s_broker, "TICK");
+    int rc = -1;
+    cr_assert_eq (zsock_recv (s_broker, "i", &rc), 0);
+    cr_assert_eq (rc, 0);
 }
 
 static void
@@ -180,6 +216,50 @@ s_ids_json (char *out, size_t size, const uint64_t *ids, size_t count)
     snprintf (out + used, size - used, "]}");
 }
 
+//  A round trip on the backend: ACK an id never issued, expect its ACKED
+//  and nothing else first (a DELIVER sent before it would come first).
+//  Also a sign of life for a registered worker.
+static void
+s_ping (zsock_t *worker)
+{
+    s_send (worker, MMP_ACK, "{\"delivery_ids\":[1]}");
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.unknown_count, 1);
+    mmp_msg_reset (&acked);
+}
+
+//  One counter of STATS.
+static double
+s_stat (zsock_t *client, const char *name)
+{
+    s_send (client, MMP_STATS, "{}");
+    mmp_msg_t stats;
+    s_expect (client, MMP_STATS, &stats);
+    cJSON *item = cJSON_GetObjectItem (stats.body, name);
+    cr_assert (cJSON_IsNumber (item), "STATS has no %s", name);
+    double value = item->valuedouble;
+    mmp_msg_reset (&stats);
+    return value;
+}
+
+//  The suite's broker, replaced by one with other settings. (A test's own
+//  .init would run after the suite's, not instead of it.)
+static void
+s_restart (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
+{
+    zactor_destroy (&s_broker);
+    s_start (ack_deadline_ms, max_attempts, heartbeat_ms);
+}
+
+//  The same on the manual clock.
+static void
+s_restart_manual (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
+{
+    zactor_destroy (&s_broker);
+    s_start_with (ack_deadline_ms, max_attempts, heartbeat_ms, true);
+}
+
 TestSuite (brk_server, .init = s_setup, .fini = s_teardown, .timeout = 30);
 
 Test (brk_server, publish_deliver_ack)
@@ -236,6 +316,8 @@ Test (brk_server, publish_deliver_ack)
 
 Test (brk_server, unacked_is_redelivered_with_attempt_2)
 {
+    //  Deadline 400 ms, then the first backoff (50 ms), to the millisecond
+    s_restart_manual (400, 3, 1000);
     zsock_t *publisher = s_dealer (s_frontend);
     s_publish_ids (publisher, 1, 1);
     zsock_t *worker = s_worker (10, "w1");
@@ -244,24 +326,21 @@ Test (brk_server, unacked_is_redelivered_with_attempt_2)
     uint64_t id = first.deliveries [0].delivery_id;
     cr_assert_eq (first.deliveries [0].attempt, 1);
     mmp_msg_reset (&first);
-    //  Keep heartbeating, but never ack
-    int64_t start = zclock_mono ();
+    s_advance (399);
+    s_ping (worker);                    //  Still leased at 399 ms
+    cr_assert_eq (s_stat (publisher, "expired"), 0);
+    s_advance (1);
+    s_ping (worker);                    //  Expired at 400 ms, now waiting out its backoff
+    cr_assert_eq (s_stat (publisher, "expired"), 1);
+    cr_assert_eq (s_stat (publisher, "delayed"), 1);
+    s_advance (49);
+    s_ping (worker);
+    s_advance (1);
     mmp_msg_t again;
-    while (true) {
-        s_send (worker, MMP_HEARTBEAT, "{}");
-        zsock_set_rcvtimeo (worker, 50);
-        mmp_msg_init (&again);
-        if (mmp_recv (worker, true, NULL, MMP_FROM_BROKER, &again, NULL) == 0
-        &&  again.command == MMP_DELIVER)
-            break;
-        mmp_msg_reset (&again);
-        cr_assert_lt (zclock_mono () - start, 5000, "no redelivery");
-    }
-    cr_assert_geq (zclock_mono () - start, 400 - 20, "redelivered before the deadline");
+    s_expect (worker, MMP_DELIVER, &again);
     cr_assert_eq (again.deliveries [0].attempt, 2);
     cr_assert_neq (again.deliveries [0].delivery_id, id);
     mmp_msg_reset (&again);
-    zsock_set_rcvtimeo (worker, 3000);
     //  The first lease is stale now
     char json [128];
     s_ids_json (json, sizeof json, &id, 1);
@@ -278,6 +357,7 @@ Test (brk_server, unacked_is_redelivered_with_attempt_2)
 
 Test (brk_server, extend_keeps_the_lease)
 {
+    s_restart_manual (400, 3, 1000);
     zsock_t *publisher = s_dealer (s_frontend);
     s_publish_ids (publisher, 1, 1);
     zsock_t *worker = s_worker (10, "w1");
@@ -287,9 +367,9 @@ Test (brk_server, extend_keeps_the_lease)
     mmp_msg_reset (&deliver);
     char json [128];
     snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"extension_ms\":400}", id);
-    //  Extend every 200 ms for 1.2 s: three original deadlines
+    //  Extend every 300 ms for 1.8 s: four and a half original deadlines
     for (int i = 0; i < 6; i++) {
-        s_expect_quiet (worker, 200);
+        s_advance (300);
         s_send (worker, MMP_EXTEND, json);
         mmp_msg_t extended;
         s_expect (worker, MMP_EXTENDED, &extended);
@@ -297,11 +377,14 @@ Test (brk_server, extend_keeps_the_lease)
         cr_assert_eq (extended.deadline_ms, 400);
         mmp_msg_reset (&extended);
     }
+    //  The last extension runs out 400 ms after it, not before
+    s_advance (399);
+    s_ping (worker);
     s_ids_json (json, sizeof json, &id, 1);
     s_send (worker, MMP_ACK, json);
     mmp_msg_t acked;
     s_expect (worker, MMP_ACKED, &acked);
-    cr_assert_eq (acked.id_count, 1, "still leased after 1.2 s");
+    cr_assert_eq (acked.id_count, 1, "still leased after 2.2 s");
     mmp_msg_reset (&acked);
     zsock_destroy (&worker);
     zsock_destroy (&publisher);
@@ -309,6 +392,7 @@ Test (brk_server, extend_keeps_the_lease)
 
 Test (brk_server, nack_with_delay)
 {
+    s_restart_manual (400, 3, 1000);
     zsock_t *publisher = s_dealer (s_frontend);
     s_publish_ids (publisher, 1, 1);
     zsock_t *worker = s_worker (10, "w1");
@@ -318,15 +402,15 @@ Test (brk_server, nack_with_delay)
     mmp_msg_reset (&deliver);
     char json [128];
     snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"delay_ms\":300,\"reason\":\"busy\"}", id);
-    int64_t start = zclock_mono ();
     s_send (worker, MMP_NACK, json);
     mmp_msg_t nacked;
     s_expect (worker, MMP_NACKED, &nacked);
     cr_assert_eq (nacked.id_count, 1);
     mmp_msg_reset (&nacked);
-    //  Heartbeat while waiting, or the worker is lost after 300 ms too
-    s_expect_delivery (worker, &deliver);
-    cr_assert_geq (zclock_mono () - start, 300 - 20);
+    s_advance (299);
+    s_ping (worker);                    //  Not before its delay
+    s_advance (1);
+    s_expect (worker, MMP_DELIVER, &deliver);
     cr_assert_eq (deliver.deliveries [0].attempt, 2);
     mmp_msg_reset (&deliver);
     zsock_destroy (&worker);
@@ -357,19 +441,11 @@ Test (brk_server, stale_and_unknown_acks_are_reported)
     zsock_destroy (&publisher);
 }
 
-//  The suite's broker, replaced by one with other settings. (A test's own
-//  .init would run after the suite's, not instead of it.)
-static void
-s_restart (int64_t ack_deadline_ms, int64_t max_attempts, int64_t heartbeat_ms)
-{
-    zactor_destroy (&s_broker);
-    s_start (ack_deadline_ms, max_attempts, heartbeat_ms);
-}
-
 Test (brk_server, lost_heartbeats_return_leases_early)
 {
-    //  Fast heartbeats and a long deadline, so "early" is unmistakable
-    s_restart (5000, 3, 100);
+    //  100 ms heartbeats and a 5 s deadline: lost means 3 silent heartbeats
+    //  (checked every half heartbeat), long before the deadline
+    s_restart_manual (5000, 3, 100);
     zsock_t *publisher = s_dealer (s_frontend);
     s_publish_ids (publisher, 1, 2);
     zsock_t *silent = s_worker (2, "silent");
@@ -377,25 +453,25 @@ Test (brk_server, lost_heartbeats_return_leases_early)
     s_expect (silent, MMP_DELIVER, &deliver);
     cr_assert_eq (deliver.delivery_count, 2);
     mmp_msg_reset (&deliver);
-    int64_t start = zclock_mono ();
     zsock_t *live = s_worker (10, "live");
-    //  live keeps heartbeating; silent says nothing after its HELLO
+    //  live shows signs of life; silent says nothing after its HELLO
+    s_advance (150);
+    s_ping (live);
+    s_advance (149);
+    s_ping (live);                      //  At 299 ms silent is not lost yet
+    cr_assert_eq (s_stat (publisher, "workers_lost"), 0);
+    s_advance (61);                     //  360 ms: past 3 heartbeats and a scan
     size_t got = 0;
     while (got < 2) {
-        s_send (live, MMP_HEARTBEAT, "{}");
-        zsock_set_rcvtimeo (live, 50);
-        mmp_msg_t msg;
-        mmp_msg_init (&msg);
-        if (mmp_recv (live, true, NULL, MMP_FROM_BROKER, &msg, NULL) == 0 && msg.command == MMP_DELIVER) {
-            for (size_t i = 0; i < msg.delivery_count; i++)
-                cr_assert_eq (msg.deliveries [i].attempt, 2);
-            got += msg.delivery_count;
-        }
-        mmp_msg_reset (&msg);
-        cr_assert_lt (zclock_mono () - start, 3000);
+        s_expect (live, MMP_DELIVER, &deliver);
+        for (size_t i = 0; i < deliver.delivery_count; i++)
+            cr_assert_eq (deliver.deliveries [i].attempt, 2);
+        got += deliver.delivery_count;
+        mmp_msg_reset (&deliver);
     }
-    //  3 heartbeats is 300 ms, long before the 5 s deadline
-    cr_assert_lt (zclock_mono () - start, 2500, "leases came back only at their deadline");
+    cr_assert_eq (s_stat (publisher, "workers_lost"), 1);
+    cr_assert_eq (s_stat (publisher, "workers"), 1);
+    cr_assert_eq (s_stat (publisher, "expired"), 2);
     zsock_destroy (&live);
     zsock_destroy (&silent);
     zsock_destroy (&publisher);
@@ -429,9 +505,38 @@ Test (brk_server, credit_is_never_exceeded)
         mmp_msg_reset (&acked);
         memmove (held, held + 1, --held_count * sizeof held [0]);
     }
-    //  CREDIT 0: nothing more even with room
-    s_publish_ids (publisher, 100, 2);
+    //  Hand back what is still held, then CREDIT 0: nothing more even with room
+    for (size_t i = 0; i < held_count; i++) {
+        char json [64];
+        s_ids_json (json, sizeof json, &held [i], 1);
+        s_send (worker, MMP_ACK, json);
+        mmp_msg_t acked;
+        s_expect (worker, MMP_ACKED, &acked);
+        cr_assert_eq (acked.id_count, 1);
+        mmp_msg_reset (&acked);
+    }
     s_send (worker, MMP_CREDIT, "{\"credit\":0}");
+    s_ping (worker);                    //  The broker has the new credit
+    s_publish_ids (publisher, 100, 2);
+    s_ping (worker);                    //  A DELIVER made for the publish would come first
+    s_expect_quiet (worker, 200);
+    //  Credit returns: both arrive, and no more than the credit allows
+    s_send (worker, MMP_CREDIT, "{\"credit\":1}");
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 1, "credit 1");
+    char json [64];
+    s_ids_json (json, sizeof json, &deliver.deliveries [0].delivery_id, 1);
+    mmp_msg_reset (&deliver);
+    s_send (worker, MMP_CREDIT, "{\"credit\":5}");
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 1, "the second of the two");
+    mmp_msg_reset (&deliver);
+    s_send (worker, MMP_ACK, json);
+    mmp_msg_t acked;
+    s_expect (worker, MMP_ACKED, &acked);
+    cr_assert_eq (acked.id_count, 1);
+    mmp_msg_reset (&acked);
     zsock_destroy (&worker);
     zsock_destroy (&publisher);
 }
