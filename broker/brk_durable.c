@@ -107,8 +107,8 @@ brk_durable_open (s_server_t *self)
     brk_queue_stats_t stats;
     brk_queue_stats (self->queue, &stats);
     if (stats.ready + stats.in_flight + stats.dead)
-        mdl_info ("store: recovered %" PRIu64 " pending (%" PRIu64 " of them leased before the "
-                  "restart) and %" PRIu64 " dead letters; epoch %" PRIu64,
+        mdl_info ("queue: %" PRIu64 " pending (%" PRIu64 " of them leased before the "
+                  "restart) and %" PRIu64 " dead letters restored; epoch %" PRIu64,
                   stats.ready + stats.in_flight, stats.in_flight, stats.dead,
                   brk_store_epoch (self->store));
     return BRK_SERVER_OK;

@@ -161,7 +161,7 @@ brk_store_journal_new (const brk_journal_config_t *config,
     }
     if (report.torn_bytes || report.salvaged_bytes)
         mdl_warn ("journal: %s", report.message);
-    mdl_info ("journal: %s, %s durability; read %" PRIu64 " live messages (%" PRIu64
+    mdl_info ("journal: %s, %s durability; recovered %" PRIu64 " live messages (%" PRIu64
               " dead letters) in %" PRId64 " ms; epoch %" PRIu64, self->dir,
               brk_journal_mode_name (config->mode), report.live, report.dead,
               report.elapsed_ms, report.epoch);

@@ -1,0 +1,528 @@
+/*  Tests for brk_store: the memory store (a null object), the journal
+    store over a temporary directory, and the seam itself: a broker actor
+    on a recording store that the test drives (its durable position, its
+    failure), to check the server asks the store for what it must and
+    waits for it where it must.
+*/
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "brk_server.h"
+#include "brk_store_journal.h"
+#include "brk_store_memory.h"
+#include "mdl_log.h"
+#include "mmp.h"
+
+//  --------------------------------------------------------------------------
+//  Memory store
+
+Test (brk_store, memory_is_durable_at_once, .timeout = 10)
+{
+    brk_store_t *store = brk_store_memory_new (42);
+    cr_assert_not_null (store);
+    cr_assert_str_eq (brk_store_name (store), "memory");
+    cr_assert_not (brk_store_deferred (store));
+    cr_assert_eq (brk_store_epoch (store), 42);
+    cr_assert_eq (brk_store_durable (store), 0);
+    brk_store_record_t record = { .kind = BRK_STORE_PUBLISH, .message_id = "x", .request = "{}" };
+    cr_assert_eq (brk_store_append (store, &record), 1);
+    record.kind = BRK_STORE_ACK;
+    cr_assert_eq (brk_store_append (store, &record), 2);
+    cr_assert_eq (brk_store_durable (store), 2, "durable as soon as appended");
+    cr_assert_eq (brk_store_commit (store), 0);
+    cr_assert_eq (brk_store_sync (store), 0);
+    cr_assert_eq (brk_store_fd (store), -1);
+    cr_assert_eq (brk_store_status (store), 0);
+    brk_store_stats_t stats;
+    brk_store_stats (store, &stats);
+    cr_assert_not (stats.persistent);
+    cr_assert_null (stats.dir);
+    cr_assert_eq (stats.appended, 2);
+    cr_assert_eq (stats.durable, 2);
+    cr_assert_eq (stats.fsync_max_us, -1);
+    brk_store_destroy (&store);
+    cr_assert_null (store);
+    brk_store_destroy (&store);
+}
+
+Test (brk_store, memory_epoch_is_at_least_one, .timeout = 10)
+{
+    brk_store_t *store = brk_store_memory_new (0);
+    cr_assert_eq (brk_store_epoch (store), 1);
+    brk_store_destroy (&store);
+}
+
+//  --------------------------------------------------------------------------
+//  Journal store
+
+static int
+s_remove (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st; (void) flag; (void) ftw;
+    return remove (path);
+}
+
+typedef struct {
+    int count;                  //  Messages recovered
+    char id [37];               //  The last one's id
+    char json [128];            //  Its request
+    int64_t attempts;           //  Its attempts
+} s_recovered_t;
+
+static int
+s_recover_into (void *arg, const brk_restore_t *restore)
+{
+    s_recovered_t *recovered = (s_recovered_t *) arg;
+    recovered->count++;
+    snprintf (recovered->id, sizeof recovered->id, "%s", restore->message_id);
+    snprintf (recovered->json, sizeof recovered->json, "%.*s", (int) restore->json_len, restore->json);
+    recovered->attempts = restore->attempts;
+    return 0;
+}
+
+Test (brk_store, journal_keeps_what_it_was_given, .timeout = 30)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    char dir [64];
+    snprintf (dir, sizeof dir, "/tmp/test_brk_store.XXXXXX");
+    cr_assert_not_null (mkdtemp (dir));
+    brk_journal_config_t config;
+    brk_journal_config_defaults (&config);
+    config.dir = dir;
+    config.mode = BRK_JOURNAL_SYNC;
+    int status = -1;
+    brk_store_t *store = brk_store_journal_new (&config, s_recover_into, NULL, &status);
+    cr_assert_not_null (store);
+    cr_assert_eq (status, BRK_STORE_OK);
+    cr_assert_str_eq (brk_store_name (store), "sync");
+    cr_assert (brk_store_deferred (store));
+    uint64_t epoch = brk_store_epoch (store);
+    cr_assert_geq (brk_store_fd (store), 0);
+    const char *id = "00000000-0000-4000-8000-000000000001";
+    brk_store_record_t record = {
+        .kind = BRK_STORE_PUBLISH, .message_id = id,
+        .request = "{\"message_id\":\"00000000-0000-4000-8000-000000000001\"}", .published_ms = 1
+    };
+    uint64_t seq = brk_store_append (store, &record);
+    cr_assert_gt (seq, 0);
+    record = (brk_store_record_t) { .kind = BRK_STORE_ATTEMPT, .message_id = id,
+                                    .attempt = 1, .delivery_id = 77 };
+    cr_assert_gt (brk_store_append (store, &record), seq);
+    cr_assert_eq (brk_store_commit (store), 0);
+    cr_assert_eq (brk_store_sync (store), 0);
+    cr_assert_geq (brk_store_durable (store), seq + 1);
+    brk_store_stats_t stats;
+    brk_store_stats (store, &stats);
+    cr_assert (stats.persistent);
+    cr_assert_str_eq (stats.dir, dir);
+    cr_assert_gt (stats.disk_bytes, 0);
+    cr_assert_eq (stats.live_messages, 1);
+
+    //  A second store on the same directory is refused while this one holds it
+    int locked = -1;
+    cr_assert_null (brk_store_journal_new (&config, NULL, NULL, &locked));
+    cr_assert_eq (locked, BRK_STORE_LOCKED);
+    brk_store_destroy (&store);
+
+    s_recovered_t recovered;
+    memset (&recovered, 0, sizeof recovered);
+    store = brk_store_journal_new (&config, s_recover_into, &recovered, &status);
+    cr_assert_not_null (store);
+    cr_assert_eq (recovered.count, 1);
+    cr_assert_str_eq (recovered.id, id);
+    cr_assert_str_eq (recovered.json, "{\"message_id\":\"00000000-0000-4000-8000-000000000001\"}");
+    cr_assert_eq (recovered.attempts, 1);
+    cr_assert_eq (brk_store_epoch (store), epoch + 1, "every open is a new epoch");
+    brk_store_destroy (&store);
+    nftw (dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+//  --------------------------------------------------------------------------
+//  The seam: a broker on a store that records what it is asked
+
+typedef struct {
+    brk_store_kind_t kind;      //  What
+    char message_id [37];       //  Of which message
+    uint64_t delivery_id;       //  ATTEMPT
+    uint32_t attempt;           //  ATTEMPT
+    bool has_request;           //  PUBLISH: came with its JSON
+} s_call_t;
+
+//  Shared by the test thread and the broker's: under s_lock.
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_call_t s_calls [256];
+static size_t s_call_count;
+static uint64_t s_appended;             //  Last sequence handed out
+static uint64_t s_durable;              //  Set by the test
+static int s_status;                    //  Set by the test
+static int s_commits;                   //  commit () calls
+static int s_syncs;                     //  sync () calls
+static int s_destroys;                  //  destroy () calls
+static int s_event_fd = -1;             //  Readable when the test moved durable or status
+
+static uint64_t
+s_rec_append (void *state, const brk_store_record_t *record)
+{
+    (void) state;
+    pthread_mutex_lock (&s_lock);
+    uint64_t seq = 0;
+    if (!(s_status && record->kind == BRK_STORE_PUBLISH) && s_call_count < 256) {
+        s_call_t *call = &s_calls [s_call_count++];
+        call->kind = record->kind;
+        snprintf (call->message_id, sizeof call->message_id, "%s", record->message_id);
+        call->delivery_id = record->delivery_id;
+        call->attempt = record->attempt;
+        call->has_request = record->request && strstr (record->request, record->message_id);
+        seq = ++s_appended;
+    }
+    pthread_mutex_unlock (&s_lock);
+    return seq;
+}
+
+static int
+s_rec_commit (void *state)
+{
+    (void) state;
+    pthread_mutex_lock (&s_lock);
+    s_commits++;
+    pthread_mutex_unlock (&s_lock);
+    return 0;
+}
+
+static uint64_t
+s_rec_durable (void *state)
+{
+    (void) state;
+    uint64_t count;
+    if (read (s_event_fd, &count, sizeof count) < 0)
+        count = 0;              //  Not signalled: nothing to clear
+    pthread_mutex_lock (&s_lock);
+    uint64_t durable = s_durable;
+    pthread_mutex_unlock (&s_lock);
+    return durable;
+}
+
+static int
+s_rec_fd (void *state)
+{
+    (void) state;
+    return s_event_fd;
+}
+
+static int
+s_rec_status (void *state)
+{
+    (void) state;
+    pthread_mutex_lock (&s_lock);
+    int status = s_status;
+    pthread_mutex_unlock (&s_lock);
+    return status;
+}
+
+static void
+s_rec_stats (void *state, brk_store_stats_t *stats)
+{
+    memset (stats, 0, sizeof *stats);
+    stats->appended = s_appended;
+    pthread_mutex_lock (&s_lock);
+    stats->durable = s_durable;
+    pthread_mutex_unlock (&s_lock);
+    stats->fsync_max_us = -1;
+}
+
+static int
+s_rec_sync (void *state)
+{
+    (void) state;
+    pthread_mutex_lock (&s_lock);
+    s_syncs++;
+    s_durable = s_appended;
+    pthread_mutex_unlock (&s_lock);
+    return 0;
+}
+
+static void
+s_rec_destroy (void *state)
+{
+    (void) state;
+    pthread_mutex_lock (&s_lock);
+    s_destroys++;
+    pthread_mutex_unlock (&s_lock);
+}
+
+static const brk_store_ops_t s_rec_ops = {
+    s_rec_append, s_rec_commit, s_rec_durable, s_rec_fd, s_rec_status, s_rec_stats,
+    s_rec_sync, s_rec_destroy
+};
+
+static const char *s_recovered_id = "00000000-0000-4000-8000-0000000000aa";
+
+static brk_store_t *
+s_rec_open (void *arg, brk_store_recover_fn *recover, void *recover_arg, int *status)
+{
+    (void) arg;
+    //  Hand back one message, leased once before "the restart"
+    char json [160];
+    snprintf (json, sizeof json, "{\"message_id\":\"%s\",\"instance_name\":\"kept\","
+              "\"hostname\":\"kept.example.net\"}", s_recovered_id);
+    brk_restore_t restore = {
+        .message_id = s_recovered_id, .json = json, .json_len = strlen (json),
+        .published_ms = 0, .attempts = 1, .delivery_id = (UINT64_C (8) << 32) | 5
+    };
+    if (recover (recover_arg, &restore) != 0) {
+        *status = BRK_STORE_FAILED;
+        return NULL;
+    }
+    *status = BRK_STORE_OK;
+    return brk_store_new (&s_rec_ops, NULL, "sync", true, 9);
+}
+
+static zactor_t *s_broker;
+static char s_frontend [64];
+static char s_backend [64];
+
+static void
+s_seam_setup (void)
+{
+    zsys_handler_set (NULL);
+    mdl_log_set_level (MDL_LOG_ERROR);
+    s_event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    cr_assert_geq (s_event_fd, 0);
+    s_call_count = 0;
+    s_appended = s_durable = 0;
+    s_status = s_commits = s_syncs = s_destroys = 0;
+    brk_server_config_t config;
+    brk_server_config_defaults (&config);
+    config.queue.heartbeat_ms = 5000;
+    config.store_open = s_rec_open;
+    s_broker = zactor_new (brk_server, &config);
+    cr_assert_not_null (s_broker);
+    char *endpoints [2] = { s_frontend, s_backend };
+    const char *names [2] = { "frontend", "backend" };
+    for (int i = 0; i < 2; i++) {
+        zstr_sendx (s_broker, "BIND", names [i], "tcp://127.0.0.1:*", NULL);
+        int port = -1;
+        cr_assert_eq (zsock_recv (s_broker, "i", &port), 0);
+        cr_assert_gt (port, 0);
+        snprintf (endpoints [i], 64, "tcp://127.0.0.1:%d", port);
+    }
+}
+
+static void
+s_seam_teardown (void)
+{
+    zactor_destroy (&s_broker);
+    close (s_event_fd);
+    s_event_fd = -1;
+}
+
+//  Make everything appended so far durable (or set a failure) and tell the broker.
+static void
+s_store_moves (bool all_durable, int status)
+{
+    pthread_mutex_lock (&s_lock);
+    if (all_durable)
+        s_durable = s_appended;
+    s_status = status;
+    pthread_mutex_unlock (&s_lock);
+    uint64_t one = 1;
+    cr_assert_eq (write (s_event_fd, &one, sizeof one), (ssize_t) sizeof one);
+}
+
+static size_t
+s_count (brk_store_kind_t kind, const char *message_id)
+{
+    size_t count = 0;
+    pthread_mutex_lock (&s_lock);
+    for (size_t i = 0; i < s_call_count; i++)
+        if (s_calls [i].kind == kind && (!message_id || streq (s_calls [i].message_id, message_id)))
+            count++;
+    pthread_mutex_unlock (&s_lock);
+    return count;
+}
+
+static zsock_t *
+s_dealer (const char *endpoint)
+{
+    zsock_t *sock = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (sock);
+    zsock_set_rcvtimeo (sock, 3000);
+    zsock_set_linger (sock, 0);
+    cr_assert_eq (zsock_connect (sock, "%s", endpoint), 0);
+    return sock;
+}
+
+static void
+s_send (zsock_t *sock, mmp_command_t command, const char *json)
+{
+    cr_assert_eq (mmp_send (sock, NULL, command, json, strlen (json)), 0);
+}
+
+static int
+s_recv (zsock_t *sock, mmp_msg_t *msg)
+{
+    while (true) {
+        mmp_msg_init (msg);
+        int rc = mmp_recv (sock, true, NULL, MMP_FROM_BROKER, msg, NULL);
+        if (rc != 0 || msg->command != MMP_HEARTBEAT)
+            return rc;
+        mmp_msg_reset (msg);
+    }
+}
+
+static void
+s_expect (zsock_t *sock, mmp_command_t command, mmp_msg_t *msg)
+{
+    cr_assert_eq (s_recv (sock, msg), 0, "expected %s: nothing came", mmp_command_name (command));
+    cr_assert_eq (msg->command, command, "expected %s, got %s (%s)", mmp_command_name (command),
+                  mmp_command_name (msg->command), msg->reason ? msg->reason : "");
+}
+
+//  Nothing (but heartbeats) within ms.
+static void
+s_expect_nothing (zsock_t *sock, int ms)
+{
+    zsock_set_rcvtimeo (sock, ms);
+    mmp_msg_t msg;
+    int rc = s_recv (sock, &msg);
+    if (rc == 0) {
+        mmp_command_t command = msg.command;
+        mmp_msg_reset (&msg);
+        cr_assert_fail ("unexpected %s", mmp_command_name (command));
+    }
+    zsock_set_rcvtimeo (sock, 3000);
+}
+
+TestSuite (brk_store_seam, .init = s_seam_setup, .fini = s_seam_teardown, .timeout = 30);
+
+Test (brk_store_seam, the_broker_waits_for_the_store)
+{
+    zsock_t *worker = s_dealer (s_backend);
+    s_send (worker, MMP_HELLO, "{\"credit\":10,\"name\":\"w\"}");
+    mmp_msg_t msg;
+    s_expect (worker, MMP_WELCOME, &msg);
+    cr_assert_eq (msg.epoch, 9, "the epoch is the store's");
+    mmp_msg_reset (&msg);
+    //  The recovered message reaches the queue; its old lease is waited
+    //  out first, so it is not delivered at once
+    zsock_t *client = s_dealer (s_frontend);
+    s_send (client, MMP_STATS, "{}");
+    s_expect (client, MMP_STATS, &msg);
+    cr_assert_eq (cJSON_GetObjectItem (msg.body, "in_flight")->valuedouble, 1);
+    cr_assert_str_eq (cJSON_GetObjectItem (msg.body, "durability")->valuestring, "sync");
+    mmp_msg_reset (&msg);
+
+    //  PUBLISH: appended with its request, committed, but neither
+    //  acknowledged nor delivered before the store says it is durable
+    const char *id = "00000000-0000-4000-8000-000000000001";
+    s_send (client, MMP_PUBLISH, "{\"messages\":[{\"message_id\":\"00000000-0000-4000-8000-000000000001\","
+                                 "\"instance_name\":\"cattle-1\"}],\"req\":\"p\"}");
+    s_expect_nothing (client, 200);
+    cr_assert_eq (s_count (BRK_STORE_PUBLISH, id), 1);
+    pthread_mutex_lock (&s_lock);
+    cr_assert (s_calls [0].has_request, "PUBLISH carries the request text");
+    cr_assert_gt (s_commits, 0, "a commit was asked for");
+    pthread_mutex_unlock (&s_lock);
+    s_expect_nothing (worker, 50);
+    s_store_moves (true, 0);
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_str_eq (msg.req, "p");
+    cr_assert_str_eq (msg.durability, "sync");
+    mmp_msg_reset (&msg);
+
+    //  Now it is delivered, and the lease is recorded
+    s_expect (worker, MMP_DELIVER, &msg);
+    cr_assert_eq (msg.delivery_count, 1);
+    uint64_t delivery_id = msg.deliveries [0].delivery_id;
+    cr_assert_eq (delivery_id >> 32, 9);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (s_count (BRK_STORE_ATTEMPT, id), 1);
+    pthread_mutex_lock (&s_lock);
+    bool found = false;
+    for (size_t i = 0; i < s_call_count; i++)
+        if (s_calls [i].kind == BRK_STORE_ATTEMPT && streq (s_calls [i].message_id, id)) {
+            cr_assert_eq (s_calls [i].delivery_id, delivery_id);
+            cr_assert_eq (s_calls [i].attempt, 1);
+            found = true;
+        }
+    pthread_mutex_unlock (&s_lock);
+    cr_assert (found);
+
+    //  PROGRESS and ACK: recorded, answered only once durable
+    char json [128];
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"steps\":[\"save\"]}", delivery_id);
+    s_send (worker, MMP_PROGRESS, json);
+    s_expect_nothing (worker, 100);
+    cr_assert_eq (s_count (BRK_STORE_PROGRESS, id), 1);
+    s_store_moves (true, 0);
+    s_expect (worker, MMP_PROGRESSED, &msg);
+    cr_assert_eq (msg.id_count, 1);
+    mmp_msg_reset (&msg);
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "]}", delivery_id);
+    s_send (worker, MMP_ACK, json);
+    s_expect_nothing (worker, 100);
+    cr_assert_eq (s_count (BRK_STORE_ACK, id), 1);
+    s_store_moves (true, 0);
+    s_expect (worker, MMP_ACKED, &msg);
+    cr_assert_eq (msg.id_count, 1);
+    mmp_msg_reset (&msg);
+
+    //  An ACK that changes nothing needs no store and is answered at once
+    s_send (worker, MMP_ACK, json);
+    s_expect (worker, MMP_ACKED, &msg);
+    cr_assert_eq (msg.stale_count, 1);
+    mmp_msg_reset (&msg);
+    zsock_destroy (&client);
+    zsock_destroy (&worker);
+
+    //  At the stop: a final sync, then the store is closed
+    zactor_destroy (&s_broker);
+    cr_assert_eq (s_syncs, 1);
+    cr_assert_eq (s_destroys, 1);
+}
+
+Test (brk_store_seam, a_failing_store_refuses_publish)
+{
+    zsock_t *client = s_dealer (s_frontend);
+    s_store_moves (false, ENOSPC);
+    //  The broker learns of the failure from the fd; publish until refused
+    bool refused = false;
+    for (int i = 0; i < 50 && !refused; i++) {
+        s_send (client, MMP_PUBLISH, "{\"messages\":[{\"instance_name\":\"c\"}],\"req\":\"x\"}");
+        mmp_msg_t msg;
+        cr_assert_eq (s_recv (client, &msg), 0, "no reply to PUBLISH");
+        if (msg.command == MMP_ERROR) {
+            cr_assert_str_eq (msg.code, MMP_ERR_UNAVAILABLE);
+            refused = true;
+        }
+        mmp_msg_reset (&msg);
+    }
+    cr_assert (refused);
+    cr_assert_eq (s_count (BRK_STORE_PUBLISH, NULL), 0, "nothing was stored");
+    //  Writing works again: PUBLISH is taken (and acknowledged once durable)
+    s_store_moves (false, 0);
+    bool taken = false;
+    zsock_set_rcvtimeo (client, 50);
+    for (int i = 0; i < 100 && !taken; i++) {
+        s_send (client, MMP_PUBLISH, "{\"messages\":[{\"instance_name\":\"d\"}]}");
+        //  Its PUBACK waits for durability: keep making things durable
+        mmp_msg_t msg;
+        int rc = -1;
+        for (int tries = 0; tries < 60 && rc != 0; tries++) {
+            s_store_moves (true, 0);
+            rc = s_recv (client, &msg);
+        }
+        cr_assert_eq (rc, 0, "no reply to PUBLISH");
+        taken = msg.command == MMP_PUBACK;
+        mmp_msg_reset (&msg);
+    }
+    cr_assert (taken);
+    cr_assert_geq (s_count (BRK_STORE_PUBLISH, NULL), 1);
+    zsock_destroy (&client);
+}
