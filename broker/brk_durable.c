@@ -153,7 +153,7 @@ brk_durable_progress (s_server_t *self)
     }
 }
 
-//  Send the reply in buf now if the journal is durable up to seq (or
+//  Send the reply in buf now if the store is durable up to seq (or
 //  there is no such promise to keep), else hold it until it is. Returns 0,
 //  or -1 when out of memory (nothing was sent).
 int

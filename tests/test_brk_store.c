@@ -143,6 +143,26 @@ Test (brk_store, journal_keeps_what_it_was_given, .timeout = 30)
     nftw (dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+Test (brk_store, journal_in_none_mode_does_not_defer, .timeout = 30)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    char dir [64];
+    snprintf (dir, sizeof dir, "/tmp/test_brk_store.XXXXXX");
+    cr_assert_not_null (mkdtemp (dir));
+    brk_journal_config_t config;
+    brk_journal_config_defaults (&config);
+    config.dir = dir;
+    config.mode = BRK_JOURNAL_NONE;
+    int status = -1;
+    brk_store_t *store = brk_store_journal_new (&config, NULL, NULL, &status);
+    cr_assert_not_null (store);
+    cr_assert_str_eq (brk_store_name (store), "none");
+    cr_assert_not (brk_store_deferred (store), "none mode: changes are acted on at once");
+    cr_assert_eq (brk_store_epoch (store), 1, "a new directory starts at epoch 1");
+    brk_store_destroy (&store);
+    nftw (dir, s_remove, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 //  --------------------------------------------------------------------------
 //  The seam: a broker on a store that records what it is asked
 
