@@ -6,7 +6,10 @@
     peer's DELIVER is sent once at the end of the deal (or when it holds
     MMP_MAX_DELIVERIES), so a burst costs one frame per worker, not one per
     message. Peers whose send failed are removed afterwards, their leases
-    returned. Cost: O(leases made) plus O(peers) for the gone-peer sweep.
+    returned. Failure: out of memory while building a DELIVER, it is not
+    sent and logged; its leases expire and are redelivered, so nothing is
+    lost, only late. Cost: O(leases made) plus O(peers) for the gone-peer
+    sweep.
 */
 #include "brk_server_internal.h"
 

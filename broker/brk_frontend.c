@@ -5,6 +5,10 @@
     PUBLISH is all or nothing per batch, idempotent on message_id, and its
     PUBACK waits until the store is durable up to the batch's last record
     (brk_durable); STATS, DEADLETTERS and REPLAY are answered at once.
+    Failure: bad input, a command for the other socket, a store that
+    cannot write (ERROR unavailable) or no memory (ERROR internal; what
+    was queued of a batch stays, and a retry finds it as duplicates) are
+    all answered; the loop carries on.
     Cost: PUBLISH is O(requests) with one store append each; DEADLETTERS
     O(limit); STATS O(1).
 */
