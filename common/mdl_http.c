@@ -240,10 +240,11 @@ mdl_http_new (const char *address, mdl_metrics_t *metrics)
         flags |= MHD_USE_IPv6;
     self->daemon = MHD_start_daemon (
         flags, 0, NULL, NULL, s_handle, self,
+        //  The logger first, so libmicrohttpd's own messages use it too
+        MHD_OPTION_EXTERNAL_LOGGER, s_log, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_IDLE_TIMEOUT_S,
-        MHD_OPTION_EXTERNAL_LOGGER, s_log, NULL,
         MHD_OPTION_END);
     if (!self->daemon) {
         int saved = errno ? errno : EIO;
@@ -253,7 +254,14 @@ mdl_http_new (const char *address, mdl_metrics_t *metrics)
         errno = saved;
         return NULL;
     }
-    mdl_info ("metrics: serving http://%s/metrics (port %d)", address, self->port);
+    char host [INET6_ADDRSTRLEN] = "?";
+    if (parsed.addr.ss_family == AF_INET6)
+        inet_ntop (AF_INET6, &((struct sockaddr_in6 *) &parsed.addr)->sin6_addr, host, sizeof host);
+    else
+        inet_ntop (AF_INET, &((struct sockaddr_in *) &parsed.addr)->sin_addr, host, sizeof host);
+    mdl_info ("metrics: serving http://%s%s%s:%d/metrics",
+              parsed.addr.ss_family == AF_INET6 ? "[" : "", host,
+              parsed.addr.ss_family == AF_INET6 ? "]" : "", self->port);
     return self;
 }
 

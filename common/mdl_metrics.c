@@ -44,6 +44,7 @@ struct _s_family_t {
     char *label_names [MDL_METRICS_MAX_LABELS];  //  Owned, in order
     size_t bound_count;                 //  Histogram: finite bucket bounds
     double bounds [MDL_METRICS_MAX_BUCKETS];     //  Histogram: strictly increasing
+    char les [MDL_METRICS_MAX_BUCKETS + 1][32];  //  Histogram: bounds as le values
     _Atomic (s_series_t *) series;      //  First series
     s_series_t *tail;                   //  Last series; registrants only
 };
@@ -124,6 +125,7 @@ s_buf_reserve (s_buf_t *buf, size_t more)
         return false;
     }
     buf->data = data;
+    buf->data [buf->size] = 0;
     buf->capacity = capacity;
     return true;
 }
@@ -433,8 +435,11 @@ s_family_new (const s_request_t *req)
         ok = ok && family->label_names [i];
     }
     family->bound_count = req->bound_count;
-    if (req->bound_count)
-        memcpy (family->bounds, req->bounds, req->bound_count * sizeof (double));
+    for (size_t i = 0; i < req->bound_count; i++) {
+        family->bounds [i] = req->bounds [i];
+        s_format_double (family->les [i], req->bounds [i]);
+    }
+    strcpy (family->les [req->bound_count], "+Inf");
     if (!ok) {
         s_family_free (family);
         return NULL;
@@ -720,14 +725,9 @@ s_render_histogram (s_buf_t *buf, const s_family_t *family, const s_series_t *se
     //  Each bucket is read once, so the running total is cumulative and
     //  ends at the count printed for +Inf and _count.
     uint64_t total = 0;
-    char le [32];
     for (size_t i = 0; i <= family->bound_count; i++) {
         total += atomic_load_explicit (&series->buckets [i], memory_order_relaxed);
-        if (i < family->bound_count)
-            s_format_double (le, family->bounds [i]);
-        else
-            strcpy (le, "+Inf");
-        s_buf_sample_name (buf, family->name, "_bucket", series->labels, le);
+        s_buf_sample_name (buf, family->name, "_bucket", series->labels, family->les [i]);
         s_buf_putc (buf, ' ');
         s_buf_u64 (buf, total);
         s_buf_putc (buf, '\n');
