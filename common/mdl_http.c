@@ -6,6 +6,8 @@
 #include <assert.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -238,6 +240,13 @@ mdl_http_new (const char *address, mdl_metrics_t *metrics)
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (parsed.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    //  The server thread inherits a mask that blocks every signal, so
+    //  SIGTERM and friends reach the owner's signalfd or handler thread
+    //  instead of killing the process from libmicrohttpd's thread
+    sigset_t all, previous;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, &previous);
+    errno = 0;
     self->daemon = MHD_start_daemon (
         flags, 0, NULL, NULL, s_handle, self,
         //  The logger first, so libmicrohttpd's own messages use it too
@@ -246,6 +255,9 @@ mdl_http_new (const char *address, mdl_metrics_t *metrics)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) S_CONNECTION_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) S_IDLE_TIMEOUT_S,
         MHD_OPTION_END);
+    int start_errno = errno;
+    pthread_sigmask (SIG_SETMASK, &previous, NULL);
+    errno = start_errno;
     if (!self->daemon) {
         int saved = errno ? errno : EIO;
         mdl_error ("metrics: cannot start the HTTP server on %s", address);

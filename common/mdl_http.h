@@ -7,7 +7,9 @@
     involved: a scrape renders the registry on that thread
     (mdl_metrics_render, lock-free against updates), so a slow or stuck
     client costs the loop nothing. At most 32 connections at once, each
-    closed after 10 s idle.
+    closed after 10 s idle. The server thread blocks every signal, so a
+    process's signal handling (signalfd or self-pipe, STYLE.md 6) is the
+    same with or without --metrics, whenever mdl_http_new is called.
 
     Answers: GET or HEAD /metrics -> 200 with the text exposition format
     0.0.4 (Content-Type: text/plain; version=0.0.4; charset=utf-8); any
