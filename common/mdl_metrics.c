@@ -591,6 +591,12 @@ mdl_counter_add (mdl_counter_t *self, uint64_t amount)
     atomic_fetch_add_explicit (&s_series (self)->value, amount, memory_order_relaxed);
 }
 
+void
+mdl_counter_set (mdl_counter_t *self, uint64_t total)
+{
+    atomic_store_explicit (&s_series (self)->value, total, memory_order_relaxed);
+}
+
 uint64_t
 mdl_counter_value (const mdl_counter_t *self)
 {

@@ -97,6 +97,11 @@ mdl_histogram_t *mdl_metrics_histogram (mdl_metrics_t *self, const char *name,
 //  Updates: no lock, no allocation; any thread.
 void mdl_counter_add (mdl_counter_t *self, uint64_t amount);
 static inline void mdl_counter_inc (mdl_counter_t *self) { mdl_counter_add (self, 1); }
+//  Set a counter to a total that another module already keeps (a
+//  collector mirroring brk_queue_stats, say). A counter is either added
+//  to or set, by one thread, never both: a set overwrites adds made at
+//  the same time. The total must not go down while the process lives.
+void mdl_counter_set (mdl_counter_t *self, uint64_t total);
 uint64_t mdl_counter_value (const mdl_counter_t *self);
 
 void mdl_gauge_set (mdl_gauge_t *self, double value);

@@ -242,6 +242,8 @@ typedef struct {
     int runs;                           //  Times the collector ran
     mdl_gauge_t *gauge;                 //  Gauge it sets
     double value;                       //  Value it sets
+    mdl_counter_t *mirror;              //  Counter set from a kept total
+    uint64_t total;                     //  The total another module keeps
 } collect_state_t;
 
 static void
@@ -250,24 +252,34 @@ s_collect (mdl_metrics_t *metrics, void *arg)
     collect_state_t *state = arg;
     state->runs++;
     mdl_gauge_set (state->gauge, state->value);
+    if (state->mirror)
+        mdl_counter_set (state->mirror, state->total);
 }
 
 Test (mdl_metrics, collectors_run_at_most_every_interval, .init = s_quiet, .timeout = 10)
 {
     mdl_metrics_t *metrics = mdl_metrics_new ();
-    collect_state_t state = { 0, NULL, 5 };
+    collect_state_t state = { 0, NULL, 5, NULL, 40 };
     state.gauge = mdl_metrics_gauge (metrics, "mandrill_ready", "Ready.", NULL);
+    state.mirror = mdl_metrics_counter (metrics, "mandrill_acked_total", "Acked.", NULL);
     cr_assert_eq (mdl_metrics_add_collector (metrics, s_collect, &state), 0);
     mdl_metrics_set_collect_interval (metrics, 100);
     cr_assert_eq (mdl_metrics_collect (metrics, 1000), 1);
     cr_assert_eq (state.runs, 1);
     cr_assert_eq (mdl_gauge_value (state.gauge), 5);
+    cr_assert_eq (mdl_counter_value (state.mirror), 40);
     state.value = 6;
+    state.total = 45;
     cr_assert_eq (mdl_metrics_collect (metrics, 1050), 0);
     cr_assert_eq (mdl_metrics_collect (metrics, 1099), 0);
     cr_assert_eq (mdl_gauge_value (state.gauge), 5);
+    cr_assert_eq (mdl_counter_value (state.mirror), 40);
     cr_assert_eq (mdl_metrics_collect (metrics, 1100), 1);
     cr_assert_eq (mdl_gauge_value (state.gauge), 6);
+    char *text = mdl_metrics_render (metrics, NULL);
+    cr_assert_eq (s_sample (text, "mandrill_acked_total"), 45);
+    cr_assert_eq (s_sample (text, "mandrill_ready"), 6);
+    free (text);
     //  After a stall, one run, timed again from now: no catch-up burst
     cr_assert_eq (mdl_metrics_collect (metrics, 5000), 1);
     cr_assert_eq (mdl_metrics_collect (metrics, 5001), 0);
