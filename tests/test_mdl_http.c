@@ -623,3 +623,79 @@ Test (mdl_http, server_thread_blocks_signals, .init = s_quiet, .timeout = 30)
     mdl_http_destroy (&http);
     mdl_metrics_destroy (&metrics);
 }
+
+//  Every metric that common/METRICS.md proposes, registered with its type
+//  and labels as the table gives them, is accepted by the registry and by
+//  promtool's lint: the catalogue cannot drift into names that fail.
+Test (mdl_http, catalogue_in_metrics_md_is_valid, .init = s_quiet, .timeout = 60)
+{
+    char path [4096];
+    snprintf (path, sizeof path, "%s", __FILE__);
+    char *slash = strrchr (path, '/');
+    cr_assert_not_null (slash, "__FILE__ %s has no directory", __FILE__);
+    strcpy (slash, "/../common/METRICS.md");
+    FILE *file = fopen (path, "r");
+    cr_assert_not_null (file, "%s: %s", path, strerror (errno));
+    mdl_metrics_t *metrics = mdl_metrics_new ();
+    char line [1024];
+    int rows = 0;
+    while (fgets (line, sizeof line, file)) {
+        if (strncmp (line, "| `mandrill_", 12) != 0)
+            continue;
+        //  | `name` | type ... | `label` = `value`, ... | source |
+        char name [128], type [32];
+        cr_assert_eq (sscanf (line, "| `%127[^`]` | %31[a-z]", name, type), 2, "row: %s", line);
+        char *labels = strchr (strchr (line + 1, '|') + 1, '|') + 1;
+        char *end = strchr (labels, '|');
+        cr_assert_not_null (end, "row: %s", line);
+        *end = 0;
+        //  Either `label` = `value`, `value2` ... (the first value is
+        //  used) or `label1`, `label2` (label names, a made-up value)
+        const char *names [2] = { NULL, NULL };
+        char label [2][64] = { "", "" }, value [64] = "x";
+        char *tick = strchr (labels, '`');
+        if (tick && sscanf (tick, "`%63[^`]` = `%63[^`]`", label [0], value) == 2)
+            names [0] = label [0];
+        else
+        if (tick) {
+            int got = sscanf (tick, "`%63[^`]`, `%63[^`]`", label [0], label [1]);
+            cr_assert_geq (got, 1, "labels: %s", labels);
+            names [0] = label [0];
+            names [1] = got == 2 ? label [1] : NULL;
+        }
+        const char *help = "From METRICS.md.";
+        void *series;
+        if (strcmp (type, "counter") == 0)
+            series = names [1] ? (void *) mdl_metrics_counter (metrics, name, help, names [0], value,
+                                                               names [1], value, NULL)
+                   : names [0] ? (void *) mdl_metrics_counter (metrics, name, help, names [0], value, NULL)
+                   : (void *) mdl_metrics_counter (metrics, name, help, NULL);
+        else
+        if (strcmp (type, "gauge") == 0)
+            series = names [1] ? (void *) mdl_metrics_gauge (metrics, name, help, names [0], value,
+                                                             names [1], value, NULL)
+                   : names [0] ? (void *) mdl_metrics_gauge (metrics, name, help, names [0], value, NULL)
+                   : (void *) mdl_metrics_gauge (metrics, name, help, NULL);
+        else {
+            cr_assert_str_eq (type, "histogram", "row: %s", line);
+            cr_assert_null (names [1], "row: %s", line);
+            series = names [0] ? (void *) mdl_metrics_histogram (metrics, name, help, NULL, 0,
+                                                                 names [0], value, NULL)
+                   : (void *) mdl_metrics_histogram (metrics, name, help, NULL, 0, NULL);
+        }
+        cr_assert_not_null (series, "%s refused: %s", name, line);
+        rows++;
+    }
+    fclose (file);
+    cr_assert_geq (rows, 30, "only %d metric rows in %s", rows, path);
+    const char *promtool = s_find_promtool ();
+    cr_assert_not_null (promtool, "promtool not found on PATH: install Debian's 'prometheus' package");
+    if (!RUNNING_ON_VALGRIND) {
+        char *text = mdl_metrics_render (metrics, NULL);
+        char out [8192];
+        int rc = s_promtool (promtool, text, out, sizeof out);
+        cr_assert_eq (rc, 0, "promtool check metrics exited %d:\n%s", rc, out);
+        free (text);
+    }
+    mdl_metrics_destroy (&metrics);
+}
