@@ -157,18 +157,30 @@ s_reply (struct MHD_Connection *connection, unsigned int status, const char *tex
     return rc;
 }
 
-//  Runs on libmicrohttpd's thread, once per request: every answer is
-//  queued at the first call, so a request body is never read.
+//  Runs on libmicrohttpd's thread, at least twice per request: first when
+//  the head is in, then once per piece of body, then with no data. An
+//  error is answered at the first call, which makes libmicrohttpd close
+//  the connection without reading a body; a scrape is answered at the
+//  second, which keeps an HTTP/1.1 connection open for the next one.
 static enum MHD_Result
 s_handle (void *cls, struct MHD_Connection *connection, const char *url,
           const char *method, const char *version, const char *upload_data,
           size_t *upload_data_size, void **con_cls)
 {
+    static int s_head_seen;
     mdl_http_t *self = (mdl_http_t *) cls;
     if (strcmp (url, "/metrics") != 0)
         return s_reply (connection, MHD_HTTP_NOT_FOUND, "Not found: metrics are at /metrics\n");
     if (strcmp (method, MHD_HTTP_METHOD_GET) != 0 && strcmp (method, MHD_HTTP_METHOD_HEAD) != 0)
         return s_reply (connection, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed: use GET\n");
+    if (*con_cls == NULL) {
+        *con_cls = &s_head_seen;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        *upload_data_size = 0;          //  A GET with a body: ignored
+        return MHD_YES;
+    }
     size_t size;
     char *text = mdl_metrics_render (self->metrics, &size);
     if (!text)

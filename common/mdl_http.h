@@ -14,7 +14,9 @@
     Answers: GET or HEAD /metrics -> 200 with the text exposition format
     0.0.4 (Content-Type: text/plain; version=0.0.4; charset=utf-8); any
     other path -> 404; another method on /metrics -> 405 with Allow; a
-    render without memory -> 500. A query string is ignored.
+    render without memory -> 500. A query string is ignored. A scrape
+    keeps an HTTP/1.1 connection open (as Prometheus expects); an error
+    answer closes it without reading the request's body.
 
     Addresses: "HOST:PORT" where HOST is an IPv4 literal, "localhost"
     (127.0.0.1), "*" for every IPv4 interface (as 0.0.0.0), or an IPv6

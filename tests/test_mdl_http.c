@@ -699,3 +699,46 @@ Test (mdl_http, catalogue_in_metrics_md_is_valid, .init = s_quiet, .timeout = 60
     }
     mdl_metrics_destroy (&metrics);
 }
+
+//  Prometheus keeps its connection open between scrapes (HTTP/1.1)
+Test (mdl_http, keep_alive_serves_scrapes_on_one_connection, .init = s_quiet, .timeout = 30)
+{
+    mdl_metrics_t *metrics = mdl_metrics_new ();
+    mdl_counter_t *c = mdl_metrics_counter (metrics, "mandrill_x_total", "X.", NULL);
+    mdl_http_t *http = s_server (metrics);
+    int fd = s_connect (mdl_http_port (http));
+    const char request [] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    for (uint64_t round = 1; round <= 3; round++) {
+        mdl_counter_inc (c);
+        cr_assert_eq (send (fd, request, sizeof request - 1, MSG_NOSIGNAL), (ssize_t) sizeof request - 1);
+        //  Read the head, then exactly Content-Length bytes
+        char data [8192];
+        size_t size = 0;
+        char *end = NULL;
+        while (!end) {
+            ssize_t got = recv (fd, data + size, sizeof data - 1 - size, 0);
+            cr_assert_gt (got, 0, "round %" PRIu64 ": connection closed or timed out", round);
+            size += (size_t) got;
+            data [size] = 0;
+            end = strstr (data, "\r\n\r\n");
+        }
+        cr_assert_not_null (strstr (data, "HTTP/1.1 200"), "%s", data);
+        cr_assert_null (strcasestr (data, "\r\nConnection: close"), "round %" PRIu64 ": %s", round, data);
+        char *length = strcasestr (data, "\r\nContent-Length:");
+        cr_assert_not_null (length, "%s", data);
+        size_t body = strtoul (length + 17, NULL, 10);
+        size_t have = size - (size_t) (end + 4 - data);
+        while (have < body) {
+            ssize_t got = recv (fd, data + size, sizeof data - 1 - size, 0);
+            cr_assert_gt (got, 0);
+            size += (size_t) got;
+            have += (size_t) got;
+        }
+        data [size] = 0;
+        cr_assert_eq (have, body, "more bytes than Content-Length");
+        cr_assert_eq (s_sample (end + 4, "mandrill_x_total"), (double) round);
+    }
+    close (fd);
+    mdl_http_destroy (&http);
+    mdl_metrics_destroy (&metrics);
+}
