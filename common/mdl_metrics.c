@@ -1,14 +1,10 @@
-/*  mdl_metrics: see mdl_metrics.h.
-
-    Layout: a singly linked list of families in registration order, each
-    with a singly linked list of its series. Registrants (serialised by
-    the mutex) fill a node completely, then link it with a release store;
-    readers walk the lists with acquire loads and so see only complete
-    nodes. A node's fields never change after it is linked, except the
-    atomic values, so the reader needs no lock. The public series types
-    are opaque names for s_series_t, cast at the boundary.
+/*  mdl_metrics: see mdl_metrics.h. The registry: validation,
+    registration, updates and collectors. The layout and its thread rules
+    are in mdl_metrics_int.h, the rendering is in mdl_metrics_text.c. The
+    public series types are opaque names for mdl_metrics_series_t, cast
+    at the boundary.
 */
-#include "mdl_metrics.h"
+#include "mdl_metrics_int.h"
 #include "mdl_log.h"
 
 #include <assert.h>
@@ -22,188 +18,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_MAX_COLLECTORS 8
-
 const double mdl_metrics_seconds_buckets [] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
 };
 const size_t mdl_metrics_seconds_buckets_count =
     sizeof mdl_metrics_seconds_buckets / sizeof mdl_metrics_seconds_buckets [0];
 
-typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM } s_type_t;
-
-typedef struct _s_series_t s_series_t;
-typedef struct _s_family_t s_family_t;
-
-struct _s_family_t {
-    _Atomic (s_family_t *) next;        //  Next family, in registration order
-    s_type_t type;                      //  Counter, gauge or histogram
-    char *name;                         //  Metric name, owned
-    char *help;                         //  Help text as given, owned
-    size_t label_count;                 //  Label names per series
-    char *label_names [MDL_METRICS_MAX_LABELS];  //  Owned, in order
-    size_t bound_count;                 //  Histogram: finite bucket bounds
-    double bounds [MDL_METRICS_MAX_BUCKETS];     //  Histogram: strictly increasing
-    char les [MDL_METRICS_MAX_BUCKETS + 1][32];  //  Histogram: bounds as le values
-    _Atomic (s_series_t *) series;      //  First series
-    s_series_t *tail;                   //  Last series; registrants only
-};
-
-struct _s_series_t {
-    _Atomic (s_series_t *) next;        //  Next series of the family
-    s_family_t *family;                 //  Family it belongs to
-    char *label_values [MDL_METRICS_MAX_LABELS];  //  Owned, as given
-    char *labels;                       //  Rendered 'a="x",b="y"' or "", owned
-    _Atomic uint64_t value;             //  Counter value, or gauge double bits
-    _Atomic uint64_t sum;               //  Histogram: double bits of the sum
-    _Atomic uint64_t buckets [];        //  Histogram: bound_count + 1 counts
-};
-
-typedef struct {
-    mdl_metrics_collect_fn *fn;         //  Sets gauges on the owner's thread
-    void *arg;                          //  Passed to fn
-} s_collector_t;
-
-struct _mdl_metrics_t {
-    pthread_mutex_t mutex;              //  Serialises registrants, never readers
-    _Atomic (s_family_t *) families;    //  First family
-    s_family_t *tail;                   //  Last family; registrants only
-    s_collector_t collectors [S_MAX_COLLECTORS];  //  Owner's thread only
-    size_t collector_count;             //  Collectors in use
-    int64_t collect_interval;           //  Least ms between collects
-    int64_t collected_at;               //  Monotonic ms of the last collect
-    bool collected;                     //  Has a collect run yet?
-};
-
-static inline s_series_t *
+static inline mdl_metrics_series_t *
 s_series (const void *opaque)
 {
     assert (opaque);
-    return (s_series_t *) opaque;
+    return (mdl_metrics_series_t *) opaque;
 }
-
-static inline uint64_t
-s_bits (double value)
-{
-    uint64_t bits;
-    memcpy (&bits, &value, sizeof bits);
-    return bits;
-}
-
-static inline double
-s_double (uint64_t bits)
-{
-    double value;
-    memcpy (&value, &bits, sizeof value);
-    return value;
-}
-
-
-//  --------------------------------------------------------------------
-//  A growing text buffer; a failed allocation sticks and is seen at the end
-
-typedef struct {
-    char *data;                         //  Text so far, null-terminated
-    size_t size;                        //  Length without the null
-    size_t capacity;                    //  Bytes allocated
-    bool failed;                        //  An allocation failed
-} s_buf_t;
-
-static bool
-s_buf_reserve (s_buf_t *buf, size_t more)
-{
-    if (buf->failed)
-        return false;
-    if (buf->size + more + 1 <= buf->capacity)
-        return true;
-    size_t capacity = buf->capacity ? buf->capacity : 4096;
-    while (capacity < buf->size + more + 1)
-        capacity *= 2;
-    char *data = realloc (buf->data, capacity);
-    if (!data) {
-        buf->failed = true;
-        return false;
-    }
-    buf->data = data;
-    buf->data [buf->size] = 0;
-    buf->capacity = capacity;
-    return true;
-}
-
-static void
-s_buf_put (s_buf_t *buf, const char *text, size_t len)
-{
-    if (!s_buf_reserve (buf, len))
-        return;
-    memcpy (buf->data + buf->size, text, len);
-    buf->size += len;
-    buf->data [buf->size] = 0;
-}
-
-static void
-s_buf_puts (s_buf_t *buf, const char *text)
-{
-    s_buf_put (buf, text, strlen (text));
-}
-
-static void
-s_buf_putc (s_buf_t *buf, char c)
-{
-    s_buf_put (buf, &c, 1);
-}
-
-//  Escape backslash and newline (help text), and double quote too when
-//  quote is set (label values), as the text format requires.
-static void
-s_buf_escaped (s_buf_t *buf, const char *text, bool quote)
-{
-    for (const char *p = text; *p; p++) {
-        if (*p == '\\')
-            s_buf_put (buf, "\\\\", 2);
-        else
-        if (*p == '\n')
-            s_buf_put (buf, "\\n", 2);
-        else
-        if (*p == '"' && quote)
-            s_buf_put (buf, "\\\"", 2);
-        else
-            s_buf_putc (buf, *p);
-    }
-}
-
-static void
-s_buf_u64 (s_buf_t *buf, uint64_t value)
-{
-    char text [24];
-    int len = snprintf (text, sizeof text, "%" PRIu64, value);
-    s_buf_put (buf, text, (size_t) len);
-}
-
-//  The shortest of %.15g and %.17g that reads back as the same double,
-//  so 0.1 prints as "0.1"; NaN and infinities as Prometheus spells them.
-static void
-s_format_double (char text [32], double value)
-{
-    if (isnan (value))
-        strcpy (text, "NaN");
-    else
-    if (isinf (value))
-        strcpy (text, value > 0 ? "+Inf" : "-Inf");
-    else {
-        snprintf (text, 32, "%.15g", value);
-        if (strtod (text, NULL) != value)
-            snprintf (text, 32, "%.17g", value);
-    }
-}
-
-static void
-s_buf_double (s_buf_t *buf, double value)
-{
-    char text [32];
-    s_format_double (text, value);
-    s_buf_puts (buf, text);
-}
-
 
 //  --------------------------------------------------------------------
 //  Validation of what registrants pass in
@@ -285,7 +111,7 @@ mdl_metrics_new (void)
 }
 
 static void
-s_series_free (s_series_t *series, size_t label_count)
+s_series_free (mdl_metrics_series_t *series, size_t label_count)
 {
     if (!series)
         return;
@@ -296,13 +122,13 @@ s_series_free (s_series_t *series, size_t label_count)
 }
 
 static void
-s_family_free (s_family_t *family)
+s_family_free (mdl_metrics_family_t *family)
 {
     if (!family)
         return;
-    s_series_t *series = atomic_load_explicit (&family->series, memory_order_relaxed);
+    mdl_metrics_series_t *series = atomic_load_explicit (&family->series, memory_order_relaxed);
     while (series) {
-        s_series_t *next = atomic_load_explicit (&series->next, memory_order_relaxed);
+        mdl_metrics_series_t *next = atomic_load_explicit (&series->next, memory_order_relaxed);
         s_series_free (series, family->label_count);
         series = next;
     }
@@ -320,9 +146,9 @@ mdl_metrics_destroy (mdl_metrics_t **self_p)
     mdl_metrics_t *self = *self_p;
     if (!self)
         return;
-    s_family_t *family = atomic_load_explicit (&self->families, memory_order_relaxed);
+    mdl_metrics_family_t *family = atomic_load_explicit (&self->families, memory_order_relaxed);
     while (family) {
-        s_family_t *next = atomic_load_explicit (&family->next, memory_order_relaxed);
+        mdl_metrics_family_t *next = atomic_load_explicit (&family->next, memory_order_relaxed);
         s_family_free (family);
         family = next;
     }
@@ -333,7 +159,7 @@ mdl_metrics_destroy (mdl_metrics_t **self_p)
 
 //  What one registration asks for, checked before the registry is touched
 typedef struct {
-    s_type_t type;                      //  Kind of series
+    mdl_metrics_type_t type;                      //  Kind of series
     const char *name;                   //  Metric name
     const char *help;                   //  Help text
     size_t label_count;                 //  Pairs given
@@ -343,19 +169,13 @@ typedef struct {
     size_t bound_count;                 //  Number of bounds
 } s_request_t;
 
-static const char *
-s_type_name (s_type_t type)
-{
-    return type == S_COUNTER ? "counter" : type == S_GAUGE ? "gauge" : "histogram";
-}
-
 //  Returns NULL when the request is sound, else why not.
 static const char *
 s_check (s_request_t *req, va_list args)
 {
     if (!s_valid_name (req->name, true))
         return "metric name is not [a-zA-Z_:][a-zA-Z0-9_:]*";
-    if (req->type == S_COUNTER && !s_ends_with (req->name, "_total"))
+    if (req->type == MDL_METRICS_COUNTER && !s_ends_with (req->name, "_total"))
         return "a counter's name ends in _total";
     if (!req->help || !s_valid_utf8 (req->help))
         return "help text is missing or not UTF-8";
@@ -366,7 +186,7 @@ s_check (s_request_t *req, va_list args)
             return "too many labels";
         if (!s_valid_name (label, false) || strncmp (label, "__", 2) == 0)
             return "label name is not [a-zA-Z_][a-zA-Z0-9_]* or starts with __";
-        if (req->type == S_HISTOGRAM && strcmp (label, "le") == 0)
+        if (req->type == MDL_METRICS_HISTOGRAM && strcmp (label, "le") == 0)
             return "a histogram cannot have a label named le";
         if (!value || !s_valid_utf8 (value))
             return "label value is missing or not UTF-8";
@@ -377,7 +197,7 @@ s_check (s_request_t *req, va_list args)
         req->label_values [req->label_count] = value;
         req->label_count++;
     }
-    if (req->type == S_HISTOGRAM) {
+    if (req->type == MDL_METRICS_HISTOGRAM) {
         if (!req->bounds) {
             req->bounds = mdl_metrics_seconds_buckets;
             req->bound_count = mdl_metrics_seconds_buckets_count;
@@ -396,7 +216,7 @@ s_check (s_request_t *req, va_list args)
 
 //  Does an existing family match the request? NULL when it does.
 static const char *
-s_family_matches (const s_family_t *family, const s_request_t *req)
+s_family_matches (const mdl_metrics_family_t *family, const s_request_t *req)
 {
     if (family->type != req->type)
         return "registered before with another type";
@@ -407,7 +227,7 @@ s_family_matches (const s_family_t *family, const s_request_t *req)
     for (size_t i = 0; i < req->label_count; i++)
         if (strcmp (family->label_names [i], req->label_names [i]) != 0)
             return "registered before with other label names";
-    if (req->type == S_HISTOGRAM) {
+    if (req->type == MDL_METRICS_HISTOGRAM) {
         if (family->bound_count != req->bound_count)
             return "registered before with other buckets";
         for (size_t i = 0; i < req->bound_count; i++)
@@ -417,10 +237,10 @@ s_family_matches (const s_family_t *family, const s_request_t *req)
     return NULL;
 }
 
-static s_family_t *
+static mdl_metrics_family_t *
 s_family_new (const s_request_t *req)
 {
-    s_family_t *family = calloc (1, sizeof *family);
+    mdl_metrics_family_t *family = calloc (1, sizeof *family);
     if (!family)
         return NULL;
     atomic_init (&family->next, NULL);
@@ -437,7 +257,7 @@ s_family_new (const s_request_t *req)
     family->bound_count = req->bound_count;
     for (size_t i = 0; i < req->bound_count; i++) {
         family->bounds [i] = req->bounds [i];
-        s_format_double (family->les [i], req->bounds [i]);
+        mdl_metrics_format_double (family->les [i], req->bounds [i]);
     }
     strcpy (family->les [req->bound_count], "+Inf");
     if (!ok) {
@@ -447,31 +267,31 @@ s_family_new (const s_request_t *req)
     return family;
 }
 
-static s_series_t *
-s_series_new (s_family_t *family, const s_request_t *req)
+static mdl_metrics_series_t *
+s_series_new (mdl_metrics_family_t *family, const s_request_t *req)
 {
-    size_t buckets = family->type == S_HISTOGRAM ? family->bound_count + 1 : 0;
-    s_series_t *series = calloc (1, sizeof *series + buckets * sizeof (_Atomic uint64_t));
+    size_t buckets = family->type == MDL_METRICS_HISTOGRAM ? family->bound_count + 1 : 0;
+    mdl_metrics_series_t *series = calloc (1, sizeof *series + buckets * sizeof (_Atomic uint64_t));
     if (!series)
         return NULL;
     atomic_init (&series->next, NULL);
     series->family = family;
-    atomic_init (&series->value, family->type == S_GAUGE ? s_bits (0.0) : 0);
-    atomic_init (&series->sum, s_bits (0.0));
+    atomic_init (&series->value, family->type == MDL_METRICS_GAUGE ? mdl_metrics_bits (0.0) : 0);
+    atomic_init (&series->sum, mdl_metrics_bits (0.0));
     for (size_t i = 0; i < buckets; i++)
         atomic_init (&series->buckets [i], 0);
     bool ok = true;
-    s_buf_t labels = { NULL, 0, 0, false };
-    s_buf_reserve (&labels, 0);
+    mdl_metrics_buf_t labels = { NULL, 0, 0, false };
+    mdl_metrics_buf_reserve (&labels, 0);
     for (size_t i = 0; i < req->label_count; i++) {
         series->label_values [i] = strdup (req->label_values [i]);
         ok = ok && series->label_values [i];
         if (i > 0)
-            s_buf_putc (&labels, ',');
-        s_buf_puts (&labels, req->label_names [i]);
-        s_buf_put (&labels, "=\"", 2);
-        s_buf_escaped (&labels, req->label_values [i], true);
-        s_buf_putc (&labels, '"');
+            mdl_metrics_buf_putc (&labels, ',');
+        mdl_metrics_buf_puts (&labels, req->label_names [i]);
+        mdl_metrics_buf_put (&labels, "=\"", 2);
+        mdl_metrics_buf_escaped (&labels, req->label_values [i], true);
+        mdl_metrics_buf_putc (&labels, '"');
     }
     series->labels = labels.data;
     if (!ok || labels.failed) {
@@ -482,10 +302,10 @@ s_series_new (s_family_t *family, const s_request_t *req)
 }
 
 //  Find or make the series for req. Under the mutex.
-static s_series_t *
+static mdl_metrics_series_t *
 s_lookup_or_add (mdl_metrics_t *self, const s_request_t *req)
 {
-    s_family_t *family = atomic_load_explicit (&self->families, memory_order_relaxed);
+    mdl_metrics_family_t *family = atomic_load_explicit (&self->families, memory_order_relaxed);
     while (family && strcmp (family->name, req->name) != 0)
         family = atomic_load_explicit (&family->next, memory_order_relaxed);
 
@@ -495,7 +315,7 @@ s_lookup_or_add (mdl_metrics_t *self, const s_request_t *req)
             mdl_error ("metrics: %s: %s", req->name, why);
             return NULL;
         }
-        s_series_t *series = atomic_load_explicit (&family->series, memory_order_relaxed);
+        mdl_metrics_series_t *series = atomic_load_explicit (&family->series, memory_order_relaxed);
         for (; series; series = atomic_load_explicit (&series->next, memory_order_relaxed)) {
             size_t i = 0;
             while (i < req->label_count
@@ -514,7 +334,7 @@ s_lookup_or_add (mdl_metrics_t *self, const s_request_t *req)
         return series;
     }
     family = s_family_new (req);
-    s_series_t *series = family ? s_series_new (family, req) : NULL;
+    mdl_metrics_series_t *series = family ? s_series_new (family, req) : NULL;
     if (!series) {
         s_family_free (family);
         mdl_error ("metrics: %s: out of memory", req->name);
@@ -530,18 +350,18 @@ s_lookup_or_add (mdl_metrics_t *self, const s_request_t *req)
     return series;
 }
 
-static s_series_t *
+static mdl_metrics_series_t *
 s_register (mdl_metrics_t *self, s_request_t *req, va_list args)
 {
     assert (self);
     const char *why = s_check (req, args);
     if (why) {
-        mdl_error ("metrics: %s %s: %s", s_type_name (req->type),
+        mdl_error ("metrics: %s %s: %s", mdl_metrics_type_name (req->type),
                    req->name ? req->name : "(null)", why);
         return NULL;
     }
     pthread_mutex_lock (&self->mutex);
-    s_series_t *series = s_lookup_or_add (self, req);
+    mdl_metrics_series_t *series = s_lookup_or_add (self, req);
     pthread_mutex_unlock (&self->mutex);
     return series;
 }
@@ -549,10 +369,10 @@ s_register (mdl_metrics_t *self, s_request_t *req, va_list args)
 mdl_counter_t *
 mdl_metrics_counter (mdl_metrics_t *self, const char *name, const char *help, ...)
 {
-    s_request_t req = { .type = S_COUNTER, .name = name, .help = help };
+    s_request_t req = { .type = MDL_METRICS_COUNTER, .name = name, .help = help };
     va_list args;
     va_start (args, help);
-    s_series_t *series = s_register (self, &req, args);
+    mdl_metrics_series_t *series = s_register (self, &req, args);
     va_end (args);
     return (mdl_counter_t *) series;
 }
@@ -560,10 +380,10 @@ mdl_metrics_counter (mdl_metrics_t *self, const char *name, const char *help, ..
 mdl_gauge_t *
 mdl_metrics_gauge (mdl_metrics_t *self, const char *name, const char *help, ...)
 {
-    s_request_t req = { .type = S_GAUGE, .name = name, .help = help };
+    s_request_t req = { .type = MDL_METRICS_GAUGE, .name = name, .help = help };
     va_list args;
     va_start (args, help);
-    s_series_t *series = s_register (self, &req, args);
+    mdl_metrics_series_t *series = s_register (self, &req, args);
     va_end (args);
     return (mdl_gauge_t *) series;
 }
@@ -572,11 +392,11 @@ mdl_histogram_t *
 mdl_metrics_histogram (mdl_metrics_t *self, const char *name, const char *help,
                        const double *bounds, size_t count, ...)
 {
-    s_request_t req = { .type = S_HISTOGRAM, .name = name, .help = help,
+    s_request_t req = { .type = MDL_METRICS_HISTOGRAM, .name = name, .help = help,
                         .bounds = bounds, .bound_count = count };
     va_list args;
     va_start (args, count);
-    s_series_t *series = s_register (self, &req, args);
+    mdl_metrics_series_t *series = s_register (self, &req, args);
     va_end (args);
     return (mdl_histogram_t *) series;
 }
@@ -606,7 +426,7 @@ mdl_counter_value (const mdl_counter_t *self)
 void
 mdl_gauge_set (mdl_gauge_t *self, double value)
 {
-    atomic_store_explicit (&s_series (self)->value, s_bits (value), memory_order_relaxed);
+    atomic_store_explicit (&s_series (self)->value, mdl_metrics_bits (value), memory_order_relaxed);
 }
 
 //  Adds delta to the double in *word; one pass when uncontended.
@@ -614,7 +434,7 @@ static void
 s_add_double (_Atomic uint64_t *word, double delta)
 {
     uint64_t old = atomic_load_explicit (word, memory_order_relaxed);
-    while (!atomic_compare_exchange_weak_explicit (word, &old, s_bits (s_double (old) + delta),
+    while (!atomic_compare_exchange_weak_explicit (word, &old, mdl_metrics_bits (mdl_metrics_double (old) + delta),
                                                    memory_order_relaxed, memory_order_relaxed))
         ;
 }
@@ -628,14 +448,14 @@ mdl_gauge_add (mdl_gauge_t *self, double delta)
 double
 mdl_gauge_value (const mdl_gauge_t *self)
 {
-    return s_double (atomic_load_explicit (&s_series (self)->value, memory_order_relaxed));
+    return mdl_metrics_double (atomic_load_explicit (&s_series (self)->value, memory_order_relaxed));
 }
 
 void
 mdl_histogram_observe (mdl_histogram_t *self, double value)
 {
-    s_series_t *series = s_series (self);
-    const s_family_t *family = series->family;
+    mdl_metrics_series_t *series = s_series (self);
+    const mdl_metrics_family_t *family = series->family;
     size_t i = 0;
     while (i < family->bound_count && !(value <= family->bounds [i]))
         i++;
@@ -652,7 +472,7 @@ mdl_histogram_observe_ms (mdl_histogram_t *self, int64_t ms)
 uint64_t
 mdl_histogram_count (const mdl_histogram_t *self)
 {
-    s_series_t *series = s_series (self);
+    mdl_metrics_series_t *series = s_series (self);
     uint64_t total = 0;
     for (size_t i = 0; i <= series->family->bound_count; i++)
         total += atomic_load_explicit (&series->buckets [i], memory_order_relaxed);
@@ -662,7 +482,7 @@ mdl_histogram_count (const mdl_histogram_t *self)
 double
 mdl_histogram_sum (const mdl_histogram_t *self)
 {
-    return s_double (atomic_load_explicit (&s_series (self)->sum, memory_order_relaxed));
+    return mdl_metrics_double (atomic_load_explicit (&s_series (self)->sum, memory_order_relaxed));
 }
 
 
@@ -674,9 +494,9 @@ mdl_metrics_add_collector (mdl_metrics_t *self, mdl_metrics_collect_fn *fn, void
 {
     assert (self);
     assert (fn);
-    if (self->collector_count == S_MAX_COLLECTORS)
+    if (self->collector_count == MDL_METRICS_MAX_COLLECTORS)
         return -1;
-    self->collectors [self->collector_count++] = (s_collector_t) { fn, arg };
+    self->collectors [self->collector_count++] = (mdl_metrics_collector_t) { fn, arg };
     return 0;
 }
 
@@ -700,92 +520,3 @@ mdl_metrics_collect (mdl_metrics_t *self, int64_t now_ms)
     return 1;
 }
 
-
-//  --------------------------------------------------------------------
-//  Rendering: any thread
-
-//  name{labels} or name{labels,le="bound"}; braces only when needed
-static void
-s_buf_sample_name (s_buf_t *buf, const char *name, const char *suffix,
-                   const char *labels, const char *le)
-{
-    s_buf_puts (buf, name);
-    s_buf_puts (buf, suffix);
-    if (!*labels && !le)
-        return;
-    s_buf_putc (buf, '{');
-    s_buf_puts (buf, labels);
-    if (le) {
-        if (*labels)
-            s_buf_putc (buf, ',');
-        s_buf_put (buf, "le=\"", 4);
-        s_buf_puts (buf, le);
-        s_buf_putc (buf, '"');
-    }
-    s_buf_putc (buf, '}');
-}
-
-static void
-s_render_histogram (s_buf_t *buf, const s_family_t *family, const s_series_t *series)
-{
-    //  Each bucket is read once, so the running total is cumulative and
-    //  ends at the count printed for +Inf and _count.
-    uint64_t total = 0;
-    for (size_t i = 0; i <= family->bound_count; i++) {
-        total += atomic_load_explicit (&series->buckets [i], memory_order_relaxed);
-        s_buf_sample_name (buf, family->name, "_bucket", series->labels, family->les [i]);
-        s_buf_putc (buf, ' ');
-        s_buf_u64 (buf, total);
-        s_buf_putc (buf, '\n');
-    }
-    s_buf_sample_name (buf, family->name, "_sum", series->labels, NULL);
-    s_buf_putc (buf, ' ');
-    s_buf_double (buf, s_double (atomic_load_explicit (&series->sum, memory_order_relaxed)));
-    s_buf_putc (buf, '\n');
-    s_buf_sample_name (buf, family->name, "_count", series->labels, NULL);
-    s_buf_putc (buf, ' ');
-    s_buf_u64 (buf, total);
-    s_buf_putc (buf, '\n');
-}
-
-char *
-mdl_metrics_render (mdl_metrics_t *self, size_t *size)
-{
-    assert (self);
-    s_buf_t buf = { NULL, 0, 0, false };
-    s_buf_reserve (&buf, 0);
-    const s_family_t *family = atomic_load_explicit (&self->families, memory_order_acquire);
-    for (; family; family = atomic_load_explicit (&family->next, memory_order_acquire)) {
-        s_buf_puts (&buf, "# HELP ");
-        s_buf_puts (&buf, family->name);
-        s_buf_putc (&buf, ' ');
-        s_buf_escaped (&buf, family->help, false);
-        s_buf_puts (&buf, "\n# TYPE ");
-        s_buf_puts (&buf, family->name);
-        s_buf_putc (&buf, ' ');
-        s_buf_puts (&buf, s_type_name (family->type));
-        s_buf_putc (&buf, '\n');
-        const s_series_t *series = atomic_load_explicit (&family->series, memory_order_acquire);
-        for (; series; series = atomic_load_explicit (&series->next, memory_order_acquire)) {
-            if (family->type == S_HISTOGRAM) {
-                s_render_histogram (&buf, family, series);
-                continue;
-            }
-            s_buf_sample_name (&buf, family->name, "", series->labels, NULL);
-            s_buf_putc (&buf, ' ');
-            uint64_t value = atomic_load_explicit (&series->value, memory_order_relaxed);
-            if (family->type == S_COUNTER)
-                s_buf_u64 (&buf, value);
-            else
-                s_buf_double (&buf, s_double (value));
-            s_buf_putc (&buf, '\n');
-        }
-    }
-    if (buf.failed) {
-        free (buf.data);
-        return NULL;
-    }
-    if (size)
-        *size = buf.size;
-    return buf.data;
-}
