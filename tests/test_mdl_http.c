@@ -25,6 +25,7 @@
 #include "mdl_http.h"
 #include "mdl_log.h"
 #include "mdl_metrics.h"
+#include "mdl_metrics_process.h"
 
 //  Under valgrind --trace-children=yes (scripts/test.sh) promtool, a Go
 //  program, would run under valgrind too and fail on its runtime's
@@ -408,6 +409,7 @@ Test (mdl_http, promtool_accepts_a_scrape, .init = s_quiet, .timeout = 60)
                                       "Age of the oldest lease.", NULL), 1.25);
     mdl_gauge_set (mdl_metrics_gauge (metrics, "mandrill_group_paused", "Paused groups.\nWith \\.",
                                       "group", "we\"ird\\na\nme", NULL), 1);
+    cr_assert_eq (mdl_metrics_add_process (metrics), 0);
     mdl_histogram_t *h = mdl_metrics_histogram (metrics, "mandrill_journal_fsync_duration_seconds",
                                                 "Journal fsync latency.", NULL, 0, NULL);
     for (int i = 0; i < 100; i++)

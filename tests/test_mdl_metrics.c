@@ -1,14 +1,18 @@
 /*  Tests for mdl_metrics: registration rules, the exposition text
-    exactly, histogram arithmetic, escaping and collectors. Scrapes over
+    exactly, histogram arithmetic, escaping, collectors, and the process_*
+    gauges of mdl_metrics_process. Scrapes over
     HTTP, concurrency and promtool are in test_mdl_http.c. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "mdl_log.h"
 #include "mdl_metrics.h"
+#include "mdl_metrics_process.h"
 
 static void
 s_quiet (void)
@@ -293,5 +297,42 @@ Test (mdl_metrics, collectors_run_at_most_every_interval, .init = s_quiet, .time
     for (int i = 1; i < 8; i++)
         cr_assert_eq (mdl_metrics_add_collector (metrics, s_collect, &state), 0);
     cr_assert_eq (mdl_metrics_add_collector (metrics, s_collect, &state), -1);
+    mdl_metrics_destroy (&metrics);
+}
+
+
+//  --------------------------------------------------------------------
+//  The process_* gauges
+
+Test (mdl_metrics_process, fills_plausible_values, .init = s_quiet, .timeout = 10)
+{
+    mdl_metrics_t *metrics = mdl_metrics_new ();
+    cr_assert_eq (mdl_metrics_add_process (metrics), 0);
+    char *text = mdl_metrics_render (metrics, NULL);
+    double resident = s_sample (text, "process_resident_memory_bytes");
+    double virtual = s_sample (text, "process_virtual_memory_bytes");
+    double open_fds = s_sample (text, "process_open_fds");
+    double max_fds = s_sample (text, "process_max_fds");
+    double started = s_sample (text, "process_start_time_seconds");
+    free (text);
+    cr_assert_gt (resident, 4096, "resident %g", resident);
+    cr_assert_geq (virtual, resident, "virtual %g < resident %g", virtual, resident);
+    cr_assert_geq (open_fds, 3, "open fds %g", open_fds);
+    cr_assert (max_fds == -1 || max_fds >= open_fds, "max fds %g", max_fds);
+    //  Started before now and not before the test run began (criterion
+    //  runs each test in a fresh process)
+    double now = (double) time (NULL);
+    cr_assert (started <= now + 1 && started > now - 600, "start %f, now %f", started, now);
+
+    //  A collect sees a new descriptor
+    mdl_metrics_set_collect_interval (metrics, 0);
+    int fds [2];
+    cr_assert_eq (pipe (fds), 0);
+    cr_assert_eq (mdl_metrics_collect (metrics, 0), 1);
+    text = mdl_metrics_render (metrics, NULL);
+    cr_assert_eq (s_sample (text, "process_open_fds"), open_fds + 2, "%s", text);
+    free (text);
+    close (fds [0]);
+    close (fds [1]);
     mdl_metrics_destroy (&metrics);
 }
