@@ -30,7 +30,7 @@ s_usage (FILE *out)
 "  --broker URL           broker backend endpoint (default tcp://localhost:5556)\n"
 "  --credit N             most messages in flight, 1..1000000 (default 100)\n"
 "  --name NAME            worker name in the broker, the database and the log\n"
-"                         (default HOSTNAME-PID)\n"
+"                         (default HOSTNAME-PID-R, R: 8 random hex digits)\n"
 "  --extend-every DUR     extend leases this often while work runs (default 2s;\n"
 "                         at least twice per lease if the lease is shorter)\n"
 "  --extension DUR        lease length each extend asks for (default: the\n"
@@ -253,7 +253,12 @@ main (int argc, char *argv [])
         char host [256] = "worker";
         gethostname (host, sizeof host - 1);
         host [sizeof host - 1] = 0;
-        snprintf (name, sizeof name, "%.200s-%d", host, (int) getpid ());
+        //  Containers share a hostname under host networking and all run as
+        //  pid 1: a random suffix keeps their names apart.
+        zuuid_t *uuid = zuuid_new ();
+        snprintf (name, sizeof name, "%.200s-%d-%.8s", host, (int) getpid (),
+                  uuid ? zuuid_str_canonical (uuid) : "0");
+        zuuid_destroy (&uuid);
         options.name = name;
     }
     mdl_log_set_name (options.name);
