@@ -11,7 +11,7 @@
 
 #include "brk_server.h"
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_parse.h"
 
 #define EXIT_USAGE 1
 #define EXIT_START 2

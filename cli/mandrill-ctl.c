@@ -9,7 +9,8 @@
     so there is nothing to use keys for.
 */
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_parse.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <czmq.h>

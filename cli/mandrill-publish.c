@@ -24,9 +24,11 @@
     matched to their PUBACK by the "req" field. The main thread only
     watches signals (signalfd) and prints progress.
 */
+#include "mdl_array.h"
 #include "mdl_clock.h"
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_parse.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <czmq.h>
@@ -320,15 +322,10 @@ s_read_file (const char *path, bool keep_going, request_t **list_p, size_t *coun
         const char *start = line + strspn (line, " \t");
         if (*start == 0 || *start == '#')
             continue;
-        if (count == capacity) {
-            capacity = capacity ? capacity * 2 : 256;
-            request_t *grown = realloc (list, capacity * sizeof *list);
-            if (!grown) {
-                mdl_error ("out of memory reading %s", path);
-                rc = -1;
-                break;
-            }
-            list = grown;
+        if (mdl_array_reserve (&list, &capacity, count + 1, sizeof *list)) {
+            mdl_error ("out of memory reading %s", path);
+            rc = -1;
+            break;
         }
         char error [320];
         size_t column_base = (size_t) (start - line);

@@ -7,7 +7,7 @@
     Every process is stopped by its PID; temp files are removed.
 */
 #include "e2e_support.h"
-#include "mdl_util.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <criterion/criterion.h>

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_parse.h"
 #include "wrk_db.h"
 #include "wrk_exec.h"
 #include "wrk_worker.h"
