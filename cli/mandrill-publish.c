@@ -27,6 +27,7 @@
 #include "mdl_array.h"
 #include "mdl_clock.h"
 #include "mdl_log.h"
+#include "mdl_opt.h"
 #include "mdl_parse.h"
 #include "mdl_uuid.h"
 #include "mmp.h"
@@ -46,10 +47,11 @@
 #include <unistd.h>
 
 //  Exit codes (also in --help).
-#define EXIT_OK             0   //  Every request confirmed by the broker
-#define EXIT_USAGE          1   //  Bad command line
-#define EXIT_UNCONFIRMED    2   //  Some requests not confirmed (timeouts after retries, stopped)
-#define EXIT_BAD_INPUT      3   //  Invalid request in the input (see --keep-going)
+//  The first four are every program's; a run's result is the largest.
+#define EXIT_OK             MDL_EXIT_OK         //  Every request confirmed by the broker
+#define EXIT_UNCONFIRMED    MDL_EXIT_FAILURE    //  Some requests not confirmed (timeouts after retries, stopped)
+#define EXIT_USAGE          MDL_EXIT_USAGE      //  Bad command line, environment or configuration file
+#define EXIT_BAD_INPUT      MDL_EXIT_DATA       //  Invalid request in the input (see --keep-going)
 #define EXIT_REFUSED        4   //  The broker refused a batch (ERROR other than unavailable)
 
 #define WINDOW              4   //  Batches in flight per publisher
@@ -691,63 +693,52 @@ s_publisher_thread (void *arg)
 
 //  --------------------------------------------------------------- main
 
-//  Options that take a value (the next argument).
-static bool
-s_takes_value (const char *key)
-{
-    static const char *names [] = {
-        "--broker", "--instance", "--hostname", "--message-id", "--file", "--rate",
-        "--count", "--publishers", "--batch", "--retries", "--timeout", NULL
-    };
-    for (int i = 0; names [i]; i++)
-        if (streq (key, names [i]))
-            return true;
-    return false;
-}
+static const mdl_opt_spec_t s_options [] = {
+    { NULL, 0, NULL, "Sources (exactly one)", NULL },
+    { "instance", 0, "NAME", "publish one request for this instance", NULL },
+    { "hostname", 0, "H", "with --instance: its hostname (default\nNAME.example.net, set by the broker)", NULL },
+    { "message-id", 0, "UUID", "with --instance: its message id (default: a new\n"
+      "uuid4); publishing the same id again is reported\nas a duplicate, never queued twice", NULL },
+    { "file", 0, "PATH|-", "one JSON request per line: {\"instance_name\":\n"
+      "..., \"hostname\"?, \"message_id\"?, \"attributes\"?};\n"
+      "blank and '#' lines skipped. Every line is\nchecked before anything is sent, by the same\n"
+      "protocol decoder the broker uses: an invalid\nline is reported with its number and error\n"
+      "code, and nothing is published", NULL },
+    { "keep-going", 0, NULL, "with --file: instead skip invalid lines\n(reported), publish the rest, exit 3", NULL },
+    { "mock", 0, NULL, "publish cattle-xxxx requests forever, U[0,1) s\napart", NULL },
+    { "rate", 0, "R", "with --mock: instead R msgs/s in total (open\nloop)", NULL },
+    { "count", 0, "N", "with --mock: stop after N requests", NULL },
+    { NULL, 0, NULL, "Sending", NULL },
+    { "broker", 0, "EP", "broker frontend (default tcp://localhost:5555)", NULL },
+    { "publishers", 0, "K", "K concurrent publishers, each its own\nconnection (default 1)", NULL },
+    { "batch", 0, "B", "requests per PUBLISH, at most (1.." S_STRINGIFY (MMP_MAX_MESSAGES) ",\n"
+      "default 100; fewer when the body would pass\nthe broker's 1 MiB limit)", NULL },
+    { "timeout", 0, "DUR", "wait for PUBACK before sending a batch again\n(default 5s)", NULL },
+    { "retries", 0, "N", "resends before giving up on a batch (default 10)", NULL },
+    { NULL, 0, NULL, "Output", NULL },
+    { "progress", 0, NULL, "progress every second (automatic from 1000\nrequests or 100 msgs/s)", NULL },
+    { "verbose", 'v', NULL, "debug log", NULL },
+    { "quiet", 'q', NULL, "warnings and errors only", NULL },
+    { NULL, 0, NULL, NULL, NULL }
+};
 
-static void
-s_usage (FILE *out)
-{
-    fprintf (out,
-        "usage: mandrill-publish [options] (--instance NAME | --file PATH|- | --mock)\n"
-        "Publishes restart requests to a mandrill-broker and waits for each PUBACK.\n"
-        "\n"
-        "  --broker EP         broker frontend (default tcp://localhost:5555)\n"
-        "  --instance NAME     publish one request for this instance\n"
-        "    --hostname H      its hostname (default NAME.example.net, set by the broker)\n"
-        "    --message-id UUID its message id (default: a new uuid4); publishing the same\n"
-        "                      id again is reported as a duplicate, never queued twice\n"
-        "  --file PATH|-       one JSON request per line: {\"instance_name\": ..., \"hostname\"?,\n"
-        "                      \"message_id\"?, \"attributes\"?}; blank and '#' lines skipped.\n"
-        "                      Every line is checked before anything is sent, by the same\n"
-        "                      protocol decoder the broker uses: an invalid line is reported\n"
-        "                      with its number and error code, and nothing is published\n"
-        "    --keep-going      instead skip invalid lines (reported), publish the rest, exit 3\n"
-        "  --mock              publish cattle-xxxx requests forever, U[0,1) s apart\n"
-        "    --rate R          instead R msgs/s in total (open loop)\n"
-        "    --count N         stop after N requests\n"
-        "  --publishers K      K concurrent publishers, each its own connection (default 1)\n"
-        "  --batch B           requests per PUBLISH, at most (1..%d, default 100; fewer\n"
-        "                      when the body would pass the broker's 1 MiB limit)\n"
-        "  --timeout D         wait for PUBACK before sending a batch again (default 5s)\n"
-        "  --retries N         resends before giving up on a batch (default 10)\n"
-        "  --progress          progress every second (automatic from %d requests or 100 msgs/s)\n"
-        "  -v, --verbose       debug log;  -q, --quiet  warnings and errors only\n"
-        "  --version           print the version and exit\n"
-        "  --help              this text\n"
-        "\n"
-        "Retries resend the same message ids, so the broker reports them as duplicates.\n"
-        "SIGINT/SIGTERM: stop taking new requests, wait up to --timeout for the batches in\n"
-        "flight, report what was confirmed; a second signal stops at once.\n"
-        "\n"
-        "exit codes: 0 every request confirmed; 1 usage; 2 some requests not confirmed\n"
-        "(no PUBACK after the retries, broker unreachable, or stopped by a signal first);\n"
-        "3 invalid input (nothing sent, or lines skipped with --keep-going); 4 the broker\n"
-        "refused a batch (ERROR other than unavailable). An ERROR without req (the broker\n"
-        "could not read the body) is that of the one batch in flight, or, with several in\n"
-        "flight, stops the run at once; either way exit 4 without resending.\n",
-        MMP_MAX_MESSAGES, PROGRESS_MIN);
-}
+static const char *s_usage =
+    "Usage: mandrill-publish [OPTIONS] (--instance NAME | --file PATH|- | --mock)\n"
+    "\n"
+    "Publishes restart requests to a mandrill-broker and waits for each PUBACK.\n";
+
+static const char *s_epilogue =
+    "Retries resend the same message ids, so the broker reports them as duplicates.\n"
+    "SIGINT/SIGTERM: stop taking new requests, wait up to --timeout for the batches in\n"
+    "flight, report what was confirmed; a second signal stops at once.\n"
+    "\n"
+    "Exit codes: 0 every request confirmed; 1 some requests not confirmed (no PUBACK\n"
+    "after the retries, broker unreachable, or stopped by a signal first); 2 bad\n"
+    "usage (command line, environment or configuration file); 3 invalid input\n"
+    "(nothing sent, or lines skipped with --keep-going); 4 the broker refused a\n"
+    "batch (ERROR other than unavailable). An ERROR without req (the broker could\n"
+    "not read the body) is that of the one batch in flight, or, with several in\n"
+    "flight, stops the run at once; either way exit 4 without resending.\n";
 
 static void
 s_progress (int64_t t0, int64_t *last_confirmed, int64_t *last_at)
@@ -773,95 +764,51 @@ main (int argc, char *argv [])
     const char *instance = NULL, *hostname = NULL, *message_id = NULL, *file = NULL;
     bool keep_going = false, progress = false;
     mdl_log_set_name ("publish");
-    for (int i = 1; i < argc; i++) {
-        const char *key = argv [i];
-        if (streq (key, "--help") || streq (key, "-h")) {
-            s_usage (stdout);
-            return EXIT_OK;
-        }
-        if (streq (key, "--version")) {
-            printf ("mandrill-publish %s\n", MANDRILL_VERSION);
-            return EXIT_OK;
-        }
-        if (streq (key, "--mock")) { opts.mock = true; continue; }
-        if (streq (key, "--keep-going")) { keep_going = true; continue; }
-        if (streq (key, "--progress")) { progress = true; continue; }
-        if (streq (key, "-v") || streq (key, "--verbose")) { mdl_log_set_level (MDL_LOG_DEBUG); continue; }
-        if (streq (key, "-q") || streq (key, "--quiet")) { mdl_log_set_level (MDL_LOG_WARN); continue; }
-        if (!s_takes_value (key)) {
-            if (key [0] == '-')
-                fprintf (stderr, "mandrill-publish: unknown option '%s' (see --help)\n", key);
-            else
-                fprintf (stderr, "mandrill-publish: unexpected argument '%s' (see --help)\n", key);
-            return EXIT_USAGE;
-        }
-        if (i + 1 >= argc) {
-            fprintf (stderr, "mandrill-publish: option %s needs a value (see --help)\n", key);
-            return EXIT_USAGE;
-        }
-        const char *value = argv [++i];
-        const char *expected = NULL;    //  What a valid value looks like, when this one is not
-        if (streq (key, "--broker"))
-            opts.broker = value;
-        else
-        if (streq (key, "--instance"))
-            instance = value;
-        else
-        if (streq (key, "--hostname"))
-            hostname = value;
-        else
-        if (streq (key, "--message-id"))
-            message_id = value;
-        else
-        if (streq (key, "--file"))
-            file = value;
-        else
-        if (streq (key, "--rate")) {
-            if (mdl_parse_double (value, 0.001, 1e7, &opts.rate) != 0)
-                expected = "messages per second, a number from 0.001 to 10000000";
-        }
-        else
-        if (streq (key, "--count")) {
-            if (mdl_parse_int (value, 1, INT64_C (1) << 50, &opts.count) != 0)
-                expected = "a whole number from 1 to 2^50";
-        }
-        else
-        if (streq (key, "--publishers")) {
-            if (mdl_parse_int (value, 1, 64, &opts.publishers) != 0)
-                expected = "a whole number from 1 to 64";
-        }
-        else
-        if (streq (key, "--batch")) {
-            if (mdl_parse_int (value, 1, MMP_MAX_MESSAGES, &opts.batch) != 0)
-                expected = "a whole number from 1 to " S_STRINGIFY (MMP_MAX_MESSAGES);
-        }
-        else
-        if (streq (key, "--retries")) {
-            if (mdl_parse_int (value, 0, 1000000, &opts.retries) != 0)
-                expected = "a whole number from 0 to 1000000";
-        }
-        else
-        if (streq (key, "--timeout")) {
-            if (mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0)
-                expected = "a duration such as 5s";
-        }
-        if (expected) {
-            fprintf (stderr, "mandrill-publish: invalid value '%s' for %s: expected %s\n",
-                     value, key, expected);
-            return EXIT_USAGE;
-        }
+    //  Kept until exit: the options point into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-publish", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return EXIT_UNCONFIRMED;
+    int parsed = mdl_opt_parse (opt, argc, argv);
+    if (parsed != 0) {
+        mdl_opt_destroy (&opt);
+        return parsed > 0 ? EXIT_OK : EXIT_USAGE;
     }
+    if (mdl_opt_argc (opt) > 0) {
+        mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
+        return EXIT_USAGE;
+    }
+    if (mdl_opt_string (opt, "broker", &opts.broker)
+    ||  mdl_opt_string (opt, "instance", &instance)
+    ||  mdl_opt_string (opt, "hostname", &hostname)
+    ||  mdl_opt_string (opt, "message-id", &message_id)
+    ||  mdl_opt_string (opt, "file", &file)
+    ||  mdl_opt_double (opt, "rate", 0.001, 1e7, &opts.rate,
+                        "messages per second, a number from 0.001 to 10000000")
+    ||  mdl_opt_int (opt, "count", 1, INT64_C (1) << 50, &opts.count, "a whole number from 1 to 2^50")
+    ||  mdl_opt_int (opt, "publishers", 1, 64, &opts.publishers, "a whole number from 1 to 64")
+    ||  mdl_opt_int (opt, "batch", 1, MMP_MAX_MESSAGES, &opts.batch,
+                     "a whole number from 1 to " S_STRINGIFY (MMP_MAX_MESSAGES))
+    ||  mdl_opt_int (opt, "retries", 0, 1000000, &opts.retries, "a whole number from 0 to 1000000")
+    ||  mdl_opt_duration (opt, "timeout", 1, INT64_MAX, &opts.timeout_ms, "a duration such as 5s"))
+        return EXIT_USAGE;
+    opts.mock = mdl_opt_flag (opt, "mock");
+    keep_going = mdl_opt_flag (opt, "keep-going");
+    progress = mdl_opt_flag (opt, "progress");
+    if (mdl_opt_flag (opt, "verbose"))
+        mdl_log_set_level (MDL_LOG_DEBUG);
+    if (mdl_opt_flag (opt, "quiet"))
+        mdl_log_set_level (MDL_LOG_WARN);
     int sources = (instance != NULL) + (file != NULL) + opts.mock;
     if (sources != 1) {
-        fprintf (stderr, "mandrill-publish: give exactly one of --instance, --file, --mock (see --help)\n");
+        mdl_opt_fail (opt, "give exactly one of --instance, --file, --mock");
         return EXIT_USAGE;
     }
     if (!instance && (hostname || message_id)) {
-        fprintf (stderr, "mandrill-publish: --hostname and --message-id go with --instance\n");
+        mdl_opt_fail (opt, "--hostname and --message-id go with --instance");
         return EXIT_USAGE;
     }
     if (!opts.mock && (opts.rate > 0 || opts.count > 0)) {
-        fprintf (stderr, "mandrill-publish: --rate and --count go with --mock\n");
+        mdl_opt_fail (opt, "--rate and --count go with --mock");
         return EXIT_USAGE;
     }
 
@@ -992,5 +939,6 @@ main (int argc, char *argv [])
     free (list);
     free (publishers);
     free (threads);
+    mdl_opt_destroy (&opt);
     return result;
 }

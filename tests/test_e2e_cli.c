@@ -303,13 +303,13 @@ Test (e2e_cli, mock_many_publishers)
 Test (e2e_cli, usage_errors)
 {
     PUBLISH (&s_result, NULL, "--batch", "0", "--mock");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     PUBLISH (&s_result, NULL, "--mock", "--instance", "x");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--message-id", "not-a-uuid");
     cr_assert_eq (s_result.code, 3);
     CTL (&s_result, "frobnicate");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert_eq (s_counter ("published"), 0);
 }
 
@@ -330,7 +330,7 @@ Test (e2e_cli, ctl_stats_deadletters_replay)
     cr_assert_eq (s_result.code, 0, "%s", s_result.err);
     cr_assert (strstr (s_result.out, "0 dead letters"));
     CTL (&s_result, "replay", "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
-    cr_assert_eq (s_result.code, 2, "an unknown id is reported: %s", s_result.out);
+    cr_assert_eq (s_result.code, 4, "an unknown id is reported: %s", s_result.out);
     cr_assert (strstr (s_result.out, "unknown"));
 }
 
@@ -372,10 +372,10 @@ Test (e2e_cli, ctl_tail_prints_events)
 Test (e2e_cli_down, no_broker_exit_codes, .init = s_setup, .fini = s_teardown, .timeout = 30)
 {
     PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--timeout", "200ms", "--retries", "1");
-    cr_assert_eq (s_result.code, 2, "unconfirmed: exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 1, "unconfirmed: exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "unconfirmed"));
     CTL (&s_result, "stats", "--timeout", "300ms");
-    cr_assert_eq (s_result.code, 3, "no answer: exit %d", s_result.code);
+    cr_assert_eq (s_result.code, 1, "no answer: exit %d", s_result.code);
 }
 
 //  The broker starts late: the publisher has resent the batch several
@@ -540,7 +540,7 @@ Test (e2e_cli, big_requests_are_batched_under_the_body_limit)
 Test (e2e_cli, ctl_tail_rejects_unknown_events)
 {
     CTL_WITHIN (&s_result, 5000, "--events", s_broker.events_endpoint, "tail", "bogus_event");
-    cr_assert_eq (s_result.code, 1, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "unknown event 'bogus_event'"), "%s", s_result.err);
     cr_assert (strstr (s_result.err, "progress"), "the list names every event: %s", s_result.err);
     //  A valid tail says once what it subscribed to and where (it is
@@ -556,23 +556,23 @@ Test (e2e_cli, ctl_tail_rejects_unknown_events)
 Test (e2e_cli_down, usage_messages_and_version, .init = s_setup, .fini = s_teardown, .timeout = 30)
 {
     PUBLISH (&s_result, NULL, "--bogus");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--timeout", "x");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
                "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--mock", "--batch", "5000");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value '5000' for --batch"), "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--version");
     cr_assert_eq (s_result.code, 0);
     cr_assert_str_eq (s_result.out, "mandrill-publish " MANDRILL_VERSION "\n");
     CTL (&s_result, "--bogus", "stats");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
     CTL (&s_result, "--timeout", "x", "stats");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
                "%s", s_result.err);
     CTL (&s_result, "--version");
@@ -587,7 +587,7 @@ Test (e2e_cli_down, bad_endpoint_counts_unsent_as_not_confirmed, .init = s_setup
     char *const argv [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), "--broker", "bogus",
                             "--instance", "cattle-ab12", NULL };
     s_run (&s_result, NULL, 10000, argv);
-    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 1, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "1 not confirmed"), "%s", s_result.err);
 }
 
@@ -691,7 +691,7 @@ Test (e2e_cli_down, error_without_req_is_refused_at_once, .init = s_setup, .fini
     started = zclock_mono ();
     CTL_WITHIN (&s_result, 10000, "stats", "--timeout", "5s");
     took = zclock_mono () - started;
-    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 4, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (took < 4000, "answered at once: %lld ms", (long long) took);
     cr_assert (strstr (s_result.err, "bad_json"), "%s", s_result.err);
 
