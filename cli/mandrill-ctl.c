@@ -8,6 +8,7 @@
     Key generation is not offered: the broker has no CURVE security yet,
     so there is nothing to use keys for.
 */
+#include "cli_reply.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "mdl_parse.h"
@@ -83,9 +84,10 @@ static const char *s_epilogue =
 static int
 s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body, mmp_msg_t *reply)
 {
-    static unsigned sequence;
-    char req [32];
-    snprintf (req, sizeof req, "ctl-%d-%u", (int) getpid (), ++sequence);
+    static uint64_t sequence;
+    char prefix [24], req [48];
+    snprintf (prefix, sizeof prefix, "ctl-%d", (int) getpid ());
+    cli_req_make (req, sizeof req, prefix, ++sequence);
     cJSON_AddStringToObject (body, "req", req);
     if (mmp_send_json (sock, NULL, command, body) != 0) {
         fprintf (stderr, "mandrill-ctl: cannot send to %s\n", opts->broker);
@@ -110,8 +112,8 @@ s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body
             continue;
         //  An ERROR without req is the broker refusing a body it could not
         //  read; this tool has one request outstanding, so it is this one.
-        bool anonymous_error = reply->command == MMP_ERROR && !reply->req;
-        if (!anonymous_error && (!reply->req || !streq (reply->req, req))) {
+        const char *reqs [1] = { req };
+        if (cli_reply_match (reply, reqs, 1) == CLI_REPLY_STALE) {
             mmp_msg_reset (reply);      //  A stale answer to an earlier request
             continue;
         }
