@@ -105,8 +105,10 @@ s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints 
     return 0;
 }
 
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     brk_server_config_t config;
     brk_server_config_defaults (&config);
@@ -116,19 +118,13 @@ main (int argc, char *argv [])
     const char *data_dir = "./mandrill-data";
     bool memory = false;
 
-    //  Kept until exit: the configuration points into its values
-    mdl_opt_t *opt = mdl_opt_new ("mandrill-broker", s_options, s_usage, s_epilogue);
-    if (!opt)
-        return MDL_EXIT_FAILURE;
     int rc = mdl_opt_parse (opt, argc, argv);
     if (rc == 0 && mdl_opt_argc (opt) > 0)
         rc = mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
     if (rc == 0)
         rc = s_configure (opt, &config, endpoints, &data_dir, &memory, &level);
-    if (rc != 0) {
-        mdl_opt_destroy (&opt);
+    if (rc != 0)
         return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
-    }
 
     mdl_log_set_level (level);
     mdl_log_set_name ("broker");
@@ -155,14 +151,12 @@ main (int argc, char *argv [])
     zactor_t *broker = zactor_new (brk_server, &config);
     if (!broker) {
         mdl_error ("cannot start the broker");
-        mdl_opt_destroy (&opt);
         return MDL_EXIT_FAILURE;
     }
     zstr_send (broker, "STATUS");
     int status = BRK_SERVER_FAILED;
     if (zsock_recv (broker, "i", &status) != 0 || status != BRK_SERVER_OK) {
         zactor_destroy (&broker);
-        mdl_opt_destroy (&opt);
         return status == BRK_SERVER_CORRUPT ? MDL_EXIT_DATA
              : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : MDL_EXIT_FAILURE;
     }
@@ -172,7 +166,6 @@ main (int argc, char *argv [])
         if (zsock_recv (broker, "i", &port) != 0 || port == -1) {
             mdl_error ("cannot bind the %s socket to %s", names [i], endpoints [i]);
             zactor_destroy (&broker);
-            mdl_opt_destroy (&opt);
             return MDL_EXIT_FAILURE;
         }
     }
@@ -188,6 +181,17 @@ main (int argc, char *argv [])
     mdl_info ("received %s, stopping", strsignal (signal_number));
     zactor_destroy (&broker);
     mdl_info ("stopped");
-    mdl_opt_destroy (&opt);
     return MDL_EXIT_OK;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-broker", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return MDL_EXIT_FAILURE;
+    int rc = s_main (opt, argc, argv);
+    mdl_opt_destroy (&opt);
+    return rc;
 }

@@ -424,27 +424,23 @@ s_tail (const opts_t *opts, int argc, char **argv)
     return EXIT_OK;
 }
 
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     opts_t opts = {
         .broker = "tcp://localhost:5555", .events = "tcp://localhost:5557",
         .timeout_ms = 3000, .limit = -1, .count = -1
     };
-    mdl_opt_t *opt = mdl_opt_new ("mandrill-ctl", s_options, s_usage, s_epilogue);
-    if (!opt)
-        return EXIT_NO_ANSWER;
     int parsed = mdl_opt_parse (opt, argc, argv);
-    if (parsed != 0) {
-        mdl_opt_destroy (&opt);
+    if (parsed != 0)
         return parsed > 0 ? EXIT_OK : EXIT_USAGE;
-    }
     if (mdl_opt_string (opt, "broker", &opts.broker)
     ||  mdl_opt_string (opt, "events", &opts.events)
     ||  mdl_opt_duration (opt, "timeout", 1, INT64_MAX, &opts.timeout_ms, "a duration such as 5s")
     ||  mdl_opt_int (opt, "limit", 1, 100000, &opts.limit, "a whole number from 1 to 100000")
     ||  mdl_opt_int (opt, "count", 1, INT64_MAX, &opts.count, "a whole number from 1 up")) {
-        mdl_opt_destroy (&opt);
         return EXIT_USAGE;
     }
     opts.json = mdl_opt_flag (opt, "json");
@@ -457,7 +453,6 @@ main (int argc, char *argv [])
         args [i] = (char *) mdl_opt_arg (opt, (size_t) i + 1);
     if (!command) {
         mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail)");
-        mdl_opt_destroy (&opt);
         free (args);
         return EXIT_USAGE;
     }
@@ -470,7 +465,6 @@ main (int argc, char *argv [])
         if ((streq (command, "replay") && (nargs == 0) == !opts.all)
         ||  (!streq (command, "replay") && nargs > 0)) {
             mdl_opt_fail (opt, "%s: wrong arguments", command);
-            mdl_opt_destroy (&opt);
             free (args);
             return EXIT_USAGE;
         }
@@ -478,7 +472,6 @@ main (int argc, char *argv [])
         if (!sock || zsock_connect (sock, "%s", opts.broker) != 0) {
             fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts.broker);
             zsock_destroy (&sock);
-            mdl_opt_destroy (&opt);
             free (args);
             return EXIT_USAGE;
         }
@@ -499,6 +492,17 @@ main (int argc, char *argv [])
         rc = EXIT_USAGE;
     }
     free (args);
+    return rc;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-ctl", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return EXIT_NO_ANSWER;
+    int rc = s_main (opt, argc, argv);
     mdl_opt_destroy (&opt);
     return rc;
 }

@@ -108,8 +108,10 @@ s_progress (int64_t t0, int64_t *last_confirmed, int64_t *last_at)
     *last_at = now;
 }
 
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     pub_options_t opts = {
         .broker = "tcp://localhost:5555", .batch = 100, .timeout_ms = 5000,
@@ -118,15 +120,9 @@ main (int argc, char *argv [])
     const char *instance = NULL, *hostname = NULL, *message_id = NULL, *file = NULL;
     bool keep_going = false, progress = false;
     mdl_log_set_name ("publish");
-    //  Kept until exit: the options point into its values
-    mdl_opt_t *opt = mdl_opt_new ("mandrill-publish", s_options, s_usage, s_epilogue);
-    if (!opt)
-        return PUB_UNCONFIRMED;
     int parsed = mdl_opt_parse (opt, argc, argv);
-    if (parsed != 0) {
-        mdl_opt_destroy (&opt);
+    if (parsed != 0)
         return parsed > 0 ? PUB_OK : PUB_USAGE;
-    }
     if (mdl_opt_argc (opt) > 0) {
         mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
         return PUB_USAGE;
@@ -196,6 +192,9 @@ main (int argc, char *argv [])
     //  Signals arrive on a signalfd read by this thread only; the
     //  publisher threads inherit the blocked mask.
     zsys_handler_set (NULL);
+    //  CZMQ's global state is made on the first socket; the publisher
+    //  threads would race to make it (zsys_init is not thread-safe)
+    zsys_init ();
     sigset_t signals;
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
@@ -285,6 +284,17 @@ main (int argc, char *argv [])
         pub_window_destroy (&publishers [i]);
     free (publishers);
     free (threads);
-    mdl_opt_destroy (&opt);
     return result;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-publish", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return PUB_UNCONFIRMED;
+    int rc = s_main (opt, argc, argv);
+    mdl_opt_destroy (&opt);
+    return rc;
 }

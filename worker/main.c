@@ -62,8 +62,10 @@ static const char *s_epilogue =
 "Exit codes: 0 clean shutdown; 1 could not start (database, sockets); 2 bad\n"
 "usage (command line, environment or configuration file).\n";
 
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     wrk_options_t options;
     memset (&options, 0, sizeof options);
@@ -76,15 +78,9 @@ main (int argc, char *argv [])
     const char *mode = "simulate";
     const char *restart_cmd = NULL;
 
-    //  Kept until exit: the options point into its values
-    mdl_opt_t *opt = mdl_opt_new ("mandrill-worker", s_options, s_usage, s_epilogue);
-    if (!opt)
-        return MDL_EXIT_FAILURE;
     int rc = mdl_opt_parse (opt, argc, argv);
-    if (rc != 0) {
-        mdl_opt_destroy (&opt);
+    if (rc != 0)
         return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
-    }
     if (mdl_opt_argc (opt) > 0) {
         mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
         return MDL_EXIT_USAGE;
@@ -176,6 +172,17 @@ main (int argc, char *argv [])
     }
     mdl_log_set_name (options.name);
     rc = wrk_worker_run (&options);
+    return rc;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-worker", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return MDL_EXIT_FAILURE;
+    int rc = s_main (opt, argc, argv);
     mdl_opt_destroy (&opt);
     return rc;
 }
