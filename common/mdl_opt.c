@@ -23,6 +23,7 @@ static const char *s_programs [] = { "broker", "worker", "publish", "ctl", NULL 
 
 #define S_HELP_COLUMN 25        //  Where help text starts in --help
 #define S_HELP_WIDTH 79         //  Lines of --help fit this
+#define S_CONFIG_MAX (1 << 20)  //  Largest configuration file read
 
 struct _mdl_opt_t {
     char *program;              //  "mandrill-broker"
@@ -431,12 +432,27 @@ s_parse_file (mdl_opt_t *self)
 {
     if (!self->config)
         return 0;
+    //  Read here rather than with zconfig_load, which leaks when the text
+    //  is not ZPL, and cannot tell a missing file from a bad one
     FILE *file = fopen (self->config, "r");
     if (!file)
         return mdl_opt_fail (self, "cannot read the configuration file %s: %s", self->config,
                              strerror (errno));
+    char *text = malloc (S_CONFIG_MAX + 1);
+    size_t size = text ? fread (text, 1, S_CONFIG_MAX + 1, file) : 0;
+    bool failed = !text || ferror (file);
     fclose (file);
-    zconfig_t *root = zconfig_load (self->config);
+    if (failed) {
+        free (text);
+        return mdl_opt_fail (self, "cannot read the configuration file %s", self->config);
+    }
+    if (size > S_CONFIG_MAX) {
+        free (text);
+        return mdl_opt_fail (self, "%s: larger than %d bytes", self->config, S_CONFIG_MAX);
+    }
+    text [size] = 0;
+    zconfig_t *root = strlen (text) == size ? zconfig_str_load (text) : NULL;
+    free (text);
     if (!root)
         return mdl_opt_fail (self, "%s: not a valid ZPL file", self->config);
     int rc = 0;

@@ -27,7 +27,9 @@
     key is an option's long name (underscores are taken as dashes), at the
     top level or inside a section named for the program (broker, worker,
     publish, ctl); sections of the other Mandrill programs are skipped, so
-    one file can serve all of them. An unknown key or section is an error.
+    one file can serve all of them. An unknown key or section is an error,
+    and so are a file that cannot be read, is not ZPL (zconfig refuses
+    it), holds a NUL byte or is larger than 1 MiB.
 
     Built in: --config FILE, -h/--help (the generated help: every option
     with its variable name, then the program's epilogue) and --version.

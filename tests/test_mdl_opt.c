@@ -63,6 +63,14 @@ s_teardown (void)
         unlink (s_fix.path);
 }
 
+//  A fresh parser within a test.
+static void
+s_reset (void)
+{
+    s_teardown ();
+    s_setup ();
+}
+
 //  Parse a NULL-terminated list of arguments (the program name added).
 static int
 s_parse (const char *first, ...)
@@ -131,20 +139,16 @@ Test (mdl_opt, unknown_option_and_flag_with_value)
 {
     cr_assert_eq (s_parse ("--no-such=1", NULL), -1);
     cr_assert (strstr (s_fix.err, "unknown option '--no-such'"), "%s", s_fix.err);
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("--d", "x", NULL), -1);
     cr_assert (strstr (s_fix.err, "ambiguous option '--d' (--data-dir, --dedup"), "%s", s_fix.err);
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("--data", "x", NULL), 0, "a unique prefix is fine: %s", s_fix.err);
     cr_assert_str_eq (mdl_opt_value (s_fix.opt, "data-dir"), "x");
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("--salvage=yes", NULL), -1);
     cr_assert (strstr (s_fix.err, "option --salvage takes no value"), "%s", s_fix.err);
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("-x", NULL), -1);
     cr_assert (strstr (s_fix.err, "unknown option '-x'"), "%s", s_fix.err);
 }
@@ -251,9 +255,17 @@ Test (mdl_opt, missing_or_broken_file)
     cr_assert_eq (s_parse ("--config", "/no/such/mandrill.cfg", NULL), -1);
     cr_assert (strstr (s_fix.err, "cannot read the configuration file /no/such/mandrill.cfg"),
                "%s", s_fix.err);
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     s_config ("broker\n  frontend = \"unterminated\n");
+    cr_assert_eq (s_parse ("--config", s_fix.path, NULL), -1);
+    cr_assert (strstr (s_fix.err, "not a valid ZPL file"), "%s", s_fix.err);
+    //  A NUL byte would hide the rest of the file from zconfig
+    s_reset ();
+    s_config ("frontend = x\n");
+    FILE *file = fopen (s_fix.path, "a");
+    cr_assert_not_null (file);
+    fwrite ("\0bogus = 1\n", 1, 11, file);
+    fclose (file);
     cr_assert_eq (s_parse ("--config", s_fix.path, NULL), -1);
     cr_assert (strstr (s_fix.err, "not a valid ZPL file"), "%s", s_fix.err);
 }
@@ -282,13 +294,11 @@ Test (mdl_opt, scope_of_sub_command_options)
 {
     cr_assert_eq (s_parse ("deadletters", "--limit", "5", NULL), 0, "%s", s_fix.err);
     cr_assert_str_eq (mdl_opt_value (s_fix.opt, "limit"), "5");
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("stats", "--limit=5", NULL), -1);
     cr_assert (strstr (s_fix.err, "option --limit goes with: deadletters"), "%s", s_fix.err);
     //  From the environment it applies only where it can
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     char *env [] = { "MANDRILL_BROKER_LIMIT=7", NULL };
     mdl_opt_set_env (s_fix.opt, env);
     cr_assert_eq (s_parse ("stats", NULL), 0, "%s", s_fix.err);
@@ -321,8 +331,7 @@ Test (mdl_opt, version)
 Test (mdl_opt, parses_twice)
 {
     cr_assert_eq (s_parse ("--salvage", NULL), 0);
-    mdl_opt_destroy (&s_fix.opt);
-    s_setup ();
+    s_reset ();
     cr_assert_eq (s_parse ("--data-dir", "x", NULL), 0, "%s", s_fix.err);
     cr_assert_str_eq (mdl_opt_value (s_fix.opt, "data-dir"), "x");
     cr_assert_null (mdl_opt_value (s_fix.opt, "salvage"));
