@@ -1,8 +1,10 @@
-/*  mandrill-broker: parses flags, starts the broker actor, waits for a
-    signal, stops the actor. Everything else lives in brk_server.
+/*  mandrill-broker: reads its options (mdl_opt: flags, environment,
+    configuration file), starts the broker actor, waits for a signal,
+    stops the actor. Everything else lives in brk_server.
 
-    Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start,
-    3 journal corrupt (see --salvage), 4 data directory in use.
+    Exit codes: 0 clean stop, 1 cannot bind or start, 2 bad usage
+    (command line, environment, configuration file), 3 journal corrupt
+    (see --salvage), 4 data directory in use.
 */
 #include <czmq.h>
 #include <signal.h>
@@ -11,68 +13,102 @@
 
 #include "brk_server.h"
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_opt.h"
 
-#define EXIT_USAGE 1
-#define EXIT_START 2
-#define EXIT_CORRUPT 3
 #define EXIT_LOCKED 4
 
-static void
-s_usage (FILE *out)
-{
-    fprintf (out,
-        "Usage: mandrill-broker [OPTIONS]\n"
-        "\n"
-        "Holds restart requests and leases them to workers (see proto/PROTOCOL.md).\n"
-        "\n"
-        "Sockets:\n"
-        "  --frontend ENDPOINT    publishers and control clients (default tcp://*:5555)\n"
-        "  --backend ENDPOINT     workers (default tcp://*:5556)\n"
-        "  --events ENDPOINT      lifecycle events, PUB (default tcp://*:5557)\n"
-        "\n"
-        "Leases and retries (durations take a unit: 250ms, 10s, 2m):\n"
-        "  --ack-deadline DUR     lease length of a delivery (default 10s)\n"
-        "  --max-attempts N       deliveries before a message is dead-lettered (default 5)\n"
-        "  --backoff-base DUR     redelivery delay after a first failure (default 500ms)\n"
-        "  --backoff-max DUR      cap of the exponential backoff (default 30s)\n"
-        "  --heartbeat DUR        heartbeat interval; a worker silent for 3 is lost (default 1s)\n"
-        "  --dedup-window N       acked ids remembered to refuse re-publishes (default 100000)\n"
-        "\n"
-        "Durability:\n"
-        "  --data-dir DIR         journal directory (default ./mandrill-data)\n"
-        "  --durability MODE      when a PUBACK is sent (default batch):\n"
-        "                           batch   after a group fsync, at most every --fsync-interval\n"
-        "                           sync    after an fsync of each PUBLISH batch\n"
-        "                           none    at once; journaled but never fsynced\n"
-        "                           memory  at once; no journal, a restart loses everything\n"
-        "  --fsync-interval DUR   batch mode: least time between fsyncs (default 10ms)\n"
-        "  --salvage              start even if the journal is corrupt before its end,\n"
-        "                         keeping what can be read (what is skipped is logged)\n"
-        "\n"
-        "Other:\n"
-        "  -v, --verbose          log every command at debug level\n"
-        "  --log-level LEVEL      error, warn, info (default), debug, trace\n"
-        "  -h, --help             this text\n"
-        "  --version              print the version\n"
-        "\n"
-        "SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the broker cleanly (exit 0): the\n"
-        "journal is flushed and fsynced first.\n"
-        "Exit codes: 0 clean stop, 1 bad usage, 2 cannot bind or start, 3 journal\n"
-        "corrupt (see --salvage), 4 data directory used by another broker.\n");
-}
+static const mdl_opt_spec_t s_options [] = {
+    { NULL, 0, NULL, "Sockets", NULL },
+    { "frontend", 0, "ENDPOINT", "publishers and control clients\n(default tcp://*:5555)", NULL },
+    { "backend", 0, "ENDPOINT", "workers (default tcp://*:5556)", NULL },
+    { "events", 0, "ENDPOINT", "lifecycle events, PUB (default tcp://*:5557)", NULL },
+    { NULL, 0, NULL, "Leases and retries (durations take a unit: 250ms, 10s, 2m)", NULL },
+    { "ack-deadline", 0, "DUR", "lease length of a delivery (default 10s)", NULL },
+    { "max-attempts", 0, "N", "deliveries before a message is dead-lettered\n(default 5)", NULL },
+    { "backoff-base", 0, "DUR", "redelivery delay after a first failure\n(default 500ms)", NULL },
+    { "backoff-max", 0, "DUR", "cap of the exponential backoff (default 30s)", NULL },
+    { "heartbeat", 0, "DUR", "heartbeat interval; a worker silent for 3 is\nlost (default 1s)", NULL },
+    { "dedup-window", 0, "N", "acked ids remembered to refuse re-publishes\n(default 100000)", NULL },
+    { NULL, 0, NULL, "Durability", NULL },
+    { "data-dir", 0, "DIR", "journal directory (default ./mandrill-data)", NULL },
+    { "durability", 0, "MODE", "when a PUBACK is sent (default batch):\n"
+      "  batch   after a group fsync, at most every\n"
+      "          --fsync-interval\n"
+      "  sync    after an fsync of each PUBLISH batch\n"
+      "  none    at once; journaled but never fsynced\n"
+      "  memory  at once; no journal, a restart loses\n"
+      "          everything", NULL },
+    { "fsync-interval", 0, "DUR", "batch mode: least time between fsyncs\n(default 10ms)", NULL },
+    { "salvage", 0, NULL, "start even if the journal is corrupt before its\n"
+      "end, keeping what can be read (what is skipped\nis logged)", NULL },
+    { NULL, 0, NULL, "Other", NULL },
+    { "verbose", 'v', NULL, "log every command at debug level", NULL },
+    { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
+    { NULL, 0, NULL, NULL, NULL }
+};
 
+static const char *s_usage =
+    "Usage: mandrill-broker [OPTIONS]\n"
+    "\n"
+    "Holds restart requests and leases them to workers (see proto/PROTOCOL.md).\n";
+
+static const char *s_epilogue =
+    "SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the broker cleanly (exit 0): the\n"
+    "journal is flushed and fsynced first.\n"
+    "Exit codes: 0 clean stop; 1 cannot bind or start; 2 bad usage (command line,\n"
+    "environment or configuration file); 3 journal corrupt (see --salvage); 4 data\n"
+    "directory used by another broker.\n";
+
+//  Turn the options into the server's configuration. Returns 0 or -1 (the
+//  error is printed).
 static int
-s_bad (const char *flag, const char *value, const char *expected)
+s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints [3],
+             const char **data_dir, bool *memory, mdl_log_level_t *level)
 {
-    fprintf (stderr, "mandrill-broker: invalid value '%s' for %s: expected %s\n",
-             value ? value : "(missing)", flag, expected);
-    fprintf (stderr, "Try 'mandrill-broker --help'.\n");
-    return EXIT_USAGE;
+    static const char *sockets [3] = { "frontend", "backend", "events" };
+    for (int i = 0; i < 3; i++)
+        if (mdl_opt_string (opt, sockets [i], &endpoints [i]))
+            return -1;
+    const char *day = "a duration with a unit, e.g. 500ms or 10s (at most 24h)";
+    if (mdl_opt_duration (opt, "ack-deadline", 1, 86400000, &config->queue.ack_deadline_ms,
+                          "a duration from 1ms to 24h, e.g. 10s")
+    ||  mdl_opt_duration (opt, "backoff-base", 0, 86400000, &config->queue.backoff_base_ms, day)
+    ||  mdl_opt_duration (opt, "backoff-max", 0, 86400000, &config->queue.backoff_max_ms, day)
+    ||  mdl_opt_duration (opt, "heartbeat", 10, 86400000, &config->queue.heartbeat_ms,
+                          "a duration from 10ms to 24h")
+    ||  mdl_opt_int (opt, "max-attempts", 1, 1000, &config->queue.max_attempts,
+                     "a whole number from 1 to 1000")
+    ||  mdl_opt_int (opt, "dedup-window", 0, 100000000, &config->queue.dedup_window,
+                     "a whole number from 0 to 100000000")
+    ||  mdl_opt_string (opt, "data-dir", data_dir))
+        return -1;
+    int64_t interval = config->journal.fsync_interval_ms;
+    if (mdl_opt_duration (opt, "fsync-interval", 1, 10000, &interval, "a duration from 1ms to 10s"))
+        return -1;
+    config->journal.fsync_interval_ms = (int) interval;
+    const char *durability = mdl_opt_value (opt, "durability");
+    if (durability) {
+        *memory = streq (durability, "memory");
+        if (!*memory && brk_journal_parse_mode (durability, &config->journal.mode) != 0)
+            return mdl_opt_bad (opt, "durability", "batch, sync, none or memory");
+    }
+    config->journal.salvage = mdl_opt_flag (opt, "salvage");
+    if (mdl_opt_flag (opt, "verbose")) {
+        config->verbose = true;
+        *level = MDL_LOG_DEBUG;
+    }
+    const char *text = mdl_opt_value (opt, "log-level");
+    if (text && mdl_log_parse_level (text, level) != 0)
+        return mdl_opt_bad (opt, "log-level", "error, warn, info, debug or trace");
+    if (config->queue.backoff_max_ms < config->queue.backoff_base_ms)
+        return mdl_opt_bad (opt, "backoff-max", "a cap at least as large as --backoff-base");
+    return 0;
 }
 
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     brk_server_config_t config;
     brk_server_config_defaults (&config);
@@ -82,105 +118,13 @@ main (int argc, char *argv [])
     const char *data_dir = "./mandrill-data";
     bool memory = false;
 
-    for (int i = 1; i < argc; i++) {
-        const char *flag = argv [i];
-        const char *value = i + 1 < argc ? argv [i + 1] : NULL;
-        int64_t number;
-        if (streq (flag, "-h") || streq (flag, "--help")) {
-            s_usage (stdout);
-            return 0;
-        }
-        else
-        if (streq (flag, "--version")) {
-            printf ("mandrill-broker %s\n", MANDRILL_VERSION);
-            return 0;
-        }
-        else
-        if (streq (flag, "-v") || streq (flag, "--verbose")) {
-            config.verbose = true;
-            level = MDL_LOG_DEBUG;
-            continue;
-        }
-        else
-        if (streq (flag, "--frontend") || streq (flag, "--backend") || streq (flag, "--events")) {
-            if (!value || !*value)
-                return s_bad (flag, value, "an endpoint such as tcp://*:5555");
-            endpoints [streq (flag, "--frontend") ? 0 : streq (flag, "--backend") ? 1 : 2] = value;
-        }
-        else
-        if (streq (flag, "--ack-deadline") || streq (flag, "--backoff-base")
-        ||  streq (flag, "--backoff-max") || streq (flag, "--heartbeat")) {
-            if (mdl_parse_duration_ms (value, &number) != 0 || number > 86400000)
-                return s_bad (flag, value, "a duration with a unit, e.g. 500ms or 10s (at most 24h)");
-            if (streq (flag, "--ack-deadline")) {
-                if (number < 1)
-                    return s_bad (flag, value, "a duration of at least 1ms");
-                config.queue.ack_deadline_ms = number;
-            }
-            else
-            if (streq (flag, "--backoff-base"))
-                config.queue.backoff_base_ms = number;
-            else
-            if (streq (flag, "--backoff-max"))
-                config.queue.backoff_max_ms = number;
-            else {
-                if (number < 10)
-                    return s_bad (flag, value, "a duration of at least 10ms");
-                config.queue.heartbeat_ms = number;
-            }
-        }
-        else
-        if (streq (flag, "--salvage")) {
-            config.journal.salvage = true;
-            continue;
-        }
-        else
-        if (streq (flag, "--data-dir")) {
-            if (!value || !*value)
-                return s_bad (flag, value, "a directory");
-            data_dir = value;
-        }
-        else
-        if (streq (flag, "--durability")) {
-            if (value && streq (value, "memory"))
-                memory = true;
-            else {
-                if (brk_journal_parse_mode (value, &config.journal.mode) != 0)
-                    return s_bad (flag, value, "batch, sync, none or memory");
-                memory = false;
-            }
-        }
-        else
-        if (streq (flag, "--fsync-interval")) {
-            if (mdl_parse_duration_ms (value, &number) != 0 || number < 1 || number > 10000)
-                return s_bad (flag, value, "a duration from 1ms to 10s");
-            config.journal.fsync_interval_ms = (int) number;
-        }
-        else
-        if (streq (flag, "--max-attempts")) {
-            if (mdl_parse_int (value, 1, 1000, &number) != 0)
-                return s_bad (flag, value, "a whole number from 1 to 1000");
-            config.queue.max_attempts = number;
-        }
-        else
-        if (streq (flag, "--dedup-window")) {
-            if (mdl_parse_int (value, 0, 100000000, &number) != 0)
-                return s_bad (flag, value, "a whole number from 0 to 100000000");
-            config.queue.dedup_window = number;
-        }
-        else
-        if (streq (flag, "--log-level")) {
-            if (mdl_log_parse_level (value, &level) != 0)
-                return s_bad (flag, value, "error, warn, info, debug or trace");
-        }
-        else {
-            fprintf (stderr, "mandrill-broker: unknown option '%s'\nTry 'mandrill-broker --help'.\n", flag);
-            return EXIT_USAGE;
-        }
-        i++;                    //  Every option but the flags above takes a value
-    }
-    if (config.queue.backoff_max_ms < config.queue.backoff_base_ms)
-        return s_bad ("--backoff-max", "(less than --backoff-base)", "a cap at least as large as --backoff-base");
+    int rc = mdl_opt_parse (opt, argc, argv);
+    if (rc == 0 && mdl_opt_argc (opt) > 0)
+        rc = mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
+    if (rc == 0)
+        rc = s_configure (opt, &config, endpoints, &data_dir, &memory, &level);
+    if (rc != 0)
+        return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
 
     mdl_log_set_level (level);
     mdl_log_set_name ("broker");
@@ -207,14 +151,14 @@ main (int argc, char *argv [])
     zactor_t *broker = zactor_new (brk_server, &config);
     if (!broker) {
         mdl_error ("cannot start the broker");
-        return EXIT_START;
+        return MDL_EXIT_FAILURE;
     }
     zstr_send (broker, "STATUS");
     int status = BRK_SERVER_FAILED;
     if (zsock_recv (broker, "i", &status) != 0 || status != BRK_SERVER_OK) {
         zactor_destroy (&broker);
-        return status == BRK_SERVER_CORRUPT ? EXIT_CORRUPT
-             : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : EXIT_START;
+        return status == BRK_SERVER_CORRUPT ? MDL_EXIT_DATA
+             : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : MDL_EXIT_FAILURE;
     }
     for (int i = 0; i < 3; i++) {
         zstr_sendx (broker, "BIND", names [i], endpoints [i], NULL);
@@ -222,7 +166,7 @@ main (int argc, char *argv [])
         if (zsock_recv (broker, "i", &port) != 0 || port == -1) {
             mdl_error ("cannot bind the %s socket to %s", names [i], endpoints [i]);
             zactor_destroy (&broker);
-            return EXIT_START;
+            return MDL_EXIT_FAILURE;
         }
     }
     mdl_info ("mandrill-broker %s ready: ack deadline %" PRId64 " ms, max attempts %" PRId64
@@ -237,5 +181,17 @@ main (int argc, char *argv [])
     mdl_info ("received %s, stopping", strsignal (signal_number));
     zactor_destroy (&broker);
     mdl_info ("stopped");
-    return 0;
+    return MDL_EXIT_OK;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-broker", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return MDL_EXIT_FAILURE;
+    int rc = s_main (opt, argc, argv);
+    mdl_opt_destroy (&opt);
+    return rc;
 }

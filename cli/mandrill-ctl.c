@@ -8,8 +8,11 @@
     Key generation is not offered: the broker has no CURVE security yet,
     so there is nothing to use keys for.
 */
+#include "cli_reply.h"
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_opt.h"
+#include "mdl_parse.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <czmq.h>
@@ -23,10 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define EXIT_OK         0   //  Done
-#define EXIT_USAGE      1   //  Bad command line
-#define EXIT_FAILED     2   //  The broker answered ERROR, or some ids were unknown to REPLAY
-#define EXIT_NO_ANSWER  3   //  No (valid) answer within --timeout
+//  Exit codes (also in --help); the first three are every program's.
+#define EXIT_OK         MDL_EXIT_OK         //  Done
+#define EXIT_NO_ANSWER  MDL_EXIT_FAILURE    //  No (valid) answer within --timeout
+#define EXIT_USAGE      MDL_EXIT_USAGE      //  Bad command line, environment or configuration file
+#define EXIT_FAILED     4   //  The broker answered ERROR, or some ids were unknown to REPLAY
 
 #define REPLAY_CHUNK    MMP_MAX_IDS
 
@@ -40,41 +44,50 @@ typedef struct {
     bool all;                   //  replay --all
 } opts_t;
 
-static void
-s_usage (FILE *out)
-{
-    fprintf (out,
-        "usage: mandrill-ctl [options] COMMAND [args]\n"
-        "commands:\n"
-        "  stats                      the broker's counters\n"
-        "  deadletters [--limit N]    dead-lettered requests, with reason and history\n"
-        "  replay ID... | --all       put dead letters back in the queue\n"
-        "  tail [EVENT...]            print events as JSON lines (all, or the names given:\n"
-        "                             published delivered extended acked nacked expired\n"
-        "                             dead_lettered replayed progress worker_joined\n"
-        "                             worker_lost); says on stderr what it subscribed to\n"
-        "    --count N                stop after N events\n"
-        "options:\n"
-        "  --broker EP     frontend (default tcp://localhost:5555)\n"
-        "  --events EP     events socket for tail (default tcp://localhost:5557)\n"
-        "  --timeout D     wait for an answer (default 3s)\n"
-        "  --json          print the broker's JSON reply as is (one line)\n"
-        "  --version       print the version and exit\n"
-        "  --help\n"
-        "(no keygen: the broker has no CURVE security yet)\n"
-        "exit codes: 0 ok; 1 usage (also an unknown event name for tail); 2 the broker\n"
-        "answered ERROR, or replay found unknown ids; 3 no answer from the broker within\n"
-        "--timeout.\n");
-}
+static const mdl_opt_spec_t s_options [] = {
+    { NULL, 0, NULL, "Options", NULL },
+    { "broker", 0, "EP", "frontend (default tcp://localhost:5555)", NULL },
+    { "events", 0, "EP", "events socket for tail\n(default tcp://localhost:5557)", NULL },
+    { "timeout", 0, "DUR", "wait for an answer (default 3s)", NULL },
+    { "json", 0, NULL, "print the broker's JSON reply as is (one line)", NULL },
+    { "limit", 0, "N", "deadletters: show at most N", "deadletters" },
+    { "all", 0, NULL, "replay: every dead letter", "replay" },
+    { "count", 0, "N", "tail: stop after N events", "tail" },
+    { NULL, 0, NULL, NULL, NULL }
+};
+
+static const char *s_usage =
+    "Usage: mandrill-ctl [OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "Commands:\n"
+    "  stats                  the broker's counters\n"
+    "  deadletters [--limit N]\n"
+    "                         dead-lettered requests, with reason and history\n"
+    "  replay ID... | --all   put dead letters back in the queue\n"
+    "  tail [EVENT...] [--count N]\n"
+    "                         print events as JSON lines (all, or the names given:\n"
+    "                         published delivered extended acked nacked expired\n"
+    "                         dead_lettered replayed progress worker_joined\n"
+    "                         worker_lost); says on stderr what it subscribed to\n"
+    "(no keygen: the broker has no CURVE security yet)\n";
+
+static const char *s_epilogue =
+    "Options that go with one command (--limit, --all, --count) are refused with\n"
+    "another on the command line, and ignored for another when they come from the\n"
+    "environment or the file.\n"
+    "Exit codes: 0 ok; 1 no answer from the broker within --timeout; 2 bad usage\n"
+    "(command line, environment or configuration file; also an unknown event name\n"
+    "for tail); 4 the broker answered ERROR, or replay found unknown ids.\n";
 
 //  Send one request and wait for its reply (matched by req). Returns 0 and
 //  fills *reply, EXIT_FAILED for an ERROR reply (printed), EXIT_NO_ANSWER.
 static int
 s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body, mmp_msg_t *reply)
 {
-    static unsigned sequence;
-    char req [32];
-    snprintf (req, sizeof req, "ctl-%d-%u", (int) getpid (), ++sequence);
+    static uint64_t sequence;
+    char prefix [24], req [48];
+    snprintf (prefix, sizeof prefix, "ctl-%d", (int) getpid ());
+    cli_req_make (req, sizeof req, prefix, ++sequence);
     cJSON_AddStringToObject (body, "req", req);
     if (mmp_send_json (sock, NULL, command, body) != 0) {
         fprintf (stderr, "mandrill-ctl: cannot send to %s\n", opts->broker);
@@ -99,8 +112,8 @@ s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body
             continue;
         //  An ERROR without req is the broker refusing a body it could not
         //  read; this tool has one request outstanding, so it is this one.
-        bool anonymous_error = reply->command == MMP_ERROR && !reply->req;
-        if (!anonymous_error && (!reply->req || !streq (reply->req, req))) {
+        const char *reqs [1] = { req };
+        if (cli_reply_match (reply, reqs, 1) == CLI_REPLY_STALE) {
             mmp_msg_reset (reply);      //  A stale answer to an earlier request
             continue;
         }
@@ -411,90 +424,35 @@ s_tail (const opts_t *opts, int argc, char **argv)
     return EXIT_OK;
 }
 
-//  Options that take a value (the next argument).
-static bool
-s_takes_value (const char *key)
-{
-    static const char *names [] = { "--broker", "--events", "--timeout", "--limit", "--count", NULL };
-    for (int i = 0; names [i]; i++)
-        if (streq (key, names [i]))
-            return true;
-    return false;
-}
-
-int
-main (int argc, char *argv [])
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
     opts_t opts = {
         .broker = "tcp://localhost:5555", .events = "tcp://localhost:5557",
         .timeout_ms = 3000, .limit = -1, .count = -1
     };
-    const char *command = NULL;
-    char **args = calloc ((size_t) argc + 1, sizeof *args);
-    int nargs = 0;
-    assert (args);
-    for (int i = 1; i < argc; i++) {
-        const char *key = argv [i];
-        if (streq (key, "--help") || streq (key, "-h")) {
-            s_usage (stdout);
-            free (args);
-            return EXIT_OK;
-        }
-        if (streq (key, "--json")) { opts.json = true; continue; }
-        if (streq (key, "--all")) { opts.all = true; continue; }
-        if (streq (key, "--version")) {
-            printf ("mandrill-ctl %s\n", MANDRILL_VERSION);
-            free (args);
-            return EXIT_OK;
-        }
-        if (key [0] == '-') {
-            if (!s_takes_value (key)) {
-                fprintf (stderr, "mandrill-ctl: unknown option '%s' (see --help)\n", key);
-                free (args);
-                return EXIT_USAGE;
-            }
-            if (i + 1 >= argc) {
-                fprintf (stderr, "mandrill-ctl: option %s needs a value (see --help)\n", key);
-                free (args);
-                return EXIT_USAGE;
-            }
-            const char *value = argv [++i];
-            const char *expected = NULL;    //  What a valid value looks like, when this one is not
-            if (streq (key, "--broker"))
-                opts.broker = value;
-            else
-            if (streq (key, "--events"))
-                opts.events = value;
-            else
-            if (streq (key, "--timeout")) {
-                if (mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0)
-                    expected = "a duration such as 5s";
-            }
-            else
-            if (streq (key, "--limit")) {
-                if (mdl_parse_int (value, 1, 100000, &opts.limit) != 0)
-                    expected = "a whole number from 1 to 100000";
-            }
-            else
-            if (streq (key, "--count")) {
-                if (mdl_parse_int (value, 1, INT64_MAX, &opts.count) != 0)
-                    expected = "a whole number from 1 up";
-            }
-            if (expected) {
-                fprintf (stderr, "mandrill-ctl: invalid value '%s' for %s: expected %s\n",
-                         value, key, expected);
-                free (args);
-                return EXIT_USAGE;
-            }
-            continue;
-        }
-        if (!command)
-            command = key;
-        else
-            args [nargs++] = argv [i];
+    int parsed = mdl_opt_parse (opt, argc, argv);
+    if (parsed != 0)
+        return parsed > 0 ? EXIT_OK : EXIT_USAGE;
+    if (mdl_opt_string (opt, "broker", &opts.broker)
+    ||  mdl_opt_string (opt, "events", &opts.events)
+    ||  mdl_opt_duration (opt, "timeout", 1, INT64_MAX, &opts.timeout_ms, "a duration such as 5s")
+    ||  mdl_opt_int (opt, "limit", 1, 100000, &opts.limit, "a whole number from 1 to 100000")
+    ||  mdl_opt_int (opt, "count", 1, INT64_MAX, &opts.count, "a whole number from 1 up")) {
+        return EXIT_USAGE;
     }
+    opts.json = mdl_opt_flag (opt, "json");
+    opts.all = mdl_opt_flag (opt, "all");
+    const char *command = mdl_opt_arg (opt, 0);
+    int nargs = mdl_opt_argc (opt) > 0 ? (int) mdl_opt_argc (opt) - 1 : 0;
+    char **args = calloc ((size_t) nargs + 1, sizeof *args);
+    assert (args);
+    for (int i = 0; i < nargs; i++)
+        args [i] = (char *) mdl_opt_arg (opt, (size_t) i + 1);
     if (!command) {
-        s_usage (stderr);
+        mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail)");
         free (args);
         return EXIT_USAGE;
     }
@@ -506,7 +464,7 @@ main (int argc, char *argv [])
     if (streq (command, "stats") || streq (command, "deadletters") || streq (command, "replay")) {
         if ((streq (command, "replay") && (nargs == 0) == !opts.all)
         ||  (!streq (command, "replay") && nargs > 0)) {
-            fprintf (stderr, "mandrill-ctl: %s: wrong arguments (see --help)\n", command);
+            mdl_opt_fail (opt, "%s: wrong arguments", command);
             free (args);
             return EXIT_USAGE;
         }
@@ -529,10 +487,22 @@ main (int argc, char *argv [])
         zsock_destroy (&sock);
     }
     else {
-        fprintf (stderr, "mandrill-ctl: unknown command %s%s (see --help)\n", command,
-                 streq (command, "keygen") ? " (no keygen: the broker has no CURVE security yet)" : "");
+        mdl_opt_fail (opt, "unknown command %s%s", command,
+                      streq (command, "keygen") ? " (no keygen: the broker has no CURVE security yet)" : "");
         rc = EXIT_USAGE;
     }
     free (args);
+    return rc;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-ctl", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return EXIT_NO_ANSWER;
+    int rc = s_main (opt, argc, argv);
+    mdl_opt_destroy (&opt);
     return rc;
 }

@@ -2,6 +2,7 @@
     stored in the nodes so that remove and update are O(log N).
 */
 #include "mdl_heap.h"
+#include "mdl_array.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -83,14 +84,8 @@ mdl_heap_insert (mdl_heap_t *self, mdl_heap_node_t *node, int64_t key)
 {
     assert (self && node);
     assert (node->index == 0);
-    if (self->size == self->capacity) {
-        size_t capacity = self->capacity ? self->capacity * 2 : 64;
-        mdl_heap_node_t **nodes = realloc (self->nodes, capacity * sizeof *nodes);
-        if (!nodes)
-            return -1;
-        self->nodes = nodes;
-        self->capacity = capacity;
-    }
+    if (mdl_array_reserve (&self->nodes, &self->capacity, self->size + 1, sizeof *self->nodes))
+        return -1;
     node->key = key;
     node->order = self->next_order++;
     self->nodes [self->size] = node;

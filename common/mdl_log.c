@@ -1,32 +1,57 @@
-/*  mdl_log: see mdl_log.h. The level and name are process-wide; writes
-    are serialised by a mutex because the worker's database thread logs too.
+/*  mdl_log: see mdl_log.h. The level is an atomic; the name, the buffer
+    and the accounting of what is in it are guarded by s_mutex.
 */
 #include "mdl_log.h"
 
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/time.h>
 #include <time.h>
 
-static mdl_log_level_t s_level = MDL_LOG_INFO;      //  Lines above this are dropped
+#define S_BUFFER_SIZE 65536
+
+static _Atomic int s_level = MDL_LOG_INFO;          //  Lines above this are dropped
 static char s_name [64] = "mandrill";               //  Printed after the level
-static bool s_buffered = false;                     //  Flush only on request
+static bool s_buffered = false;                     //  Hold INFO and below until a flush
+static bool s_setup = false;                        //  setvbuf done
+static size_t s_pending;                            //  Bytes in the buffer since the last flush
+static char s_buffer [S_BUFFER_SIZE];               //  stderr's buffer
 static pthread_mutex_t s_mutex = PTHREAD_MUTEX_INITIALIZER;
 static const char *s_level_names [] = { "ERROR", "WARN ", "INFO ", "DEBUG", "TRACE" };
+
+//  Called with s_mutex held.
+static void
+s_setup_stream (void)
+{
+    if (!s_setup) {
+        fflush (stderr);
+        setvbuf (stderr, s_buffer, _IOFBF, sizeof s_buffer);
+        s_setup = true;
+    }
+}
+
+//  Called with s_mutex held.
+static void
+s_flush (void)
+{
+    fflush (stderr);
+    s_pending = 0;
+}
 
 void
 mdl_log_set_level (mdl_log_level_t level)
 {
-    s_level = level;
+    atomic_store_explicit (&s_level, (int) level, memory_order_relaxed);
 }
 
 mdl_log_level_t
 mdl_log_level (void)
 {
-    return s_level;
+    return (mdl_log_level_t) atomic_load_explicit (&s_level, memory_order_relaxed);
 }
 
 int
@@ -44,15 +69,18 @@ mdl_log_parse_level (const char *text, mdl_log_level_t *level)
 void
 mdl_log_set_name (const char *name)
 {
+    pthread_mutex_lock (&s_mutex);
     snprintf (s_name, sizeof s_name, "%s", name);
+    pthread_mutex_unlock (&s_mutex);
 }
 
 void
 mdl_log_set_buffered (bool buffered)
 {
     pthread_mutex_lock (&s_mutex);
+    s_setup_stream ();
     s_buffered = buffered;
-    fflush (stderr);
+    s_flush ();
     pthread_mutex_unlock (&s_mutex);
 }
 
@@ -60,14 +88,15 @@ void
 mdl_log_flush (void)
 {
     pthread_mutex_lock (&s_mutex);
-    fflush (stderr);
+    if (s_pending)
+        s_flush ();
     pthread_mutex_unlock (&s_mutex);
 }
 
 void
 mdl_log_write (mdl_log_level_t level, const char *format, ...)
 {
-    if (level > s_level)
+    if (!mdl_log_enabled (level))
         return;
     struct timeval tv;
     gettimeofday (&tv, NULL);
@@ -76,22 +105,28 @@ mdl_log_write (mdl_log_level_t level, const char *format, ...)
     char stamp [32];
     strftime (stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
 
-    char line [2048];
-    int used = snprintf (line, sizeof line, "%s.%03dZ %s %s: ", stamp,
-                         (int) (tv.tv_usec / 1000), s_level_names [level], s_name);
+    //  The text is formatted before the lock; only the prefix's name is read under it
+    char text [MDL_LOG_LINE_MAX];
     va_list args;
     va_start (args, format);
-    if (used > 0 && (size_t) used < sizeof line - 1)
-        vsnprintf (line + used, sizeof line - 1 - (size_t) used, format, args);
+    vsnprintf (text, sizeof text, format, args);
     va_end (args);
-    //  One write per line, newline included, so that the lines of several
-    //  processes sharing a terminal never run into each other
-    size_t len = strlen (line);
-    line [len++] = '\n';
 
     pthread_mutex_lock (&s_mutex);
+    s_setup_stream ();
+    char line [MDL_LOG_LINE_MAX];
+    int used = snprintf (line, sizeof line - 1, "%s.%03dZ %s %s: %s", stamp,
+                         (int) (tv.tv_usec / 1000), s_level_names [level], s_name, text);
+    size_t len = used < 0 ? 0
+               : (size_t) used < sizeof line - 1 ? (size_t) used : sizeof line - 2;
+    line [len++] = '\n';
+    //  A line never straddles two writes: if it would not fit what is left
+    //  of the buffer, what is there goes first
+    if (s_pending + len > sizeof s_buffer)
+        s_flush ();
     fwrite (line, 1, len, stderr);
+    s_pending += len;
     if (!s_buffered || level <= MDL_LOG_WARN)
-        fflush (stderr);
+        s_flush ();
     pthread_mutex_unlock (&s_mutex);
 }

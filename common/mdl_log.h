@@ -1,17 +1,31 @@
 /*  mdl_log: levelled logging to stderr for every Mandrill process.
 
-    One line per event: "2026-11-26T07:44:37.123Z INFO  broker: text".
-    The level is process-wide; lines below it cost one integer compare.
-    Output goes through a private buffered stream that is flushed at the
-    end of every line unless mdl_log_set_buffered (true) was called, in
-    which case it is flushed by mdl_log_flush () (called from the owner's
-    loop) or when the buffer fills, so per-message lines at high rates do
-    not cost one write(2) each.
+    One line per event: "2026-11-26T07:44:37.123Z INFO  broker: text",
+    at most MDL_LOG_LINE_MAX bytes (longer text is cut).
+
+    Output: the first line sets stderr fully buffered on a private 64 KiB
+    buffer (setvbuf), so call mdl_log_* before anything else writes to
+    stderr. Every line reaches the file descriptor in one write(2),
+    newline included, so the lines of several processes (or threads)
+    sharing a terminal or a pipe never run into each other. By default
+    each line is written at once. After mdl_log_set_buffered (true), INFO
+    and below wait in the buffer until mdl_log_flush () (called from the
+    owner's loop) or until the next line would not fit (then the buffer is
+    written first), so per-message lines at high rates cost one write(2)
+    per buffer, not per line; WARN and ERROR are always written at once.
+    Other text written to stderr with stdio shares the buffer and may be
+    held until the next flush; exit () flushes it.
+
+    Threads: any thread may log; lines are serialised by a mutex. The level
+    is an atomic, so mdl_log_enabled () costs one relaxed load and lines
+    below the level cost nothing else.
 */
 #ifndef MDL_LOG_H_INCLUDED
 #define MDL_LOG_H_INCLUDED
 
 #include <stdbool.h>
+
+#define MDL_LOG_LINE_MAX 2048     //  Bytes per line, newline included
 
 typedef enum {
     MDL_LOG_ERROR = 0,

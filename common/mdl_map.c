@@ -47,6 +47,19 @@ s_mix (uint64_t x)
     return x;
 }
 
+size_t
+mdl_hash_u64 (const void *key)
+{
+    return (size_t) s_mix (*(const uint64_t *) key);
+}
+
+int
+mdl_compare_u64 (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
 //  --------------------------------------------------------------------------
 //  uint64_t keys
 

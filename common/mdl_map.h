@@ -58,4 +58,12 @@ void *mdl_strmap_delete (mdl_strmap_t *self, const char *key);
 size_t mdl_strmap_size (const mdl_strmap_t *self);
 void *mdl_strmap_next (const mdl_strmap_t *self, size_t *cursor);
 
+
+//  Key callbacks for a CZMQ zhashx whose keys point at uint64_t values
+//  (zhashx_set_key_hasher / zhashx_set_key_comparator), for code that
+//  still needs a zhashx (its items are freed by destructors, which mdl_map
+//  does not do). The hash is mdl_map's own mixer.
+size_t mdl_hash_u64 (const void *key);
+int mdl_compare_u64 (const void *a, const void *b);
+
 #endif

@@ -37,8 +37,26 @@ trap stop EXIT
 
 # Each program runs in its own session, so Ctrl-C reaches only this script,
 # which then stops them in order instead of all at once.
-setsid "$BIN/broker/mandrill-broker" --frontend tcp://127.0.0.1:5555 --backend tcp://127.0.0.1:5556 \
-    --events tcp://127.0.0.1:5557 --data-dir "$DATA/broker" &
+# One configuration file for every program (see README: flags beat the
+# environment, which beats the file); each reads its own section.
+cat > "$DATA/mandrill.cfg" <<CONFIG
+broker
+    frontend = "tcp://127.0.0.1:5555"
+    backend = "tcp://127.0.0.1:5556"
+    events = "tcp://127.0.0.1:5557"
+    data-dir = "$DATA/broker"
+worker
+    broker = "tcp://127.0.0.1:5556"
+    db = "sqlite:$DATA/mandrill.db"
+publish
+    broker = "tcp://127.0.0.1:5555"
+ctl
+    broker = "tcp://127.0.0.1:5555"
+    events = "tcp://127.0.0.1:5557"
+CONFIG
+export MANDRILL_BROKER_CONFIG="$DATA/mandrill.cfg" MANDRILL_WORKER_CONFIG="$DATA/mandrill.cfg" \
+       MANDRILL_PUBLISH_CONFIG="$DATA/mandrill.cfg"
+setsid "$BIN/broker/mandrill-broker" &
 broker=$!
 sleep 0.5
 if ! kill -0 "$broker" 2>/dev/null; then
@@ -49,14 +67,13 @@ fi
 # Restarts take up to 3 s and leases are extended every second, so the log
 # shows every step: consumed, saved, extended, restarted, acked.
 for i in $(seq 1 "$WORKERS"); do
-    setsid "$BIN/worker/mandrill-worker" --broker tcp://127.0.0.1:5556 --name "worker-$i" \
-        --db "sqlite:$DATA/mandrill.db" --restart-latency 3s --extend-every 1s &
+    setsid "$BIN/worker/mandrill-worker" --name "worker-$i" --restart-latency 3s --extend-every 1s &
     workers+=($!)
 done
-setsid "$BIN/cli/mandrill-publish" --broker tcp://127.0.0.1:5555 --mock &
+setsid "$BIN/cli/mandrill-publish" --mock &
 pub=$!
 echo "==== running: broker $broker, workers ${workers[*]}, publisher $pub. Ctrl-C to stop."
-echo "==== in another terminal: $BIN/cli/mandrill-ctl stats   or   $BIN/cli/mandrill-ctl tail"
+echo "==== in another terminal: $BIN/cli/mandrill-ctl --config $DATA/mandrill.cfg stats   (or tail)"
 wait "$broker" || true
 broker=""
 echo "==== the broker exited"

@@ -7,7 +7,7 @@
     Every process is stopped by its PID; temp files are removed.
 */
 #include "e2e_support.h"
-#include "mdl_util.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <criterion/criterion.h>
@@ -303,13 +303,13 @@ Test (e2e_cli, mock_many_publishers)
 Test (e2e_cli, usage_errors)
 {
     PUBLISH (&s_result, NULL, "--batch", "0", "--mock");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     PUBLISH (&s_result, NULL, "--mock", "--instance", "x");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--message-id", "not-a-uuid");
     cr_assert_eq (s_result.code, 3);
     CTL (&s_result, "frobnicate");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert_eq (s_counter ("published"), 0);
 }
 
@@ -330,7 +330,7 @@ Test (e2e_cli, ctl_stats_deadletters_replay)
     cr_assert_eq (s_result.code, 0, "%s", s_result.err);
     cr_assert (strstr (s_result.out, "0 dead letters"));
     CTL (&s_result, "replay", "1b4e28ba-2fa1-41d2-883f-0016d3cca427");
-    cr_assert_eq (s_result.code, 2, "an unknown id is reported: %s", s_result.out);
+    cr_assert_eq (s_result.code, 4, "an unknown id is reported: %s", s_result.out);
     cr_assert (strstr (s_result.out, "unknown"));
 }
 
@@ -372,10 +372,10 @@ Test (e2e_cli, ctl_tail_prints_events)
 Test (e2e_cli_down, no_broker_exit_codes, .init = s_setup, .fini = s_teardown, .timeout = 30)
 {
     PUBLISH (&s_result, NULL, "--instance", "cattle-ab12", "--timeout", "200ms", "--retries", "1");
-    cr_assert_eq (s_result.code, 2, "unconfirmed: exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 1, "unconfirmed: exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "unconfirmed"));
     CTL (&s_result, "stats", "--timeout", "300ms");
-    cr_assert_eq (s_result.code, 3, "no answer: exit %d", s_result.code);
+    cr_assert_eq (s_result.code, 1, "no answer: exit %d", s_result.code);
 }
 
 //  The broker starts late: the publisher has resent the batch several
@@ -540,7 +540,7 @@ Test (e2e_cli, big_requests_are_batched_under_the_body_limit)
 Test (e2e_cli, ctl_tail_rejects_unknown_events)
 {
     CTL_WITHIN (&s_result, 5000, "--events", s_broker.events_endpoint, "tail", "bogus_event");
-    cr_assert_eq (s_result.code, 1, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "unknown event 'bogus_event'"), "%s", s_result.err);
     cr_assert (strstr (s_result.err, "progress"), "the list names every event: %s", s_result.err);
     //  A valid tail says once what it subscribed to and where (it is
@@ -556,23 +556,23 @@ Test (e2e_cli, ctl_tail_rejects_unknown_events)
 Test (e2e_cli_down, usage_messages_and_version, .init = s_setup, .fini = s_teardown, .timeout = 30)
 {
     PUBLISH (&s_result, NULL, "--bogus");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--instance", "cattle-1", "--timeout", "x");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
                "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--mock", "--batch", "5000");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value '5000' for --batch"), "%s", s_result.err);
     PUBLISH (&s_result, NULL, "--version");
     cr_assert_eq (s_result.code, 0);
     cr_assert_str_eq (s_result.out, "mandrill-publish " MANDRILL_VERSION "\n");
     CTL (&s_result, "--bogus", "stats");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "unknown option '--bogus'"), "%s", s_result.err);
     CTL (&s_result, "--timeout", "x", "stats");
-    cr_assert_eq (s_result.code, 1);
+    cr_assert_eq (s_result.code, 2);
     cr_assert (strstr (s_result.err, "invalid value 'x' for --timeout: expected a duration such as 5s"),
                "%s", s_result.err);
     CTL (&s_result, "--version");
@@ -587,7 +587,7 @@ Test (e2e_cli_down, bad_endpoint_counts_unsent_as_not_confirmed, .init = s_setup
     char *const argv [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), "--broker", "bogus",
                             "--instance", "cattle-ab12", NULL };
     s_run (&s_result, NULL, 10000, argv);
-    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 1, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (strstr (s_result.err, "1 not confirmed"), "%s", s_result.err);
 }
 
@@ -691,10 +691,211 @@ Test (e2e_cli_down, error_without_req_is_refused_at_once, .init = s_setup, .fini
     started = zclock_mono ();
     CTL_WITHIN (&s_result, 10000, "stats", "--timeout", "5s");
     took = zclock_mono () - started;
-    cr_assert_eq (s_result.code, 2, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert_eq (s_result.code, 4, "exit %d: %s", s_result.code, s_result.err);
     cr_assert (took < 4000, "answered at once: %lld ms", (long long) took);
     cr_assert (strstr (s_result.err, "bad_json"), "%s", s_result.err);
 
     s_fake_stop ();
     cr_assert (fake->received >= 3, "the stand-in answered %d messages", fake->received);
+}
+
+//  --------------------------------------------------------------------------
+//  Configuration: flags, environment and a --config file, in the real
+//  programs (mdl_opt's own tests cover the rules one by one).
+
+//  Run argv like s_run, with env ("NAME=value" strings, NULL-terminated)
+//  added to the child's environment.
+static void
+s_run_env (run_t *run, char *const env [], int timeout_ms, char *const argv [])
+{
+    FILE *out = tmpfile (), *err = tmpfile ();
+    cr_assert (out && err);
+    pid_t pid = fork ();
+    cr_assert (pid >= 0);
+    if (pid == 0) {
+        int null = open ("/dev/null", O_RDONLY);
+        dup2 (null, 0);
+        dup2 (fileno (out), 1);
+        dup2 (fileno (err), 2);
+        for (int i = 0; env && env [i]; i++)
+            putenv (env [i]);
+        execv (argv [0], argv);
+        _exit (127);
+    }
+    int status = e2e_wait_exit (pid, timeout_ms);
+    run->code = -1;
+    if (status == -1)
+        e2e_kill (pid);
+    else
+    if (WIFEXITED (status))
+        run->code = WEXITSTATUS (status);
+    s_slurp (out, run->out, sizeof run->out);
+    s_slurp (err, run->err, sizeof run->err);
+}
+
+//  Write text to a new file in the broker's data directory's parent.
+static void
+s_write_config (char *path, size_t size, const char *text)
+{
+    snprintf (path, size, "%s.cfg", s_broker.data_dir);
+    FILE *file = fopen (path, "w");
+    cr_assert_not_null (file);
+    fputs (text, file);
+    fclose (file);
+}
+
+Test (e2e_cli_down, config_file_environment_and_flags, .init = s_setup, .fini = s_teardown,
+      .timeout = 60)
+{
+    //  One file for both programs: the broker's frontend in the file is
+    //  wrong and the flag wins; its events endpoint comes from the
+    //  environment; mandrill-ctl finds the broker through its own section.
+    char config [8192], path [128];
+    snprintf (config, sizeof config,
+              "#   Mandrill test configuration\n"
+              "broker\n"
+              "    frontend = \"tcp://127.0.0.1:1\"\n"
+              "    backend = \"tcp://127.0.0.1:%d\"\n"
+              "    data-dir = \"%s\"\n"
+              "    max_attempts = 2\n"
+              "ctl\n"
+              "    broker = \"%s\"\n"
+              "    timeout = 2s\n"
+              "worker\n"
+              "    credit = 7\n",
+              s_broker.backend, s_broker.data_dir, s_broker.endpoint);
+    s_write_config (path, sizeof path, config);
+    static char config_env [160], events_env [96];
+    snprintf (config_env, sizeof config_env, "MANDRILL_BROKER_CONFIG=%s", path);
+    snprintf (events_env, sizeof events_env, "MANDRILL_BROKER_EVENTS=tcp://127.0.0.1:%d",
+              s_broker.events);
+    const char *broker = e2e_program ("MANDRILL_BROKER");
+    pid_t pid = fork ();
+    cr_assert (pid >= 0);
+    if (pid == 0) {
+        int null = open ("/dev/null", O_WRONLY);
+        dup2 (null, 1);
+        dup2 (null, 2);
+        putenv (config_env);
+        putenv (events_env);
+        execl (broker, broker, "--frontend", s_broker.endpoint, (char *) NULL);
+        _exit (127);
+    }
+    s_broker.pid = pid;
+    cJSON *stats = NULL;
+    for (int i = 0; i < 50 && !stats; i++)
+        stats = s_stats (100);
+    cr_assert_not_null (stats, "the broker answers on the flag's frontend, not the file's");
+    cJSON_Delete (stats);
+    //  The events socket came from the environment: a SUB there sees a publish
+    zsock_t *sub = zsock_new_sub (s_broker.events_endpoint, "published");
+    cr_assert_not_null (sub);
+    zsock_set_rcvtimeo (sub, 200);
+    bool seen = false;
+    for (int i = 0; i < 30 && !seen; i++) {
+        PUBLISH (&s_result, NULL, "--instance", "cattle-conf");
+        cr_assert_eq (s_result.code, 0, "%s", s_result.err);
+        zmsg_t *event = zmsg_recv (sub);
+        seen = event != NULL;
+        zmsg_destroy (&event);
+    }
+    zsock_destroy (&sub);
+    cr_assert (seen, "no event on the endpoint from MANDRILL_BROKER_EVENTS");
+
+    //  ctl: the file's section alone finds the broker
+    static char ctl_config [160];
+    snprintf (ctl_config, sizeof ctl_config, "MANDRILL_CTL_CONFIG=%s", path);
+    char *const ctl_env [] = { ctl_config, NULL };
+    char *const stats_argv [] = { (char *) e2e_program ("MANDRILL_CTL"), "stats", "--json", NULL };
+    s_run_env (&s_result, ctl_env, 20000, stats_argv);
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.out, "\"published\""), "%s", s_result.out);
+
+    //  The environment beats the file: a wrong endpoint there is used
+    char *const wrong_env [] = { ctl_config, "MANDRILL_CTL_BROKER=tcp://127.0.0.1:1",
+                                 "MANDRILL_CTL_TIMEOUT=300ms", NULL };
+    s_run_env (&s_result, wrong_env, 20000, stats_argv);
+    cr_assert_eq (s_result.code, 1, "no answer: exit %d: %s", s_result.code, s_result.err);
+    cr_assert (strstr (s_result.err, "within 300 ms"), "%s", s_result.err);
+
+    //  ... and the flag beats the environment
+    char *const flag_argv [] = { (char *) e2e_program ("MANDRILL_CTL"), "--broker", s_broker.endpoint,
+                                 "stats", NULL };
+    s_run_env (&s_result, wrong_env, 20000, flag_argv);
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    unlink (path);
+}
+
+//  Every program refuses an unknown key, an unknown variable and an
+//  option where a value belongs, with exit 2 and a message naming it.
+Test (e2e_cli_down, unknown_names_are_errors_in_every_program, .init = s_setup,
+      .fini = s_teardown, .timeout = 60)
+{
+    static const char *programs [] = { "MANDRILL_BROKER", "MANDRILL_WORKER", "MANDRILL_PUBLISH",
+                                       "MANDRILL_CTL" };
+    static const char *sections [] = { "broker", "worker", "publish", "ctl" };
+    static const char *prefixes [] = { "MANDRILL_BROKER_", "MANDRILL_WORKER_", "MANDRILL_PUBLISH_",
+                                       "MANDRILL_CTL_" };
+    static const char *valued [] = { "--data-dir", "--db", "--file", "--broker" };
+    char path [128];
+    for (int p = 0; p < 4; p++) {
+        char config [256];
+        snprintf (config, sizeof config, "%s\n    bogus-key = 1\n", sections [p]);
+        s_write_config (path, sizeof path, config);
+        char *const argv [] = { (char *) e2e_program (programs [p]), "--config", path, NULL };
+        s_run_env (&s_result, NULL, 10000, argv);
+        cr_assert_eq (s_result.code, 2, "%s: exit %d: %s", sections [p], s_result.code, s_result.err);
+        char expected [64];
+        snprintf (expected, sizeof expected, "unknown key '%s/bogus-key'", sections [p]);
+        cr_assert (strstr (s_result.err, expected), "%s: %s", sections [p], s_result.err);
+
+        static char variable [64];
+        snprintf (variable, sizeof variable, "%sBOGUS=1", prefixes [p]);
+        char *const env [] = { variable, NULL };
+        char *const bare [] = { (char *) e2e_program (programs [p]), NULL };
+        s_run_env (&s_result, env, 10000, bare);
+        cr_assert_eq (s_result.code, 2, "%s: exit %d: %s", sections [p], s_result.code, s_result.err);
+        snprintf (expected, sizeof expected, "unknown environment variable %sBOGUS", prefixes [p]);
+        cr_assert (strstr (s_result.err, expected), "%s: %s", sections [p], s_result.err);
+
+        char *const swallow [] = { (char *) e2e_program (programs [p]), (char *) valued [p],
+                                   "--help", NULL };
+        s_run_env (&s_result, NULL, 10000, swallow);
+        cr_assert_eq (s_result.code, 2, "%s: exit %d: %s", sections [p], s_result.code, s_result.err);
+        snprintf (expected, sizeof expected, "option %s needs a value", valued [p]);
+        cr_assert (strstr (s_result.err, expected), "%s: %s", sections [p], s_result.err);
+
+        char *const help [] = { (char *) e2e_program (programs [p]), "--help", NULL };
+        s_run_env (&s_result, NULL, 10000, help);
+        cr_assert_eq (s_result.code, 0, "%s: exit %d: %s", sections [p], s_result.code, s_result.err);
+        cr_assert (strstr (s_result.out, "command line > environment > file > default"),
+                   "%s --help states the precedence", sections [p]);
+        cr_assert (strstr (s_result.out, prefixes [p]), "%s --help names its variables", sections [p]);
+        cr_assert (strstr (s_result.out, "Exit codes: 0 "), "%s --help lists exit codes", sections [p]);
+        unlink (path);
+    }
+}
+
+//  --x=y works like --x y in every program.
+Test (e2e_cli, equals_form_everywhere)
+{
+    char frontend [96];
+    snprintf (frontend, sizeof frontend, "--broker=%s", s_broker.endpoint);
+    char *const publish [] = { (char *) e2e_program ("MANDRILL_PUBLISH"), frontend,
+                               "--instance=cattle-eq", "--timeout=2s", NULL };
+    s_run_env (&s_result, NULL, 20000, publish);
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    char *const ctl [] = { (char *) e2e_program ("MANDRILL_CTL"), frontend, "--timeout=2s",
+                           "deadletters", "--limit=3", NULL };
+    s_run_env (&s_result, NULL, 20000, ctl);
+    cr_assert_eq (s_result.code, 0, "exit %d: %s", s_result.code, s_result.err);
+    char *const worker [] = { (char *) e2e_program ("MANDRILL_WORKER"), "--credit=0", NULL };
+    s_run_env (&s_result, NULL, 10000, worker);
+    cr_assert_eq (s_result.code, 2);
+    cr_assert (strstr (s_result.err, "invalid value '0' for --credit"), "%s", s_result.err);
+    char *const broker [] = { (char *) e2e_program ("MANDRILL_BROKER"), "--max-attempts=0", NULL };
+    s_run_env (&s_result, NULL, 10000, broker);
+    cr_assert_eq (s_result.code, 2);
+    cr_assert (strstr (s_result.err, "invalid value '0' for --max-attempts"), "%s", s_result.err);
+    cr_assert_eq (s_counter ("published"), 1);
 }

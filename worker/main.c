@@ -1,62 +1,54 @@
-/*  mandrill-worker: parses the command line and runs wrk_worker.
+/*  mandrill-worker: reads its options (mdl_opt: flags, environment,
+    configuration file) and runs wrk_worker.
     Exit codes: 0 clean shutdown, 1 could not start (database, sockets),
-    2 bad command line.
+    2 bad usage (command line, environment, configuration file).
 */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_opt.h"
 #include "wrk_db.h"
 #include "wrk_exec.h"
 #include "wrk_worker.h"
 
-#define EXIT_USAGE 2
+static const mdl_opt_spec_t s_options [] = {
+    { NULL, 0, NULL, "Options (durations take a unit: 250ms, 2s, 1.5m, 1h)", NULL },
+    { "broker", 0, "URL", "broker backend endpoint\n(default tcp://localhost:5556)", NULL },
+    { "credit", 0, "N", "most messages in flight, 1..1000000 (default 100)", NULL },
+    { "name", 0, "NAME", "worker name in the broker, the database and the\nlog (default HOSTNAME-PID-R, R: 8 random hex\ndigits)", NULL },
+    { "extend-every", 0, "DUR", "extend leases this often while work runs\n(default 2s; at least twice per lease if the\nlease is shorter)", NULL },
+    { "extension", 0, "DUR", "lease length each extend asks for (default: the\nbroker's ack deadline from WELCOME)", NULL },
+    { "db", 0, "sqlite:PATH", "where saves go (default sqlite:./mandrill.db)", NULL },
+    { "restart", 0, "MODE", "simulate (default) or exec", NULL },
+    { "restart-latency", 0, "DUR", "simulate: latency is U[0,1) times this\n(default 1s)", NULL },
+    { "fail-rate", 0, "F", "simulate: probability a restart fails, 0..1\n(default 0)", NULL },
+    { "restart-cmd", 0, "'ARGV'", "exec: command template run without a shell;\n"
+      "words split on blanks, quotes group;\n{hostname}, {instance_name} and {message_id}\n"
+      "are replaced. Exit 0 means success", NULL },
+    { "restart-timeout", 0, "DUR", "exec: kill the command's process group after\nthis (default 60s)", NULL },
+    { "save-attempts", 0, "N", "tries of a failing save per delivery before it\n"
+      "is nacked, 1..100 (default 5; retries back off\nfrom 200ms)", NULL },
+    { "max-job-time", 0, "DUR", "hard ceiling per delivery: whatever still runs\n"
+      "is killed and the delivery nacked (default 5m)", NULL },
+    { "grace", 0, "DUR", "on SIGTERM/SIGINT/SIGHUP/SIGQUIT, time to finish\n"
+      "held messages and have their acks confirmed by\nthe broker before nacking the rest (default 30s)", NULL },
+    { "heartbeat", 0, "DUR", "heartbeat interval (default: the broker's)", NULL },
+    { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
+    { "debug", 0, NULL, "log loop handlers that take longer than 100 ms", NULL },
+    { NULL, 0, NULL, NULL, NULL }
+};
 
-static void
-s_usage (FILE *out)
-{
-    fprintf (out,
+static const char *s_usage =
 "Usage: mandrill-worker [OPTIONS]\n"
 "\n"
 "Leases restart requests from a Mandrill broker. For each one it saves the\n"
 "request to a database and restarts the host at the same time, extends the\n"
-"lease while either runs, and acks when both are done.\n"
-"\n"
-"Options (durations take a unit: 250ms, 2s, 1.5m, 1h):\n"
-"  --broker URL           broker backend endpoint (default tcp://localhost:5556)\n"
-"  --credit N             most messages in flight, 1..1000000 (default 100)\n"
-"  --name NAME            worker name in the broker, the database and the log\n"
-"                         (default HOSTNAME-PID-R, R: 8 random hex digits)\n"
-"  --extend-every DUR     extend leases this often while work runs (default 2s;\n"
-"                         at least twice per lease if the lease is shorter)\n"
-"  --extension DUR        lease length each extend asks for (default: the\n"
-"                         broker's ack deadline from WELCOME)\n"
-"  --db sqlite:PATH       where saves go (default sqlite:./mandrill.db)\n"
-"  --restart MODE         simulate (default) or exec\n"
-"  --restart-latency DUR  simulate: latency is U[0,1) times this (default 1s)\n"
-"  --fail-rate F          simulate: probability a restart fails, 0..1 (default 0)\n"
-"  --restart-cmd 'ARGV'   exec: command template run without a shell; words split\n"
-"                         on blanks, quotes group; {hostname}, {instance_name} and\n"
-"                         {message_id} are replaced. Exit 0 means success\n"
-"  --restart-timeout DUR  exec: kill the command's process group after this\n"
-"                         (default 60s)\n"
-"  --save-attempts N      tries of a failing save per delivery before it is\n"
-"                         nacked, 1..100 (default 5; retries back off from 200ms)\n"
-"  --max-job-time DUR     hard ceiling per delivery: whatever still runs is\n"
-"                         killed and the delivery nacked (default 5m)\n"
-"  --grace DUR            on SIGTERM/SIGINT/SIGHUP/SIGQUIT, time to finish held\n"
-"                         messages and have their acks confirmed by the broker\n"
-"                         before nacking the rest (default 30s)\n"
-"  --heartbeat DUR        heartbeat interval (default: the broker's)\n"
-"  --log-level LEVEL      error, warn, info (default), debug, trace\n"
-"  --debug                log loop handlers that take longer than 100 ms\n"
-"  --help                 this text\n"
-"  --version              print the version\n"
-"\n"
+"lease while either runs, and acks when both are done.\n";
+
+static const char *s_epilogue =
 "Signals: SIGTERM, SIGINT, SIGHUP, SIGQUIT shut down gracefully (a second one\n"
 "ends the grace period at once); SIGUSR1 logs the in-flight table.\n"
 "\n"
@@ -67,48 +59,14 @@ s_usage (FILE *out)
 "Logging: one INFO line per event up to 200 per second, then one summary\n"
 "line per second.\n"
 "\n"
-"Exit codes: 0 clean shutdown, 1 could not start (database, sockets),\n"
-"2 bad command line.\n");
-}
+"Exit codes: 0 clean shutdown; 1 could not start (database, sockets); 2 bad\n"
+"usage (command line, environment or configuration file).\n";
 
+//  Everything main does with opt, which main owns, so that one place
+//  frees it on every way out.
 static int
-s_bad (const char *flag, const char *value, const char *expected)
+s_main (mdl_opt_t *opt, int argc, char *argv [])
 {
-    fprintf (stderr, "mandrill-worker: bad value '%s' for %s: expected %s\n"
-             "Try 'mandrill-worker --help'.\n", value ? value : "", flag, expected);
-    return EXIT_USAGE;
-}
-
-int
-main (int argc, char *argv [])
-{
-    enum {
-        OPT_BROKER = 256, OPT_CREDIT, OPT_NAME, OPT_EXTEND_EVERY, OPT_EXTENSION, OPT_DB,
-        OPT_RESTART, OPT_LATENCY, OPT_FAIL_RATE, OPT_CMD, OPT_TIMEOUT, OPT_SAVE_ATTEMPTS,
-        OPT_MAX_JOB, OPT_GRACE, OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_DEBUG, OPT_HELP, OPT_VERSION
-    };
-    static const struct option longopts [] = {
-        { "broker", required_argument, NULL, OPT_BROKER },
-        { "credit", required_argument, NULL, OPT_CREDIT },
-        { "name", required_argument, NULL, OPT_NAME },
-        { "extend-every", required_argument, NULL, OPT_EXTEND_EVERY },
-        { "extension", required_argument, NULL, OPT_EXTENSION },
-        { "db", required_argument, NULL, OPT_DB },
-        { "restart", required_argument, NULL, OPT_RESTART },
-        { "restart-latency", required_argument, NULL, OPT_LATENCY },
-        { "fail-rate", required_argument, NULL, OPT_FAIL_RATE },
-        { "restart-cmd", required_argument, NULL, OPT_CMD },
-        { "restart-timeout", required_argument, NULL, OPT_TIMEOUT },
-        { "save-attempts", required_argument, NULL, OPT_SAVE_ATTEMPTS },
-        { "max-job-time", required_argument, NULL, OPT_MAX_JOB },
-        { "grace", required_argument, NULL, OPT_GRACE },
-        { "heartbeat", required_argument, NULL, OPT_HEARTBEAT },
-        { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
-        { "debug", no_argument, NULL, OPT_DEBUG },
-        { "help", no_argument, NULL, OPT_HELP },
-        { "version", no_argument, NULL, OPT_VERSION },
-        { NULL, 0, NULL, 0 }
-    };
     wrk_options_t options;
     memset (&options, 0, sizeof options);
     options.broker = "tcp://localhost:5556";
@@ -119,131 +77,87 @@ main (int argc, char *argv [])
     const char *db_url = "sqlite:./mandrill.db";
     const char *mode = "simulate";
     const char *restart_cmd = NULL;
-    bool latency_set = false, fail_set = false, timeout_set = false;
 
-    int opt;
-    opterr = 0;
-    while ((opt = getopt_long (argc, argv, "", longopts, NULL)) != -1) {
-        int64_t value;
-        switch (opt) {
-            case OPT_BROKER: options.broker = optarg; break;
-            case OPT_CREDIT:
-                if (mdl_parse_int (optarg, 1, MMP_MAX_CREDIT, &options.credit) != 0)
-                    return s_bad ("--credit", optarg, "a whole number 1..1000000");
-                break;
-            case OPT_NAME:
-                if (!*optarg || strlen (optarg) > MMP_MAX_TEXT)
-                    return s_bad ("--name", optarg, "1..256 characters");
-                options.name = optarg;
-                break;
-            case OPT_EXTEND_EVERY:
-                if (mdl_parse_duration_ms (optarg, &value) != 0 || value < 1)
-                    return s_bad ("--extend-every", optarg, "a duration above 0, e.g. 2s");
-                options.jobs.extend_every_ms = value;
-                break;
-            case OPT_EXTENSION:
-                if (mdl_parse_duration_ms (optarg, &value) != 0 || value < 1
-                ||  value > MMP_MAX_EXTENSION_MS)
-                    return s_bad ("--extension", optarg, "a duration from 1ms to 1h");
-                options.jobs.extension_ms = value;
-                break;
-            case OPT_DB: db_url = optarg; break;
-            case OPT_RESTART:
-                if (strcmp (optarg, "simulate") != 0 && strcmp (optarg, "exec") != 0)
-                    return s_bad ("--restart", optarg, "simulate or exec");
-                mode = optarg;
-                break;
-            case OPT_LATENCY:
-                if (mdl_parse_duration_ms (optarg, &value) != 0)
-                    return s_bad ("--restart-latency", optarg, "a duration, e.g. 1s");
-                options.jobs.restart_latency_ms = value;
-                latency_set = true;
-                break;
-            case OPT_FAIL_RATE:
-                if (mdl_parse_double (optarg, 0, 1, &options.jobs.fail_rate) != 0)
-                    return s_bad ("--fail-rate", optarg, "a number from 0 to 1");
-                fail_set = true;
-                break;
-            case OPT_CMD: restart_cmd = optarg; break;
-            case OPT_TIMEOUT:
-                if (mdl_parse_duration_ms (optarg, &value) != 0 || value < 1)
-                    return s_bad ("--restart-timeout", optarg, "a duration above 0, e.g. 60s");
-                options.jobs.restart_timeout_ms = value;
-                timeout_set = true;
-                break;
-            case OPT_SAVE_ATTEMPTS:
-                if (mdl_parse_int (optarg, 1, 100, &value) != 0)
-                    return s_bad ("--save-attempts", optarg, "a whole number 1..100");
-                options.jobs.save_attempts = (int) value;
-                break;
-            case OPT_MAX_JOB:
-                if (mdl_parse_duration_ms (optarg, &value) != 0 || value < 1)
-                    return s_bad ("--max-job-time", optarg, "a duration above 0, e.g. 5m");
-                options.jobs.max_job_ms = value;
-                break;
-            case OPT_GRACE:
-                if (mdl_parse_duration_ms (optarg, &value) != 0)
-                    return s_bad ("--grace", optarg, "a duration, e.g. 30s");
-                options.grace_ms = value;
-                break;
-            case OPT_HEARTBEAT:
-                if (mdl_parse_duration_ms (optarg, &value) != 0 || value < 10)
-                    return s_bad ("--heartbeat", optarg, "a duration of at least 10ms");
-                options.heartbeat_ms = value;
-                break;
-            case OPT_LOG_LEVEL: {
-                mdl_log_level_t level;
-                if (mdl_log_parse_level (optarg, &level) != 0)
-                    return s_bad ("--log-level", optarg, "error, warn, info, debug or trace");
-                mdl_log_set_level (level);
-                break;
-            }
-            case OPT_DEBUG: options.debug = true; break;
-            case OPT_HELP: s_usage (stdout); return 0;
-            case OPT_VERSION: printf ("mandrill-worker %s\n", MANDRILL_VERSION); return 0;
-            default:
-                fprintf (stderr, "mandrill-worker: unknown option or missing value: %s\n"
-                         "Try 'mandrill-worker --help'.\n", argv [optind - 1]);
-                return EXIT_USAGE;
-        }
+    int rc = mdl_opt_parse (opt, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
+    if (mdl_opt_argc (opt) > 0) {
+        mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
+        return MDL_EXIT_USAGE;
     }
-    if (optind < argc) {
-        fprintf (stderr, "mandrill-worker: unexpected argument '%s'\n"
-                 "Try 'mandrill-worker --help'.\n", argv [optind]);
-        return EXIT_USAGE;
+    int64_t save_attempts = options.jobs.save_attempts;
+    if (mdl_opt_string (opt, "broker", &options.broker)
+    ||  mdl_opt_int (opt, "credit", 1, MMP_MAX_CREDIT, &options.credit, "a whole number 1..1000000")
+    ||  mdl_opt_duration (opt, "extend-every", 1, INT64_MAX, &options.jobs.extend_every_ms,
+                          "a duration above 0, e.g. 2s")
+    ||  mdl_opt_duration (opt, "extension", 1, MMP_MAX_EXTENSION_MS, &options.jobs.extension_ms,
+                          "a duration from 1ms to 1h")
+    ||  mdl_opt_string (opt, "db", &db_url)
+    ||  mdl_opt_string (opt, "restart", &mode)
+    ||  mdl_opt_duration (opt, "restart-latency", 0, INT64_MAX, &options.jobs.restart_latency_ms,
+                          "a duration, e.g. 1s")
+    ||  mdl_opt_double (opt, "fail-rate", 0, 1, &options.jobs.fail_rate, "a number from 0 to 1")
+    ||  mdl_opt_string (opt, "restart-cmd", &restart_cmd)
+    ||  mdl_opt_duration (opt, "restart-timeout", 1, INT64_MAX, &options.jobs.restart_timeout_ms,
+                          "a duration above 0, e.g. 60s")
+    ||  mdl_opt_int (opt, "save-attempts", 1, 100, &save_attempts, "a whole number 1..100")
+    ||  mdl_opt_duration (opt, "max-job-time", 1, INT64_MAX, &options.jobs.max_job_ms,
+                          "a duration above 0, e.g. 5m")
+    ||  mdl_opt_duration (opt, "grace", 0, INT64_MAX, &options.grace_ms, "a duration, e.g. 30s")
+    ||  mdl_opt_duration (opt, "heartbeat", 10, INT64_MAX, &options.heartbeat_ms,
+                          "a duration of at least 10ms"))
+        return MDL_EXIT_USAGE;
+    options.jobs.save_attempts = (int) save_attempts;
+    const char *given_name = mdl_opt_value (opt, "name");
+    if (given_name) {
+        if (!*given_name || strlen (given_name) > MMP_MAX_TEXT)
+            return mdl_opt_bad (opt, "name", "1..256 characters"), MDL_EXIT_USAGE;
+        options.name = given_name;
     }
+    if (strcmp (mode, "simulate") != 0 && strcmp (mode, "exec") != 0)
+        return mdl_opt_bad (opt, "restart", "simulate or exec"), MDL_EXIT_USAGE;
+    const char *level_text = mdl_opt_value (opt, "log-level");
+    if (level_text) {
+        mdl_log_level_t level;
+        if (mdl_log_parse_level (level_text, &level) != 0)
+            return mdl_opt_bad (opt, "log-level", "error, warn, info, debug or trace"), MDL_EXIT_USAGE;
+        mdl_log_set_level (level);
+    }
+    options.debug = mdl_opt_flag (opt, "debug");
+    bool latency_set = mdl_opt_value (opt, "restart-latency") != NULL;
+    bool fail_set = mdl_opt_value (opt, "fail-rate") != NULL;
+    bool timeout_set = mdl_opt_value (opt, "restart-timeout") != NULL;
     bool exec = strcmp (mode, "exec") == 0;
     if (exec && !restart_cmd) {
-        fprintf (stderr, "mandrill-worker: --restart exec needs --restart-cmd\n");
-        return EXIT_USAGE;
+        mdl_opt_fail (opt, "--restart exec needs --restart-cmd");
+        return MDL_EXIT_USAGE;
     }
     if (!exec && (restart_cmd || timeout_set)) {
-        fprintf (stderr, "mandrill-worker: --restart-cmd and --restart-timeout need --restart exec\n");
-        return EXIT_USAGE;
+        mdl_opt_fail (opt, "--restart-cmd and --restart-timeout need --restart exec");
+        return MDL_EXIT_USAGE;
     }
     if (exec && (latency_set || fail_set)) {
-        fprintf (stderr, "mandrill-worker: --restart-latency and --fail-rate apply to "
-                 "--restart simulate only\n");
-        return EXIT_USAGE;
+        mdl_opt_fail (opt, "--restart-latency and --fail-rate apply to --restart simulate only");
+        return MDL_EXIT_USAGE;
     }
     int64_t longest = exec ? options.jobs.restart_timeout_ms : options.jobs.restart_latency_ms;
     if (options.jobs.max_job_ms <= longest) {
-        fprintf (stderr, "mandrill-worker: --max-job-time must be longer than the restart "
-                 "can take (%" PRId64 " ms)\n", longest);
-        return EXIT_USAGE;
+        mdl_opt_fail (opt, "--max-job-time must be longer than the restart can take (%" PRId64 " ms)",
+                      longest);
+        return MDL_EXIT_USAGE;
     }
     char error [256];
     char db_path [4096];
     if (wrk_db_parse_url (db_url, db_path, sizeof db_path, error, sizeof error) != 0) {
-        fprintf (stderr, "mandrill-worker: --db: %s\n", error);
-        return EXIT_USAGE;
+        mdl_opt_fail (opt, "--db: %s", error);
+        return MDL_EXIT_USAGE;
     }
     options.db_path = db_path;
     if (exec) {
         wrk_exec_t *check = wrk_exec_new (restart_cmd, error, sizeof error);
         if (!check) {
-            fprintf (stderr, "mandrill-worker: --restart-cmd: %s\n", error);
-            return EXIT_USAGE;
+            mdl_opt_fail (opt, "--restart-cmd: %s", error);
+            return MDL_EXIT_USAGE;
         }
         wrk_exec_destroy (&check);
         options.restart_cmd = restart_cmd;
@@ -262,5 +176,18 @@ main (int argc, char *argv [])
         options.name = name;
     }
     mdl_log_set_name (options.name);
-    return wrk_worker_run (&options);
+    rc = wrk_worker_run (&options);
+    return rc;
+}
+
+int
+main (int argc, char *argv [])
+{
+    //  Kept until exit: the configuration points into its values
+    mdl_opt_t *opt = mdl_opt_new ("mandrill-worker", s_options, s_usage, s_epilogue);
+    if (!opt)
+        return MDL_EXIT_FAILURE;
+    int rc = s_main (opt, argc, argv);
+    mdl_opt_destroy (&opt);
+    return rc;
 }
