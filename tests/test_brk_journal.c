@@ -610,7 +610,8 @@ s_f_unlink (void *arg, const char *path)
 }
 
 static const brk_journal_io_t s_faulty = {
-    s_f_open, s_f_pwrite, s_f_fsync, s_f_ftruncate, s_f_rename, s_f_unlink, NULL
+    .open = s_f_open, .pwrite = s_f_pwrite, .fsync = s_f_fsync, .ftruncate = s_f_ftruncate,
+    .rename = s_f_rename, .unlink = s_f_unlink
 };
 
 static void
