@@ -90,6 +90,36 @@ s_free (brk_journal_t *self)
     free (self);
 }
 
+//  A directory just made exists after a crash only once its parent is
+//  fsynced: without it the journal's first fsyncs could vanish with it.
+static int
+s_sync_parent (brk_journal_t *self, brk_journal_report_t *report)
+{
+    char parent [4096];
+    snprintf (parent, sizeof (parent), "%s", self->dir);
+    size_t len = strlen (parent);
+    while (len > 1 && parent [len - 1] == '/')
+        parent [--len] = 0;         //  "a/b/" names "a/b"
+    char *slash = strrchr (parent, '/');
+    if (!slash)
+        snprintf (parent, sizeof (parent), ".");
+    else
+    if (slash == parent)
+        parent [1] = 0;             //  "/a": the parent is "/"
+    else
+        *slash = 0;
+    int fd = self->io.open (self->io.arg, parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    if (fd < 0 || brk_journal_fsync (self, fd)) {
+        brk_journal_fail (report, errno, "cannot fsync %s after creating %s: %s",
+                          parent, self->dir, strerror (errno));
+        if (fd >= 0)
+            close (fd);
+        return -1;
+    }
+    close (fd);
+    return 0;
+}
+
 brk_journal_t *
 brk_journal_new (const brk_journal_config_t *config, brk_journal_replay_fn *replay,
                  void *arg, brk_journal_report_t *report)
@@ -133,7 +163,12 @@ brk_journal_new (const brk_journal_config_t *config, brk_journal_replay_fn *repl
         brk_journal_fail (report, ENOMEM, "out of memory");
         goto fail;
     }
-    if (mkdir (self->dir, 0755) && errno != EEXIST) {
+    if (mkdir (self->dir, 0755) == 0) {
+        if (s_sync_parent (self, report))
+            goto fail;
+    }
+    else
+    if (errno != EEXIST) {
         brk_journal_fail (report, errno, "cannot create %s: %s", self->dir, strerror (errno));
         goto fail;
     }

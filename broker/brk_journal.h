@@ -3,7 +3,7 @@
     Every state change of a message that must survive a crash is appended
     here as a checksummed record: PUBLISH, ACK, ATTEMPT, DEAD, REPLAY,
     PROGRESS, plus EPOCH at every start. The on-disk format is described in
-    broker/JOURNAL.md (format version 1).
+    broker/JOURNAL.md (format version 2; version 1 files are read).
 
     Threads: the broker's loop owns the handle and is the only caller of
     every function below. Appends only copy the record into a memory
@@ -119,11 +119,15 @@ typedef struct {
 //  Open (or create) the journal in config->dir, replay the live messages
 //  into replay (may be NULL), journal and fsync a new epoch, start the
 //  writer. Returns NULL on failure with report->code and report->message
-//  set. A torn or corrupt tail is truncated and reported in the report
-//  (and at warn level). Corruption before the tail fails the open with
-//  EILSEQ unless config->salvage, in which case unreadable bytes are
-//  skipped, counted, and the journal is compacted at once so the damaged
-//  files go away. Only one handle may hold a data dir (flock).
+//  set. A new dir's parent is fsynced after mkdir. A torn tail (bytes of
+//  the last segment that no fsync covered, even with valid records after
+//  them) is truncated and reported in the report (and at warn level).
+//  Corruption in fsynced data fails the open with EILSEQ unless
+//  config->salvage, in which case unreadable bytes are skipped, counted,
+//  and the journal is compacted at once so the damaged files go away. A
+//  damaged newest snapshot keeps the older files it replaced (if any are
+//  left) and salvage recovers from them. Only one handle may hold a data
+//  dir (flock).
 brk_journal_t *brk_journal_new (const brk_journal_config_t *config,
                                 brk_journal_replay_fn *replay, void *arg,
                                 brk_journal_report_t *report);
@@ -179,6 +183,9 @@ int brk_journal_status (brk_journal_t *self);
 //  replaces, now, on the writer thread; block until done. Compaction also
 //  runs automatically when the disk use is over compact_min_bytes and
 //  more than half dead. Returns 0 or -1 (errno set; nothing is lost).
+//  Once the writer's index could not allocate an entry (io->alloc
+//  failed), every compaction fails with ENOMEM until the next start,
+//  which rebuilds the index from the files: the disk use then grows.
 int brk_journal_compact (brk_journal_t *self);
 
 typedef struct {

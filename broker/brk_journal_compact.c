@@ -12,6 +12,13 @@
     Cost: O(live messages) records, sequential reads with 1 MiB read-ahead
     (random reads when the live set is scattered over many files), 1 MiB
     writes, and two arrays of 8 bytes per live message for the new offsets.
+    Offsets are 64-bit, so a live set (and a snapshot) may pass 4 GiB;
+    only a record is bounded (16 MiB).
+
+    Refused (ENOMEM, nothing written) for the rest of the run once the
+    index could not take a message (index_incomplete): a snapshot of that
+    index would drop the message and delete the file holding its PUBLISH.
+    The files keep growing until a restart rebuilds the index from them.
 */
 #include "brk_journal_internal.h"
 #include "mdl_log.h"
@@ -139,6 +146,10 @@ s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint
 int
 brk_journal_compact_now (brk_journal_t *self)
 {
+    if (self->index_incomplete) {
+        errno = ENOMEM;
+        return -1;
+    }
     int64_t started = brk_journal_mono_ms ();
     uint64_t before = brk_journal_files_bytes (&self->files);
     uint32_t covered = self->active_created? self->active_number: self->active_prev;
@@ -168,10 +179,6 @@ brk_journal_compact_now (brk_journal_t *self)
     uint64_t written = 0;       //  File offset of out.data [0]
     size_t i = 0;
     for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
-        if (written + out.size + e->pub_len + e->dead_len + 64 + 2 * e->id_len > UINT32_MAX) {
-            errno = EFBIG;
-            goto done;
-        }
         pub_off [i] = written + out.size;
         if (s_copy_record (&reader, &out, e->pub_file, e->pub_off, e->pub_len, REC_PUBLISH))
             goto done;
@@ -272,7 +279,8 @@ done_renamed:
 bool
 brk_journal_compact_due (brk_journal_t *self, int64_t now)
 {
-    if (self->config.compact_min_bytes == 0 || now < self->compact_not_before)
+    if (self->config.compact_min_bytes == 0 || now < self->compact_not_before
+    ||  self->index_incomplete)
         return false;
     uint64_t disk = brk_journal_files_bytes (&self->files);
     uint64_t live = self->index.bytes + 2 * HEADER_SIZE;

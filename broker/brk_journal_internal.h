@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define JOURNAL_MAGIC       "MANDRILJ"
-#define JOURNAL_VERSION     1               //  What this broker writes
+#define JOURNAL_VERSION     2               //  What this broker writes
 #define JOURNAL_VERSION_MIN 1               //  Oldest it reads
 #define HEADER_SIZE         40
 #define KIND_SEGMENT        1

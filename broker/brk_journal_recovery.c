@@ -38,6 +38,7 @@ typedef struct {
     uint32_t kind;              //  KIND_*, 0 once skipped or removed
     uint32_t prev;              //  Header's prev
     uint32_t version;           //  Header's format version
+    bool damaged;               //  A snapshot found damaged and passed over
     uint8_t *map;               //  mmap of the file, NULL if empty
     size_t map_size;            //  Bytes mapped
     size_t size;                //  Valid bytes (after truncation)
@@ -130,6 +131,27 @@ s_resync (const uint8_t *data, size_t size, size_t from, uint32_t version)
         if (brk_journal_check_record (data + p, size - p, version, &record))
             return p;
     return 0;
+}
+
+//  Version 2: the largest offset that a SYNCED record at or after from
+//  says is fsynced. from is where a valid record starts.
+static uint64_t
+s_synced_after (const uint8_t *data, size_t size, size_t from, uint32_t version)
+{
+    uint64_t synced = 0;
+    size_t p = from;
+    while (p && p < size) {
+        brk_journal_record_t record;
+        size_t len = brk_journal_check_record (data + p, size - p, version, &record);
+        if (len) {
+            if (record.type == REC_SYNCED && record.number > synced)
+                synced = record.number;
+            p += len;
+        }
+        else
+            p = s_resync (data, size, p + 1, version);
+    }
+    return synced;
 }
 
 static int
@@ -234,8 +256,13 @@ s_read_file (brk_journal_t *self, s_found_t *file, bool last, bool salvage,
             continue;
         }
         size_t next = s_resync (data, size, off + 1, version);
-        if (!next && last && file->kind == KIND_SEGMENT) {
-            //  Torn tail: the last write before the crash
+        //  Torn tail: bytes of the last segment that no fsync covered.
+        //  Version 1 can only tell when nothing valid follows; version 2
+        //  knows how far the file was fsynced (SYNCED records), so a torn
+        //  batch whose later sectors landed is a tail too.
+        bool tail = last && file->kind == KIND_SEGMENT
+                 && (!next || (version >= 2 && s_synced_after (data, size, next, version) <= off));
+        if (tail) {
             mdl_warn ("journal: %s: torn tail at offset %zu, truncating %zu bytes",
                       path, off, size - off);
             report->torn_bytes += size - off;
@@ -246,8 +273,8 @@ s_read_file (brk_journal_t *self, s_found_t *file, bool last, bool salvage,
             break;
         }
         if (!salvage)
-            return brk_journal_fail (report, EILSEQ, "%s: corrupt record at offset %zu with"
-                             " valid data after it (%zu bytes to the end); start with"
+            return brk_journal_fail (report, EILSEQ, "%s: corrupt record at offset %zu in"
+                             " data that was fsynced (%zu bytes to the end); start with"
                              " salvage to skip what cannot be read", path, off, size - off);
         size_t skip = (next? next: size) - off;
         mdl_warn ("journal: salvage: %s: skipping %zu unreadable bytes at offset %zu",
@@ -323,6 +350,58 @@ s_replay_live (brk_journal_t *self, s_found_list_t *found, brk_journal_replay_fn
     return 0;
 }
 
+//  Index of the newest snapshot below end that is not damaged, else 0.
+static size_t
+s_newest_snapshot (s_found_list_t *found, size_t end)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < end; i++)
+        if (found->files [i].kind == KIND_SNAPSHOT && !found->files [i].damaged)
+            start = i;
+    return start;
+}
+
+//  Read the files from start on, in order, checking the chain. A snapshot
+//  read as the first of several files is read strictly (no salvage), so
+//  that damage in it can send recovery to the older files instead.
+static int
+s_read_chain (brk_journal_t *self, s_found_list_t *found, size_t start, uint32_t *covered,
+              brk_journal_report_t *report)
+{
+    bool have_covered = false;
+    for (size_t i = start; i < found->count; i++) {
+        s_found_t *file = &found->files [i];
+        if (file->damaged || !file->kind)
+            continue;
+        bool strict = i == start && start > 0 && file->kind == KIND_SNAPSHOT;
+        int got = s_read_file (self, file, i + 1 == found->count,
+                               self->config.salvage && !strict, report);
+        if (got < 0)
+            return -1;
+        if (got == 1) {
+            file->size = 0;
+            file->kind = 0;     //  Skipped or removed: not a journal file any more
+            continue;
+        }
+        //  The chain: each segment names the file it follows
+        uint32_t expect = file->kind == KIND_SNAPSHOT? file->prev: file->number;
+        if (have_covered && file->kind == KIND_SEGMENT && file->prev != *covered) {
+            if (!self->config.salvage)
+                return brk_journal_fail (report, EILSEQ, "journal file %" PRIu32 " follows"
+                                         " file %" PRIu32 " but the last file read is %"
+                                         PRIu32 ": a file is missing; start with salvage"
+                                         " to go on without it",
+                                         file->number, file->prev, *covered);
+            mdl_warn ("journal: salvage: file %" PRIu32 " follows missing file %" PRIu32,
+                      file->number, file->prev);
+            report->salvaged_regions++;
+        }
+        *covered = expect;
+        have_covered = true;
+    }
+    return 0;
+}
+
 int
 brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *arg,
                      brk_journal_report_t *report)
@@ -332,48 +411,48 @@ brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *a
 
     //  Start at the newest snapshot: it covers every file below it, so any
     //  such file is left from a compaction interrupted before its deletes.
-    size_t start = 0;
-    for (size_t i = 0; i < found.count; i++)
-        if (found.files [i].kind == KIND_SNAPSHOT)
-            start = i;
+    //  They are removed only once the snapshot was read whole: when it is
+    //  damaged, they are what salvage recovers from.
+    size_t start = s_newest_snapshot (&found, found.count);
+    uint32_t covered = 0;       //  Number of the last file whose records are in
+    while (rc == 0) {
+        covered = 0;
+        rc = s_read_chain (self, &found, start, &covered, report);
+        if (rc == 0 || start == 0 || report->code != EILSEQ || found.files [start].map == NULL
+        ||  found.files [start].kind != KIND_SNAPSHOT || found.files [start].size)
+            break;
+        //  The snapshot itself is damaged, and older files are here
+        if (!self->config.salvage) {
+            char message [sizeof (report->message)];
+            snprintf (message, sizeof (message), "%s", report->message);
+            rc = brk_journal_fail (report, EILSEQ, "%s; the %zu older files it replaces are"
+                                   " kept: start with salvage to recover from them",
+                                   message, start);
+            break;
+        }
+        mdl_warn ("journal: salvage: %s; recovering from the %zu older files",
+                  report->message, start);
+        found.files [start].damaged = true;
+        report->salvaged_bytes += found.files [start].map_size;
+        report->salvaged_regions++;
+        report->code = 0;
+        report->message [0] = 0;
+        brk_journal_index_destroy (&self->index);
+        if (brk_journal_index_init (&self->index, self->io.alloc, self->io.arg)) {
+            rc = brk_journal_fail (report, ENOMEM, "out of memory");
+            break;
+        }
+        start = s_newest_snapshot (&found, start);
+        rc = 0;
+    }
     for (size_t i = 0; rc == 0 && i < start; i++) {
         char path [4096];
         brk_journal_path (self, path, sizeof (path), found.files [i].number,
                           found.files [i].kind, "");
         mdl_info ("journal: removing %s, covered by a snapshot", path);
         if (self->io.unlink (self->io.arg, path))
-            rc = brk_journal_fail (report, errno, "cannot remove %s: %s", path, strerror (errno));
-    }
-    uint32_t covered = 0;       //  Number of the last file whose records are in
-    bool have_covered = false;
-    for (size_t i = start; rc == 0 && i < found.count; i++) {
-        s_found_t *file = &found.files [i];
-        int got = s_read_file (self, file, i + 1 == found.count, self->config.salvage, report);
-        if (got < 0) {
-            rc = -1;
-            break;
-        }
-        if (got == 1) {
-            file->size = 0;
-            file->kind = 0;     //  Skipped or removed: not a journal file any more
-            continue;
-        }
-        //  The chain: each segment names the file it follows
-        uint32_t expect = file->kind == KIND_SNAPSHOT? file->prev: file->number;
-        if (have_covered && file->kind == KIND_SEGMENT && file->prev != covered) {
-            if (!self->config.salvage) {
-                rc = brk_journal_fail (report, EILSEQ, "journal file %" PRIu32 " follows file %"
-                               PRIu32 " but the last file read is %" PRIu32 ": a file is"
-                               " missing; start with salvage to go on without it",
-                               file->number, file->prev, covered);
-                break;
-            }
-            mdl_warn ("journal: salvage: file %" PRIu32 " follows missing file %" PRIu32,
-                      file->number, file->prev);
-            report->salvaged_regions++;
-        }
-        covered = expect;
-        have_covered = true;
+            mdl_warn ("journal: cannot remove %s: %s (the next start removes it)", path,
+                      strerror (errno));
     }
     if (rc == 0)
         rc = s_replay_live (self, &found, replay, arg, report);

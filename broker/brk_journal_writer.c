@@ -75,11 +75,36 @@ s_place (brk_journal_t *self, size_t start)
                                      JOURNAL_VERSION, &record);
         assert (rc == 0);       //  We encoded it
         if (brk_journal_index_apply (&self->index, &record, self->active_number,
-                                     self->pend_off + off, (uint32_t) len, &self->epoch))
-            mdl_error ("journal: out of memory in the index; compaction may lose %s",
-                       record.id? record.id: "records");
+                                     self->pend_off + off, (uint32_t) len, &self->epoch)
+        &&  !self->index_incomplete) {
+            //  The record is safe in its file, but a snapshot made from
+            //  this index would leave its message out and delete that
+            //  file: no compaction until a start rebuilds the index
+            self->index_incomplete = true;
+            mdl_error ("journal: out of memory in the index (message %s): compaction"
+                       " is off until the broker restarts", record.id? record.id: "?");
+        }
         off += len;
     }
+}
+
+//  After an fsync: write a SYNCED record saying how far this file is
+//  fsynced, right after it (JOURNAL.md, "Torn batches"). It is not
+//  fsynced itself: it rides along with the next batch's fsync, or with
+//  the page cache. A failed write changes nothing: the next batch is
+//  written over whatever part of it landed.
+static void
+s_mark_synced (brk_journal_t *self)
+{
+    uint8_t bytes [SYNCED_RECORD_SIZE];
+    brk_journal_bytes_t marker = { bytes, 0, sizeof (bytes) };
+    int rc = brk_journal_encode_record (&marker, REC_SYNCED, self->active_synced, 0,
+                                        NULL, NULL, NULL);
+    assert (rc == 0 && marker.size == SYNCED_RECORD_SIZE);
+    if (brk_journal_write_all (self, self->active_fd, bytes, marker.size, self->active_size))
+        mdl_debug ("journal: cannot write a synced marker: %s", strerror (errno));
+    else
+        self->active_size += marker.size;
 }
 
 int
@@ -112,6 +137,8 @@ brk_journal_flush (brk_journal_t *self, bool force)
         self->active_synced = 0;
         self->unsynced = true;
     }
+    if (self->pend.size == 0)
+        self->pend_off = self->active_size;     //  Nothing placed: nothing moves
     if (self->pend.size) {
         if (brk_journal_write_all (self, self->active_fd, self->pend.data, self->pend.size,
                                    self->pend_off)) {
@@ -134,8 +161,11 @@ brk_journal_flush (brk_journal_t *self, bool force)
         }
         self->unsynced = false;
         self->active_synced = self->pend_off + self->pend.size;
+        self->active_size = self->active_synced;
+        s_mark_synced (self);
     }
-    self->active_size = self->pend_off + self->pend.size;
+    else
+        self->active_size = self->pend_off + self->pend.size;
     self->files.items [self->files.count - 1].size = self->active_size;
     self->pend.size = 0;
     return 0;
