@@ -33,7 +33,7 @@ typedef struct _brk_journal_t brk_journal_t;
 
 typedef enum {
     BRK_JOURNAL_NONE = 0,       //  write, never fsync; durable at once
-    BRK_JOURNAL_BATCH = 1,      //  group commit, fsync at most every interval
+    BRK_JOURNAL_BATCH = 1,      //  group commit: next fsync as soon as the last ended
     BRK_JOURNAL_SYNC = 2        //  fsync as soon as a commit is asked for
 } brk_journal_mode_t;
 
@@ -66,7 +66,7 @@ const brk_journal_io_t *brk_journal_io_system (void);
 typedef struct {
     const char *dir;            //  Data directory, created if missing
     brk_journal_mode_t mode;    //  Durability mode
-    int fsync_interval_ms;      //  Batch: least time between fsyncs; none: write period
+    int fsync_interval_ms;      //  Batch/sync: longest wait of an uncommitted record; none: write period
     int retry_interval_ms;      //  While failing, retry writing this often
     size_t segment_size;        //  Start a new segment file past this size
     size_t compact_min_bytes;   //  No automatic compaction below this disk use; 0 = never
@@ -157,9 +157,11 @@ uint64_t brk_journal_append_replay (brk_journal_t *self, const char *message_id)
 uint64_t brk_journal_append_progress (brk_journal_t *self, const char *message_id,
                                       uint32_t steps);
 
-//  Ask for what is buffered to be made durable per the mode: sync fsyncs
-//  now, batch at the next interval, none ignores it. While failing, it
-//  also asks for a retry now. Never blocks on I/O. Returns 0.
+//  Ask for what is buffered to be made durable per the mode: batch and
+//  sync start an fsync now, or as soon as the one in progress ends (so
+//  every commit made during an fsync shares the next one), none ignores
+//  it. While failing, it also asks for a retry (at most once an
+//  interval). Never blocks on I/O. Returns 0.
 int brk_journal_commit (brk_journal_t *self);
 
 //  Block until every record appended so far is written and fsynced (in

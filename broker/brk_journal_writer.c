@@ -208,23 +208,27 @@ brk_journal_writer (void *arg)
             due = now;
         else
         if (have) {
-            int64_t gap = self->config.fsync_interval_ms;
             if (self->error)
-                gap = self->commit_asked? gap: self->config.retry_interval_ms;
+                //  Retry at every commit (at most once an interval), else
+                //  every retry interval
+                due = last_batch + (self->commit_asked? self->config.fsync_interval_ms
+                                                      : self->config.retry_interval_ms);
             else
-            if (self->config.mode == BRK_JOURNAL_SYNC && self->commit_asked)
-                gap = 0;
-            due = last_batch + gap;
-            //  Batch and sync: the loop appends a whole PUBLISH and then
-            //  commits. Taking the buffer at the first append would fsync
-            //  a sliver of it and leave the rest (and its PUBACK) for the
-            //  next fsync, an interval later in batch mode; so wait for
-            //  the commit, or, for records nobody commits, one interval
-            //  after the first of them.
-            if (self->config.mode != BRK_JOURNAL_NONE && !self->error
-            &&  !self->commit_asked && self->buf.size > 0
-            &&  due < self->buf_since + gap)
-                due = self->buf_since + gap;
+            if (self->config.mode == BRK_JOURNAL_NONE)
+                due = last_batch + self->config.fsync_interval_ms;
+            else
+            if (self->commit_asked)
+                //  Group commit: the next fsync starts as soon as the
+                //  previous one ended, with everything committed meanwhile,
+                //  so the interval is never a rate limit
+                due = now;
+            else
+                //  The loop appends a whole PUBLISH and then commits:
+                //  taking the buffer at the first append would fsync a
+                //  sliver of it and leave the rest (and its PUBACK) for
+                //  the next fsync. So wait for the commit or, for records
+                //  nobody commits, until one interval after the first.
+                due = self->buf_since + self->config.fsync_interval_ms;
         }
         if (due > now) {
             s_wait_until (self, due);

@@ -7,10 +7,15 @@
       read with version 1 rules;
     - a damaged newest snapshot is checked before older files are deleted,
       and salvage recovers from them;
-    - a new data directory's parent is fsynced.
+    - a new data directory's parent is fsynced;
+    - batch mode's group commit starts the next fsync when the last one
+      ends, never after a timer.
 */
 #include <criterion/criterion.h>
 #include "brk_journal.h"
+
+#include <poll.h>
+#include <time.h>
 
 #include <dirent.h>
 #include <errno.h>
@@ -168,11 +173,19 @@ s_f_open (void *arg, const char *path, int flags, mode_t mode)
     return fd;
 }
 
+static atomic_int s_slow_fsync_ms;      //  Each fsync takes this long
+static atomic_int s_slow_fsyncs;        //  Slow fsyncs started
+
 static int
 s_f_fsync (void *arg, int fd)
 {
     if (fd == atomic_load (&s_parent_fd))
         atomic_store (&s_parent_fsynced, 1);
+    int slow = atomic_load (&s_slow_fsync_ms);
+    if (slow) {
+        atomic_fetch_add (&s_slow_fsyncs, 1);
+        usleep ((useconds_t) slow * 1000);
+    }
     return brk_journal_io_system ()->fsync (NULL, fd);
 }
 
@@ -481,5 +494,47 @@ Test (journal_durability, damaged_snapshot_is_checked_before_older_files_go)
     config.salvage = false;
     journal = s_open (&config, &seen, &report);
     cr_expect_eq (seen.count, 30);
+    brk_journal_destroy (&journal);
+}
+
+static int64_t
+s_mono_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+//  Issue 8 section 3: a commit made during an fsync is fsynced as soon as
+//  that one ends; the interval bounds only records nobody commits.
+Test (journal_durability, batch_commit_during_an_fsync_waits_for_no_timer)
+{
+    brk_journal_io_t io = s_faulty ();
+    brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
+    config.io = &io;
+    config.fsync_interval_ms = 3000;
+    brk_journal_report_t report;
+    brk_journal_t *journal = s_open (&config, NULL, &report);
+    atomic_store (&s_slow_fsyncs, 0);
+    atomic_store (&s_slow_fsync_ms, 50);
+    int64_t started = s_mono_ms ();
+    cr_assert_gt (brk_journal_append_publish (journal, "first", "{}", 1), 0);
+    brk_journal_commit (journal);
+    //  Wait until the writer is inside the first one's (slow) fsync
+    while (atomic_load (&s_slow_fsyncs) == 0 && s_mono_ms () - started < 1000)
+        poll (NULL, 0, 1);
+    cr_assert_gt (atomic_load (&s_slow_fsyncs), 0, "the first fsync started");
+    uint64_t second = brk_journal_append_publish (journal, "second", "{}", 1);
+    cr_assert_gt (second, 0);
+    brk_journal_commit (journal);
+    while (brk_journal_durable (journal) < second && s_mono_ms () - started < 2500) {
+        struct pollfd item = { brk_journal_fd (journal), POLLIN, 0 };
+        poll (&item, 1, 10);
+    }
+    int64_t took = s_mono_ms () - started;
+    atomic_store (&s_slow_fsync_ms, 0);
+    cr_expect_geq (brk_journal_durable (journal), second);
+    cr_expect_lt (took, 1500, "durable after %ld ms (two 50 ms fsyncs, interval 3000 ms)",
+                  (long) took);
     brk_journal_destroy (&journal);
 }
