@@ -41,7 +41,8 @@ brk_journal_crc32c (uint32_t crc, const void *data, size_t size)
     return mdl_crc32c (crc, data, size);
 }
 
-//  str = u32 n, n bytes, a zero byte.
+//  str = u32 n, n bytes, a zero byte. The writer encodes C strings, so
+//  a zero byte inside is damage (the broker would see a shorter text).
 static int
 s_decode_str (const uint8_t *body, size_t size, size_t *pos,
               const char **text, uint32_t *len)
@@ -49,7 +50,8 @@ s_decode_str (const uint8_t *body, size_t size, size_t *pos,
     if (size - *pos < 5)
         return -1;
     uint32_t n = brk_journal_get32 (body + *pos);
-    if (n > size - *pos - 5 || body [*pos + 4 + n] != 0)
+    if (n > size - *pos - 5 || body [*pos + 4 + n] != 0
+    ||  memchr (body + *pos + 4, 0, n))
         return -1;
     *text = (const char *) body + *pos + 4;
     *len = n;
@@ -57,13 +59,10 @@ s_decode_str (const uint8_t *body, size_t size, size_t *pos,
     return 0;
 }
 
-//  An id is a key of the live set: text without a zero byte inside.
 static int
 s_decode_id (const uint8_t *body, size_t size, size_t *pos, brk_journal_record_t *record)
 {
-    if (s_decode_str (body, size, pos, &record->id, &record->id_len))
-        return -1;
-    return memchr (record->id, 0, record->id_len)? -1: 0;
+    return s_decode_str (body, size, pos, &record->id, &record->id_len);
 }
 
 int

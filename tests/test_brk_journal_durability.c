@@ -356,9 +356,9 @@ s_le32 (uint8_t *p, uint32_t v)
 }
 
 static size_t
-s_v1_publish (uint8_t *out, const char *id, const char *request)
+s_v1_publish_n (uint8_t *out, const char *id, const char *request, size_t req_len)
 {
-    size_t id_len = strlen (id), req_len = strlen (request);
+    size_t id_len = strlen (id);
     uint8_t *body = out + 8;
     size_t n = 0;
     body [n++] = 1;                     //  PUBLISH
@@ -377,8 +377,15 @@ s_v1_publish (uint8_t *out, const char *id, const char *request)
     return 8 + n;
 }
 
+static size_t
+s_v1_publish (uint8_t *out, const char *id, const char *request)
+{
+    return s_v1_publish_n (out, id, request, strlen (request));
+}
+
+//  Record 1 (of records) carries request odd (odd_len bytes) when given
 static void
-s_write_v1 (int records, int damage)
+s_write_v1_with (int records, int damage, const char *odd, size_t odd_len)
 {
     uint8_t data [8192];
     memset (data, 0, 40);
@@ -394,7 +401,10 @@ s_write_v1 (int records, int damage)
         s_id (id, i);
         if (i == 1)
             second = size;
-        size += s_v1_publish (data + size, id, "{\"instance_name\":\"v1\"}");
+        if (i == 1 && odd)
+            size += s_v1_publish_n (data + size, id, odd, odd_len);
+        else
+            size += s_v1_publish (data + size, id, "{\"instance_name\":\"v1\"}");
     }
     if (damage)
         data [second + 20] ^= 0x5a;
@@ -404,6 +414,23 @@ s_write_v1 (int records, int damage)
     cr_assert_not_null (file);
     cr_assert_eq (fwrite (data, 1, size, file), size);
     fclose (file);
+}
+
+static void
+s_write_v1 (int records, int damage)
+{
+    s_write_v1_with (records, damage, NULL, 0);
+}
+
+Test (journal_durability, zero_byte_inside_a_text_is_invalid)
+{
+    //  Found by fuzz/fuzz_journal: a checksummed request "x\0y" reached the
+    //  broker as "x" with request_size 3 (here: 11 bytes, one of them zero)
+    s_write_v1_with (3, 0, "{\"a\":\"x\0y\"}", 11);
+    brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
+    brk_journal_report_t report;
+    cr_assert_null (brk_journal_new (&config, NULL, NULL, &report));
+    cr_expect_eq (report.code, EILSEQ, "%s", report.message);
 }
 
 Test (journal_durability, version_1_files_are_read)
