@@ -361,19 +361,36 @@ s_newest_snapshot (s_found_list_t *found, size_t end)
     return start;
 }
 
-//  Read the files from start on, in order, checking the chain. A snapshot
-//  read as the first of several files is read strictly (no salvage), so
-//  that damage in it can send recovery to the older files instead.
+//  Can recovery start at this file and miss nothing? A snapshot holds the
+//  whole state; a segment only when it is the first ever (prev 0): older
+//  files left by a compaction that died during its deletes may lack some.
+static bool
+s_starts_chain (brk_journal_t *self, s_found_t *file, brk_journal_report_t *report)
+{
+    if (file->kind == KIND_SNAPSHOT)
+        return true;
+    char path [4096];
+    brk_journal_path (self, path, sizeof (path), file->number, file->kind, "");
+    if (!file->map && s_map_file (self, file, path, report))
+        return false;
+    return file->map_size >= HEADER_SIZE && memcmp (file->map, JOURNAL_MAGIC, 8) == 0
+        && brk_journal_get32 (file->map + 36) == mdl_crc32c (0, file->map, 36)
+        && brk_journal_get32 (file->map + 20) == 0;
+}
+
+//  Read the files from start on, in order, checking the chain. With
+//  strict, a snapshot read as the first of several files is read without
+//  salvage, so that damage in it can send recovery to the older files.
 static int
-s_read_chain (brk_journal_t *self, s_found_list_t *found, size_t start, uint32_t *covered,
-              brk_journal_report_t *report)
+s_read_chain (brk_journal_t *self, s_found_list_t *found, size_t start, bool strict_first,
+              uint32_t *covered, brk_journal_report_t *report)
 {
     bool have_covered = false;
     for (size_t i = start; i < found->count; i++) {
         s_found_t *file = &found->files [i];
         if (file->damaged || !file->kind)
             continue;
-        bool strict = i == start && start > 0 && file->kind == KIND_SNAPSHOT;
+        bool strict = strict_first && i == start && start > 0 && file->kind == KIND_SNAPSHOT;
         int got = s_read_file (self, file, i + 1 == found->count,
                                self->config.salvage && !strict, report);
         if (got < 0)
@@ -415,9 +432,10 @@ brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *a
     //  damaged, they are what salvage recovers from.
     size_t start = s_newest_snapshot (&found, found.count);
     uint32_t covered = 0;       //  Number of the last file whose records are in
+    bool strict_first = true;   //  May still fall back to older files
     while (rc == 0) {
         covered = 0;
-        rc = s_read_chain (self, &found, start, &covered, report);
+        rc = s_read_chain (self, &found, start, strict_first, &covered, report);
         if (rc == 0 || start == 0 || report->code != EILSEQ || found.files [start].map == NULL
         ||  found.files [start].kind != KIND_SNAPSHOT || found.files [start].size)
             break;
@@ -430,11 +448,21 @@ brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *a
                                    message, start);
             break;
         }
-        mdl_warn ("journal: salvage: %s; recovering from the %zu older files",
-                  report->message, start);
-        found.files [start].damaged = true;
-        report->salvaged_bytes += found.files [start].map_size;
-        report->salvaged_regions++;
+        size_t older = s_newest_snapshot (&found, start);
+        brk_journal_report_t peek = *report;
+        bool whole = s_starts_chain (self, &found.files [older], &peek);
+        if (whole) {
+            mdl_warn ("journal: salvage: %s; recovering from the %zu older files",
+                      report->message, start);
+            found.files [start].damaged = true;
+            report->salvaged_bytes += found.files [start].map_size;
+            report->salvaged_regions++;
+        }
+        else
+            //  Some of them are gone: the snapshot, read with salvage,
+            //  holds more than they do
+            mdl_warn ("journal: salvage: %s; the older files are incomplete, reading"
+                      " what the snapshot still holds", report->message);
         report->code = 0;
         report->message [0] = 0;
         brk_journal_index_destroy (&self->index);
@@ -442,7 +470,9 @@ brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *a
             rc = brk_journal_fail (report, ENOMEM, "out of memory");
             break;
         }
-        start = s_newest_snapshot (&found, start);
+        if (whole)
+            start = older;
+        strict_first = false;
         rc = 0;
     }
     for (size_t i = 0; rc == 0 && i < start; i++) {
