@@ -6,6 +6,7 @@
 #include <czmq.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -492,6 +493,117 @@ Test (wrk_db_pg, immediate_stop_mid_run_fails_in_flight_then_retries_succeed, .t
     free (seen);
     PQclear (result);
     PQfinish (conn);
+    wrk_db_pg_destroy (&db);
+    s_results_free (&r);
+}
+
+typedef struct {
+    const char *url;            //  Where to connect
+    char name [16];             //  Worker name
+    wrk_db_pg_t *db;            //  Result
+    char error [512];           //  Why not
+} opener_t;
+
+static void *
+s_opener (void *arg)
+{
+    opener_t *opener = arg;
+    opener->db = wrk_db_pg_new (opener->url, opener->name, opener->error, sizeof opener->error);
+    return NULL;
+}
+
+Test (wrk_db_pg, workers_starting_together_create_the_schema_once, .timeout = 120)
+{
+    enum { WORKERS = 4 };
+    opener_t openers [WORKERS];
+    pthread_t threads [WORKERS];
+    for (int i = 0; i < WORKERS; i++) {
+        memset (&openers [i], 0, sizeof openers [i]);
+        openers [i].url = server->url;
+        snprintf (openers [i].name, sizeof openers [i].name, "w%d", i);
+        cr_assert_eq (pthread_create (&threads [i], NULL, s_opener, &openers [i]), 0);
+    }
+    for (int i = 0; i < WORKERS; i++)
+        pthread_join (threads [i], NULL);
+    for (int i = 0; i < WORKERS; i++)
+        cr_assert_not_null (openers [i].db, "worker %d: %s", i, openers [i].error);
+    cr_assert_eq (s_int ("SELECT count (*) FROM mandrill_schema_version"), 1);
+    for (int i = 0; i < WORKERS; i++)
+        wrk_db_pg_destroy (&openers [i].db);
+}
+
+Test (wrk_db_pg, unanswered_group_fails_and_its_outcome_is_sent_again, .timeout = 120)
+{
+    results_t r;
+    s_results_init (&r, 10);
+    char id [37];
+    wrk_db_pg_t *db = s_open ();
+    int64_t now = 1000000;
+    wrk_db_pg_set_clock (db, mdl_clock_manual (&now));
+    s_save (db, &r, 0, 1, NULL);
+    wrk_db_pg_flush (db);
+    cr_assert_eq (s_drain (db, &r, 10000), 0);
+    cr_assert_eq (r.ok [0], 1, "%s", r.error);
+
+    //  The table locked by another session: the group waits for ever
+    PGconn *locker = PQconnectdb (server->url);
+    cr_assert_eq (PQstatus (locker), CONNECTION_OK, "%s", PQerrorMessage (locker));
+    PGresult *result = PQexec (locker, "BEGIN; LOCK TABLE restarts IN EXCLUSIVE MODE");
+    cr_assert_eq (PQresultStatus (result), PGRES_COMMAND_OK, "%s", PQerrorMessage (locker));
+    PQclear (result);
+    s_id (id, sizeof id, 0);
+    cr_assert_eq (wrk_db_pg_outcome (db, id, "restarted", 1700000005000), 0);
+    s_save (db, &r, 1, 1, NULL);
+    wrk_db_pg_flush (db);
+    cr_assert_eq (wrk_db_pg_timeout_ms (db), 30000, "the answer is due in 30 s");
+    cr_assert_eq (s_drain (db, &r, 300), 1, "answered while the table was locked");
+    now += 30000;
+    wrk_db_pg_ready (db);
+    cr_assert_eq (wrk_db_pg_fd (db), -1, "the connection was not dropped");
+    cr_assert_eq (wrk_db_pg_recv (db, s_done, &r), 1);
+    cr_assert_eq (r.failed [1], 1);
+    cr_assert (strstr (r.error, "within 30 s"), "%s", r.error);
+    //  The server still runs the abandoned group: end it before the lock
+    //  goes, so that only the module's resend can record the outcome
+    result = PQexec (locker, "SELECT count (pg_terminate_backend (pid)) FROM pg_stat_activity"
+                             " WHERE application_name = 'mandrill-worker w1'");
+    cr_assert_eq (PQresultStatus (result), PGRES_TUPLES_OK, "%s", PQerrorMessage (locker));
+    cr_assert_str_eq (PQgetvalue (result, 0, 0), "1");
+    PQclear (result);
+    int64_t gone_by = zclock_mono () + 10000;
+    bool gone = false;
+    while (!gone && zclock_mono () < gone_by) {
+        //  From a session of its own: a transaction sees one snapshot of the stats
+        gone = s_int ("SELECT count (*) FROM pg_stat_activity"
+                      " WHERE application_name = 'mandrill-worker w1'") == 0;
+        if (!gone)
+            zclock_sleep (10);      //  Polling another process, bounded
+    }
+    cr_assert (gone, "the abandoned backend did not end");
+    result = PQexec (locker, "ROLLBACK");
+    PQclear (result);
+    PQfinish (locker);
+    cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE restart_outcome IS NOT NULL"
+                         " OR message_id LIKE '%1'"), 0);
+
+    //  After the backoff, the outcome goes again by itself
+    now += wrk_db_pg_timeout_ms (db);
+    int64_t deadline = zclock_mono () + 15000;
+    while (!wrk_db_pg_connected (db) && zclock_mono () < deadline) {
+        wrk_db_pg_ready (db);
+        s_wait (db, 50);
+    }
+    cr_assert (wrk_db_pg_connected (db), "no reconnection");
+    cr_assert_eq (s_drain (db, &r, 10000), 0);
+    char text [64] = "";
+    deadline = zclock_mono () + 10000;
+    while (strcmp (text, "restarted") != 0 && zclock_mono () < deadline) {
+        s_text ("SELECT coalesce (restart_outcome, '') FROM restarts WHERE message_id LIKE '%0'",
+                text, sizeof text);
+        if (strcmp (text, "restarted") != 0)
+            s_wait (db, 20);
+    }
+    cr_assert_str_eq (text, "restarted");
     wrk_db_pg_destroy (&db);
     s_results_free (&r);
 }
