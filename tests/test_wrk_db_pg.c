@@ -96,7 +96,8 @@ s_save (wrk_db_pg_t *db, results_t *r, size_t i, int64_t attempt, const char *at
     char id [37];
     s_id (id, sizeof id, i);
     cr_assert_eq (wrk_db_pg_save (db, id, i, "cattle-ab12", "cattle-ab12.example.net",
-                                  attributes, attempt, 1700000000000 + (int64_t) i), 0);
+                                  attributes, attributes ? strlen (attributes) : 0,
+                                  attempt, 1700000000000 + (int64_t) i), 0);
     r->outstanding [i] = true;
 }
 
@@ -266,14 +267,22 @@ Test (wrk_db_pg, attributes_round_trip_as_jsonb_and_outcome_recorded, .timeout =
     char id [37];
     s_id (id, sizeof id, 2);
     cr_assert_eq (wrk_db_pg_save (db, id, 2, "cattle-ab12", "cattle-ab12.example.net",
-                                  "{\"broken\":", 1, 0), -1, "invalid JSON must be refused");
+                                  "{\"broken\":", 10, 1, 0), -1, "invalid JSON must be refused");
+    //  Only attributes_size bytes count: what follows is not JSON
+    const char *longer = "{\"k\":1}garbage";
+    s_id (id, sizeof id, 2);
+    cr_assert_eq (wrk_db_pg_save (db, id, 2, "cattle-ab12", "cattle-ab12.example.net",
+                                  longer, 7, 1, 0), 0);
+    r.outstanding [2] = true;
     s_id (id, sizeof id, 0);
     cr_assert_eq (wrk_db_pg_outcome (db, id, "restarted", 1700000001234), 0);
     wrk_db_pg_flush (db);
     cr_assert_eq (s_drain (db, &r, 10000), 0);
-    cr_assert_eq (r.oks, 2, "%s", r.error);
+    cr_assert_eq (r.oks, 3, "%s", r.error);
 
     char text [256];
+    s_text ("SELECT attributes::text FROM restarts WHERE message_id LIKE '%2'", text, sizeof text);
+    cr_assert_str_eq (text, "{\"k\": 1}");
     s_text ("SELECT jsonb_typeof (attributes) FROM restarts WHERE message_id LIKE '%0'", text, sizeof text);
     cr_assert_str_eq (text, "object");
     s_text ("SELECT attributes->>'zone' FROM restarts WHERE message_id LIKE '%0'", text, sizeof text);
@@ -286,12 +295,16 @@ Test (wrk_db_pg, attributes_round_trip_as_jsonb_and_outcome_recorded, .timeout =
     cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE attributes IS NULL"), 1);
     s_text ("SELECT restart_outcome FROM restarts WHERE message_id LIKE '%0'", text, sizeof text);
     cr_assert_str_eq (text, "restarted");
-    cr_assert_eq (s_int ("SELECT (extract (epoch FROM outcome_at) * 1000)::bigint FROM restarts"
-                         " WHERE message_id LIKE '%0'"), 1700000001234LL);
-    cr_assert_eq (s_int ("SELECT (extract (epoch FROM received_at) * 1000)::bigint FROM restarts"
-                         " WHERE message_id LIKE '%1'"), 1700000000001LL);
+    cr_assert_eq (s_int ("SELECT outcome_at FROM restarts WHERE message_id LIKE '%0'"),
+                  1700000001234LL);
+    cr_assert_eq (s_int ("SELECT received_at FROM restarts WHERE message_id LIKE '%1'"),
+                  1700000000001LL);
+    int64_t wall = zclock_time ();
+    long long saved_at = s_int ("SELECT saved_at FROM restarts WHERE message_id LIKE '%1'");
+    cr_assert (saved_at > wall - 60000 && saved_at <= wall + 1000, "saved_at %lld, now %lld",
+               saved_at, (long long) wall);
     cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE restart_outcome IS NULL"
-                         " AND outcome_at IS NULL AND saved_at IS NOT NULL"), 1);
+                         " AND outcome_at IS NULL"), 2);
     wrk_db_pg_destroy (&db);
     s_results_free (&r);
 }

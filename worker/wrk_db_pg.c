@@ -52,10 +52,10 @@ static const char *s_setup_sql =
     "      attributes jsonb,"
     "      attempt integer NOT NULL,"
     "      worker text NOT NULL,"
-    "      received_at timestamptz NOT NULL,"
-    "      saved_at timestamptz NOT NULL,"
+    "      received_at bigint NOT NULL,"
+    "      saved_at bigint NOT NULL,"
     "      restart_outcome text,"
-    "      outcome_at timestamptz,"
+    "      outcome_at bigint,"
     "      saves integer NOT NULL);"
     "    INSERT INTO mandrill_schema_version (version) VALUES (1);"
     "    RAISE NOTICE 'created Mandrill schema version 1';"
@@ -65,14 +65,14 @@ static const char *s_setup_sql =
     "PREPARE mandrill_save (text, text, text, jsonb, integer, text, bigint) AS"
     "  INSERT INTO restarts AS r (message_id, instance_name, hostname, attributes, attempt,"
     "    worker, received_at, saved_at, saves)"
-    "  VALUES ($1, $2, $3, $4, $5, $6, to_timestamp ($7::float8 / 1000), now (), 1)"
+    "  VALUES ($1, $2, $3, $4, $5, $6, $7, (extract (epoch FROM now ()) * 1000)::bigint, 1)"
     "  ON CONFLICT (message_id) DO UPDATE SET instance_name = EXCLUDED.instance_name,"
     "    hostname = EXCLUDED.hostname, attributes = EXCLUDED.attributes,"
     "    attempt = EXCLUDED.attempt, worker = EXCLUDED.worker,"
     "    received_at = EXCLUDED.received_at, saved_at = EXCLUDED.saved_at,"
     "    saves = r.saves + 1;"
     "PREPARE mandrill_outcome (text, text, bigint) AS"
-    "  UPDATE restarts SET restart_outcome = $2, outcome_at = to_timestamp ($3::float8 / 1000)"
+    "  UPDATE restarts SET restart_outcome = $2, outcome_at = $3"
     "  WHERE message_id = $1;";
 
 //  One save request.
@@ -136,7 +136,7 @@ struct _wrk_db_pg_t {
     size_t groups;              //  Syncs in flight
     bool group_failed;          //  The group being answered had an error
     char group_error [256];     //  Its first error
-    size_t pending;             //  Flushed and not reported
+    size_t pending;             //  Saves flushed and not reported
     char last_error [256];      //  Why the connection went down
 };
 
@@ -660,11 +660,12 @@ wrk_db_pg_set_clock (wrk_db_pg_t *self, mdl_clock_t clock)
 int
 wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
                 const char *instance_name, const char *hostname,
-                const char *attributes, int64_t attempt, int64_t received_wall_ms)
+                const char *attributes, size_t attributes_size,
+                int64_t attempt, int64_t received_wall_ms)
 {
     if (attributes) {
         //  jsonb would reject it and fail every save of the group
-        cJSON *json = cJSON_Parse (attributes);
+        cJSON *json = cJSON_ParseWithLength (attributes, attributes_size);
         bool valid = json != NULL;
         cJSON_Delete (json);
         if (!valid) {
@@ -689,7 +690,7 @@ wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
     save->token = token;
     save->instance_name = strdup (instance_name);
     save->hostname = strdup (hostname);
-    save->attributes = attributes ? strdup (attributes) : NULL;
+    save->attributes = attributes ? strndup (attributes, attributes_size) : NULL;
     save->attempt = attempt;
     save->received_wall = received_wall_ms;
     if (!save->instance_name || !save->hostname || (attributes && !save->attributes)) {
@@ -736,12 +737,12 @@ wrk_db_pg_flush (wrk_db_pg_t *self)
         batch->save_count = batch->save_capacity = 0;
         char error [300];
         snprintf (error, sizeof error, "PostgreSQL unavailable: %s", self->last_error);
-        self->pending++;
+        self->pending += failed->save_count;
         s_settle (self, failed, false, error);
         return 0;
     }
     self->batch = NULL;
-    self->pending++;
+    self->pending += batch->save_count;
     s_list_push (&self->queued, batch);
     s_send (self);
     return 0;
@@ -835,8 +836,8 @@ wrk_db_pg_recv (wrk_db_pg_t *self, wrk_db_pg_done_fn *done, void *arg)
         for (size_t i = 0; i < batch->save_count; i++, reported++)
             done (arg, batch->saves [i].message_id, batch->saves [i].token,
                   batch->ok, batch->error);
-        if (self->pending > 0)
-            self->pending--;
+        assert (self->pending >= batch->save_count);
+        self->pending -= batch->save_count;
         s_batch_free (&batch);
     }
     return reported;

@@ -57,10 +57,10 @@
           attributes      jsonb,                 -- NULL when the request had none
           attempt         integer NOT NULL,      -- delivery attempt of the last save
           worker          text NOT NULL,         -- --name of the worker that saved last
-          received_at     timestamptz NOT NULL,  -- when the worker got the delivery
-          saved_at        timestamptz NOT NULL,  -- transaction time of the last save
+          received_at     bigint NOT NULL,       -- unix ms the worker got the delivery
+          saved_at        bigint NOT NULL,       -- unix ms, server clock, at the last save
           restart_outcome text,                  -- NULL until known
-          outcome_at      timestamptz,           -- when the outcome was recorded
+          outcome_at      bigint,                -- unix ms the outcome was recorded
           saves           integer NOT NULL       -- times saved (1 normally)
       );
 
@@ -108,12 +108,14 @@ void wrk_db_pg_destroy (wrk_db_pg_t **self_p);
 //  already set keep their value, so call it right after wrk_db_pg_new.
 void wrk_db_pg_set_clock (wrk_db_pg_t *self, mdl_clock_t clock);
 
-//  Queue a save. attributes is a JSON object's text or NULL. token comes
-//  back with the result. Returns 0, or -1 when out of memory or when
-//  attributes is not valid JSON (logged; nothing queued).
+//  Queue a save. attributes is a JSON object's text of attributes_size
+//  bytes (no terminating null needed), or NULL. token comes back with the
+//  result. Returns 0, or -1 when out of memory or when attributes is not
+//  valid JSON (logged; nothing queued, no result will come).
 int wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
                     const char *instance_name, const char *hostname,
-                    const char *attributes, int64_t attempt, int64_t received_wall_ms);
+                    const char *attributes, size_t attributes_size,
+                    int64_t attempt, int64_t received_wall_ms);
 
 //  Queue the restart outcome of a saved message, recorded at wall_ms (no
 //  result is reported). Returns 0 or -1 (out of memory).
@@ -148,10 +150,18 @@ typedef void (wrk_db_pg_done_fn) (void *arg, const char *message_id, uint64_t to
                                   bool ok, const char *error);
 int wrk_db_pg_recv (wrk_db_pg_t *self, wrk_db_pg_done_fn *done, void *arg);
 
-//  Batches handed over (flushed) and not yet reported by recv.
+//  Saves handed over (flushed) and not yet reported by recv.
 size_t wrk_db_pg_pending (wrk_db_pg_t *self);
 
 //  True when connected and set up (for logs and tests).
 bool wrk_db_pg_connected (wrk_db_pg_t *self);
+
+#if defined (MANDRILL_WITH_PG)
+//  The store interface of wrk_db.h (wrk_db_pg_ops.c): open takes the whole
+//  URL; the ops forward to the functions above.
+#include "wrk_db.h"
+wrk_db_open_fn wrk_db_pg_open;
+extern const wrk_db_ops_t wrk_db_pg_ops;
+#endif
 
 #endif
