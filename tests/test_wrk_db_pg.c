@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mdl_log.h"
 #include "pg_support.h"
@@ -342,9 +343,27 @@ Test (wrk_db_pg, bad_url_wrong_port_wrong_password_say_why, .timeout = 120)
 
     //  The password from the environment instead of the URL
     snprintf (url, sizeof url, "postgres://mandrill@127.0.0.1:%d/postgres", port);
+    unsetenv ("PGPASSWORD");
+    setenv ("PGPASSFILE", "/nonexistent", 1);
+    cr_assert_null (wrk_db_pg_new (url, "w1", error, sizeof error));
+    cr_assert (strstr (error, "no password supplied"), "%s", error);
     setenv ("PGPASSWORD", "secret", 1);
     wrk_db_pg_t *db = wrk_db_pg_new (url, "w1", error, sizeof error);
     unsetenv ("PGPASSWORD");
+    cr_assert_not_null (db, "%s", error);
+    wrk_db_pg_destroy (&db);
+
+    //  ... or from a password file
+    char passfile [300];
+    snprintf (passfile, sizeof passfile, "%s/pgpass", server->dir);
+    FILE *file = fopen (passfile, "w");
+    cr_assert_not_null (file);
+    fprintf (file, "127.0.0.1:%d:*:mandrill:secret\n", port);
+    cr_assert_eq (fclose (file), 0);
+    cr_assert_eq (chmod (passfile, 0600), 0);
+    setenv ("PGPASSFILE", passfile, 1);
+    db = wrk_db_pg_new (url, "w1", error, sizeof error);
+    unsetenv ("PGPASSFILE");
     cr_assert_not_null (db, "%s", error);
     wrk_db_pg_destroy (&db);
 }

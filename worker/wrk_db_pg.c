@@ -20,7 +20,7 @@
 
 #define SCHEMA_VERSION      1
 #define BACKOFF_MIN_MS      100     //  First reconnect delay
-#define BACKOFF_MAX_MS      5000    //  Reconnect delay cap
+#define BACKOFF_MAX_MS      2000    //  Reconnect delay cap
 #define CONNECT_TIMEOUT_MS  10000   //  One connection attempt, and its set-up
 #define ANSWER_TIMEOUT_MS   30000   //  No answer to a group in flight this long: reconnect
 #define STARTUP_TIMEOUT_MS  10000   //  wrk_db_pg_new waits this long
@@ -203,12 +203,18 @@ static void
 s_one_line (char *out, size_t size, const char *text)
 {
     snprintf (out, size, "%s", text && *text ? text : "unknown error");
-    for (char *c = out; *c; c++)
-        if (*c == '\n' || *c == '\t' || *c == '\r')
-            *c = ' ';
-    size_t len = strlen (out);
-    while (len > 0 && out [len - 1] == ' ')
-        out [--len] = 0;
+    char *to = out;
+    for (const char *from = out; *from; from++) {
+        bool blank = *from == ' ' || *from == '\n' || *from == '\t' || *from == '\r';
+        if (!blank)
+            *to++ = *from;
+        else
+        if (to > out && to [-1] != ' ')
+            *to++ = ' ';
+    }
+    while (to > out && to [-1] == ' ')
+        to--;
+    *to = 0;
 }
 
 static int64_t

@@ -27,7 +27,7 @@
 
     While the connection is down, flushed batches fail at once ("database
     unavailable"), so the core backs off and extends its leases; the
-    module reconnects after a backoff that doubles from 100 ms to 5 s
+    module reconnects after a backoff that doubles from 100 ms to 2 s
     (reset by a successful set-up), timed on an injectable clock. A
     connection attempt that takes over 10 s is abandoned.
 
