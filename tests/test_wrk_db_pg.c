@@ -254,6 +254,20 @@ Test (wrk_db_pg, ten_thousand_saves_arrive_exactly_once, .timeout = 180)
     cr_assert_eq (r.oks, count + 100, "%s", r.error);
     cr_assert_eq (s_int ("SELECT count (*) FROM restarts"), (long long) count);
     cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE saves = 2 AND attempt = 2"), 100);
+
+    //  The same message twice in one batch: two upserts, counted twice
+    char id [37];
+    s_id (id, sizeof id, 0);
+    cr_assert_eq (wrk_db_pg_save (db, id, 0, "cattle-ab12", "cattle-ab12.example.net", NULL, 0,
+                                  3, 0), 0);
+    cr_assert_eq (wrk_db_pg_save (db, id, 1, "cattle-ab12", "cattle-ab12.example.net", NULL, 0,
+                                  4, 0), 0);
+    r.outstanding [0] = r.outstanding [1] = true;
+    wrk_db_pg_flush (db);
+    cr_assert_eq (s_drain (db, &r, 10000), 0);
+    cr_assert_eq (r.failures, 0, "%s", r.error);
+    cr_assert_eq (s_int ("SELECT saves FROM restarts WHERE message_id LIKE '%-000000000000'"), 4);
+    cr_assert_eq (s_int ("SELECT attempt FROM restarts WHERE message_id LIKE '%-000000000000'"), 4);
     wrk_db_pg_destroy (&db);
     s_results_free (&r);
 }

@@ -17,8 +17,8 @@
 #include <string.h>
 
 #include "mdl_log.h"
+#include "wrk_db_pg_schema.h"
 
-#define SCHEMA_VERSION      1
 #define BACKOFF_MIN_MS      100     //  First reconnect delay
 #define BACKOFF_MAX_MS      2000    //  Reconnect delay cap
 #define CONNECT_TIMEOUT_MS  10000   //  One connection attempt, and its set-up
@@ -28,54 +28,8 @@
 #define MAX_GROUPS          2       //  Syncs (commits) in flight at once
 #define GROUP_SAVES         2000    //  A group stops taking batches past this many saves
 #define OUTCOME_TRIES       10      //  An outcome update is sent at most this often
-
-//  Taken in the set-up transaction so that workers starting together on a
-//  new database create the schema one after the other
-#define SCHEMA_LOCK_KEY     "7262716968"
-
-static const char *s_setup_sql =
-    "BEGIN;"
-    "SELECT pg_advisory_xact_lock (" SCHEMA_LOCK_KEY ");"
-    "DO $mandrill$ DECLARE v integer; BEGIN"
-    "  IF to_regclass ('mandrill_schema_version') IS NULL THEN"
-    "    CREATE TABLE mandrill_schema_version ("
-    "      version integer PRIMARY KEY,"
-    "      applied_at timestamptz NOT NULL DEFAULT now ());"
-    "  END IF;"
-    "  SELECT coalesce (max (version), 0) INTO v FROM mandrill_schema_version;"
-    "  IF v > 1 THEN"
-    "    RAISE EXCEPTION 'the database has Mandrill schema version %; this worker knows version 1', v;"
-    "  END IF;"
-    "  IF v = 0 THEN"
-    "    CREATE TABLE restarts ("
-    "      message_id text PRIMARY KEY,"
-    "      instance_name text NOT NULL,"
-    "      hostname text NOT NULL,"
-    "      attributes jsonb,"
-    "      attempt integer NOT NULL,"
-    "      worker text NOT NULL,"
-    "      received_at bigint NOT NULL,"
-    "      saved_at bigint NOT NULL,"
-    "      restart_outcome text,"
-    "      outcome_at bigint,"
-    "      saves integer NOT NULL);"
-    "    INSERT INTO mandrill_schema_version (version) VALUES (1);"
-    "    RAISE NOTICE 'created Mandrill schema version 1';"
-    "  END IF;"
-    "END $mandrill$;"
-    "COMMIT;"
-    "PREPARE mandrill_save (text, text, text, jsonb, integer, text, bigint) AS"
-    "  INSERT INTO restarts AS r (message_id, instance_name, hostname, attributes, attempt,"
-    "    worker, received_at, saved_at, saves)"
-    "  VALUES ($1, $2, $3, $4, $5, $6, $7, (extract (epoch FROM now ()) * 1000)::bigint, 1)"
-    "  ON CONFLICT (message_id) DO UPDATE SET instance_name = EXCLUDED.instance_name,"
-    "    hostname = EXCLUDED.hostname, attributes = EXCLUDED.attributes,"
-    "    attempt = EXCLUDED.attempt, worker = EXCLUDED.worker,"
-    "    received_at = EXCLUDED.received_at, saved_at = EXCLUDED.saved_at,"
-    "    saves = r.saves + 1;"
-    "PREPARE mandrill_outcome (text, text, bigint) AS"
-    "  UPDATE restarts SET restart_outcome = $2, outcome_at = $3"
-    "  WHERE message_id = $1;";
+#define STATEMENT_ROWS      1000    //  Rows per upsert statement, at most
+#define COLUMNS             6       //  Array parameters of the upsert
 
 //  One save request.
 typedef struct {
@@ -117,6 +71,13 @@ typedef struct {
 
 typedef enum { S_DOWN, S_CONNECTING, S_SETUP, S_READY } state_t;
 
+//  A growing text buffer.
+typedef struct {
+    char *data;                 //  Text, null-terminated when used > 0
+    size_t used;                //  Bytes used
+    size_t size;                //  Bytes allocated
+} text_t;
+
 struct _wrk_db_pg_t {
     char *url;                  //  As given; holds the password, never logged
     char masked [512];          //  The URL for logs and errors
@@ -140,6 +101,9 @@ struct _wrk_db_pg_t {
     char group_error [256];     //  Its first error
     size_t pending;             //  Saves flushed and not reported
     char last_error [256];      //  Why the connection went down
+    text_t columns [COLUMNS];   //  Array literals of the upsert being built
+    size_t rows;                //  Rows in them
+    zhashx_t *row_ids;          //  Message ids in them (keys borrowed)
 };
 
 static void s_broken (wrk_db_pg_t *self, const char *reason);
@@ -370,7 +334,7 @@ s_connect_poll (wrk_db_pg_t *self)
     else
     if (self->poll == PGRES_POLLING_OK) {
         if (PQsetnonblocking (self->conn, 1) != 0
-        ||  PQsendQuery (self->conn, s_setup_sql) != 1) {
+        ||  PQsendQuery (self->conn, wrk_db_pg_setup_sql) != 1) {
             s_broken (self, PQerrorMessage (self->conn));
             return;
         }
@@ -410,7 +374,7 @@ s_setup_read (wrk_db_pg_t *self)
             self->last_error [0] = 0;
             self->groups = 0;
             mdl_info ("Saving to PostgreSQL %s (schema version %d, server %d)",
-                      self->masked, SCHEMA_VERSION, PQserverVersion (self->conn));
+                      self->masked, WRK_DB_PG_SCHEMA_VERSION, PQserverVersion (self->conn));
             //  Outcome updates kept over the outage go now
             wrk_db_pg_flush (self);
             s_send (self);
@@ -456,29 +420,119 @@ s_broken (wrk_db_pg_t *self, const char *reason)
 //  --------------------------------------------------------------------------
 //  Pipeline
 
-//  Queue one batch's statements in libpq's output buffer. Returns 0 or -1.
+//  Make room for n more bytes and a null. Returns 0 or -1.
 static int
-s_send_batch (wrk_db_pg_t *self, batch_t *batch)
+s_text_room (text_t *text, size_t n)
 {
-    char attempt [24], received [24];
-    for (size_t i = 0; i < batch->save_count; i++) {
-        save_t *save = &batch->saves [i];
-        snprintf (attempt, sizeof attempt, "%" PRId64, save->attempt);
-        snprintf (received, sizeof received, "%" PRId64, save->received_wall);
-        const char *params [7] = { save->message_id, save->instance_name, save->hostname,
-                                   save->attributes, attempt, self->worker, received };
-        if (PQsendQueryPrepared (self->conn, "mandrill_save", 7, params, NULL, NULL, 0) != 1)
+    if (text->used + n + 1 > text->size) {
+        size_t size = text->size ? text->size : 4096;
+        while (size < text->used + n + 1)
+            size *= 2;
+        char *data = realloc (text->data, size);
+        if (!data)
             return -1;
-    }
-    for (size_t i = 0; i < batch->outcome_count; i++) {
-        outcome_t *entry = &batch->outcomes [i];
-        entry->tries++;
-        snprintf (received, sizeof received, "%" PRId64, entry->wall);
-        const char *params [3] = { entry->message_id, entry->outcome, received };
-        if (PQsendQueryPrepared (self->conn, "mandrill_outcome", 3, params, NULL, NULL, 0) != 1)
-            return -1;
+        text->data = data;
+        text->size = size;
     }
     return 0;
+}
+
+//  Append one element to an array literal: NULL, as is (numbers), or
+//  quoted with " and \ escaped. Returns 0 or -1.
+static int
+s_array_add (text_t *text, const char *value, bool quote)
+{
+    size_t length = value ? strlen (value) : 4;
+    if (s_text_room (text, 2 * length + 3) != 0)
+        return -1;
+    bool first = text->used == 0;
+    text->data [text->used++] = first ? '{' : ',';
+    if (!value || !quote) {
+        memcpy (text->data + text->used, value ? value : "NULL", length);
+        text->used += length;
+    }
+    else {
+        text->data [text->used++] = '"';
+        for (const char *c = value; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                text->data [text->used++] = '\\';
+            text->data [text->used++] = *c;
+        }
+        text->data [text->used++] = '"';
+    }
+    text->data [text->used] = 0;
+    return 0;
+}
+
+//  Send the rows gathered so far as one upsert. Returns 0 or -1.
+static int
+s_rows_send (wrk_db_pg_t *self)
+{
+    if (self->rows == 0)
+        return 0;
+    for (int i = 0; i < COLUMNS; i++) {
+        if (s_text_room (&self->columns [i], 1) != 0)
+            return -1;
+        self->columns [i].data [self->columns [i].used++] = '}';
+        self->columns [i].data [self->columns [i].used] = 0;
+    }
+    const char *params [7] = { self->columns [0].data, self->columns [1].data,
+                               self->columns [2].data, self->columns [3].data,
+                               self->columns [4].data, self->worker, self->columns [5].data };
+    int rc = PQsendQueryPrepared (self->conn, WRK_DB_PG_SAVE_MANY, 7, params, NULL, NULL, 0);
+    for (int i = 0; i < COLUMNS; i++)
+        self->columns [i].used = 0;
+    self->rows = 0;
+    zhashx_purge (self->row_ids);
+    return rc == 1 ? 0 : -1;
+}
+
+//  Add one save to the rows of the next upsert. Returns 0 or -1.
+static int
+s_rows_add (wrk_db_pg_t *self, save_t *save)
+{
+    //  One statement may not upsert a row twice
+    if ((zhashx_lookup (self->row_ids, save->message_id) || self->rows == STATEMENT_ROWS)
+    &&  s_rows_send (self) != 0)
+        return -1;
+    char attempt [24], received [24];
+    snprintf (attempt, sizeof attempt, "%" PRId64, save->attempt);
+    snprintf (received, sizeof received, "%" PRId64, save->received_wall);
+    if (s_array_add (&self->columns [0], save->message_id, true) != 0
+    ||  s_array_add (&self->columns [1], save->instance_name, true) != 0
+    ||  s_array_add (&self->columns [2], save->hostname, true) != 0
+    ||  s_array_add (&self->columns [3], save->attributes, true) != 0
+    ||  s_array_add (&self->columns [4], attempt, false) != 0
+    ||  s_array_add (&self->columns [5], received, false) != 0
+    ||  zhashx_insert (self->row_ids, save->message_id, save) != 0)
+        return -1;
+    self->rows++;
+    return 0;
+}
+
+//  Queue a group's statements in libpq's output buffer, from batch first
+//  to the end of inflight: its saves (outcomes after them, so an outcome
+//  finds a row saved in the same group), then the sync. Returns 0 or -1.
+static int
+s_send_group (wrk_db_pg_t *self, batch_t *first)
+{
+    for (batch_t *batch = first; batch; batch = batch->next)
+        for (size_t i = 0; i < batch->save_count; i++)
+            if (s_rows_add (self, &batch->saves [i]) != 0)
+                return -1;
+    if (s_rows_send (self) != 0)
+        return -1;
+    char wall [24];
+    for (batch_t *batch = first; batch; batch = batch->next)
+        for (size_t i = 0; i < batch->outcome_count; i++) {
+            outcome_t *entry = &batch->outcomes [i];
+            entry->tries++;
+            snprintf (wall, sizeof wall, "%" PRId64, entry->wall);
+            const char *params [3] = { entry->message_id, entry->outcome, wall };
+            if (PQsendQueryPrepared (self->conn, WRK_DB_PG_OUTCOME, 3, params, NULL, NULL, 0) != 1)
+                return -1;
+        }
+    return PQpipelineSync (self->conn) == 1 ? 0 : -1;
 }
 
 //  Send queued batches as groups while fewer than MAX_GROUPS are in flight.
@@ -488,18 +542,20 @@ s_send (wrk_db_pg_t *self)
     bool sent = false;
     while (self->state == S_READY && self->queued.head && self->groups < MAX_GROUPS) {
         size_t saves = 0;
+        batch_t *first = self->queued.head;
         while (self->queued.head && saves < GROUP_SAVES) {
             batch_t *batch = s_list_pop (&self->queued);
             batch->ends_group = false;
             s_list_push (&self->inflight, batch);
             saves += batch->save_count;
-            if (s_send_batch (self, batch) != 0) {
-                s_broken (self, PQerrorMessage (self->conn));
-                return;
-            }
         }
         self->inflight.tail->ends_group = true;
-        if (PQpipelineSync (self->conn) != 1) {
+        if (s_send_group (self, first) != 0) {
+            //  Rows half gathered belong to batches failed here
+            for (int i = 0; i < COLUMNS; i++)
+                self->columns [i].used = 0;
+            self->rows = 0;
+            zhashx_purge (self->row_ids);
             s_broken (self, PQerrorMessage (self->conn));
             return;
         }
@@ -603,6 +659,16 @@ wrk_db_pg_new (const char *url, const char *worker_name, char *error, size_t err
     }
     snprintf (self->masked, sizeof self->masked, "%s", masked);
     snprintf (self->app_name, sizeof self->app_name, "mandrill-worker %s", worker_name);
+    self->row_ids = zhashx_new ();
+    if (!self->row_ids) {
+        snprintf (error, error_size, "out of memory");
+        free (self->url);
+        free (self->worker);
+        free (self);
+        return NULL;
+    }
+    zhashx_set_key_duplicator (self->row_ids, NULL);
+    zhashx_set_key_destructor (self->row_ids, NULL);
     self->clock = mdl_clock_system ();
     self->backoff = BACKOFF_MIN_MS;
     self->starting = true;
@@ -653,6 +719,9 @@ wrk_db_pg_destroy (wrk_db_pg_t **self_p)
     s_list_free (&self->queued);
     s_list_free (&self->inflight);
     s_list_free (&self->done);
+    for (int i = 0; i < COLUMNS; i++)
+        free (self->columns [i].data);
+    zhashx_destroy (&self->row_ids);
     free (self->url);
     free (self->worker);
     free (self);

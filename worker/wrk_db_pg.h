@@ -12,8 +12,9 @@
 
     Saves and outcome updates are queued in a local batch and handed over
     with wrk_db_pg_flush. Batches waiting to be sent go out together as
-    one pipeline (libpq pipeline mode, one prepared upsert per save and one
-    update per outcome, then one PQpipelineSync): everything up to a sync
+    one pipeline (libpq pipeline mode: one prepared multi-row upsert for
+    the saves, split only where a message id repeats, one update per
+    outcome, then one PQpipelineSync): everything up to a sync
     is one implicit transaction, so a sync is one commit. At most
     MAX_GROUPS groups are in flight; while they commit, new batches wait
     and join the next group (group commit: a commit grows with the load).
@@ -40,29 +41,9 @@
 
     wrk_db_pg_new connects and sets up at once, before the loop runs, and
     waits up to 10 s for it (a worker with a wrong URL, port or password
-    fails at start with libpq's reason). Set-up, on every connection: in
-    one transaction under an advisory lock (workers starting together
-    queue up), create the table mandrill_schema_version if missing, read
-    the highest version, create the schema if it is 0, fail if it is newer
-    than this code knows; then prepare the two statements. Schema version 1:
-
-      CREATE TABLE mandrill_schema_version (
-          version     integer PRIMARY KEY,
-          applied_at  timestamptz NOT NULL DEFAULT now ()
-      );
-      CREATE TABLE restarts (
-          message_id      text PRIMARY KEY,      -- a redelivered save is an upsert
-          instance_name   text NOT NULL,
-          hostname        text NOT NULL,
-          attributes      jsonb,                 -- NULL when the request had none
-          attempt         integer NOT NULL,      -- delivery attempt of the last save
-          worker          text NOT NULL,         -- --name of the worker that saved last
-          received_at     bigint NOT NULL,       -- unix ms the worker got the delivery
-          saved_at        bigint NOT NULL,       -- unix ms, server clock, at the last save
-          restart_outcome text,                  -- NULL until known
-          outcome_at      bigint,                -- unix ms the outcome was recorded
-          saves           integer NOT NULL       -- times saved (1 normally)
-      );
+    fails at start with libpq's reason). Every new connection checks and,
+    if needed, creates the schema (wrk_db_pg_schema.h: the tables, the
+    version table mandrill_schema_version, the statements).
 
     Costs and limits: O(1) per save queued; memory grows with the saves
     queued, in flight and not yet reported (the core's credit bounds it).
