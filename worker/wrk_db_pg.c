@@ -3,6 +3,12 @@
     and done (fate known, waiting for wrk_db_pg_recv). The last batch of a
     group carries ends_group; the group's PGRES_PIPELINE_SYNC settles every
     batch up to it.
+
+    About 900 lines, over the house limit on purpose: it is one state
+    machine over one connection (connect, set-up, pipeline, results,
+    breakage), and every part of it changes the same fields; the schema
+    and its statements are apart, in wrk_db_pg_schema.c, and the store
+    interface's adapter in wrk_db_pg_ops.c.
 */
 #include "wrk_db_pg.h"
 

@@ -11,13 +11,14 @@
     reconnect and is -1 while the module waits to reconnect.
 
     Saves and outcome updates are queued in a local batch and handed over
-    with wrk_db_pg_flush. Batches waiting to be sent go out together as
-    one pipeline (libpq pipeline mode: one prepared multi-row upsert for
-    the saves, split only where a message id repeats, one update per
-    outcome, then one PQpipelineSync): everything up to a sync
-    is one implicit transaction, so a sync is one commit. At most
-    MAX_GROUPS groups are in flight; while they commit, new batches wait
-    and join the next group (group commit: a commit grows with the load).
+    with wrk_db_pg_flush. Batches waiting to be sent go out together as a
+    group in one pipeline (libpq pipeline mode: prepared multi-row upserts
+    of up to 1000 rows for the saves, split also where a message id
+    repeats; one update per outcome, after the saves; then one
+    PQpipelineSync). Everything up to a sync is one implicit transaction,
+    so a group is one commit. At most two groups (of about 2000 saves at
+    most) are in flight; while they commit, new batches wait and join the
+    next group (group commit: a commit grows with the load).
     A save is reported ok only after its group's sync came back, i.e. after
     COMMIT; any error, a connection that breaks, or a group that gets no
     answer for 30 s fails every save of the group with the reason. A save
