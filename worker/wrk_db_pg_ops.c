@@ -10,8 +10,8 @@
     for a commit without an answer, within 20 s for saves waiting on a
     connection attempt and its set-up.
 
-    Compiled when MANDRILL_WITH_PG is defined (worker/CMakeLists.txt does
-    so once wrk_db.h is the store interface).
+    Compiled when MANDRILL_WITH_PG is defined (worker/CMakeLists.txt),
+    which also lets wrk_db.c list the postgresql:// and postgres:// schemes.
 */
 #if defined (MANDRILL_WITH_PG)
 
