@@ -3,7 +3,7 @@
     Every state change of a message that must survive a crash is appended
     here as a checksummed record: PUBLISH, ACK, ATTEMPT, DEAD, REPLAY,
     PROGRESS, plus EPOCH at every start. The on-disk format is described in
-    broker/JOURNAL.md (format version 1).
+    broker/JOURNAL.md (format version 2; version 1 files are read).
 
     Threads: the broker's loop owns the handle and is the only caller of
     every function below. Appends only copy the record into a memory
@@ -14,7 +14,7 @@
 
     Live state: the module keeps its own index of live messages (id ->
     where its PUBLISH/DEAD records are, attempt count, progress steps), so
-    compaction needs nothing from the broker. It costs about 100 bytes of
+    compaction needs nothing from the broker. It costs about 120 bytes of
     memory per live message, on the writer thread.
 
     Recovery: brk_journal_new () reads the journal, truncates a torn tail,
@@ -33,7 +33,7 @@ typedef struct _brk_journal_t brk_journal_t;
 
 typedef enum {
     BRK_JOURNAL_NONE = 0,       //  write, never fsync; durable at once
-    BRK_JOURNAL_BATCH = 1,      //  group commit, fsync at most every interval
+    BRK_JOURNAL_BATCH = 1,      //  group commit: next fsync as soon as the last ended
     BRK_JOURNAL_SYNC = 2        //  fsync as soon as a commit is asked for
 } brk_journal_mode_t;
 
@@ -54,6 +54,10 @@ typedef struct {
     int (*rename) (void *arg, const char *from, const char *to);
     int (*unlink) (void *arg, const char *path);
     void *arg;                  //  Passed to every function
+    //  Allocates the writer's per-message index entries (released with
+    //  free). NULL: malloc. A failure here is survived: see
+    //  brk_journal_compact.
+    void *(*alloc) (void *arg, size_t size);
 } brk_journal_io_t;
 
 //  The real system calls.
@@ -62,7 +66,7 @@ const brk_journal_io_t *brk_journal_io_system (void);
 typedef struct {
     const char *dir;            //  Data directory, created if missing
     brk_journal_mode_t mode;    //  Durability mode
-    int fsync_interval_ms;      //  Batch: least time between fsyncs; none: write period
+    int fsync_interval_ms;      //  Batch/sync: longest wait of an uncommitted record; none: write period
     int retry_interval_ms;      //  While failing, retry writing this often
     size_t segment_size;        //  Start a new segment file past this size
     size_t compact_min_bytes;   //  No automatic compaction below this disk use; 0 = never
@@ -115,11 +119,15 @@ typedef struct {
 //  Open (or create) the journal in config->dir, replay the live messages
 //  into replay (may be NULL), journal and fsync a new epoch, start the
 //  writer. Returns NULL on failure with report->code and report->message
-//  set. A torn or corrupt tail is truncated and reported in the report
-//  (and at warn level). Corruption before the tail fails the open with
-//  EILSEQ unless config->salvage, in which case unreadable bytes are
-//  skipped, counted, and the journal is compacted at once so the damaged
-//  files go away. Only one handle may hold a data dir (flock).
+//  set. A new dir's parent is fsynced after mkdir. A torn tail (bytes of
+//  the last segment that no fsync covered, even with valid records after
+//  them) is truncated and reported in the report (and at warn level).
+//  Corruption in fsynced data fails the open with EILSEQ unless
+//  config->salvage, in which case unreadable bytes are skipped, counted,
+//  and the journal is compacted at once so the damaged files go away. A
+//  damaged newest snapshot keeps the older files it replaced (if any are
+//  left) and salvage recovers from them. Only one handle may hold a data
+//  dir (flock).
 brk_journal_t *brk_journal_new (const brk_journal_config_t *config,
                                 brk_journal_replay_fn *replay, void *arg,
                                 brk_journal_report_t *report);
@@ -149,9 +157,11 @@ uint64_t brk_journal_append_replay (brk_journal_t *self, const char *message_id)
 uint64_t brk_journal_append_progress (brk_journal_t *self, const char *message_id,
                                       uint32_t steps);
 
-//  Ask for what is buffered to be made durable per the mode: sync fsyncs
-//  now, batch at the next interval, none ignores it. While failing, it
-//  also asks for a retry now. Never blocks on I/O. Returns 0.
+//  Ask for what is buffered to be made durable per the mode: batch and
+//  sync start an fsync now, or as soon as the one in progress ends (so
+//  every commit made during an fsync shares the next one), none ignores
+//  it. While failing, it also asks for a retry (at most once an
+//  interval). Never blocks on I/O. Returns 0.
 int brk_journal_commit (brk_journal_t *self);
 
 //  Block until every record appended so far is written and fsynced (in
@@ -175,6 +185,9 @@ int brk_journal_status (brk_journal_t *self);
 //  replaces, now, on the writer thread; block until done. Compaction also
 //  runs automatically when the disk use is over compact_min_bytes and
 //  more than half dead. Returns 0 or -1 (errno set; nothing is lost).
+//  Once the writer's index could not allocate an entry (io->alloc
+//  failed), every compaction fails with ENOMEM until the next start,
+//  which rebuilds the index from the files: the disk use then grows.
 int brk_journal_compact (brk_journal_t *self);
 
 typedef struct {

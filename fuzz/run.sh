@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 #   Build the libFuzzer target with clang and run it for a bounded time.
 #
-#   Usage: fuzz/run.sh SECONDS [BUILD_DIR]
+#   Usage: fuzz/run.sh SECONDS [BUILD_DIR] [TARGET]
 #     SECONDS    how long to fuzz (libFuzzer -max_total_time)
 #     BUILD_DIR  clang build directory (default /tmp/mandrill-fuzz-build)
+#     TARGET     fuzz_mmp (default) or fuzz_journal (its seed corpus is
+#                written by the target itself, from real journals)
 #
 #   The seed corpus (fuzz/corpus) is copied to a scratch directory so the
 #   tree is never modified; new inputs found are discarded afterwards.
@@ -19,6 +21,9 @@ seconds=$1
 here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(dirname "$here")
 build_dir=${2:-/tmp/mandrill-fuzz-build}
+target=${3:-fuzz_mmp}
+[[ "$target" == fuzz_mmp || "$target" == fuzz_journal ]] \
+    || { echo "fuzz: unknown target $target" >&2; exit 2; }
 
 if ! command -v clang >/dev/null; then
     echo "fuzz: clang not found" >&2
@@ -27,16 +32,22 @@ fi
 cmake -S "$source_dir" -B "$build_dir" -DCMAKE_C_COMPILER=clang \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMANDRILL_FUZZ=ON -DMANDRILL_TESTS=OFF >/dev/null \
     || { echo "fuzz: configure failed" >&2; exit 2; }
-cmake --build "$build_dir" --target fuzz_mmp -j2 >/dev/null \
+cmake --build "$build_dir" --target "$target" -j2 >/dev/null \
     || { echo "fuzz: build failed" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/mandrill-fuzz-run.XXXXXX)
 mkdir -p "$work/corpus" "$work/artifacts"
-cp "$here"/corpus/* "$work/corpus/"
-
 set +e
-"$build_dir/fuzz/fuzz_mmp" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
-    -rss_limit_mb=2048 -dict="$here/mmp.dict" -print_final_stats=1 \
+if [[ "$target" == fuzz_journal ]]; then
+    FUZZ_JOURNAL_SEEDS="$work/corpus" "$build_dir/fuzz/fuzz_journal" -runs=0 "$work/corpus" \
+        2>/dev/null
+    extra=()
+else
+    cp "$here"/corpus/* "$work/corpus/"
+    extra=(-dict="$here/mmp.dict")
+fi
+"$build_dir/fuzz/$target" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+    -rss_limit_mb=2048 "${extra[@]}" -print_final_stats=1 \
     -artifact_prefix="$work/artifacts/" "$work/corpus" 2>"$work/fuzz.log"
 status=$?
 set -e

@@ -19,6 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+//  Bytes of the SYNCED record written after each fsync (format version 2)
+#define SYNCED_SIZE 17
+
 static char s_dir [256];
 
 static int
@@ -319,7 +322,9 @@ Test (brk_journal, torn_tail_is_truncated)
 {
     char path [512];
     s_write_run (10, path, sizeof (path));
-    off_t size = s_size (path);
+    //  The crash state: the last record half written, and no SYNCED
+    //  record after it (that one follows a completed fsync)
+    off_t size = s_size (path) - SYNCED_SIZE;
     cr_assert_eq (truncate (path, size - 7), 0);
 
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
@@ -343,6 +348,7 @@ Test (brk_journal, bad_checksum_at_tail_is_truncated)
 {
     char path [512];
     s_write_run (10, path, sizeof (path));
+    cr_assert_eq (truncate (path, s_size (path) - SYNCED_SIZE), 0);
     s_flip (path, s_size (path) - 3);
 
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
@@ -358,10 +364,12 @@ Test (brk_journal, bad_checksum_in_middle_stops_then_salvage)
 {
     char path [512];
     s_write_run (10, path, sizeof (path));
-    //  Header 40 + the epoch record (17) + some bytes into the 2nd publish
-    off_t record = 40 + 17;
+    //  Header 40, the epoch record (17) and the SYNCED record after its
+    //  fsync (17), then the publishes, then a SYNCED record; flip a byte
+    //  in the 2nd publish
+    off_t record = 40 + 17 + SYNCED_SIZE;
     off_t size = s_size (path);
-    off_t each = (size - record) / 10;
+    off_t each = (size - record - SYNCED_SIZE) / 10;
     s_flip (path, record + each + each / 2);
 
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
@@ -418,8 +426,8 @@ Test (brk_journal, newer_format_version_is_refused)
     char path [512];
     s_write_run (1, path, sizeof (path));
     int fd = open (path, O_RDWR);
-    unsigned char v2 [4] = { 2, 0, 0, 0 };
-    cr_assert_eq (pwrite (fd, v2, 4, 8), 4);
+    unsigned char v3 [4] = { 3, 0, 0, 0 };
+    cr_assert_eq (pwrite (fd, v3, 4, 8), 4);
     close (fd);
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
     brk_journal_report_t report;
@@ -610,7 +618,8 @@ s_f_unlink (void *arg, const char *path)
 }
 
 static const brk_journal_io_t s_faulty = {
-    s_f_open, s_f_pwrite, s_f_fsync, s_f_ftruncate, s_f_rename, s_f_unlink, NULL
+    .open = s_f_open, .pwrite = s_f_pwrite, .fsync = s_f_fsync, .ftruncate = s_f_ftruncate,
+    .rename = s_f_rename, .unlink = s_f_unlink
 };
 
 static void

@@ -1,0 +1,289 @@
+/*  brk_journal_compact: snapshots (JOURNAL.md, "Compaction"). Runs on the
+    writer thread, between batches: the broker's appends go on into memory
+    meanwhile, and only durability waits.
+
+    The live set is written in publish order into journal-S.snap.tmp, each
+    PUBLISH and DEAD record copied byte for byte from where the index says
+    it is (and checked on the way), ATTEMPT and PROGRESS re-encoded from
+    the folded state; then fsync, rename, directory fsync, and only then
+    are the files it replaces deleted. Any failure before the rename
+    removes the tmp file and changes nothing.
+
+    Cost: O(live messages) records, sequential reads with 1 MiB read-ahead
+    (random reads when the live set is scattered over many files), 1 MiB
+    writes, and two arrays of 8 bytes per live message for the new offsets.
+    Offsets are 64-bit, so a live set (and a snapshot) may pass 4 GiB;
+    only a record is bounded (16 MiB).
+
+    Refused (ENOMEM, nothing written) for the rest of the run once the
+    index could not take a message (index_incomplete): a snapshot of that
+    index would drop the message and delete the file holding its PUBLISH.
+    The files keep growing until a restart rebuilds the index from them.
+*/
+#include "brk_journal_internal.h"
+#include "mdl_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+//  An open journal file, for reading records back.
+typedef struct {
+    uint32_t number;            //  File number
+    int fd;                     //  Its descriptor
+} s_open_file_t;
+
+//  Reads records by location, with read-ahead.
+typedef struct {
+    brk_journal_t *self;        //  For paths and the file list
+    s_open_file_t *fds;         //  Open files
+    size_t nfds;                //  How many
+    uint8_t *chunk;             //  Read-ahead buffer
+    size_t chunk_cap;           //  Its capacity
+    uint32_t chunk_file;        //  File the chunk holds
+    uint64_t chunk_off;         //  Offset of chunk [0]
+    size_t chunk_len;           //  Valid bytes in chunk
+} s_reader_t;
+
+static const uint8_t *
+s_reader_get (s_reader_t *r, uint32_t number, uint64_t off, uint32_t len)
+{
+    if (r->chunk_len && number == r->chunk_file && off >= r->chunk_off
+    &&  off + len <= r->chunk_off + r->chunk_len)
+        return r->chunk + (off - r->chunk_off);
+    int fd = -1;
+    for (size_t i = 0; i < r->nfds; i++)
+        if (r->fds [i].number == number)
+            fd = r->fds [i].fd;
+    if (fd < 0) {
+        uint32_t kind = KIND_SEGMENT;
+        for (size_t i = 0; i < r->self->files.count; i++)
+            if (r->self->files.items [i].number == number)
+                kind = r->self->files.items [i].kind;
+        char path [4096];
+        brk_journal_path (r->self, path, sizeof (path), number, kind, "");
+        fd = open (path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return NULL;
+        s_open_file_t *fds = realloc (r->fds, (r->nfds + 1) * sizeof (s_open_file_t));
+        if (!fds) {
+            close (fd);
+            errno = ENOMEM;
+            return NULL;
+        }
+        r->fds = fds;
+        r->fds [r->nfds++] = (s_open_file_t) { number, fd };
+    }
+    size_t want = len > CHUNK_SIZE? len: CHUNK_SIZE;
+    if (r->chunk_cap < want) {
+        uint8_t *chunk = realloc (r->chunk, want);
+        if (!chunk) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        r->chunk = chunk;
+        r->chunk_cap = want;
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread (fd, r->chunk + got, want - got, (off_t) (off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return NULL;
+        if (n == 0)
+            break;
+        got += (size_t) n;
+    }
+    r->chunk_file = number;
+    r->chunk_off = off;
+    r->chunk_len = got;
+    if (got < len) {
+        r->chunk_len = 0;
+        errno = EIO;
+        return NULL;
+    }
+    return r->chunk;
+}
+
+static void
+s_reader_close (s_reader_t *r)
+{
+    for (size_t i = 0; i < r->nfds; i++)
+        close (r->fds [i].fd);
+    free (r->fds);
+    free (r->chunk);
+}
+
+//  Append a copy of a stored record to out, checking it on the way.
+static int
+s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint64_t off,
+               uint32_t len, int type)
+{
+    const uint8_t *src = s_reader_get (reader, file, off, len);
+    if (!src)
+        return -1;
+    brk_journal_record_t record;
+    if (brk_journal_check_record (src, len, JOURNAL_VERSION, &record) != len
+    ||  record.type != type) {
+        mdl_error ("journal: compaction found a bad record in file %" PRIu32
+                   " at offset %" PRIu64, file, off);
+        errno = EIO;
+        return -1;
+    }
+    if (brk_journal_bytes_reserve (out, len)) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy (out->data + out->size, src, len);
+    out->size += len;
+    return 0;
+}
+
+int
+brk_journal_compact_now (brk_journal_t *self)
+{
+    if (self->index_incomplete) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int64_t started = brk_journal_mono_ms ();
+    uint64_t before = brk_journal_files_bytes (&self->files);
+    uint32_t covered = self->active_created? self->active_number: self->active_prev;
+    uint32_t snap = ++self->last_number;
+    char tmp [4096], path [4096];
+    brk_journal_path (self, tmp, sizeof (tmp), snap, KIND_SNAPSHOT, ".tmp");
+    brk_journal_path (self, path, sizeof (path), snap, KIND_SNAPSHOT, "");
+
+    size_t count = brk_journal_index_count (&self->index);
+    uint64_t *pub_off = malloc ((count + 1) * sizeof (uint64_t));
+    uint64_t *dead_off = malloc ((count + 1) * sizeof (uint64_t));
+    brk_journal_bytes_t out = { NULL, 0, 0 };
+    s_reader_t reader = { .self = self };
+    int fd = -1;
+    int rc = -1;
+    if (!pub_off || !dead_off || brk_journal_bytes_reserve (&out, CHUNK_SIZE + HEADER_SIZE)) {
+        errno = ENOMEM;
+        goto done;
+    }
+    fd = self->io.open (self->io.arg, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        goto done;
+    brk_journal_header_encode (out.data, KIND_SNAPSHOT, snap, covered);
+    out.size = HEADER_SIZE;
+    if (brk_journal_encode_record (&out, REC_EPOCH, self->epoch, 0, NULL, NULL, NULL))
+        goto done;
+    uint64_t written = 0;       //  File offset of out.data [0]
+    size_t i = 0;
+    for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
+        pub_off [i] = written + out.size;
+        if (s_copy_record (&reader, &out, e->pub_file, e->pub_off, e->pub_len, REC_PUBLISH))
+            goto done;
+        if (e->attempts
+        &&  brk_journal_encode_record (&out, REC_ATTEMPT, e->delivery_id, e->attempts,
+                                       e->id, NULL, NULL))
+            goto done;
+        if (e->steps
+        &&  brk_journal_encode_record (&out, REC_PROGRESS, 0, e->steps, e->id, NULL, NULL))
+            goto done;
+        dead_off [i] = written + out.size;
+        if (e->dead_len
+        &&  s_copy_record (&reader, &out, e->dead_file, e->dead_off, e->dead_len, REC_DEAD))
+            goto done;
+        if (out.size >= CHUNK_SIZE) {
+            if (brk_journal_write_all (self, fd, out.data, out.size, written))
+                goto done;
+            written += out.size;
+            out.size = 0;
+        }
+    }
+    if (brk_journal_write_all (self, fd, out.data, out.size, written))
+        goto done;
+    written += out.size;
+    if (brk_journal_fsync (self, fd))
+        goto done;
+    close (fd);
+    fd = -1;
+    if (self->io.rename (self->io.arg, tmp, path))
+        goto done;
+
+    //  From here the snapshot may be what the next start reads, so the
+    //  records that follow must go to a segment numbered after it.
+    if (self->active_fd >= 0)
+        close (self->active_fd);
+    self->active_fd = -1;
+    self->active_number = ++self->last_number;
+    self->active_prev = covered;
+    self->active_created = false;
+    self->active_dirsynced = false;
+    self->active_size = HEADER_SIZE;
+    self->active_synced = 0;
+    if (brk_journal_files_add (&self->files, snap, KIND_SNAPSHOT, written))
+        mdl_warn ("journal: out of memory listing %s (the next start finds it)", path);
+    if (brk_journal_fsync (self, self->dir_fd)) {
+        //  Keep the old files: the rename may not be durable
+        rc = -1;
+        goto done_renamed;
+    }
+    i = 0;
+    for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
+        e->pub_file = snap;
+        e->pub_off = pub_off [i];
+        if (e->dead_len) {
+            e->dead_file = snap;
+            e->dead_off = dead_off [i];
+        }
+    }
+    size_t kept = 0;
+    for (size_t f = 0; f < self->files.count; f++) {
+        brk_journal_file_t *file = &self->files.items [f];
+        if (file->number < snap) {
+            char old [4096];
+            brk_journal_path (self, old, sizeof (old), file->number, file->kind, "");
+            if (self->io.unlink (self->io.arg, old) && errno != ENOENT)
+                mdl_warn ("journal: cannot remove %s: %s (the next start removes it)",
+                          old, strerror (errno));
+        }
+        else
+            self->files.items [kept++] = *file;
+    }
+    self->files.count = kept;
+    self->compactions++;
+    mdl_info ("journal: compacted %" PRIu64 " bytes into %" PRIu64 " (%zu live messages)"
+              " in %" PRId64 " ms", before, written, count, brk_journal_mono_ms () - started);
+    rc = 0;
+    goto done_renamed;
+
+done:
+    if (fd >= 0) {
+        int saved = errno;
+        close (fd);
+        self->io.unlink (self->io.arg, tmp);
+        errno = saved;
+    }
+done_renamed:
+    {
+        int saved = errno;
+        s_reader_close (&reader);
+        brk_journal_bytes_free (&out);
+        free (pub_off);
+        free (dead_off);
+        errno = saved;
+    }
+    return rc;
+}
+
+bool
+brk_journal_compact_due (brk_journal_t *self, int64_t now)
+{
+    if (self->config.compact_min_bytes == 0 || now < self->compact_not_before
+    ||  self->index_incomplete)
+        return false;
+    uint64_t disk = brk_journal_files_bytes (&self->files);
+    uint64_t live = self->index.bytes + 2 * HEADER_SIZE;
+    return (disk >= self->config.compact_min_bytes && disk > 2 * live)
+        || self->files.count > MAX_FILES_BEFORE_COMPACT;
+}
