@@ -10,7 +10,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
 COPY . /src
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMANDRILL_TESTS=OFF \
     && cmake --build /build -j 2 \
-    && cmake --install /build --prefix /opt/mandrill
+    && cmake --install /build --prefix /opt/mandrill \
+    && install -m 0755 /src/docker/mandrill-keys.sh /opt/mandrill/bin/mandrill-keys
 
 FROM debian:12
 # /data and /keys belong to the mandrill user, so a named volume mounted
