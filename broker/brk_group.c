@@ -259,6 +259,15 @@ brk_room_released (brk_room_t *self, brk_msg_t *msg)
 }
 
 void
+brk_room_hold (brk_room_t *self, brk_msg_t *msg)
+{
+    (void) self;
+    brk_target_t *target = msg->policy->target;
+    if (!target->waiting)
+        target->waiting = msg;
+}
+
+void
 brk_room_unwait (brk_room_t *self, brk_msg_t *msg)
 {
     (void) self;

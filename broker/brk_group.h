@@ -63,6 +63,9 @@ brk_msg_t *brk_room_pop (brk_room_t *self, size_t group);
 //  msg's lease opened / ended. Ending unparks the next waiting message.
 void brk_room_leased (brk_room_t *self, brk_msg_t *msg);
 void brk_room_released (brk_room_t *self, brk_msg_t *msg);
+//  msg's lease ended in doubt: its target stays locked by it, and it is
+//  the request that new ones for the target coalesce into.
+void brk_room_hold (brk_room_t *self, brk_msg_t *msg);
 //  msg stopped waiting (dead-lettered, delayed): no longer the coalescing leader.
 void brk_room_unwait (brk_room_t *self, brk_msg_t *msg);
 

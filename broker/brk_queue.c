@@ -647,8 +647,10 @@ s_policy_end (brk_queue_t *self, brk_msg_t *msg, brk_policy_outcome_t outcome, b
         return;
     size_t group = (size_t) msg->policy->target->group;
     brk_policy_released (self->policy, group, outcome);
-    if (hold)
+    if (hold) {
         brk_policy_hold (self->policy, group);
+        brk_room_hold (self->room, msg);
+    }
     else
         brk_room_released (self->room, msg);
 }
