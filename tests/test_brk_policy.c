@@ -772,3 +772,53 @@ Test (policy, random_invariants, .init = s_make_policy, .fini = s_teardown, .tim
     cr_assert_gt (stats.acked, 0);
     (void) workers;
 }
+
+//  --------------------------------------------------------------------------
+//  Cost: 1,000 groups and 100,000 waiting requests. Checks the leases made;
+//  prints the time per dispatch (not asserted: the machine may be busy).
+
+static double
+s_seconds (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+Test (policy, cost_many_groups, .init = s_make_policy, .fini = s_teardown, .timeout = 120)
+{
+    for (int g = 0; g < 1000; g++) {
+        char spec [64];
+        snprintf (spec, sizeof spec, "g%d:*.g%d:1", g, g);
+        s_add (spec);
+    }
+    brk_policy_set_coalesce (s_policy, false);
+    s_make_queue ();
+    brk_queue_worker_add (s_queue, "w", 100000, NULL);
+    double start = s_seconds ();
+    for (int i = 0; i < 100000; i++) {
+        char host [64];
+        snprintf (host, sizeof host, "h%d.g%d", (i / 1000) % 10, i % 1000);
+        s_publish (i + 1, host);
+    }
+    double published = s_seconds ();
+    cr_assert_eq (s_dispatch (), 1000, "one per group");
+    double first = s_seconds ();
+    for (int i = 0; i < 1000; i++)
+        cr_assert_eq (s_dispatch (), 0);
+    double idle = s_seconds ();
+    //  Ack and refill, one group at a time
+    for (size_t i = 0; i < 1000; i++) {
+        cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [i].delivery_id), BRK_OK);
+        cr_assert_eq (s_dispatch (), 1);
+    }
+    double refill = s_seconds ();
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.in_flight, 1000);
+    cr_assert_eq (stats.ready, 100000 - 2000);
+    printf ("cost_many_groups: publish %.2f us/msg, first dispatch %.2f ms, "
+            "idle dispatch %.2f us, ack+dispatch %.2f us\n",
+            (published - start) / 100000 * 1e6, (first - published) * 1e3,
+            (idle - first) / 1000 * 1e6, (refill - idle) / 1000 * 1e6);
+}
