@@ -232,6 +232,13 @@ brk_policy_load_text (brk_policy_t *self, const char *text, char *err, size_t er
     brk_policy_t *trial = brk_policy_new (clock, clock);
     int rc = trial ? s_apply (trial, root, err, err_size) : s_fail (err, err_size, "out of memory");
     brk_policy_destroy (&trial);
+    //  Groups already declared (by --group) must not be declared again
+    zconfig_t *groups = zconfig_locate (root, "groups");
+    for (zconfig_t *group = groups ? zconfig_child (groups) : NULL; group && rc == 0;
+         group = zconfig_next (group))
+        if (strcmp (zconfig_name (group), "default") != 0
+        &&  brk_policy_group_find (self, zconfig_name (group)) >= 0)
+            rc = s_fail (err, err_size, "groups/%s: declared twice", zconfig_name (group));
     if (rc == 0)
         rc = s_apply (self, root, err, err_size);
     zconfig_destroy (&root);

@@ -261,6 +261,14 @@ Test (policy, file_bad, .init = s_make_policy, .fini = s_teardown, .timeout = 10
                    i, err, cases [i].says);
     }
     cr_assert_eq (brk_policy_group_count (s_policy), 1, "a bad file changes nothing");
+    //  A group from the command line and again in the file
+    s_add ("b:*.b:1");
+    char twice [256] = "";
+    cr_assert_eq (brk_policy_load_text (s_policy, "groups\n    a\n        match = \"*.a\"\n"
+                                        "    b\n        match = \"*.b\"\n",
+                                        twice, sizeof twice), -1);
+    cr_assert (strstr (twice, "groups/b: declared twice"), "%s", twice);
+    cr_assert_eq (brk_policy_group_count (s_policy), 2, "not even group a was added");
     char err [256] = "";
     cr_assert_eq (brk_policy_load (s_policy, "/nonexistent/policy.cfg", err, sizeof err), -1);
     cr_assert (strstr (err, "/nonexistent/policy.cfg"));
