@@ -229,6 +229,12 @@ brk_room_pop (brk_room_t *self, size_t group)
     return msg;
 }
 
+brk_msg_t *
+brk_room_peek (const brk_room_t *self, size_t group)
+{
+    return self->groups [group].head;
+}
+
 void
 brk_room_leased (brk_room_t *self, brk_msg_t *msg)
 {

@@ -60,6 +60,9 @@ void brk_room_push_front (brk_room_t *self, brk_msg_t *msg);
 //  Head of group's list, unlinked, or NULL.
 brk_msg_t *brk_room_pop (brk_room_t *self, size_t group);
 
+//  Head of group's list, left in place, or NULL.
+brk_msg_t *brk_room_peek (const brk_room_t *self, size_t group);
+
 //  msg's lease opened / ended. Ending unparks the next waiting message.
 void brk_room_leased (brk_room_t *self, brk_msg_t *msg);
 void brk_room_released (brk_room_t *self, brk_msg_t *msg);

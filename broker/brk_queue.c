@@ -718,10 +718,11 @@ s_pick_worker (brk_queue_t *self, const brk_msg_t *msg)
 }
 
 //  Dispatch under a policy: each group in turn (the first one moves each
-//  call) leases from the head of its list while its budget and the
-//  workers' credit allow. A head whose target is leased is parked on it; one
-//  held back by the least interval waits in the delay heap; one too old is
-//  dead-lettered ("max_age"). O(groups + workers + leases made * workers).
+//  call) dead-letters heads older than its max_age ("max_age"), whatever
+//  its budget, then leases from the head of its list while its budget and
+//  the workers' credit allow. A head whose target is leased is parked on
+//  it; one held back by the least interval waits in the delay heap.
+//  O(groups + workers + leases made * workers).
 static size_t
 s_dispatch_policy (brk_queue_t *self, brk_deliver_fn *deliver, void *arg, int64_t now)
 {
@@ -731,8 +732,17 @@ s_dispatch_policy (brk_queue_t *self, brk_deliver_fn *deliver, void *arg, int64_
             spare += w->credit - w->in_flight;
     size_t leased = 0;
     size_t groups = brk_room_group_count (self->room);
-    for (size_t i = 0; i < groups && spare > 0 && brk_room_ready (self->room); i++) {
+    for (size_t i = 0; i < groups && brk_room_ready (self->room); i++) {
         size_t group = (self->group_cursor + i) % groups;
+        //  Too old is too old even while the group may not lease: the
+        //  heads are the oldest (near enough: lists are FIFO by readiness)
+        int64_t max_age = brk_policy_group_config (self->policy, group)->max_age_ms;
+        brk_msg_t *head;
+        while (max_age && (head = brk_room_peek (self->room, group))
+        &&     now - head->published_at > max_age) {
+            brk_room_pop (self->room, group);
+            s_dead_letter_as (self, head, "max_age");
+        }
         while (spare > 0 && brk_policy_group_check (self->policy, group) == BRK_POLICY_OK) {
             brk_msg_t *msg = brk_room_pop (self->room, group);
             if (!msg)

@@ -515,6 +515,13 @@ Test (policy, max_age, .init = s_make_policy, .fini = s_teardown, .timeout = 10)
     brk_queue_stats_t stats;
     brk_queue_stats (s_queue, &stats);
     cr_assert_eq (stats.dead, 1);
+    //  A paused group still dead-letters what turns too old
+    brk_policy_pause (s_policy, "g", NULL);
+    s_publish (3, "c");
+    s_now += 60001;
+    cr_assert_eq (s_dispatch (), 0);
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 2);
 }
 
 Test (policy, one_lease_per_host_and_coalescing, .init = s_make_policy, .fini = s_teardown,
