@@ -869,13 +869,42 @@ Test (policy, random_invariants, .init = s_make_policy, .fini = s_teardown, .tim
                            "seed %u step %d: two leases on %s", seed, step, folded);
             }
         }
-        for (size_t g = 0; g < 3; g++)
+        for (size_t g = 0; g < 3; g++) {
             cr_assert_leq (per_group [g], s_group_cap (g), "seed %u step %d: group %zu over cap",
                            seed, step, g);
+            brk_group_stats_t group;
+            brk_queue_group_stats (s_queue, g, &group);
+            cr_assert_geq (group.in_flight, per_group [g],
+                           "seed %u step %d: group %zu counts fewer leases than are open",
+                           seed, step, g);
+            cr_assert_leq (group.in_flight, s_group_cap (g));
+        }
     }
+    //  Drain: nothing accepted is lost, every request ends acked or dead
     brk_queue_stats_t stats;
+    for (int round = 0; round < 10000; round++) {
+        for (size_t i = 0; i < s_delivered; i++)
+            if (s_deliveries [i].open) {
+                cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [i].delivery_id), BRK_OK);
+                s_deliveries [i].open = false;
+            }
+        brk_queue_stats (s_queue, &stats);
+        if (stats.ready + stats.delayed + stats.in_flight == 0)
+            break;
+        s_now += 400000;
+        s_wall += 400000;
+        brk_queue_tick (s_queue, NULL, NULL);
+        for (int w = 0; w < 4; w++)
+            brk_queue_worker_seen (s_queue, workers [w]);
+        s_dispatch ();
+    }
     brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.ready + stats.delayed + stats.in_flight, 0, "seed %u: not drained", seed);
+    cr_assert_eq (stats.acked + stats.dead, stats.published,
+                  "seed %u: %" PRIu64 " acked + %" PRIu64 " dead of %" PRIu64, seed,
+                  stats.acked, stats.dead, stats.published);
     cr_assert_gt (stats.acked, 0);
+    cr_assert_gt (stats.coalesced, 0);
 }
 
 //  --------------------------------------------------------------------------
