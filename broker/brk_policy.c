@@ -515,6 +515,13 @@ brk_policy_resume (brk_policy_t *self, const char *name)
     return 0;
 }
 
+const char *
+brk_policy_paused_reason (const brk_policy_t *self, size_t group)
+{
+    assert (group < self->group_count);
+    return self->groups [group].paused ? self->groups [group].reason : NULL;
+}
+
 void
 brk_policy_kill (brk_policy_t *self, bool killed)
 {

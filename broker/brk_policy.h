@@ -169,6 +169,8 @@ void brk_policy_released (brk_policy_t *self, size_t group, brk_policy_outcome_t
 //  and its failure count. -1 when the group does not exist.
 int brk_policy_pause (brk_policy_t *self, const char *group, const char *reason);
 int brk_policy_resume (brk_policy_t *self, const char *group);
+//  Why group is paused, or NULL when it is not. O(1).
+const char *brk_policy_paused_reason (const brk_policy_t *self, size_t group);
 //  Global kill switch (pause --all / resume --all).
 void brk_policy_kill (brk_policy_t *self, bool killed);
 bool brk_policy_killed (const brk_policy_t *self);

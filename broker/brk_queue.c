@@ -94,7 +94,8 @@ struct _brk_queue_t {
 
 static const char *s_event_names [BRK_EVENT_COUNT] = {
     "published", "delivered", "extended", "acked", "nacked", "expired",
-    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost"
+    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost",
+    "coalesced", "in_doubt", "group_paused"
 };
 
 const char *
@@ -174,12 +175,18 @@ s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
 
 //  msg is READY: to the ready list, or under a policy to its group's list
 //  (or its target's, or coalesced into the request waiting for its target).
+static void s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
+                    const brk_worker_t *worker, uint64_t delivery_id, const char *reason);
+
 static void
 s_make_ready (brk_queue_t *self, brk_msg_t *msg)
 {
     if (self->room && msg->policy) {
-        if (brk_room_push (self->room, msg) == 1)
+        if (brk_room_push (self->room, msg) == 1) {
             self->counters.coalesced++;
+            const brk_msg_t *leader = msg->policy->target->waiting;
+            s_emit (self, BRK_EVENT_COALESCED, msg, NULL, 0, leader ? leader->id : NULL);
+        }
         return;
     }
     msg->state = BRK_MSG_READY;
@@ -655,7 +662,16 @@ s_policy_end (brk_queue_t *self, brk_msg_t *msg, brk_policy_outcome_t outcome, b
     if (!self->room || !msg->policy || !msg->policy->target)
         return;
     size_t group = (size_t) msg->policy->target->group;
+    bool was_paused = brk_policy_paused_reason (self->policy, group) != NULL;
     brk_policy_released (self->policy, group, outcome);
+    const char *why = brk_policy_paused_reason (self->policy, group);
+    if (why && !was_paused) {
+        char reason [256];
+        snprintf (reason, sizeof reason, "%s: %s",
+                  brk_policy_group_config (self->policy, group)->name, why);
+        mdl_warn ("group %s", reason);
+        s_emit (self, BRK_EVENT_GROUP_PAUSED, NULL, NULL, 0, reason);
+    }
     if (hold) {
         brk_policy_hold (self->policy, group);
         brk_room_hold (self->room, msg);
@@ -945,6 +961,8 @@ s_lease_failed (brk_queue_t *self, brk_lease_t *lease, int64_t delay_ms,
     self->counters.expired++;
     s_policy_end (self, msg, BRK_POLICY_FAILURE, hold > 0);
     s_emit (self, BRK_EVENT_EXPIRED, msg, worker, delivery_id, event_reason);
+    if (hold > 0)
+        s_emit (self, BRK_EVENT_IN_DOUBT, msg, worker, delivery_id, "restart started, not finished");
     if (hold > 0) {
         int64_t backoff = delay_ms < 0 ? brk_queue_backoff (self, msg->attempts) : delay_ms;
         delay_ms = hold > backoff ? hold : backoff;

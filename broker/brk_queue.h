@@ -53,6 +53,9 @@ typedef enum {
     BRK_EVENT_PROGRESS,
     BRK_EVENT_WORKER_JOINED,
     BRK_EVENT_WORKER_LOST,
+    BRK_EVENT_COALESCED,        //  Under a policy: reason is the id it joined
+    BRK_EVENT_IN_DOUBT,         //  A started restart's lease ended unfinished
+    BRK_EVENT_GROUP_PAUSED,     //  Error stop: reason is "GROUP: why"
     BRK_EVENT_COUNT
 } brk_event_t;
 

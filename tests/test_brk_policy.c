@@ -30,6 +30,17 @@ typedef struct {
 #define S_MAX_DELIVERIES 20000
 static s_delivery_t s_deliveries [S_MAX_DELIVERIES];
 static size_t s_delivered;
+static int s_events [BRK_EVENT_COUNT];
+static char s_last_reason [256];    //  Of the last group_paused
+
+static void
+s_event (void *arg, const brk_event_info_t *info)
+{
+    (void) arg;
+    s_events [info->event]++;
+    if (info->event == BRK_EVENT_GROUP_PAUSED)
+        snprintf (s_last_reason, sizeof s_last_reason, "%s", info->reason ? info->reason : "");
+}
 
 static void
 s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
@@ -85,6 +96,9 @@ s_make_queue (void)
     s_queue = brk_queue_new (&config, mdl_clock_manual (&s_now));
     cr_assert_not_null (s_queue);
     cr_assert_eq (brk_queue_set_policy (s_queue, s_policy), 0);
+    memset (s_events, 0, sizeof s_events);
+    brk_queue_set_event_handler (s_queue, s_event, NULL);
+    brk_queue_set_events_enabled (s_queue, true);
 }
 
 static void
@@ -430,6 +444,8 @@ Test (policy, error_stop_and_resume, .init = s_make_policy, .fini = s_teardown, 
     brk_queue_group_stats (s_queue, 0, &stats);
     cr_assert (stats.paused);
     cr_assert (strstr (stats.paused_reason, "error stop"), "%s", stats.paused_reason);
+    cr_assert_eq (s_events [BRK_EVENT_GROUP_PAUSED], 1);
+    cr_assert (strstr (s_last_reason, "g: error stop"), "%s", s_last_reason);
     cr_assert_eq (s_dispatch (), 0, "paused: nothing new");
     //  Running leases finish
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [2].delivery_id), BRK_OK);
@@ -540,6 +556,7 @@ Test (policy, one_lease_per_host_and_coalescing, .init = s_make_policy, .fini = 
     brk_queue_stats (s_queue, &stats);
     cr_assert_eq (stats.coalesced, 1);
     cr_assert_eq (stats.ready, 1);
+    cr_assert_eq (s_events [BRK_EVENT_COALESCED], 1);
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
     cr_assert_eq (s_dispatch (), 1);
     char id [37];
@@ -607,6 +624,8 @@ Test (policy, in_doubt_hold, .init = s_make_policy, .fini = s_teardown, .timeout
     s_id (1, id);
     cr_assert_str_eq (s_deliveries [2].message_id, id);
     cr_assert (s_deliveries [2].in_doubt, "the next delivery says so");
+    cr_assert_eq (s_events [BRK_EVENT_IN_DOUBT], 1);
+    cr_assert_str_eq (brk_event_name (BRK_EVENT_IN_DOUBT), "in_doubt");
     cr_assert_eq (s_deliveries [2].attempt, 2);
     //  A finished restart is not in doubt
     cr_assert_eq (brk_queue_started (s_queue, s_deliveries [2].delivery_id), BRK_OK);
