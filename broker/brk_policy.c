@@ -279,6 +279,81 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
     return brk_policy_add_group (self, &config, err, err_size);
 }
 
+int
+brk_policy_reload (brk_policy_t *self, const char *path, const char *text,
+                   char *err, size_t err_size)
+{
+    brk_policy_t *trial = brk_policy_new (self->mono, self->wall);
+    if (!trial) {
+        s_err (err, err_size, "out of memory");
+        return -1;
+    }
+    int rc = path ? brk_policy_load (trial, path, err, err_size)
+                  : brk_policy_load_text (trial, text, err, err_size);
+    if (rc == 0 && trial->group_count != self->group_count) {
+        s_err (err, err_size, "reload: groups added or removed (that needs a restart)");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < self->group_count; i++) {
+        const brk_group_config_t *old = &self->groups [i].config;
+        const brk_group_config_t *new = &trial->groups [i].config;
+        if (strcmp (old->name, new->name) != 0 || strcmp (old->glob, new->glob) != 0) {
+            s_err (err, err_size, "reload: group %s changed its name, match or place "
+                   "(that needs a restart)", new->name);
+            rc = -1;
+        }
+    }
+    //  Failure rings of the new size, made before anything changes
+    int64_t **rings = rc == 0 ? calloc (self->group_count, sizeof (int64_t *)) : NULL;
+    if (rc == 0 && !rings) {
+        s_err (err, err_size, "out of memory");
+        rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < self->group_count; i++) {
+        s_group_t *old = &self->groups [i];
+        s_group_t *new = &trial->groups [i];
+        size_t size = new->config.max_errors > 0 ? (size_t) new->config.max_errors : 0;
+        if (!size)
+            continue;
+        rings [i] = calloc (size, sizeof (int64_t));
+        if (!rings [i]) {
+            s_err (err, err_size, "out of memory");
+            rc = -1;
+            break;
+        }
+        //  The latest failures, oldest first, as many as fit
+        size_t old_size = old->config.max_errors > 0 ? (size_t) old->config.max_errors : 1;
+        size_t keep = old->failure_count < size ? old->failure_count : size;
+        for (size_t k = 0; k < keep; k++) {
+            size_t slot = (old->failure_head + old_size - keep + k) % old_size;
+            rings [i][k] = old->failures [slot];
+        }
+        new->failure_count = keep;
+        new->failure_head = keep % size;
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < self->group_count; i++) {
+            s_group_t *old = &self->groups [i];
+            s_group_t *new = &trial->groups [i];
+            free (old->failures);
+            old->config = new->config;
+            old->cap = new->cap;
+            old->failures = rings [i];
+            old->failure_count = new->failure_count;
+            old->failure_head = new->failure_head;
+            old->window_until = 0;
+        }
+        self->coalesce = trial->coalesce;
+    }
+    else
+    if (rings)
+        for (size_t i = 0; i < self->group_count; i++)
+            free (rings [i]);
+    free (rings);
+    brk_policy_destroy (&trial);
+    return rc;
+}
+
 bool
 brk_policy_coalesce (const brk_policy_t *self)
 {

@@ -109,6 +109,15 @@ int brk_policy_load (brk_policy_t *self, const char *path, char *err, size_t err
 //  The same from text in memory (tests, reload).
 int brk_policy_load_text (brk_policy_t *self, const char *text, char *err, size_t err_size);
 
+//  Reload settings from a policy file (or text when path is NULL) without
+//  a restart: the same groups with the same globs in the same order (what
+//  a queue has sorted its waiting requests by), new caps, ramps, error
+//  stops, windows, intervals, ages and timeouts. Open leases, pause state,
+//  ramp step and failure times stay (failure times are cut to the new
+//  max_errors). Returns 0, or -1 with err and nothing changed.
+int brk_policy_reload (brk_policy_t *self, const char *path, const char *text,
+                       char *err, size_t err_size);
+
 bool brk_policy_coalesce (const brk_policy_t *self);
 void brk_policy_set_coalesce (brk_policy_t *self, bool coalesce);
 

@@ -288,6 +288,48 @@ Test (policy, file_bad, .init = s_make_policy, .fini = s_teardown, .timeout = 10
     cr_assert (strstr (err, "/nonexistent/policy.cfg"));
 }
 
+Test (policy, reload_keeps_state, .init = s_make_policy, .fini = s_teardown, .timeout = 10)
+{
+    const char *before =
+        "groups\n    a\n        match = \"*.a\"\n        max = 1\n"
+        "        max_errors = 3\n";
+    const char *after =
+        "groups\n    a\n        match = \"*.a\"\n        max = 3\n"
+        "        max_errors = 2\n";
+    char err [256] = "";
+    cr_assert_eq (brk_policy_load_text (s_policy, before, err, sizeof err), 0, "%s", err);
+    s_make_queue ();
+    brk_queue_worker_add (s_queue, "w", 10, NULL);
+    for (int i = 1; i <= 4; i++) {
+        char host [32];
+        snprintf (host, sizeof host, "h%d.a", i);
+        s_publish (i, host);
+    }
+    cr_assert_eq (s_dispatch (), 1);
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [0].delivery_id, 0, "x"), BRK_OK);
+    cr_assert_eq (s_dispatch (), 1);
+    cr_assert_eq (brk_policy_reload (s_policy, NULL, after, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (s_dispatch (), 2, "the new cap counts the open lease");
+    brk_group_stats_t stats;
+    brk_queue_group_stats (s_queue, 0, &stats);
+    cr_assert_eq (stats.in_flight, 3);
+    cr_assert_eq (stats.failures, 1, "failures survive a reload");
+    //  One more failure: the new max_errors of 2 trips
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [1].delivery_id, 0, "x"), BRK_OK);
+    brk_queue_group_stats (s_queue, 0, &stats);
+    cr_assert (stats.paused);
+    //  What a reload may not change
+    const char *moved = "groups\n    a\n        match = \"*.b\"\n";
+    const char *added = "groups\n    a\n        match = \"*.a\"\n    b\n        match = \"*.b\"\n";
+    const char *broken = "groups\n    a\n        match = \"*.a\"\n        max = -1\n";
+    cr_assert_eq (brk_policy_reload (s_policy, NULL, moved, err, sizeof err), -1);
+    cr_assert (strstr (err, "match"), "%s", err);
+    cr_assert_eq (brk_policy_reload (s_policy, NULL, added, err, sizeof err), -1);
+    cr_assert_eq (brk_policy_reload (s_policy, NULL, broken, err, sizeof err), -1);
+    cr_assert (strstr (err, "groups/a/max"), "%s", err);
+    cr_assert_eq (brk_policy_group_config (s_policy, 0)->max, 3, "unchanged by a bad reload");
+}
+
 //  --------------------------------------------------------------------------
 //  Windows
 
