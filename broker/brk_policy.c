@@ -1,5 +1,7 @@
 /*  brk_policy: see brk_policy.h. The ZPL file is read in brk_policy_file.c,
-    windows are computed in brk_policy_window.c.
+    windows are computed in brk_policy_window.c, the durable state is
+    written and read in brk_policy_state.c; the structs they share are in
+    brk_policy_internal.h.
 
     Each group keeps its open leases, its ramp, the times of its latest
     max_errors failures (a ring: the error stop trips when the ring is full
@@ -8,6 +10,7 @@
     wall time of its last lease.
 */
 #include "brk_policy.h"
+#include "brk_policy_internal.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -20,38 +23,8 @@
 
 #include "mdl_map.h"
 
-typedef struct {
-    brk_group_config_t config;  //  Settings
-    int64_t cap;                //  Effective cap from max and size, 0 = none
-    int64_t in_flight;          //  Open leases
-    int64_t ramp_limit;         //  Current ramp step (when ramp)
-    int64_t *failures;          //  Ring of the latest max_errors failure times (mono)
-    size_t failure_head;        //  Next slot to write
-    size_t failure_count;       //  Slots used
-    bool paused;                //  Paused?
-    char reason [160];          //  Why paused
-    bool window_open;           //  Cached window answer
-    int64_t window_until;       //  Wall ms until which it holds; 0 = not computed
-} s_group_t;
-
-typedef struct {
-    int group;                  //  Index in groups
-    int64_t last_wall;          //  Unix ms of its last lease, 0 = never
-    char name [];               //  Folded target, key in the map
-} s_target_t;
-
-struct _brk_policy_t {
-    mdl_clock_t mono;           //  Failure windows
-    mdl_clock_t wall;           //  Time windows and last restarts
-    s_group_t *groups;          //  In match order, "default" last
-    size_t group_count;         //  Length of groups
-    mdl_strmap_t *targets;      //  Folded target -> s_target_t
-    bool killed;                //  Global kill switch
-    bool coalesce;              //  Coalesce waiting requests per target
-};
-
-static void
-s_err (char *err, size_t size, const char *format, ...)
+void
+brk_policy_err (char *err, size_t size, const char *format, ...)
 {
     if (!err || !size)
         return;
@@ -72,17 +45,17 @@ brk_group_config_defaults (brk_group_config_t *config, const char *name, const c
 }
 
 static int
-s_group_init (s_group_t *group, const brk_group_config_t *config, char *err, size_t err_size)
+s_group_init (brk_policy_group_t *group, const brk_group_config_t *config, char *err, size_t err_size)
 {
     int64_t cap = config->max;
     if (cap < 0) {
         if (config->size <= 0) {
-            s_err (err, err_size, "group %s: a percentage cap needs the group's size",
+            brk_policy_err (err, err_size, "group %s: a percentage cap needs the group's size",
                    config->name);
             return -1;
         }
         if (-cap > 100) {
-            s_err (err, err_size, "group %s: percentage above 100", config->name);
+            brk_policy_err (err, err_size, "group %s: percentage above 100", config->name);
             return -1;
         }
         cap = (-cap * config->size) / 100;
@@ -91,18 +64,18 @@ s_group_init (s_group_t *group, const brk_group_config_t *config, char *err, siz
     }
     if (config->max_errors < 0 || config->error_window_ms < 0 || config->min_interval_ms < 0
     ||  config->max_age_ms < 0 || config->restart_timeout_ms < 0) {
-        s_err (err, err_size, "group %s: negative setting", config->name);
+        brk_policy_err (err, err_size, "group %s: negative setting", config->name);
         return -1;
     }
     if (!brk_window_zone_valid (config->zone)) {
-        s_err (err, err_size, "group %s: unknown time zone '%s'", config->name, config->zone);
+        brk_policy_err (err, err_size, "group %s: unknown time zone '%s'", config->name, config->zone);
         return -1;
     }
     int64_t *ring = NULL;
     if (config->max_errors > 0) {
         ring = calloc ((size_t) config->max_errors, sizeof (int64_t));
         if (!ring) {
-            s_err (err, err_size, "out of memory");
+            brk_policy_err (err, err_size, "out of memory");
             return -1;
         }
     }
@@ -125,7 +98,7 @@ brk_policy_new (mdl_clock_t mono, mdl_clock_t wall)
     self->wall = wall;
     self->coalesce = true;
     self->targets = mdl_strmap_new ();
-    self->groups = calloc (1, sizeof (s_group_t));
+    self->groups = calloc (1, sizeof (brk_policy_group_t));
     brk_group_config_t config;
     brk_group_config_defaults (&config, "default", "*");
     if (!self->targets || !self->groups || s_group_init (&self->groups [0], &config, NULL, 0)) {
@@ -140,7 +113,7 @@ static void
 s_forget_targets (brk_policy_t *self)
 {
     size_t cursor = 0;
-    s_target_t *target;
+    brk_policy_target_t *target;
     while ((target = mdl_strmap_next (self->targets, &cursor)))
         target->group = -1;         //  Look up again: the groups changed
 }
@@ -154,7 +127,7 @@ brk_policy_destroy (brk_policy_t **self_p)
         return;
     if (self->targets) {
         size_t cursor = 0;
-        s_target_t *target;
+        brk_policy_target_t *target;
         while ((target = mdl_strmap_next (self->targets, &cursor)))
             free (target);
         mdl_strmap_destroy (&self->targets);
@@ -171,34 +144,34 @@ brk_policy_add_group (brk_policy_t *self, const brk_group_config_t *config,
                       char *err, size_t err_size)
 {
     if (!config->name [0]) {
-        s_err (err, err_size, "group without a name");
+        brk_policy_err (err, err_size, "group without a name");
         return -1;
     }
     int found = brk_policy_group_find (self, config->name);
     if (found >= 0 && strcmp (config->name, "default") != 0) {
-        s_err (err, err_size, "group %s: declared twice", config->name);
+        brk_policy_err (err, err_size, "group %s: declared twice", config->name);
         return -1;
     }
     if (found >= 0) {
         //  Settings of the catch-all, whose glob stays "*"
         brk_group_config_t copy = *config;
         snprintf (copy.glob, sizeof copy.glob, "*");
-        s_group_t fresh = { 0 };
+        brk_policy_group_t fresh = { 0 };
         if (s_group_init (&fresh, &copy, err, err_size) != 0)
             return -1;
-        s_group_t *old = &self->groups [found];
+        brk_policy_group_t *old = &self->groups [found];
         fresh.in_flight = old->in_flight;
         free (old->failures);
         *old = fresh;
         return 0;
     }
-    s_group_t *groups = realloc (self->groups, (self->group_count + 1) * sizeof (s_group_t));
+    brk_policy_group_t *groups = realloc (self->groups, (self->group_count + 1) * sizeof (brk_policy_group_t));
     if (!groups) {
-        s_err (err, err_size, "out of memory");
+        brk_policy_err (err, err_size, "out of memory");
         return -1;
     }
     self->groups = groups;
-    s_group_t fresh = { 0 };
+    brk_policy_group_t fresh = { 0 };
     if (s_group_init (&fresh, config, err, err_size) != 0)
         return -1;
     //  Before "default", which stays last
@@ -228,7 +201,7 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
 {
     char buf [512];
     if (!spec || strlen (spec) >= sizeof buf) {
-        s_err (err, err_size, "--group: empty or too long");
+        brk_policy_err (err, err_size, "--group: empty or too long");
         return -1;
     }
     snprintf (buf, sizeof buf, "%s", spec);
@@ -244,13 +217,13 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
         p = colon + 1;
     }
     if (count < 3 || strchr (p, ':')) {
-        s_err (err, err_size, "--group '%s': expected NAME:GLOB:MAX or NAME:GLOB:N%%:SIZE", spec);
+        brk_policy_err (err, err_size, "--group '%s': expected NAME:GLOB:MAX or NAME:GLOB:N%%:SIZE", spec);
         return -1;
     }
     brk_group_config_t config;
     brk_group_config_defaults (&config, fields [0], fields [1]);
     if (!fields [0][0] || strlen (fields [0]) >= BRK_POLICY_NAME_MAX || !fields [1][0]) {
-        s_err (err, err_size, "--group '%s': NAME and GLOB must not be empty", spec);
+        brk_policy_err (err, err_size, "--group '%s': NAME and GLOB must not be empty", spec);
         return -1;
     }
     char *max = fields [2];
@@ -259,11 +232,11 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
     if (len && max [len - 1] == '%') {
         max [len - 1] = 0;
         if (!s_parse_int (max, &value) || value < 1 || value > 100) {
-            s_err (err, err_size, "--group '%s': MAX percentage must be 1..100", spec);
+            brk_policy_err (err, err_size, "--group '%s': MAX percentage must be 1..100", spec);
             return -1;
         }
         if (count != 4 || !s_parse_int (fields [3], &config.size) || config.size < 1) {
-            s_err (err, err_size, "--group '%s': a percentage needs SIZE (NAME:GLOB:N%%:SIZE)",
+            brk_policy_err (err, err_size, "--group '%s': a percentage needs SIZE (NAME:GLOB:N%%:SIZE)",
                    spec);
             return -1;
         }
@@ -271,7 +244,7 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
     }
     else {
         if (count != 3 || !s_parse_int (max, &value) || value < 1) {
-            s_err (err, err_size, "--group '%s': MAX must be a number >= 1", spec);
+            brk_policy_err (err, err_size, "--group '%s': MAX must be a number >= 1", spec);
             return -1;
         }
         config.max = value;
@@ -285,20 +258,20 @@ brk_policy_reload (brk_policy_t *self, const char *path, const char *text,
 {
     brk_policy_t *trial = brk_policy_new (self->mono, self->wall);
     if (!trial) {
-        s_err (err, err_size, "out of memory");
+        brk_policy_err (err, err_size, "out of memory");
         return -1;
     }
     int rc = path ? brk_policy_load (trial, path, err, err_size)
                   : brk_policy_load_text (trial, text, err, err_size);
     if (rc == 0 && trial->group_count != self->group_count) {
-        s_err (err, err_size, "reload: groups added or removed (that needs a restart)");
+        brk_policy_err (err, err_size, "reload: groups added or removed (that needs a restart)");
         rc = -1;
     }
     for (size_t i = 0; rc == 0 && i < self->group_count; i++) {
         const brk_group_config_t *old = &self->groups [i].config;
         const brk_group_config_t *new = &trial->groups [i].config;
         if (strcmp (old->name, new->name) != 0 || strcmp (old->glob, new->glob) != 0) {
-            s_err (err, err_size, "reload: group %s changed its name, match or place "
+            brk_policy_err (err, err_size, "reload: group %s changed its name, match or place "
                    "(that needs a restart)", new->name);
             rc = -1;
         }
@@ -306,18 +279,18 @@ brk_policy_reload (brk_policy_t *self, const char *path, const char *text,
     //  Failure rings of the new size, made before anything changes
     int64_t **rings = rc == 0 ? calloc (self->group_count, sizeof (int64_t *)) : NULL;
     if (rc == 0 && !rings) {
-        s_err (err, err_size, "out of memory");
+        brk_policy_err (err, err_size, "out of memory");
         rc = -1;
     }
     for (size_t i = 0; rc == 0 && i < self->group_count; i++) {
-        s_group_t *old = &self->groups [i];
-        s_group_t *new = &trial->groups [i];
+        brk_policy_group_t *old = &self->groups [i];
+        brk_policy_group_t *new = &trial->groups [i];
         size_t size = new->config.max_errors > 0 ? (size_t) new->config.max_errors : 0;
         if (!size)
             continue;
         rings [i] = calloc (size, sizeof (int64_t));
         if (!rings [i]) {
-            s_err (err, err_size, "out of memory");
+            brk_policy_err (err, err_size, "out of memory");
             rc = -1;
             break;
         }
@@ -333,8 +306,8 @@ brk_policy_reload (brk_policy_t *self, const char *path, const char *text,
     }
     if (rc == 0) {
         for (size_t i = 0; i < self->group_count; i++) {
-            s_group_t *old = &self->groups [i];
-            s_group_t *new = &trial->groups [i];
+            brk_policy_group_t *old = &self->groups [i];
+            brk_policy_group_t *new = &trial->groups [i];
             free (old->failures);
             old->config = new->config;
             old->cap = new->cap;
@@ -397,14 +370,14 @@ brk_policy_fold (const char *hostname, char *out, size_t out_size)
     return out;
 }
 
-static s_target_t *
-s_target (brk_policy_t *self, const char *name)
+brk_policy_target_t *
+brk_policy_target (brk_policy_t *self, const char *name)
 {
-    s_target_t *target = mdl_strmap_lookup (self->targets, name);
+    brk_policy_target_t *target = mdl_strmap_lookup (self->targets, name);
     if (target)
         return target;
     size_t len = strlen (name);
-    target = calloc (1, sizeof (s_target_t) + len + 1);
+    target = calloc (1, sizeof (brk_policy_target_t) + len + 1);
     if (!target)
         return NULL;
     memcpy (target->name, name, len + 1);
@@ -419,7 +392,7 @@ s_target (brk_policy_t *self, const char *name)
 int
 brk_policy_group_of (brk_policy_t *self, const char *name)
 {
-    s_target_t *target = s_target (self, name);
+    brk_policy_target_t *target = brk_policy_target (self, name);
     if (!target)
         return -1;
     if (target->group < 0) {
@@ -444,7 +417,7 @@ brk_policy_verdict_name (brk_policy_verdict_t verdict)
 }
 
 static int64_t
-s_cap_now (const s_group_t *group)
+s_cap_now (const brk_policy_group_t *group)
 {
     if (group->config.ramp) {
         int64_t cap = group->cap ? group->cap : INT64_MAX;
@@ -454,7 +427,7 @@ s_cap_now (const s_group_t *group)
 }
 
 static void
-s_window (brk_policy_t *self, s_group_t *group)
+s_window (brk_policy_t *self, brk_policy_group_t *group)
 {
     int64_t wall = mdl_clock_now (&self->wall);
     if (group->window_until && wall < group->window_until)
@@ -475,7 +448,7 @@ brk_policy_verdict_t
 brk_policy_group_check (brk_policy_t *self, size_t group_index)
 {
     assert (group_index < self->group_count);
-    s_group_t *group = &self->groups [group_index];
+    brk_policy_group_t *group = &self->groups [group_index];
     if (self->killed)
         return BRK_POLICY_KILLED;
     if (group->paused)
@@ -500,7 +473,7 @@ brk_policy_target_check (brk_policy_t *self, const char *name, size_t group_inde
     if (config->max_age_ms && age_ms > config->max_age_ms)
         return BRK_POLICY_TOO_OLD;
     if (config->min_interval_ms) {
-        s_target_t *target = mdl_strmap_lookup (self->targets, name);
+        brk_policy_target_t *target = mdl_strmap_lookup (self->targets, name);
         if (target && target->last_wall) {
             int64_t wall = mdl_clock_now (&self->wall);
             int64_t left = target->last_wall + config->min_interval_ms - wall;
@@ -519,7 +492,7 @@ brk_policy_leased (brk_policy_t *self, const char *name, size_t group)
 {
     assert (group < self->group_count);
     self->groups [group].in_flight++;
-    s_target_t *target = s_target (self, name);
+    brk_policy_target_t *target = brk_policy_target (self, name);
     if (!target)
         return -1;
     target->last_wall = mdl_clock_now (&self->wall);
@@ -537,7 +510,7 @@ void
 brk_policy_released (brk_policy_t *self, size_t group_index, brk_policy_outcome_t outcome)
 {
     assert (group_index < self->group_count);
-    s_group_t *group = &self->groups [group_index];
+    brk_policy_group_t *group = &self->groups [group_index];
     if (group->in_flight > 0)
         group->in_flight--;
     if (outcome == BRK_POLICY_SUCCESS) {
@@ -570,7 +543,7 @@ brk_policy_pause (brk_policy_t *self, const char *name, const char *reason)
     int index = brk_policy_group_find (self, name);
     if (index < 0)
         return -1;
-    s_group_t *group = &self->groups [index];
+    brk_policy_group_t *group = &self->groups [index];
     group->paused = true;
     snprintf (group->reason, sizeof group->reason, "%s", reason && *reason ? reason : "operator");
     return 0;
@@ -582,7 +555,7 @@ brk_policy_resume (brk_policy_t *self, const char *name)
     int index = brk_policy_group_find (self, name);
     if (index < 0)
         return -1;
-    s_group_t *group = &self->groups [index];
+    brk_policy_group_t *group = &self->groups [index];
     group->paused = false;
     group->reason [0] = 0;
     group->failure_count = 0;
@@ -610,7 +583,7 @@ brk_policy_killed (const brk_policy_t *self)
 }
 
 static int64_t
-s_failures_in_window (brk_policy_t *self, const s_group_t *group)
+s_failures_in_window (brk_policy_t *self, const brk_policy_group_t *group)
 {
     int64_t now = mdl_clock_now (&self->mono);
     int64_t count = 0;
@@ -624,7 +597,7 @@ void
 brk_policy_group_stats (brk_policy_t *self, size_t group_index, brk_group_stats_t *stats)
 {
     assert (group_index < self->group_count);
-    s_group_t *group = &self->groups [group_index];
+    brk_policy_group_t *group = &self->groups [group_index];
     memset (stats, 0, sizeof *stats);
     stats->name = group->config.name;
     stats->in_flight = group->in_flight;
@@ -640,188 +613,3 @@ brk_policy_group_stats (brk_policy_t *self, size_t group_index, brk_group_stats_
         stats->next_open_wall = group->window_until == INT64_MAX ? -1 : group->window_until;
 }
 
-//  --------------------------------------------------------------------------
-//  Durable state. Version 1, one record a line, fields separated by one space:
-//    mandrill-policy 1
-//    kill 0|1
-//    group NAME PAUSED(0|1) NFAIL AGE_MS... [REASON to the end of the line]
-//    target NAME LAST_WALL_MS
-//  Failure times are written as ages (ms before the wall time of writing),
-//  since monotonic time does not survive a restart.
-
-typedef struct {
-    char *data;
-    size_t size, used;
-    bool failed;
-} s_buf_t;
-
-static void
-s_put (s_buf_t *buf, const char *format, ...)
-{
-    if (buf->failed)
-        return;
-    for (;;) {
-        va_list args;
-        va_start (args, format);
-        int n = vsnprintf (buf->data + buf->used, buf->size - buf->used, format, args);
-        va_end (args);
-        if (n < 0) {
-            buf->failed = true;
-            return;
-        }
-        if ((size_t) n < buf->size - buf->used) {
-            buf->used += (size_t) n;
-            return;
-        }
-        size_t size = buf->size * 2 + (size_t) n;
-        char *data = realloc (buf->data, size);
-        if (!data) {
-            buf->failed = true;
-            return;
-        }
-        buf->data = data;
-        buf->size = size;
-    }
-}
-
-char *
-brk_policy_serialise (brk_policy_t *self)
-{
-    s_buf_t buf = { malloc (256), 256, 0, false };
-    if (!buf.data)
-        return NULL;
-    buf.data [0] = 0;
-    int64_t now = mdl_clock_now (&self->mono);
-    s_put (&buf, "mandrill-policy 1\nkill %d\n", self->killed ? 1 : 0);
-    for (size_t i = 0; i < self->group_count; i++) {
-        s_group_t *group = &self->groups [i];
-        s_put (&buf, "group %s %d %zu", group->config.name, group->paused ? 1 : 0,
-               group->failure_count);
-        //  Oldest first, so that restore rebuilds the ring in order
-        size_t size = group->config.max_errors > 0 ? (size_t) group->config.max_errors : 1;
-        for (size_t k = 0; k < group->failure_count; k++) {
-            size_t slot = (group->failure_head + size - group->failure_count + k) % size;
-            s_put (&buf, " %" PRId64, now - group->failures [slot]);
-        }
-        s_put (&buf, "%s%s\n", group->paused ? " " : "", group->paused ? group->reason : "");
-    }
-    size_t cursor = 0;
-    s_target_t *target;
-    while ((target = mdl_strmap_next (self->targets, &cursor)))
-        if (target->last_wall)
-            s_put (&buf, "target %s %" PRId64 "\n", target->name, target->last_wall);
-    if (buf.failed) {
-        free (buf.data);
-        return NULL;
-    }
-    return buf.data;
-}
-
-int
-brk_policy_restore (brk_policy_t *self, const char *blob, char *err, size_t err_size)
-{
-    //  Two passes: check everything, then apply, so that a bad blob changes nothing
-    for (int apply = 0; apply < 2; apply++) {
-        const char *line = blob;
-        int number = 0;
-        int64_t now = mdl_clock_now (&self->mono);
-        while (line && *line) {
-            number++;
-            const char *end = strchr (line, '\n');
-            size_t len = end ? (size_t) (end - line) : strlen (line);
-            char text [4096];
-            if (len >= sizeof text) {
-                s_err (err, err_size, "policy state line %d: too long", number);
-                return -1;
-            }
-            memcpy (text, line, len);
-            text [len] = 0;
-            line = end ? end + 1 : NULL;
-            int offset = 0;
-            int value;
-            char name [256];
-            if (number == 1) {
-                if (sscanf (text, "mandrill-policy %d%n", &value, &offset) != 1
-                ||  text [offset] || value != 1) {
-                    s_err (err, err_size, "policy state line 1: not a version 1 blob");
-                    return -1;
-                }
-            }
-            else if (strncmp (text, "kill ", 5) == 0) {
-                if (sscanf (text, "kill %d%n", &value, &offset) != 1 || text [offset]
-                ||  (value != 0 && value != 1)) {
-                    s_err (err, err_size, "policy state line %d: bad kill", number);
-                    return -1;
-                }
-                if (apply)
-                    self->killed = value == 1;
-            }
-            else if (strncmp (text, "group ", 6) == 0) {
-                int paused;
-                unsigned count;
-                if (sscanf (text, "group %255s %d %u%n", name, &paused, &count, &offset) != 3
-                ||  (paused != 0 && paused != 1) || count > 100000) {
-                    s_err (err, err_size, "policy state line %d: bad group", number);
-                    return -1;
-                }
-                int index = brk_policy_group_find (self, name);
-                s_group_t *group = index >= 0 ? &self->groups [index] : NULL;
-                if (apply && group) {
-                    group->failure_count = 0;
-                    group->failure_head = 0;
-                }
-                for (unsigned k = 0; k < count; k++) {
-                    long long age;
-                    int used;
-                    if (sscanf (text + offset, " %lld%n", &age, &used) != 1) {
-                        s_err (err, err_size, "policy state line %d: bad failure time", number);
-                        return -1;
-                    }
-                    offset += used;
-                    if (apply && group && group->config.max_errors > 0) {
-                        size_t size = (size_t) group->config.max_errors;
-                        group->failures [group->failure_head] = now - age;
-                        group->failure_head = (group->failure_head + 1) % size;
-                        if (group->failure_count < size)
-                            group->failure_count++;
-                    }
-                }
-                if (apply && group) {
-                    group->paused = paused == 1;
-                    const char *reason = text + offset;
-                    while (*reason == ' ')
-                        reason++;
-                    snprintf (group->reason, sizeof group->reason, "%s",
-                              *reason ? reason : "restored");
-                    if (!group->paused)
-                        group->reason [0] = 0;
-                }
-            }
-            else if (strncmp (text, "target ", 7) == 0) {
-                long long last;
-                if (sscanf (text, "target %255s %lld%n", name, &last, &offset) != 2
-                ||  text [offset] || last < 0) {
-                    s_err (err, err_size, "policy state line %d: bad target", number);
-                    return -1;
-                }
-                if (apply) {
-                    s_target_t *target = s_target (self, name);
-                    if (!target) {
-                        s_err (err, err_size, "out of memory");
-                        return -1;
-                    }
-                    target->last_wall = last;
-                }
-            }
-            else if (text [0]) {
-                s_err (err, err_size, "policy state line %d: unknown record", number);
-                return -1;
-            }
-        }
-        if (number == 0) {
-            s_err (err, err_size, "policy state: empty");
-            return -1;
-        }
-    }
-    return 0;
-}
