@@ -171,6 +171,7 @@ s_room_push (brk_room_t *self, brk_msg_t *msg, bool may_coalesce)
         brk_msg_policy_t *leader = target->waiting->policy;
         msg->state = BRK_MSG_COALESCED;
         msg->policy->fnext = leader->followers;
+        msg->policy->leader = target->waiting;
         leader->followers = msg;
         return 1;
     }

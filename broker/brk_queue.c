@@ -184,8 +184,7 @@ s_make_ready (brk_queue_t *self, brk_msg_t *msg)
     if (self->room && msg->policy) {
         if (brk_room_push (self->room, msg) == 1) {
             self->counters.coalesced++;
-            const brk_msg_t *leader = msg->policy->target->waiting;
-            s_emit (self, BRK_EVENT_COALESCED, msg, NULL, 0, leader ? leader->id : NULL);
+            s_emit (self, BRK_EVENT_COALESCED, msg, NULL, 0, msg->policy->leader->id);
         }
         return;
     }
@@ -548,6 +547,7 @@ s_dead_letter_as (brk_queue_t *self, brk_msg_t *msg, const char *text)
         while (follower) {
             brk_msg_t *next = follower->policy->fnext;
             follower->policy->fnext = NULL;
+            follower->policy->leader = NULL;
             s_dead_letter_as (self, follower, text);
             follower = next;
         }
@@ -1080,6 +1080,13 @@ brk_queue_started (brk_queue_t *self, uint64_t delivery_id)
     if (lease->started_at == 0 && !(lease->msg->steps & BRK_STEP_RESTART))
         lease->started_at = 1;
     return BRK_OK;
+}
+
+const char *
+brk_queue_msg_coalesced_with (const brk_msg_t *msg)
+{
+    return msg->state == BRK_MSG_COALESCED && msg->policy && msg->policy->leader
+         ? msg->policy->leader->id : NULL;
 }
 
 bool

@@ -249,6 +249,9 @@ int brk_queue_group_stats (brk_queue_t *self, size_t group, brk_group_stats_t *s
 //  says so (brk_queue_msg_in_doubt). A NACK is the worker's own word that
 //  the restart did not run on: it does not put a request in doubt.
 brk_result_t brk_queue_started (brk_queue_t *self, uint64_t delivery_id);
+//  The id of the request msg was coalesced with (it completes with that
+//  one), or NULL: what a PUBACK can report right after brk_queue_publish.
+const char *brk_queue_msg_coalesced_with (const brk_msg_t *msg);
 //  Is msg's next (or current) delivery a restart in doubt?
 bool brk_queue_msg_in_doubt (const brk_msg_t *msg);
 

@@ -39,6 +39,7 @@ typedef struct {
     brk_target_t *target;       //  Its target (host lock, group), or NULL
     brk_msg_t *followers;       //  Requests coalesced into this one
     brk_msg_t *fnext;           //  Next follower of the same leader
+    brk_msg_t *leader;          //  When COALESCED: the request it completes with
     bool in_doubt;              //  A started restart's lease ended unfinished
 } brk_msg_policy_t;
 

@@ -601,6 +601,11 @@ Test (policy, one_lease_per_host_and_coalescing, .init = s_make_policy, .fini = 
     cr_assert_eq (stats.coalesced, 1);
     cr_assert_eq (stats.ready, 1);
     cr_assert_eq (s_events [BRK_EVENT_COALESCED], 1);
+    char leader [37], follower [37];
+    s_id (2, leader);
+    s_id (3, follower);
+    cr_assert_str_eq (brk_queue_msg_coalesced_with (brk_queue_lookup (s_queue, follower)), leader);
+    cr_assert_null (brk_queue_msg_coalesced_with (brk_queue_lookup (s_queue, leader)));
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
     cr_assert_eq (s_dispatch (), 1);
     char id [37];
