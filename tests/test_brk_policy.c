@@ -65,6 +65,8 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     snprintf (delivery->host, sizeof delivery->host, "%.*s", (int) len, host);
 }
 
+static int64_t s_utc (int year, int month, int day, int hour, int minute);
+
 //  For requests without a hostname in their JSON.
 static void
 s_deliver_any (void *arg, brk_worker_t *worker, uint64_t delivery_id,
@@ -267,6 +269,8 @@ Test (policy, file_bad, .init = s_make_policy, .fini = s_teardown, .timeout = 10
         { "groups\n    a\n            match = \"*\"\n", "line 3" },
         { "policy\n    coalesce = maybe\n", "policy/coalesce" },
         { "rules\n    x = 1\n", "rules" },
+        { "groups\n    a\n        match = \"*\n", "ZPL" },
+        { "groups\n    a b c\n", "ZPL" },
         { "groups\n    a\n        match = \"*\"\n    a\n        match = \"*\"\n", "twice" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
@@ -519,6 +523,33 @@ Test (policy, kill_switch, .init = s_make_policy, .fini = s_teardown, .timeout =
     cr_assert_str_eq (stats.paused_reason, "maintenance");
     brk_policy_resume (s_policy, "default");
     cr_assert_eq (s_dispatch (), 1);
+}
+
+Test (policy, window_holds_leases, .init = s_make_policy, .fini = s_teardown, .timeout = 10)
+{
+    const char *text =
+        "groups\n    night\n        match = \"*\"\n        zone = \"Europe/Berlin\"\n"
+        "        window = \"* 22:00-06:00\"\n";
+    char err [256] = "";
+    cr_assert_eq (brk_policy_load_text (s_policy, text, err, sizeof err), 0, "%s", err);
+    s_make_queue ();
+    brk_queue_worker_add (s_queue, "w", 10, NULL);
+    //  Monday 2026-11-30 20:59 UTC is 21:59 in Berlin: closed
+    s_wall = s_utc (2026, 11, 30, 20, 59);
+    s_publish (1, "h");
+    cr_assert_eq (s_dispatch (), 0);
+    brk_group_stats_t stats;
+    brk_queue_group_stats (s_queue, 0, &stats);
+    cr_assert_not (stats.window_open);
+    cr_assert_eq (stats.next_open_wall, s_utc (2026, 11, 30, 21, 0));
+    cr_assert_eq (stats.waiting, 1);
+    s_wall = s_utc (2026, 11, 30, 21, 0);
+    cr_assert_eq (s_dispatch (), 1);
+    //  05:00 UTC is 06:00 in Berlin: closed again; the open lease runs on
+    s_wall = s_utc (2026, 12, 1, 5, 0);
+    s_publish (2, "g");
+    cr_assert_eq (s_dispatch (), 0);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
 }
 
 Test (policy, least_interval, .init = s_make_policy, .fini = s_teardown, .timeout = 10)
