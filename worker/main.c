@@ -233,12 +233,11 @@ main (int argc, char *argv [])
         return EXIT_USAGE;
     }
     char error [256];
-    char db_path [4096];
-    if (wrk_db_parse_url (db_url, db_path, sizeof db_path, error, sizeof error) != 0) {
+    if (wrk_db_check_url (db_url, error, sizeof error) != 0) {
         fprintf (stderr, "mandrill-worker: --db: %s\n", error);
         return EXIT_USAGE;
     }
-    options.db_path = db_path;
+    options.db_url = db_url;
     if (exec) {
         wrk_exec_t *check = wrk_exec_new (restart_cmd, error, sizeof error);
         if (!check) {

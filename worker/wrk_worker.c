@@ -24,7 +24,8 @@ typedef struct {
     zloop_t *loop;              //  The one loop
     zsock_t *dealer;            //  To the broker, or NULL between reconnects
     int sigfd;                  //  signalfd of the handled signals
-    wrk_db_t *db;               //  Database thread
+    wrk_db_t *db;               //  The store (wrk_db.h)
+    wrk_db_watch_t db_watch;    //  What the loop polls for it now
     wrk_exec_t *exec;           //  Restart children, exec mode only
     wrk_jobs_t *jobs;           //  In-flight table
     uint64_t random_state;      //  For mdl_random_system
@@ -138,9 +139,17 @@ static int
 s_effect_save (void *arg, const wrk_job_t *job)
 {
     worker_t *self = arg;
-    return wrk_db_save (self->db, wrk_job_message_id (job), wrk_job_token (job),
-                        wrk_job_instance_name (job), wrk_job_hostname (job),
-                        wrk_job_attempt (job), wrk_job_received_wall (job));
+    wrk_db_row_t row = {
+        .message_id = wrk_job_message_id (job),
+        .token = wrk_job_token (job),
+        .instance_name = wrk_job_instance_name (job),
+        .hostname = wrk_job_hostname (job),
+        .attributes = NULL,
+        .attributes_size = 0,
+        .attempt = wrk_job_attempt (job),
+        .received_wall_ms = wrk_job_received_wall (job)
+    };
+    return wrk_db_save (self->db, &row);
 }
 
 static int
@@ -163,7 +172,8 @@ static void
 s_effect_outcome (void *arg, const wrk_job_t *job, const char *outcome)
 {
     worker_t *self = arg;
-    wrk_db_outcome (self->db, wrk_job_message_id (job), outcome);
+    if (wrk_db_outcome (self->db, wrk_job_message_id (job), outcome, mdl_clock_wall ()) != 0)
+        mdl_warn ("out of memory recording the outcome of %s", wrk_job_message_id (job));
 }
 
 //  --------------------------------------------------------------------------
@@ -304,6 +314,8 @@ s_rearm (worker_t *self)
 
 //  Finish shutdown when the grace is over or nothing is left. Returns -1
 //  to end the loop.
+static int s_db_rewatch (worker_t *self);
+
 static int
 s_after (worker_t *self)
 {
@@ -331,7 +343,8 @@ s_after (worker_t *self)
         return -1;
     }
     if (wrk_db_flush (self->db) != 0)
-        mdl_warn ("could not hand saves to the database thread; retrying");
+        mdl_warn ("could not hand saves to the database; retrying");
+    s_db_rewatch (self);
     s_rearm (self);
     mdl_log_flush ();
     return 0;
@@ -377,13 +390,53 @@ s_on_db (zloop_t *loop, zsock_t *reader, void *arg)
 {
     worker_t *self = arg;
     HANDLER_BEGIN;
-    for (int i = 0; i < MAX_READ_BURST; i++) {
-        if (wrk_db_recv (self->db, s_on_saved, self) < 0)
-            break;
-        if (!(zsock_events (reader) & ZMQ_POLLIN))
-            break;
-    }
+    wrk_db_service (self->db, s_on_saved, self);
     HANDLER_END ("database");
+}
+
+static int
+s_on_db_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    worker_t *self = arg;
+    HANDLER_BEGIN;
+    wrk_db_service (self->db, s_on_saved, self);
+    HANDLER_END ("database");
+}
+
+//  The store says what to poll; it may change after any call into it
+//  (a new connection, a pipeline with bytes to send). Re-registered here,
+//  after every handler, only when it differs.
+static int
+s_db_rewatch (worker_t *self)
+{
+    wrk_db_watch_t watch;
+    wrk_db_watch (self->db, &watch);
+    if (watch.sock == self->db_watch.sock && watch.fd == self->db_watch.fd
+    &&  watch.events == self->db_watch.events)
+        return 0;
+    if (self->db_watch.sock)
+        zloop_reader_end (self->loop, self->db_watch.sock);
+    if (self->db_watch.fd >= 0) {
+        zmq_pollitem_t item = { NULL, self->db_watch.fd, 0, 0 };
+        zloop_poller_end (self->loop, &item);
+    }
+    self->db_watch.sock = NULL;
+    self->db_watch.fd = -1;
+    self->db_watch.events = 0;
+    int rc = 0;
+    if (watch.sock)
+        rc = zloop_reader (self->loop, watch.sock, s_on_db, self);
+    else
+    if (watch.fd >= 0) {
+        zmq_pollitem_t item = { NULL, watch.fd, watch.events ? watch.events : ZMQ_POLLIN, 0 };
+        rc = zloop_poller (self->loop, &item, s_on_db_fd, self);
+    }
+    if (rc != 0) {
+        mdl_error ("cannot watch the database; retrying");
+        return -1;
+    }
+    self->db_watch = watch;
+    return 0;
 }
 
 static void
@@ -459,6 +512,10 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     }
     if (now - self->last_heard > 3 * self->heartbeat_ms && now >= self->reconnect_at)
         s_reconnect (self);
+    //  The store's own timers (reconnect backoff), at housekeeping pace
+    int64_t db_wake = wrk_db_next_wake (self->db);
+    if (db_wake >= 0 && now >= db_wake)
+        wrk_db_service (self->db, s_on_saved, self);
     //  The job timer may have been lost to a failed zloop_timer
     if (self->job_timer != -1 && now > self->job_timer_at + 1000)
         self->job_timer = -1;
@@ -504,7 +561,8 @@ wrk_worker_run (const wrk_options_t *options)
             goto done;
         }
     }
-    self->db = wrk_db_new (options->db_path, options->name, error, sizeof error);
+    self->db_watch.fd = -1;
+    self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
     if (!self->db) {
         mdl_error ("database: %s", error);
         goto done;
@@ -529,15 +587,17 @@ wrk_worker_run (const wrk_options_t *options)
         goto done;
     zmq_pollitem_t signal_item = { NULL, self->sigfd, ZMQ_POLLIN, 0 };
     if (zloop_reader (self->loop, self->dealer, s_on_broker, self) != 0
-    ||  zloop_reader (self->loop, zactor_sock (wrk_db_actor (self->db)), s_on_db, self) != 0
+    ||  s_db_rewatch (self) != 0
     ||  zloop_poller (self->loop, &signal_item, s_on_signal, self) != 0
     ||  zloop_timer (self->loop, HOUSEKEEPING_MS, 0, s_on_housekeeping, self) == -1) {
         mdl_error ("cannot set up the loop");
         goto done;
     }
+    char db_safe [512];
+    wrk_db_url_redact (options->db_url, db_safe, sizeof db_safe);
     mdl_info ("Worker %s started: broker %s, credit %" PRId64 ", restart %s, database %s",
               options->name, options->broker, options->credit,
-              self->exec ? "exec" : "simulate", options->db_path);
+              self->exec ? "exec" : "simulate", db_safe);
     mdl_log_flush ();
     zloop_start (self->loop);
     rc = 0;

@@ -47,7 +47,7 @@ typedef struct {
     const char *broker;         //  Backend endpoint
     int64_t credit;             //  Most messages in flight
     const char *name;           //  Worker name (HELLO, rows, log)
-    const char *db_path;        //  SQLite file
+    const char *db_url;         //  Store URL (wrk_db.h): sqlite:PATH, postgresql://...
     const char *restart_cmd;    //  Exec template, or NULL in simulate mode
     int64_t grace_ms;           //  Shutdown grace period
     int64_t heartbeat_ms;       //  Own heartbeat interval; -1 = broker's
