@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "mdl_log.h"
-#include "wrk_job.h"
+#include "wrk_jobs.h"
 
 //  One recorded effect call.
 typedef struct {

@@ -11,34 +11,23 @@
 #include "mmp.h"
 #include "wrk_db.h"
 #include "wrk_exec.h"
+#include "wrk_link.h"
 
 #define HOUSEKEEPING_MS     100         //  Heartbeat, liveness and grace checks
-#define DEFAULT_HEARTBEAT   1000        //  Until WELCOME says otherwise
-#define RECONNECT_MIN_MS    500         //  First reconnect backoff
-#define RECONNECT_MAX_MS    10000       //  Backoff cap
 #define SLOW_HANDLER_US     100000      //  --debug threshold
-#define MAX_READ_BURST      256         //  Messages per reader call, keeps timers fair
 
 typedef struct {
     wrk_options_t options;      //  Copied flags
     zloop_t *loop;              //  The one loop
-    zsock_t *dealer;            //  To the broker, or NULL between reconnects
+    wrk_link_t *link;           //  To the broker
     int sigfd;                  //  signalfd of the handled signals
     wrk_db_t *db;               //  The store (wrk_db.h)
     wrk_db_watch_t db_watch;    //  What the loop polls for it now
     wrk_exec_t *exec;           //  Restart children, exec mode only
     wrk_jobs_t *jobs;           //  In-flight table
     uint64_t random_state;      //  For mdl_random_system
-    mmp_buf_t buf;              //  Reused to build bodies
     int job_timer;              //  zloop timer id for the job table, or -1
     int64_t job_timer_at;       //  When it fires
-    int64_t heartbeat_ms;       //  Effective heartbeat interval
-    int64_t last_heard;         //  Monotonic ms of the broker's last message
-    int64_t last_sent;          //  Monotonic ms of our last heartbeat
-    int64_t last_hello;         //  Monotonic ms of our last HELLO
-    int64_t reconnect_at;       //  Do not reconnect before this
-    int reconnects;             //  Attempts since the last WELCOME
-    bool welcomed;              //  WELCOME received on this connection
     bool draining;              //  Shutdown started
     int64_t drain_deadline;     //  End of the grace period
 } worker_t;
@@ -52,87 +41,35 @@ s_now (void)
 //  --------------------------------------------------------------------------
 //  Sending
 
-static void
-s_send (worker_t *self, mmp_command_t command)
-{
-    if (!self->dealer)
-        return;
-    if (self->buf.failed) {
-        mdl_error ("out of memory building %s", mmp_command_name (command));
-        return;
-    }
-    if (mmp_send (self->dealer, NULL, command, self->buf.data, self->buf.size) != 0)
-        mdl_debug ("could not send %s (broker unreachable)", mmp_command_name (command));
-}
-
-static void
-s_ids_body (worker_t *self, const uint64_t *ids, size_t count)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"delivery_ids\":");
-    mmp_buf_id_array (&self->buf, ids, count);
-}
-
-static void
-s_hello (worker_t *self)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_printf (&self->buf, "{\"credit\":%" PRId64 ",\"name\":",
-                    self->draining ? 0 : self->options.credit);
-    mmp_buf_json_string (&self->buf, self->options.name);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_HELLO);
-    self->last_hello = s_now ();
-}
+//  The job table's effects: commands go to the link, saves to the store,
+//  restarts to the children.
 
 static void
 s_effect_extend (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    if (self->options.jobs.extension_ms > 0)
-        mmp_buf_printf (&self->buf, ",\"extension_ms\":%" PRId64, self->options.jobs.extension_ms);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_EXTEND);
-    if (count > 1)
-        mdl_debug ("EXTEND sent for %zu leases", count);
+    wrk_link_extend (self->link, ids, count);
 }
 
 static void
 s_effect_ack (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_ACK);
+    wrk_link_ack (self->link, ids, count);
 }
 
 static void
 s_effect_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"reason\":");
-    mmp_buf_json_string (&self->buf, reason);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_NACK);
+    wrk_link_nack (self->link, ids, count, reason);
 }
 
 static void
 s_effect_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"steps\":[");
-    bool comma = false;
-    if (steps & MMP_STEP_SAVE) {
-        mmp_buf_puts (&self->buf, "\"save\"");
-        comma = true;
-    }
-    if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (&self->buf, comma ? ",\"restart\"" : "\"restart\"");
-    mmp_buf_puts (&self->buf, "]}");
-    s_send (self, MMP_PROGRESS);
+    wrk_link_progress (self->link, ids, count, steps);
 }
 
 static int
@@ -176,66 +113,18 @@ s_effect_outcome (void *arg, const wrk_job_t *job, const char *outcome)
         mdl_warn ("out of memory recording the outcome of %s", wrk_job_message_id (job));
 }
 
-//  --------------------------------------------------------------------------
-//  Connection
-
-static int
-s_connect (worker_t *self)
-{
-    zsock_destroy (&self->dealer);
-    self->dealer = zsock_new (ZMQ_DEALER);
-    if (!self->dealer)
-        return -1;
-    //  Never block the loop on a send: a full queue drops the message and
-    //  the lease logic (extend again, expiry, redelivery) recovers
-    zsock_set_sndtimeo (self->dealer, 0);
-    zsock_set_sndhwm (self->dealer, 100000);
-    zsock_set_rcvhwm (self->dealer, 100000);
-    zsock_set_linger (self->dealer, 0);
-    if (zsock_connect (self->dealer, "%s", self->options.broker) != 0) {
-        mdl_error ("cannot connect to %s", self->options.broker);
-        zsock_destroy (&self->dealer);
-        return -1;
-    }
-    self->welcomed = false;
-    s_hello (self);
-    return 0;
-}
-
 static void s_rearm (worker_t *self);
 static int s_on_job_timer (zloop_t *loop, int timer_id, void *arg);
-static int s_on_broker (zloop_t *loop, zsock_t *reader, void *arg);
 
+//  A message from the broker, after the link took what it needs.
 static void
-s_reconnect (worker_t *self)
+s_on_message (void *arg, mmp_msg_t *msg)
 {
-    int64_t now = s_now ();
-    int64_t backoff = RECONNECT_MIN_MS;
-    for (int i = 0; i < self->reconnects && backoff < RECONNECT_MAX_MS; i++)
-        backoff *= 2;
-    if (backoff > RECONNECT_MAX_MS)
-        backoff = RECONNECT_MAX_MS;
-    self->reconnects++;
-    mdl_warn ("Broker %s silent for %" PRId64 " ms; reconnecting (attempt %d, next in %" PRId64 " ms)",
-              self->options.broker, now - self->last_heard, self->reconnects, backoff);
-    if (self->dealer)
-        zloop_reader_end (self->loop, self->dealer);
-    if (s_connect (self) == 0)
-        zloop_reader (self->loop, self->dealer, s_on_broker, self);
-    self->reconnect_at = now + backoff;
-}
-
-static void
-s_on_message (worker_t *self, mmp_msg_t *msg)
-{
+    worker_t *self = arg;
     switch (msg->command) {
         case MMP_WELCOME:
-            self->welcomed = true;
-            self->reconnects = 0;
-            if (self->options.heartbeat_ms <= 0 && msg->heartbeat_ms > 0)
-                self->heartbeat_ms = msg->heartbeat_ms;
             wrk_jobs_set_ack_deadline (self->jobs, msg->ack_deadline_ms);
-            wrk_jobs_set_confirm_timeout (self->jobs, self->heartbeat_ms);
+            wrk_jobs_set_confirm_timeout (self->jobs, wrk_link_heartbeat_ms (self->link));
             mdl_info ("Connected to broker %s (ack deadline %" PRId64 " ms, heartbeat %"
                       PRId64 " ms, epoch %" PRId64 "), credit %" PRId64 ", %zu in flight",
                       self->options.broker, msg->ack_deadline_ms, msg->heartbeat_ms,
@@ -254,7 +143,7 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             for (size_t i = 0; i < msg->delivery_count; i++) {
                 if (self->draining) {
                     //  Sent before our CREDIT 0 arrived: give it straight back
-                    s_effect_nack (self, &msg->deliveries [i].delivery_id, 1, "shutdown");
+                    wrk_link_nack (self->link, &msg->deliveries [i].delivery_id, 1, "shutdown");
                     continue;
                 }
                 wrk_jobs_deliver (self->jobs, &msg->deliveries [i]);
@@ -272,15 +161,7 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             wrk_jobs_reply (self->jobs, msg);
             break;
         case MMP_ERROR:
-            if (msg->code && streq (msg->code, MMP_ERR_UNEXPECTED)) {
-                //  The broker does not know us (it restarted): register again
-                if (s_now () - self->last_hello >= 500) {
-                    mdl_warn ("Broker does not know this worker (%s); sending HELLO again",
-                              msg->reason ? msg->reason : "");
-                    s_hello (self);
-                }
-            }
-            else
+            if (!msg->code || !streq (msg->code, MMP_ERR_UNEXPECTED))
                 mdl_warn ("Broker error %s: %s", msg->code ? msg->code : "?",
                           msg->reason ? msg->reason : "");
             break;
@@ -335,9 +216,7 @@ s_after (worker_t *self)
         mdl_info ("Nacking %zu outstanding messages", wrk_jobs_size (self->jobs));
         wrk_jobs_nack_all (self->jobs);
         wrk_jobs_flush (self->jobs);
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
-        s_send (self, MMP_BYE);
+        wrk_link_bye (self->link);
         wrk_db_flush (self->db);
         mdl_log_flush ();
         return -1;
@@ -357,25 +236,10 @@ s_after (worker_t *self)
     return s_after (self)
 
 static int
-s_on_broker (zloop_t *loop, zsock_t *reader, void *arg)
+s_on_link_after (void *arg)
 {
     worker_t *self = arg;
-    HANDLER_BEGIN;
-    for (int i = 0; i < MAX_READ_BURST && reader == self->dealer; i++) {
-        mmp_msg_t msg;
-        mmp_error_t err;
-        mmp_msg_init (&msg);
-        int rc = mmp_recv (self->dealer, false, NULL, MMP_FROM_BROKER, &msg, &err);
-        if (rc == -1)
-            break;
-        self->last_heard = s_now ();
-        if (rc == -2)
-            mdl_warn ("malformed message from the broker: %s (%s)", err.code, err.reason);
-        else
-            s_on_message (self, &msg);
-        mmp_msg_reset (&msg);
-    }
-    HANDLER_END ("broker");
+    return s_after (self);
 }
 
 static void
@@ -457,9 +321,7 @@ s_begin_shutdown (worker_t *self, const char *name)
     mdl_info ("Received exit signal %s", name);
     self->draining = true;
     self->drain_deadline = s_now () + self->options.grace_ms;
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"credit\":0}");
-    s_send (self, MMP_CREDIT);
+    wrk_link_stop_taking_work (self->link);
     mdl_info ("Stopped taking work; %zu messages in flight, grace period %.1fs",
               wrk_jobs_size (self->jobs), (double) self->options.grace_ms / 1000.0);
 }
@@ -504,14 +366,7 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     worker_t *self = arg;
     HANDLER_BEGIN;
     int64_t now = s_now ();
-    if (now - self->last_sent >= self->heartbeat_ms) {
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
-        s_send (self, MMP_HEARTBEAT);
-        self->last_sent = now;
-    }
-    if (now - self->last_heard > 3 * self->heartbeat_ms && now >= self->reconnect_at)
-        s_reconnect (self);
+    wrk_link_tick (self->link);
     //  The store's own timers (reconnect backoff), at housekeeping pace
     int64_t db_wake = wrk_db_next_wake (self->db);
     if (db_wake >= 0 && now >= db_wake)
@@ -532,8 +387,6 @@ wrk_worker_run (const wrk_options_t *options)
     self->options = *options;
     self->sigfd = -1;
     self->job_timer = -1;
-    self->heartbeat_ms = options->heartbeat_ms > 0 ? options->heartbeat_ms : DEFAULT_HEARTBEAT;
-    mmp_buf_init (&self->buf);
     int rc = 1;
 
     //  Before any thread exists, so that no thread takes these signals
@@ -573,7 +426,7 @@ wrk_worker_run (const wrk_options_t *options)
     };
     wrk_config_t config = options->jobs;
     config.restart_mode = self->exec ? WRK_RESTART_EXTERNAL : WRK_RESTART_SIMULATE;
-    config.confirm_timeout_ms = self->heartbeat_ms;
+    config.confirm_timeout_ms = options->heartbeat_ms > 0 ? options->heartbeat_ms : 1000;
     self->jobs = wrk_jobs_new (&config, &effects, mdl_clock_system (),
                                mdl_random_system (&self->random_state));
     self->loop = zloop_new ();
@@ -581,13 +434,11 @@ wrk_worker_run (const wrk_options_t *options)
         mdl_error ("out of memory");
         goto done;
     }
-    self->last_heard = s_now ();
-    self->reconnect_at = s_now ();
-    if (s_connect (self) != 0)
+    self->link = wrk_link_new (options, self->loop, s_on_message, s_on_link_after, self);
+    if (!self->link)
         goto done;
     zmq_pollitem_t signal_item = { NULL, self->sigfd, ZMQ_POLLIN, 0 };
-    if (zloop_reader (self->loop, self->dealer, s_on_broker, self) != 0
-    ||  s_db_rewatch (self) != 0
+    if (s_db_rewatch (self) != 0
     ||  zloop_poller (self->loop, &signal_item, s_on_signal, self) != 0
     ||  zloop_timer (self->loop, HOUSEKEEPING_MS, 0, s_on_housekeeping, self) == -1) {
         mdl_error ("cannot set up the loop");
@@ -603,20 +454,15 @@ wrk_worker_run (const wrk_options_t *options)
     rc = 0;
 
 done:
+    wrk_link_destroy (&self->link);     //  Before the loop it is registered with
     zloop_destroy (&self->loop);
     if (self->db) {
         mdl_info ("Closing database connections");
         mdl_log_flush ();
     }
     wrk_db_destroy (&self->db);
-    if (self->dealer) {
-        //  Let the NACKs and BYE reach the broker
-        zsock_set_linger (self->dealer, 2000);
-        zsock_destroy (&self->dealer);
-    }
     wrk_jobs_destroy (&self->jobs);
     wrk_exec_destroy (&self->exec);
-    mmp_buf_free (&self->buf);
     if (self->sigfd >= 0)
         close (self->sigfd);
     if (rc == 0)
