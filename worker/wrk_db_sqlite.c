@@ -5,6 +5,7 @@
 #include "wrk_db_sqlite.h"
 
 #include <assert.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +14,7 @@
 #include "mdl_clock.h"
 #include "mdl_log.h"
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 #define BUSY_TIMEOUT_MS     5000    //  SQLite's own wait for a lock, per statement
 #define SETUP_DEADLINE_MS   30000   //  Opening: retry busy set-up this long
 #define WRITE_DEADLINE_MS   10000   //  A batch: retry a busy BEGIN/COMMIT this long
@@ -24,6 +25,8 @@ typedef struct {
     uint64_t token;             //  Echoed back to the core
     char *instance_name;        //  Owned copy
     char *hostname;             //  Owned copy
+    char *attributes;           //  Owned copy of the JSON text, or NULL
+    size_t attributes_size;     //  Its bytes
     int64_t attempt;            //  Delivery attempt
     int64_t received_wall;      //  Unix ms
     bool ok;                    //  Result: committed
@@ -51,6 +54,8 @@ typedef struct {
     const char *path;           //  Database file
     const char *worker;         //  Worker name for the rows
     int status;                 //  0 opened, -1 failed
+    int synchronous;            //  PRAGMA synchronous read back after setting it
+    int migrated_from;          //  Schema version migrated from, or 0
     char error [256];           //  Why it failed
 } start_t;
 
@@ -70,6 +75,7 @@ s_batch_free (batch_t **batch_p)
         for (size_t i = 0; i < batch->save_count; i++) {
             free (batch->saves [i].instance_name);
             free (batch->saves [i].hostname);
+            free (batch->saves [i].attributes);
         }
         for (size_t i = 0; i < batch->outcome_count; i++)
             free (batch->outcomes [i].outcome);
@@ -187,7 +193,19 @@ s_open (db_thread_t *self, start_t *start)
     if (strcasecmp (mode, "wal") != 0)
         mdl_warn ("%s: journal mode is %s, not WAL; writers will block readers",
                   start->path, mode);
-    rc = s_exec_retry (self->db, "PRAGMA synchronous = NORMAL", deadline);
+    //  FULL: under WAL, NORMAL may lose the last commits on power loss,
+    //  and the worker acks a request once its save is reported committed
+    rc = s_exec_retry (self->db, "PRAGMA synchronous = FULL", deadline);
+    char synchronous [16] = "";
+    if (rc == SQLITE_OK)
+        rc = s_query_text (self->db, "PRAGMA synchronous", synchronous, sizeof synchronous,
+                           deadline);
+    start->synchronous = atoi (synchronous);
+    if (rc == SQLITE_OK && start->synchronous < 2) {
+        snprintf (start->error, sizeof start->error, "%s: synchronous is %d, not FULL (2)",
+                  start->path, start->synchronous);
+        return -1;
+    }
     //  Schema check and creation in one write transaction, so two workers
     //  on a new file never both see version 0 half way
     if (rc == SQLITE_OK)
@@ -211,9 +229,23 @@ s_open (db_thread_t *self, start_t *start)
             "  received_at INTEGER NOT NULL,"
             "  saved_at INTEGER NOT NULL,"
             "  restart_outcome TEXT,"
-            "  saves INTEGER NOT NULL);"
-            "PRAGMA user_version = 1;", NULL, NULL, NULL);
-    if (rc == SQLITE_OK && user_version != 0 && user_version != SCHEMA_VERSION) {
+            "  saves INTEGER NOT NULL,"
+            "  attributes TEXT,"
+            "  outcome_at INTEGER);"
+            "PRAGMA user_version = 2;", NULL, NULL, NULL);
+    else
+    if (rc == SQLITE_OK && user_version == 1) {
+        //  Version 1 -> 2: the two new columns, NULL in the old rows
+        mdl_info ("%s: migrating schema version 1 to 2", start->path);
+        rc = sqlite3_exec (self->db,
+            "ALTER TABLE restarts ADD COLUMN attributes TEXT;"
+            "ALTER TABLE restarts ADD COLUMN outcome_at INTEGER;"
+            "PRAGMA user_version = 2;", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            start->migrated_from = 1;
+    }
+    if (rc == SQLITE_OK && user_version != 0 && user_version != 1
+    &&  user_version != SCHEMA_VERSION) {
         sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
         snprintf (start->error, sizeof start->error,
                   "%s has schema version %d; this worker knows version %d",
@@ -230,12 +262,14 @@ s_open (db_thread_t *self, start_t *start)
     }
     if (s_prepare_retry (self->db,
             "INSERT INTO restarts (message_id, instance_name, hostname, attempt, worker,"
-            " received_at, saved_at, saves) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"
+            " received_at, saved_at, saves, attributes)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)"
             " ON CONFLICT (message_id) DO UPDATE SET attempt = excluded.attempt,"
             " worker = excluded.worker, received_at = excluded.received_at,"
-            " saved_at = excluded.saved_at, saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
+            " saved_at = excluded.saved_at, attributes = excluded.attributes,"
+            " saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
     ||  s_prepare_retry (self->db,
-            "UPDATE restarts SET restart_outcome = ?2 WHERE message_id = ?1",
+            "UPDATE restarts SET restart_outcome = ?2, outcome_at = ?3 WHERE message_id = ?1",
             &self->update, deadline) != SQLITE_OK) {
         snprintf (start->error, sizeof start->error, "cannot prepare statements: %s",
                   sqlite3_errmsg (self->db));
@@ -281,11 +315,17 @@ s_write (db_thread_t *self, batch_t **batches, size_t count)
             sqlite3_bind_text (self->upsert, 5, self->worker, -1, SQLITE_STATIC);
             sqlite3_bind_int64 (self->upsert, 6, save->received_wall);
             sqlite3_bind_int64 (self->upsert, 7, now);
+            if (save->attributes)
+                sqlite3_bind_text (self->upsert, 8, save->attributes,
+                                   (int) save->attributes_size, SQLITE_STATIC);
+            else
+                sqlite3_bind_null (self->upsert, 8);
             failed = s_exec_step (self->upsert) != 0;
         }
         for (size_t i = 0; i < batch->outcome_count && !failed; i++) {
             sqlite3_bind_text (self->update, 1, batch->outcomes [i].message_id, -1, SQLITE_STATIC);
             sqlite3_bind_text (self->update, 2, batch->outcomes [i].outcome, -1, SQLITE_STATIC);
+            sqlite3_bind_int64 (self->update, 3, batch->outcomes [i].outcome_wall);
             failed = s_exec_step (self->update) != 0;
         }
     }
@@ -468,9 +508,18 @@ s_save (void *self_, const wrk_db_row_t *row)
     save->hostname = strdup (row->hostname);
     save->attempt = row->attempt;
     save->received_wall = row->received_wall_ms;
-    if (!save->instance_name || !save->hostname) {
+    if (row->attributes && row->attributes_size <= INT_MAX) {
+        save->attributes = malloc (row->attributes_size + 1);
+        if (save->attributes) {
+            memcpy (save->attributes, row->attributes, row->attributes_size);
+            save->attributes [row->attributes_size] = 0;
+            save->attributes_size = row->attributes_size;
+        }
+    }
+    if (!save->instance_name || !save->hostname || (row->attributes && !save->attributes)) {
         free (save->instance_name);
         free (save->hostname);
+        free (save->attributes);
         return -1;
     }
     batch->save_count++;
@@ -589,3 +638,17 @@ const wrk_db_ops_t wrk_db_sqlite_ops = {
     .pending = s_pending,
     .destroy = s_destroy
 };
+
+int
+wrk_db_sqlite_synchronous (void *self_)
+{
+    store_t *self = self_;
+    return self->start->synchronous;
+}
+
+int
+wrk_db_sqlite_migrated_from (void *self_)
+{
+    store_t *self = self_;
+    return self->start->migrated_from;
+}

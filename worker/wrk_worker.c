@@ -81,11 +81,10 @@ s_effect_save (void *arg, const wrk_job_t *job)
         .token = wrk_job_token (job),
         .instance_name = wrk_job_instance_name (job),
         .hostname = wrk_job_hostname (job),
-        .attributes = NULL,
-        .attributes_size = 0,
         .attempt = wrk_job_attempt (job),
         .received_wall_ms = wrk_job_received_wall (job)
     };
+    row.attributes = wrk_job_attributes (job, &row.attributes_size);
     return wrk_db_save (self->db, &row);
 }
 
