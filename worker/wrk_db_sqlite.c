@@ -5,6 +5,7 @@
 #include "wrk_db_sqlite.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -346,6 +347,25 @@ s_write (db_thread_t *self, batch_t **batches, size_t count)
     return 0;
 }
 
+//  Hand a batch back. The loop counts every batch until it comes back,
+//  and its jobs wait for the results, so a failed send is retried (the
+//  pipe is inproc: only a full queue or the context ending stops it);
+//  when the context is ending nobody waits any more.
+static void
+s_send_done (zsock_t *pipe, batch_t *batch)
+{
+    int pause_ms = 1;
+    while (zsock_send (pipe, "sp", "DONE", batch) != 0) {
+        if (errno == ETERM || zsys_interrupted) {
+            mdl_error ("database thread: cannot return a batch (%s); dropped",
+                       zmq_strerror (errno));
+            s_batch_free (&batch);
+            return;
+        }
+        s_busy_pause (&pause_ms);
+    }
+}
+
 static void
 s_db_actor (zsock_t *pipe, void *args)
 {
@@ -383,7 +403,7 @@ s_db_actor (zsock_t *pipe, void *args)
                 else {
                     batch_t *batch = pointer;
                     snprintf (batch->error, sizeof batch->error, "out of memory");
-                    zsock_send (pipe, "sp", "DONE", batch);
+                    s_send_done (pipe, batch);
                 }
             }
             zstr_free (&command);
@@ -401,7 +421,7 @@ s_db_actor (zsock_t *pipe, void *args)
             for (size_t b = 0; b < count; b++)
                 snprintf (batches [b]->error, sizeof batches [b]->error, "database not open");
         for (size_t b = 0; b < count; b++)
-            zsock_send (pipe, "sp", "DONE", batches [b]);
+            s_send_done (pipe, batches [b]);
     }
     free (batches);
     s_close (&self);

@@ -35,6 +35,7 @@ struct _wrk_jobs_t {
     size_t finished;            //  Jobs waiting for ACKED or NACKED
     size_t finished_acks;       //  Of which waiting for ACKED
     size_t gone;                //  Done jobs whose ACK was refused, remembered
+    bool unarmed;               //  A job is out of the heap (insert failed): re-arm at tick
     int64_t log_window;         //  Start of the current one-second log window
     int log_lines;              //  Per-message lines printed in this window
     uint64_t log_dropped;       //  Per-message lines dropped in this window
@@ -202,10 +203,12 @@ wrk_jobs_rearm (wrk_jobs_t *self, wrk_job_t *job)
     if (mdl_heap_contains (node))
         mdl_heap_update (self->heap, node, key);
     else
-    if (mdl_heap_insert (self->heap, node, key) != 0)
-        //  Without a timer the job would wait for nothing: the loop's
-        //  housekeeping cannot find it either, so say it loudly
-        mdl_error ("out of memory arming timer of %s", wrk_job_message_id (job));
+    if (mdl_heap_insert (self->heap, node, key) != 0) {
+        //  Without a timer the job would wait for nothing: remember that
+        //  one is missing; next_wake asks for a tick soon, which tries again
+        mdl_error ("out of memory arming timer of %s; retrying", wrk_job_message_id (job));
+        self->unarmed = true;
+    }
 }
 
 static void
@@ -385,10 +388,20 @@ wrk_jobs_lease_lost (wrk_jobs_t *self, const uint64_t *ids, size_t count)
     }
 }
 
+#define REARM_RETRY_MS 100          //  After a failed heap insert
+
 void
 wrk_jobs_tick (wrk_jobs_t *self)
 {
     int64_t now = mdl_clock_now (&self->ctx.clock);
+    if (self->unarmed) {
+        //  O(n), only after an allocation failure
+        self->unarmed = false;
+        for (wrk_job_t *job = zhashx_first (self->by_message); job;
+             job = zhashx_next (self->by_message))
+            if (!mdl_heap_contains (wrk_job_node (job)))
+                wrk_jobs_rearm (self, job);
+    }
     mdl_heap_node_t *node;
     while ((node = mdl_heap_top (self->heap)) && node->key <= now)
         //  Each call removes the job or re-keys it past now
@@ -399,6 +412,10 @@ int64_t
 wrk_jobs_next_wake (wrk_jobs_t *self)
 {
     mdl_heap_node_t *node = mdl_heap_top (self->heap);
+    if (self->unarmed) {
+        int64_t soon = mdl_clock_now (&self->ctx.clock) + REARM_RETRY_MS;
+        return node && node->key < soon ? node->key : soon;
+    }
     return node ? node->key : -1;
 }
 

@@ -145,6 +145,7 @@ s_on_message (void *arg, mmp_msg_t *msg)
                     wrk_link_nack (self->link, &msg->deliveries [i].delivery_id, 1, "shutdown");
                     continue;
                 }
+                //  -1: refused, and already NACKed by the table
                 wrk_jobs_deliver (self->jobs, &msg->deliveries [i]);
             }
             break;
@@ -190,6 +191,9 @@ s_rearm (worker_t *self)
         delay = 1;
     self->job_timer_at = s_now () + delay;
     self->job_timer = zloop_timer (self->loop, (size_t) delay, 1, s_on_job_timer, self);
+    if (self->job_timer == -1)
+        //  Tried again after the next handler (housekeeping: 100 ms)
+        mdl_error ("cannot arm the job timer; retrying");
 }
 
 //  Finish shutdown when the grace is over or nothing is left. Returns -1
