@@ -86,8 +86,9 @@
         extern const wrk_db_ops_t wrk_db_NAME_ops;
 
     and add its line to the scheme table in wrk_db.c. The PostgreSQL lines
-    are there already, compiled when MANDRILL_WITH_PG is defined (CMake
-    defines it for wrk_core when libpq is found). Tests may also wrap any
+    are there already, compiled when MANDRILL_WITH_PG is defined:
+    worker/CMakeLists.txt defines it, and links libpq, when
+    worker/wrk_db_pg.c exists. Tests may also wrap any
     ops table (fault injection) with wrk_db_new_with ().
 */
 #ifndef WRK_DB_H_INCLUDED
