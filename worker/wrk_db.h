@@ -25,6 +25,8 @@
          when it differs from what it registered.
       4. wrk_db_next_wake () says when the store wants to be serviced even if
          nothing is ready (a reconnect backoff, a flush deadline), or -1.
+         mandrill-worker checks it every 100 ms (its housekeeping timer),
+         so a wake time is honoured within 100 ms, never early.
       5. When the watched thing is ready, or the wake time has come, the
          loop calls wrk_db_service (), which does what can be done without
          blocking and reports results.
@@ -40,7 +42,7 @@
         saves (they go out with the next flush).
       - ok = true means the row is committed and durable as the
         implementation's header promises (SQLite: survives power loss,
-        see wrk_db_sqlite.c; PostgreSQL: the server confirmed the COMMIT).
+        see wrk_db_sqlite.h; PostgreSQL: the server confirmed the COMMIT).
         The worker acks a delivery only after its save reported ok.
       - ok = false means this save is not known to be stored; error says
         why (text valid during the call). The caller retries with backoff
@@ -88,8 +90,8 @@
     and add its line to the scheme table in wrk_db.c. The PostgreSQL lines
     are there already, compiled when MANDRILL_WITH_PG is defined:
     worker/CMakeLists.txt defines it, and links libpq, when
-    worker/wrk_db_pg.c exists. Tests may also wrap any
-    ops table (fault injection) with wrk_db_new_with ().
+    worker/wrk_db_pg.c exists. Tests may also wrap any ops table (fault
+    injection) with wrk_db_new_with ().
 */
 #ifndef WRK_DB_H_INCLUDED
 #define WRK_DB_H_INCLUDED
