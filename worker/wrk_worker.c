@@ -388,6 +388,8 @@ wrk_worker_run (const wrk_options_t *options)
     worker_t self_, *self = &self_;
     memset (self, 0, sizeof *self);
     self->options = *options;
+    self->db = options->db;         //  Ours from here on, also on failure
+    self->db_watch.fd = -1;
     self->sigfd = -1;
     self->job_timer = -1;
     int rc = 1;
@@ -405,7 +407,7 @@ wrk_worker_run (const wrk_options_t *options)
     if (pthread_sigmask (SIG_BLOCK, &signals, NULL) != 0
     ||  (self->sigfd = signalfd (-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
         mdl_error ("cannot set up signal handling: %s", strerror (errno));
-        return 1;
+        goto done;
     }
     mdl_log_set_buffered (true);
 
@@ -417,8 +419,8 @@ wrk_worker_run (const wrk_options_t *options)
             goto done;
         }
     }
-    self->db_watch.fd = -1;
-    self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
+    if (!self->db)
+        self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
     if (!self->db) {
         mdl_error ("database: %s", error);
         goto done;
@@ -448,7 +450,8 @@ wrk_worker_run (const wrk_options_t *options)
         goto done;
     }
     char db_safe [512];
-    wrk_db_url_redact (options->db_url, db_safe, sizeof db_safe);
+    wrk_db_url_redact (options->db_url ? options->db_url : wrk_db_name (self->db),
+                       db_safe, sizeof db_safe);
     mdl_info ("Worker %s started: broker %s, credit %" PRId64 ", restart %s, database %s",
               options->name, options->broker, options->credit,
               self->exec ? "exec" : "simulate", db_safe);

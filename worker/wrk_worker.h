@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "wrk_db.h"
 #include "wrk_jobs.h"
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
     int64_t credit;             //  Most messages in flight
     const char *name;           //  Worker name (HELLO, rows, log)
     const char *db_url;         //  Store URL (wrk_db.h): sqlite:PATH, postgresql://...
+    wrk_db_t *db;               //  A store already open (tests), taken over; NULL: open db_url
     const char *restart_cmd;    //  Exec template, or NULL in simulate mode
     int64_t grace_ms;           //  Shutdown grace period
     int64_t heartbeat_ms;       //  Own heartbeat interval; -1 = broker's
