@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "brk_msg.h"
+#include "brk_policy.h"
 #include "brk_worker.h"
 #include "mdl_clock.h"
 
@@ -52,6 +53,9 @@ typedef enum {
     BRK_EVENT_PROGRESS,
     BRK_EVENT_WORKER_JOINED,
     BRK_EVENT_WORKER_LOST,
+    BRK_EVENT_COALESCED,        //  Under a policy: reason is the id it joined
+    BRK_EVENT_IN_DOUBT,         //  A started restart's lease ended unfinished
+    BRK_EVENT_GROUP_PAUSED,     //  Error stop: reason is "GROUP: why"
     BRK_EVENT_COUNT
 } brk_event_t;
 
@@ -211,10 +215,44 @@ typedef struct {
     uint64_t dead;              //  Now: dead letters
     uint64_t workers;           //  Now: registered workers
     int64_t oldest_unacked_ms;  //  Now: age of the oldest pending message, 0 if none
+    uint64_t coalesced;         //  Requests coalesced into one waiting for the same target
 } brk_queue_stats_t;
 
 void brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats);
 
 int64_t brk_queue_epoch (const brk_queue_t *self);
+
+//  Restart safety (docs/POLICY.md). Put the queue under policy (not owned;
+//  it must outlive the queue) before the first publish or restore; its
+//  group count must not change after. From then on: one open lease per
+//  target (folded hostname), requests for a waiting target coalesce (both
+//  complete with the first one's ack or dead letter), and dispatch leases
+//  only what the policy allows (brk_policy.h), at O(groups + workers +
+//  leases made * workers) per call, never O(waiting messages): waiting
+//  messages sit in per-group lists (brk_group.h). Returns 0, -1 out of memory.
+int brk_queue_set_policy (brk_queue_t *self, brk_policy_t *policy);
+//  The policy, or NULL.
+brk_policy_t *brk_queue_policy (brk_queue_t *self);
+//  Policy stats of one group, with its waiting messages. 0, or -1 without
+//  a policy or for a bad index.
+int brk_queue_group_stats (brk_queue_t *self, size_t group, brk_group_stats_t *stats);
+
+//  The restart step bit (MMP_STEP_RESTART in proto/mmp.h).
+#define BRK_STEP_RESTART 2u
+
+//  The worker reports that delivery_id's restart started (before it runs
+//  the command). If that lease then ends (expired, worker lost) before
+//  progress reports the restart step, the request is in doubt: it is not
+//  delivered again before its group's restart_timeout has passed since the
+//  start (BRK_POLICY_RESTART_TIMEOUT_DEFAULT without a policy), its target
+//  stays locked and its group slot taken until then, and its next delivery
+//  says so (brk_queue_msg_in_doubt). A NACK is the worker's own word that
+//  the restart did not run on: it does not put a request in doubt.
+brk_result_t brk_queue_started (brk_queue_t *self, uint64_t delivery_id);
+//  The id of the request msg was coalesced with (it completes with that
+//  one), or NULL: what a PUBACK can report right after brk_queue_publish.
+const char *brk_queue_msg_coalesced_with (const brk_msg_t *msg);
+//  Is msg's next (or current) delivery a restart in doubt?
+bool brk_queue_msg_in_doubt (const brk_msg_t *msg);
 
 #endif

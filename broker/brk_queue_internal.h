@@ -26,10 +26,22 @@ typedef enum {
     BRK_MSG_DELAYED,
     BRK_MSG_LEASED,
     BRK_MSG_DEAD,
-    BRK_MSG_DONE
+    BRK_MSG_DONE,
+    BRK_MSG_COALESCED
 } brk_msg_state_t;
 
 typedef struct _brk_lease_t brk_lease_t;
+typedef struct _brk_target_t brk_target_t;
+
+//  What a message needs only under a restart policy (brk_group.c) or once
+//  its restart is in doubt; NULL otherwise, so no policy costs 8 bytes.
+typedef struct {
+    brk_target_t *target;       //  Its target (host lock, group), or NULL
+    brk_msg_t *followers;       //  Requests coalesced into this one
+    brk_msg_t *fnext;           //  Next follower of the same leader
+    brk_msg_t *leader;          //  When COALESCED: the request it completes with
+    bool in_doubt;              //  A started restart's lease ended unfinished
+} brk_msg_policy_t;
 
 //  What only a message that failed at least once (or came back dead from
 //  the store) needs, kept apart so that the common message, published,
@@ -58,6 +70,7 @@ struct _brk_msg_t {
     brk_msg_t *next, *prev;     //  Ready, dead or done list
     brk_msg_t *pnext, *pprev;   //  Pending list (READY, DELAYED, LEASED)
     brk_msg_extra_t *extra;     //  Delay, history, dead letter; NULL until needed
+    brk_msg_policy_t *policy;   //  Target and coalescing; NULL without a policy
 };
 
 struct _brk_lease_t {
@@ -66,6 +79,7 @@ struct _brk_lease_t {
     brk_worker_t *worker;       //  Holder, or NULL once the worker is gone
     mdl_heap_node_t deadline;   //  Position in the lease heap
     brk_lease_t *wnext, *wprev; //  Holder's lease list
+    int64_t started_at;         //  Monotonic ms the restart was reported started, 0 = not
 };
 
 struct _brk_worker_t {

@@ -229,6 +229,54 @@ s_log_has (const char *log_name, const char *text)
     return e2e_log_has (env.dir, log_name, text);
 }
 
+//  Lines of log_name containing text.
+static int
+s_log_count (const char *log_name, const char *text)
+{
+    char path [128], line [1024];
+    snprintf (path, sizeof path, "%s/%s", env.dir, log_name);
+    FILE *file = fopen (path, "r");
+    if (!file)
+        return 0;
+    int count = 0;
+    while (fgets (line, sizeof line, file))
+        if (strstr (line, text))
+            count++;
+    fclose (file);
+    return count;
+}
+
+//  Poll log_name until it has count lines with text, or timeout. Returns
+//  the last count.
+static int
+s_wait_log_count (const char *log_name, const char *text, int count, int timeout_ms)
+{
+    int64_t start = zclock_mono ();
+    int last = s_log_count (log_name, text);
+    while (last < count && zclock_mono () - start < timeout_ms) {
+        zclock_sleep (50);
+        last = s_log_count (log_name, text);
+    }
+    return last;
+}
+
+//  Poll STATS for ms: name must stay at most value all along. Returns the
+//  highest value seen (fails fast instead of sleeping through).
+static int64_t
+s_stat_stays (const char *name, int64_t value, int ms)
+{
+    int64_t start = zclock_mono (), highest = -1;
+    while (zclock_mono () - start < ms) {
+        int64_t now = s_stat (name);
+        if (now > highest)
+            highest = now;
+        if (highest > value)
+            break;
+        zclock_sleep (100);
+    }
+    return highest;
+}
+
 //  The first column of the first row of sql on db_name, or -1 if no row.
 static int
 s_db_int (const char *db_name, const char *sql)
@@ -443,14 +491,15 @@ Test (e2e_worker, acks_made_while_the_broker_is_down_are_resent, .timeout = 60)
     while (s_restart_lines () < 5 && zclock_mono () - start < 10000)
         zclock_sleep (50);
     cr_assert_eq (s_restart_lines (), 5);
-    zclock_sleep (500);
+    //  Every job finished and its ACK went out (to nobody)
+    cr_assert_eq (s_wait_log_count ("wa.log", "Done. Acked", 5, 5000), 5);
     //  Back on the same journal: the leases are open one more ack deadline,
     //  and the worker must ack them again by their old ids once it is known
     s_start_broker ("5s", "5");
     cr_assert_eq (s_wait_stat ("acked", 5, 4000), 5, "unconfirmed acks were not resent");
     cr_assert_eq (s_stat ("redelivered"), 0);
-    zclock_sleep (6000);        //  Past the extra ack deadline: nothing comes back
-    cr_assert_eq (s_stat ("redelivered"), 0, "acked leases were delivered again");
+    //  Past the extra ack deadline: nothing comes back
+    cr_assert_eq (s_stat_stays ("redelivered", 0, 6000), 0, "acked leases were delivered again");
     cr_assert_eq (s_restart_lines (), 5, "a restart ran twice");
     cr_assert (s_log_has ("wa.log", "Resending unconfirmed"));
 }
@@ -467,7 +516,7 @@ Test (e2e_worker, sigterm_waits_for_acked_then_reports_unconfirmed, .timeout = 6
     while (s_restart_lines () < 3 && zclock_mono () - start < 10000)
         zclock_sleep (50);
     cr_assert_eq (s_restart_lines (), 3);
-    zclock_sleep (200);
+    cr_assert_eq (s_wait_log_count ("wa.log", "Done. Acked", 3, 5000), 3);
     start = zclock_mono ();
     kill (a, SIGTERM);
     int status = s_wait_exit (a, 8000);
@@ -477,4 +526,35 @@ Test (e2e_worker, sigterm_waits_for_acked_then_reports_unconfirmed, .timeout = 6
     cr_assert (s_log_has ("wa.log", "3 acks and 0 nacks left unconfirmed"));
     cr_assert (s_log_has ("wa.log", "Nacking 0 outstanding messages"));
     cr_assert (s_log_has ("wa.log", "Shutdown complete"));
+}
+
+//  The saved row (schema 2): attributes as JSON text, attempt, worker name,
+//  saved time and restart outcome time, through the real programs.
+Test (e2e_worker, saved_row_has_attributes_attempt_worker_and_times, .timeout = 60)
+{
+    s_start_broker ("5s", "5");
+    s_start_worker ("wa", "m.db", s_restart_cmd ("0", "0"), NULL, NULL, NULL, NULL);
+    cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
+    cJSON *reply = s_request (MMP_PUBLISH,
+        "{\"messages\":[{\"message_id\":\"00000000-0000-4000-8000-0000000000a1\","
+        "\"instance_name\":\"cattle-a1\",\"attributes\":{\"zone\":\"eu-1\",\"tags\":[\"db\",2]}},"
+        "{\"message_id\":\"00000000-0000-4000-8000-0000000000a2\",\"instance_name\":\"cattle-a2\"}]}",
+        MMP_PUBACK);
+    cJSON_Delete (reply);
+    cr_assert_eq (s_wait_stat ("acked", 2, 15000), 2);
+    //  The outcome update follows the ack in the next batch: poll for it
+    int64_t start = zclock_mono ();
+    while (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE outcome_at IS NOT NULL") < 2
+    &&     zclock_mono () - start < 5000)
+        zclock_sleep (50);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE outcome_at IS NOT NULL"
+                                    " AND outcome_at >= saved_at AND saved_at >= received_at"), 2);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE worker = 'wa'"
+                                    " AND attempt = 1 AND restart_outcome = 'restarted'"), 2);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE message_id ="
+                                    " '00000000-0000-4000-8000-0000000000a1' AND attributes ="
+                                    " '{\"zone\":\"eu-1\",\"tags\":[\"db\",2]}'"), 1);
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE message_id ="
+                                    " '00000000-0000-4000-8000-0000000000a2' AND attributes IS NULL"), 1);
+    cr_assert_eq (s_db_int ("m.db", "PRAGMA user_version"), 2);
 }

@@ -101,3 +101,71 @@ Test (wrk_exec, exit_status_decides_and_kill_is_silent, .timeout = 20)
     wrk_exec_destroy (&exec);
 }
 
+
+//  The kill stand-in: forwards to kill (2) and records, for a group kill,
+//  whether the group's leader was still unreaped at that moment (a zombie
+//  holds its pid, so the group id cannot have been reused yet).
+static int s_group_kills;
+static int s_group_kills_after_reap;
+
+static int
+s_recording_kill (pid_t pid, int signal)
+{
+    if (pid < 0) {
+        siginfo_t info;
+        memset (&info, 0, sizeof info);
+        s_group_kills++;
+        if (waitid (P_PID, (id_t) -pid, &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+            s_group_kills_after_reap++;     //  ECHILD: already reaped
+    }
+    return kill (pid, signal);
+}
+
+//  Issue 8 item 12: the group of an exited child is killed before its
+//  leader is reaped, never after (its id could belong to someone else).
+Test (wrk_exec, group_is_killed_before_its_leader_is_reaped, .timeout = 20)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    char error [200];
+    //  The leader exits at once and leaves a background child in its group
+    wrk_exec_t *exec = wrk_exec_new ("sh -c 'sleep 30 & exit 0'", error, sizeof error);
+    cr_assert_not_null (exec, "%s", error);
+    wrk_exec_set_kill (exec, s_recording_kill);
+    s_group_kills = s_group_kills_after_reap = 0;
+    reaped_t reaped = { 0 };
+    cr_assert_eq (wrk_exec_start (exec, 1, "h", "i", "m1"), 0);
+    s_reap_until (exec, &reaped, 0);
+    cr_assert_eq (reaped.calls, 1);
+    cr_assert (reaped.ok [0]);
+    cr_assert_eq (s_group_kills, 1);
+    cr_assert_eq (s_group_kills_after_reap, 0, "the group was killed after its leader was reaped");
+
+    //  A kill of a running child, then its reap: both while unreaped
+    cr_assert_eq (wrk_exec_start (exec, 2, "h", "i", "m2"), 0);
+    wrk_exec_kill (exec, 2);
+    s_reap_until (exec, &reaped, 0);
+    cr_assert_eq (reaped.calls, 1, "a killed child is not reported");
+    cr_assert_eq (s_group_kills_after_reap, 0);
+    cr_assert_geq (s_group_kills, 2);
+    wrk_exec_destroy (&exec);
+}
+
+//  Issue 8 item 13: a second child for a token already running cannot be
+//  tracked: it is stopped and its start fails at once (no job waits for
+//  the restart timeout on an unwatched child).
+Test (wrk_exec, untrackable_child_is_stopped_and_reported, .timeout = 20)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    char error [200];
+    wrk_exec_t *exec = wrk_exec_new ("sleep 30", error, sizeof error);
+    cr_assert_not_null (exec, "%s", error);
+    cr_assert_eq (wrk_exec_start (exec, 5, "h", "i", "m1"), 0);
+    cr_assert_eq (wrk_exec_start (exec, 5, "h", "i", "m2"), -1);
+    cr_assert_eq (wrk_exec_running (exec), 1);
+    wrk_exec_kill (exec, 5);
+    reaped_t reaped = { 0 };
+    s_reap_until (exec, &reaped, 0);
+    cr_assert_eq (wrk_exec_running (exec), 0);
+    cr_assert_eq (reaped.calls, 0);
+    wrk_exec_destroy (&exec);
+}

@@ -147,12 +147,11 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         return MDL_EXIT_USAGE;
     }
     char error [256];
-    char db_path [4096];
-    if (wrk_db_parse_url (db_url, db_path, sizeof db_path, error, sizeof error) != 0) {
+    if (wrk_db_check_url (db_url, error, sizeof error) != 0) {
         mdl_opt_fail (opt, "--db: %s", error);
         return MDL_EXIT_USAGE;
     }
-    options.db_path = db_path;
+    options.db_url = db_url;
     if (exec) {
         wrk_exec_t *check = wrk_exec_new (restart_cmd, error, sizeof error);
         if (!check) {

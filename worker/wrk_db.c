@@ -1,428 +1,122 @@
-/*  wrk_db: see wrk_db.h. A batch travels by pointer: the loop owns it
-    while filling it, the thread owns it between "BATCH" and "DONE", then
-    the loop again until it frees it in wrk_db_recv ().
+/*  wrk_db: see wrk_db.h. The handle is the ops table and the
+    implementation's state; every call is one indirect call.
 */
 #include "wrk_db.h"
 
 #include <assert.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
-#include "mdl_clock.h"
-#include "mdl_log.h"
-
-#define SCHEMA_VERSION 1
-#define BUSY_TIMEOUT_MS     5000    //  SQLite's own wait for a lock, per statement
-#define SETUP_DEADLINE_MS   30000   //  Opening: retry busy set-up this long
-#define WRITE_DEADLINE_MS   10000   //  A batch: retry a busy BEGIN/COMMIT this long
-
-//  One save request and, after the thread, its result.
-typedef struct {
-    char message_id [37];       //  Canonical uuid
-    uint64_t token;             //  Echoed back to the core
-    char *instance_name;        //  Owned copy
-    char *hostname;             //  Owned copy
-    int64_t attempt;            //  Delivery attempt
-    int64_t received_wall;      //  Unix ms
-    bool ok;                    //  Result: committed
-} save_t;
-
-//  One outcome update.
-typedef struct {
-    char message_id [37];       //  Canonical uuid
-    char *outcome;              //  Owned copy
-} outcome_t;
-
-typedef struct {
-    save_t *saves;              //  Save requests
-    size_t save_count;          //  Used
-    size_t save_capacity;       //  Allocated
-    outcome_t *outcomes;        //  Outcome updates
-    size_t outcome_count;       //  Used
-    size_t outcome_capacity;    //  Allocated
-    char error [256];           //  Result: why the transaction failed, or ""
-} batch_t;
-
-//  What the thread gets at start and fills before it signals.
-typedef struct {
-    const char *path;           //  Database file
-    const char *worker;         //  Worker name for the rows
-    int status;                 //  0 opened, -1 failed
-    char error [256];           //  Why it failed
-} start_t;
+#include "wrk_db_sqlite.h"
+#if defined (MANDRILL_WITH_PG)
+#include "wrk_db_pg.h"
+#endif
 
 struct _wrk_db_t {
-    zactor_t *actor;            //  The database thread
-    batch_t *batch;             //  Being filled by the loop, or NULL
-    size_t pending;             //  Batches with the thread
-    start_t *start;             //  Start arguments; the thread uses start->worker
+    const wrk_db_ops_t *ops;    //  The implementation
+    void *impl;                 //  Its state, owned
 };
 
-static void
-s_batch_free (batch_t **batch_p)
+//  The stores this worker knows, by URL prefix.
+typedef struct {
+    const char *prefix;         //  Matched case-sensitively at the start of the URL
+    bool whole_url;             //  Target is the whole URL (else what follows prefix)
+    wrk_db_open_fn *open;       //  Constructor
+    const wrk_db_ops_t *ops;    //  Its operations
+} scheme_t;
+
+static const scheme_t s_schemes [] = {
+    { "sqlite:", false, wrk_db_sqlite_open, &wrk_db_sqlite_ops },
+#if defined (MANDRILL_WITH_PG)
+    { "postgresql://", true, wrk_db_pg_open, &wrk_db_pg_ops },
+    { "postgres://", true, wrk_db_pg_open, &wrk_db_pg_ops },
+#endif
+};
+#define SCHEME_COUNT (sizeof s_schemes / sizeof s_schemes [0])
+
+static const scheme_t *
+s_scheme (const char *url, const char **target, char *error, size_t error_size)
 {
-    batch_t *batch = *batch_p;
-    if (batch) {
-        for (size_t i = 0; i < batch->save_count; i++) {
-            free (batch->saves [i].instance_name);
-            free (batch->saves [i].hostname);
+    for (size_t i = 0; url && i < SCHEME_COUNT; i++) {
+        size_t length = strlen (s_schemes [i].prefix);
+        if (strncmp (url, s_schemes [i].prefix, length) == 0) {
+            if (!url [length]) {
+                snprintf (error, error_size, "database URL '%s' names no database", url);
+                return NULL;
+            }
+            *target = s_schemes [i].whole_url ? url : url + length;
+            return &s_schemes [i];
         }
-        for (size_t i = 0; i < batch->outcome_count; i++)
-            free (batch->outcomes [i].outcome);
-        free (batch->saves);
-        free (batch->outcomes);
-        free (batch);
-        *batch_p = NULL;
     }
+    char safe [256];
+    wrk_db_url_redact (url ? url : "", safe, sizeof safe);
+    if (url && (strncmp (url, "postgresql://", 13) == 0 || strncmp (url, "postgres://", 11) == 0))
+        snprintf (error, error_size, "database '%s': this worker was built without "
+                  "PostgreSQL support", safe);
+    else
+        snprintf (error, error_size, "unsupported database '%s': use sqlite:PATH or "
+                  "postgresql://USER@HOST:PORT/DB", safe);
+    return NULL;
 }
 
 int
-wrk_db_parse_url (const char *url, char *path, size_t path_size, char *error, size_t error_size)
+wrk_db_check_url (const char *url, char *error, size_t error_size)
 {
-    if (!url || strncmp (url, "sqlite:", 7) != 0) {
-        snprintf (error, error_size, "unsupported database '%s': only sqlite:PATH is "
-                  "supported (PostgreSQL is not available yet)", url ? url : "");
-        return -1;
-    }
-    if (!url [7] || strlen (url + 7) >= path_size) {
-        snprintf (error, error_size, "database '%s' has no usable path", url);
-        return -1;
-    }
-    snprintf (path, path_size, "%s", url + 7);
-    return 0;
+    const char *target;
+    return s_scheme (url, &target, error, error_size) ? 0 : -1;
 }
 
-//  --------------------------------------------------------------------------
-//  The thread
-
-typedef struct {
-    sqlite3 *db;                //  The handle
-    sqlite3_stmt *upsert;       //  Save statement
-    sqlite3_stmt *update;       //  Outcome statement
-    const char *worker;         //  Name for the rows
-} db_thread_t;
-
-//  SQLite returns SQLITE_BUSY without calling the busy handler in a few
-//  cases (two connections racing to create a file or to switch it to WAL,
-//  WAL recovery, a lock upgrade that could deadlock), so every statement
-//  that takes a lock is retried here until a deadline, with a short sleep
-//  that grows from 1 ms to 50 ms.
-static bool
-s_busy (int rc)
+void
+wrk_db_url_redact (const char *url, char *out, size_t out_size)
 {
-    return (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+    //  scheme://user:password@host -> scheme://user:***@host; a password
+    //  in the query (?password=) is cut off with the whole query
+    const char *authority = strstr (url, "://");
+    const char *at = authority ? strchr (authority + 3, '@') : NULL;
+    const char *slash = authority ? strchr (authority + 3, '/') : NULL;
+    if (at && slash && slash < at)
+        at = NULL;
+    const char *colon = at ? memchr (authority + 3, ':', (size_t) (at - authority - 3)) : NULL;
+    const char *query = strchr (url, '?');
+    int length = query ? (int) (query - url) : (int) strlen (url);
+    if (colon)
+        snprintf (out, out_size, "%.*s:***%.*s", (int) (colon - url), url,
+                  (int) (length - (at - url)), at);
+    else
+        snprintf (out, out_size, "%.*s", length, url);
+    if (query && strlen (out) + 4 < out_size)
+        strcat (out, "?...");
 }
-
-static void
-s_busy_pause (int *pause_ms)
-{
-    zclock_sleep (*pause_ms);
-    if (*pause_ms < 50)
-        *pause_ms *= 2;
-}
-
-//  sqlite3_exec with retries while busy. Returns SQLite's last code.
-static int
-s_exec_retry (sqlite3 *db, const char *sql, int64_t deadline)
-{
-    int pause_ms = 1;
-    while (true) {
-        int rc = sqlite3_exec (db, sql, NULL, NULL, NULL);
-        if (!s_busy (rc) || zclock_mono () >= deadline)
-            return rc;
-        s_busy_pause (&pause_ms);
-    }
-}
-
-//  sqlite3_prepare_v2 with retries while busy (preparing reads the schema).
-static int
-s_prepare_retry (sqlite3 *db, const char *sql, sqlite3_stmt **stmt, int64_t deadline)
-{
-    int pause_ms = 1;
-    while (true) {
-        *stmt = NULL;
-        int rc = sqlite3_prepare_v2 (db, sql, -1, stmt, NULL);
-        if (!s_busy (rc) || zclock_mono () >= deadline)
-            return rc;
-        s_busy_pause (&pause_ms);
-    }
-}
-
-//  One-row query returning text into value. Retried while busy.
-static int
-s_query_text (sqlite3 *db, const char *sql, char *value, size_t size, int64_t deadline)
-{
-    int pause_ms = 1;
-    while (true) {
-        sqlite3_stmt *stmt;
-        int rc = s_prepare_retry (db, sql, &stmt, deadline);
-        if (rc != SQLITE_OK)
-            return rc;
-        rc = sqlite3_step (stmt);
-        if (rc == SQLITE_ROW) {
-            const unsigned char *text = sqlite3_column_text (stmt, 0);
-            snprintf (value, size, "%s", text ? (const char *) text : "");
-            rc = SQLITE_OK;
-        }
-        else
-        if (rc == SQLITE_DONE) {
-            value [0] = 0;
-            rc = SQLITE_OK;
-        }
-        sqlite3_finalize (stmt);
-        if (!s_busy (rc) || zclock_mono () >= deadline)
-            return rc;
-        s_busy_pause (&pause_ms);
-    }
-}
-
-static int
-s_open (db_thread_t *self, start_t *start)
-{
-    if (sqlite3_open_v2 (start->path, &self->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                         | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        snprintf (start->error, sizeof start->error, "cannot open %s: %s", start->path,
-                  self->db ? sqlite3_errmsg (self->db) : "out of memory");
-        return -1;
-    }
-    //  Before anything else touches the file: several workers may be
-    //  creating or opening it at this very moment
-    sqlite3_busy_timeout (self->db, BUSY_TIMEOUT_MS);
-    int64_t deadline = zclock_mono () + SETUP_DEADLINE_MS;
-    char mode [32];
-    int rc = s_query_text (self->db, "PRAGMA journal_mode = WAL", mode, sizeof mode, deadline);
-    if (rc != SQLITE_OK) {
-        snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
-                  sqlite3_errmsg (self->db));
-        return -1;
-    }
-    if (strcasecmp (mode, "wal") != 0)
-        mdl_warn ("%s: journal mode is %s, not WAL; writers will block readers",
-                  start->path, mode);
-    rc = s_exec_retry (self->db, "PRAGMA synchronous = NORMAL", deadline);
-    //  Schema check and creation in one write transaction, so two workers
-    //  on a new file never both see version 0 half way
-    if (rc == SQLITE_OK)
-        rc = s_exec_retry (self->db, "BEGIN IMMEDIATE", deadline);
-    if (rc != SQLITE_OK) {
-        snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
-                  sqlite3_errmsg (self->db));
-        return -1;
-    }
-    char version [32];
-    rc = s_query_text (self->db, "PRAGMA user_version", version, sizeof version, deadline);
-    int user_version = rc == SQLITE_OK ? atoi (version) : -1;
-    if (rc == SQLITE_OK && user_version == 0)
-        rc = sqlite3_exec (self->db,
-            "CREATE TABLE IF NOT EXISTS restarts ("
-            "  message_id TEXT PRIMARY KEY,"
-            "  instance_name TEXT NOT NULL,"
-            "  hostname TEXT NOT NULL,"
-            "  attempt INTEGER NOT NULL,"
-            "  worker TEXT NOT NULL,"
-            "  received_at INTEGER NOT NULL,"
-            "  saved_at INTEGER NOT NULL,"
-            "  restart_outcome TEXT,"
-            "  saves INTEGER NOT NULL);"
-            "PRAGMA user_version = 1;", NULL, NULL, NULL);
-    if (rc == SQLITE_OK && user_version != 0 && user_version != SCHEMA_VERSION) {
-        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
-        snprintf (start->error, sizeof start->error,
-                  "%s has schema version %d; this worker knows version %d",
-                  start->path, user_version, SCHEMA_VERSION);
-        return -1;
-    }
-    if (rc == SQLITE_OK)
-        rc = s_exec_retry (self->db, "COMMIT", deadline);
-    if (rc != SQLITE_OK) {
-        snprintf (start->error, sizeof start->error, "cannot set up %s: %s", start->path,
-                  sqlite3_errmsg (self->db));
-        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    if (s_prepare_retry (self->db,
-            "INSERT INTO restarts (message_id, instance_name, hostname, attempt, worker,"
-            " received_at, saved_at, saves) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"
-            " ON CONFLICT (message_id) DO UPDATE SET attempt = excluded.attempt,"
-            " worker = excluded.worker, received_at = excluded.received_at,"
-            " saved_at = excluded.saved_at, saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
-    ||  s_prepare_retry (self->db,
-            "UPDATE restarts SET restart_outcome = ?2 WHERE message_id = ?1",
-            &self->update, deadline) != SQLITE_OK) {
-        snprintf (start->error, sizeof start->error, "cannot prepare statements: %s",
-                  sqlite3_errmsg (self->db));
-        return -1;
-    }
-    return 0;
-}
-
-static void
-s_close (db_thread_t *self)
-{
-    sqlite3_finalize (self->upsert);
-    sqlite3_finalize (self->update);
-    if (self->db && sqlite3_close (self->db) != SQLITE_OK)
-        mdl_error ("closing database: %s", sqlite3_errmsg (self->db));
-    self->db = NULL;
-}
-
-static int
-s_exec_step (sqlite3_stmt *stmt)
-{
-    int rc = sqlite3_step (stmt);
-    sqlite3_reset (stmt);
-    return rc == SQLITE_DONE ? 0 : -1;
-}
-
-//  Write every batch in one transaction. Returns 0 or -1 (error set in each).
-static int
-s_write (db_thread_t *self, batch_t **batches, size_t count)
-{
-    int64_t now = mdl_clock_wall ();
-    //  Another worker holding the write lock makes us wait, not fail
-    int64_t deadline = zclock_mono () + WRITE_DEADLINE_MS;
-    bool failed = s_exec_retry (self->db, "BEGIN IMMEDIATE", deadline) != SQLITE_OK;
-    for (size_t b = 0; b < count && !failed; b++) {
-        batch_t *batch = batches [b];
-        for (size_t i = 0; i < batch->save_count && !failed; i++) {
-            save_t *save = &batch->saves [i];
-            sqlite3_bind_text (self->upsert, 1, save->message_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text (self->upsert, 2, save->instance_name, -1, SQLITE_STATIC);
-            sqlite3_bind_text (self->upsert, 3, save->hostname, -1, SQLITE_STATIC);
-            sqlite3_bind_int64 (self->upsert, 4, save->attempt);
-            sqlite3_bind_text (self->upsert, 5, self->worker, -1, SQLITE_STATIC);
-            sqlite3_bind_int64 (self->upsert, 6, save->received_wall);
-            sqlite3_bind_int64 (self->upsert, 7, now);
-            failed = s_exec_step (self->upsert) != 0;
-        }
-        for (size_t i = 0; i < batch->outcome_count && !failed; i++) {
-            sqlite3_bind_text (self->update, 1, batch->outcomes [i].message_id, -1, SQLITE_STATIC);
-            sqlite3_bind_text (self->update, 2, batch->outcomes [i].outcome, -1, SQLITE_STATIC);
-            failed = s_exec_step (self->update) != 0;
-        }
-    }
-    //  A busy COMMIT leaves the transaction open: retrying it is safe
-    if (!failed)
-        failed = s_exec_retry (self->db, "COMMIT", deadline) != SQLITE_OK;
-    const char *error = failed ? sqlite3_errmsg (self->db) : "";
-    for (size_t b = 0; b < count; b++) {
-        snprintf (batches [b]->error, sizeof batches [b]->error, "%s", error);
-        for (size_t i = 0; i < batches [b]->save_count; i++)
-            batches [b]->saves [i].ok = !failed;
-    }
-    if (failed) {
-        mdl_warn ("database write failed, rolled back: %s", error);
-        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
-        return -1;
-    }
-    return 0;
-}
-
-static void
-s_db_actor (zsock_t *pipe, void *args)
-{
-    start_t *start = (start_t *) args;
-    db_thread_t self = { .worker = start->worker };
-    start->status = s_open (&self, start);
-    zsock_signal (pipe, 0);
-    if (start->status != 0)
-        s_close (&self);
-
-    size_t capacity = 64;
-    batch_t **batches = malloc (capacity * sizeof *batches);
-    bool terminated = false;
-    while (!terminated) {
-        char *command = NULL;
-        void *pointer = NULL;
-        if (zsock_recv (pipe, "sp", &command, &pointer) != 0)
-            break;              //  Interrupted
-        size_t count = 0;
-        //  Take this batch and every batch already waiting: one commit
-        while (command) {
-            if (streq (command, "$TERM"))
-                terminated = true;
-            else
-            if (streq (command, "BATCH") && pointer) {
-                if (count == capacity) {
-                    batch_t **more = realloc (batches, capacity * 2 * sizeof *batches);
-                    if (more) {
-                        batches = more;
-                        capacity *= 2;
-                    }
-                }
-                if (batches && count < capacity)
-                    batches [count++] = pointer;
-                else {
-                    batch_t *batch = pointer;
-                    snprintf (batch->error, sizeof batch->error, "out of memory");
-                    zsock_send (pipe, "sp", "DONE", batch);
-                }
-            }
-            zstr_free (&command);
-            pointer = NULL;
-            if (!(zsock_events (pipe) & ZMQ_POLLIN))
-                break;
-            if (zsock_recv (pipe, "sp", &command, &pointer) != 0)
-                break;
-        }
-        if (count == 0)
-            continue;
-        if (self.db)
-            s_write (&self, batches, count);
-        else
-            for (size_t b = 0; b < count; b++)
-                snprintf (batches [b]->error, sizeof batches [b]->error, "database not open");
-        for (size_t b = 0; b < count; b++)
-            zsock_send (pipe, "sp", "DONE", batches [b]);
-    }
-    free (batches);
-    s_close (&self);
-}
-
-//  --------------------------------------------------------------------------
-//  The loop side
 
 wrk_db_t *
-wrk_db_new (const char *path, const char *worker_name, char *error, size_t error_size)
+wrk_db_new (const char *url, const char *worker_name, char *error, size_t error_size)
 {
-    wrk_db_t *self = calloc (1, sizeof *self);
-    start_t *start = calloc (1, sizeof *start);
-    char *worker = strdup (worker_name);
-    char *path_copy = strdup (path);
-    if (!self || !start || !worker || !path_copy) {
+    const char *target;
+    const scheme_t *scheme = s_scheme (url, &target, error, error_size);
+    if (!scheme)
+        return NULL;
+    void *impl = scheme->open (target, worker_name, error, error_size);
+    if (!impl)
+        return NULL;
+    wrk_db_t *self = wrk_db_new_with (scheme->ops, impl);
+    if (!self)
         snprintf (error, error_size, "out of memory");
-        free (self);
-        free (start);
-        free (worker);
-        free (path_copy);
-        return NULL;
-    }
-    start->path = path_copy;
-    start->worker = worker;
-    //  zactor_new returns after the thread signalled, so start->status is set
-    self->actor = zactor_new (s_db_actor, start);
-    int status = self->actor ? start->status : -1;
-    if (status != 0) {
-        snprintf (error, error_size, "%s", self->actor ? start->error
-                                                      : "cannot start the database thread");
-        zactor_destroy (&self->actor);
-        free (worker);
-        free (path_copy);
-        free (start);
-        free (self);
-        return NULL;
-    }
-    free (path_copy);
-    start->path = NULL;
-    self->start = start;    //  The thread keeps using start->worker
     return self;
 }
 
-static void
-s_ignore (void *arg, const char *message_id, uint64_t token, bool ok, const char *error)
+wrk_db_t *
+wrk_db_new_with (const wrk_db_ops_t *ops, void *impl)
 {
+    assert (ops && ops->save && ops->outcome && ops->flush && ops->watch
+            && ops->next_wake && ops->service && ops->pending && ops->destroy);
+    wrk_db_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        ops->destroy (&impl);
+        return NULL;
+    }
+    self->ops = ops;
+    self->impl = impl;
+    return self;
 }
 
 void
@@ -431,127 +125,60 @@ wrk_db_destroy (wrk_db_t **self_p)
     assert (self_p);
     if (*self_p) {
         wrk_db_t *self = *self_p;
-        wrk_db_flush (self);
-        //  Wait for the batches still with the thread (written before it
-        //  reads $TERM anyway) so their memory comes back
-        zsock_set_rcvtimeo (self->actor, 10000);
-        while (self->pending > 0 && wrk_db_recv (self, s_ignore, NULL) >= 0)
-            ;
-        zactor_destroy (&self->actor);
-        s_batch_free (&self->batch);
-        if (self->start)
-            free ((char *) self->start->worker);
-        free (self->start);
+        self->ops->destroy (&self->impl);
         free (self);
         *self_p = NULL;
     }
 }
 
-static batch_t *
-s_batch (wrk_db_t *self)
+int
+wrk_db_save (wrk_db_t *self, const wrk_db_row_t *row)
 {
-    if (!self->batch)
-        self->batch = calloc (1, sizeof (batch_t));
-    return self->batch;
+    return self->ops->save (self->impl, row);
 }
 
 int
-wrk_db_save (wrk_db_t *self, const char *message_id, uint64_t token,
-             const char *instance_name, const char *hostname,
-             int64_t attempt, int64_t received_wall_ms)
+wrk_db_outcome (wrk_db_t *self, const char *message_id, const char *outcome,
+                int64_t outcome_wall_ms)
 {
-    batch_t *batch = s_batch (self);
-    if (!batch)
-        return -1;
-    if (batch->save_count == batch->save_capacity) {
-        size_t capacity = batch->save_capacity ? batch->save_capacity * 2 : 32;
-        save_t *saves = realloc (batch->saves, capacity * sizeof *saves);
-        if (!saves)
-            return -1;
-        batch->saves = saves;
-        batch->save_capacity = capacity;
-    }
-    save_t *save = &batch->saves [batch->save_count];
-    memset (save, 0, sizeof *save);
-    snprintf (save->message_id, sizeof save->message_id, "%s", message_id);
-    save->token = token;
-    save->instance_name = strdup (instance_name);
-    save->hostname = strdup (hostname);
-    save->attempt = attempt;
-    save->received_wall = received_wall_ms;
-    if (!save->instance_name || !save->hostname) {
-        free (save->instance_name);
-        free (save->hostname);
-        return -1;
-    }
-    batch->save_count++;
-    return 0;
-}
-
-int
-wrk_db_outcome (wrk_db_t *self, const char *message_id, const char *outcome)
-{
-    batch_t *batch = s_batch (self);
-    if (!batch)
-        return -1;
-    if (batch->outcome_count == batch->outcome_capacity) {
-        size_t capacity = batch->outcome_capacity ? batch->outcome_capacity * 2 : 32;
-        outcome_t *outcomes = realloc (batch->outcomes, capacity * sizeof *outcomes);
-        if (!outcomes)
-            return -1;
-        batch->outcomes = outcomes;
-        batch->outcome_capacity = capacity;
-    }
-    outcome_t *entry = &batch->outcomes [batch->outcome_count];
-    snprintf (entry->message_id, sizeof entry->message_id, "%s", message_id);
-    entry->outcome = strdup (outcome);
-    if (!entry->outcome)
-        return -1;
-    batch->outcome_count++;
-    return 0;
+    return self->ops->outcome (self->impl, message_id, outcome, outcome_wall_ms);
 }
 
 int
 wrk_db_flush (wrk_db_t *self)
 {
-    if (!self->batch || (self->batch->save_count == 0 && self->batch->outcome_count == 0))
-        return 0;
-    if (zsock_send (self->actor, "sp", "BATCH", self->batch) != 0)
-        return -1;          //  Kept: sent with the next flush
-    self->batch = NULL;
-    self->pending++;
-    return 0;
+    return self->ops->flush (self->impl);
 }
 
-zactor_t *
-wrk_db_actor (wrk_db_t *self)
+void
+wrk_db_watch (wrk_db_t *self, wrk_db_watch_t *watch)
 {
-    return self->actor;
+    watch->sock = NULL;
+    watch->fd = -1;
+    watch->events = 0;
+    self->ops->watch (self->impl, watch);
+}
+
+int64_t
+wrk_db_next_wake (wrk_db_t *self)
+{
+    return self->ops->next_wake (self->impl);
 }
 
 int
-wrk_db_recv (wrk_db_t *self, wrk_db_done_fn *done, void *arg)
+wrk_db_service (wrk_db_t *self, wrk_db_done_fn *done, void *arg)
 {
-    char *command = NULL;
-    void *pointer = NULL;
-    if (zsock_recv (self->actor, "sp", &command, &pointer) != 0)
-        return -1;
-    batch_t *batch = pointer;
-    int reported = -1;
-    if (command && streq (command, "DONE") && batch) {
-        self->pending--;
-        reported = 0;
-        for (size_t i = 0; i < batch->save_count; i++, reported++)
-            done (arg, batch->saves [i].message_id, batch->saves [i].token,
-                  batch->saves [i].ok, batch->error);
-        s_batch_free (&batch);
-    }
-    zstr_free (&command);
-    return reported;
+    return self->ops->service (self->impl, done, arg);
 }
 
 size_t
 wrk_db_pending (wrk_db_t *self)
 {
-    return self->pending;
+    return self->ops->pending (self->impl);
+}
+
+const char *
+wrk_db_name (wrk_db_t *self)
+{
+    return self->ops->name;
 }

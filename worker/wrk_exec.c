@@ -32,6 +32,7 @@ struct _wrk_exec_t {
     size_t word_count;          //  Number of words
     zhashx_t *by_pid;           //  pid -> child_t, owns the entries
     zhashx_t *by_token;         //  token -> child_t
+    wrk_exec_kill_fn *kill_fn;  //  kill (2), or a test's stand-in
 };
 
 static const char *s_placeholders [] = { "{hostname}", "{instance_name}", "{message_id}" };
@@ -76,6 +77,7 @@ wrk_exec_new (const char *template, char *error, size_t error_size)
     self->words = calloc (length / 2 + 2, sizeof (char *));
     self->by_pid = zhashx_new ();
     self->by_token = zhashx_new ();
+    self->kill_fn = kill;
     if (!word || !self->words || !self->by_pid || !self->by_token) {
         snprintf (error, error_size, "out of memory");
         free (word);
@@ -205,6 +207,17 @@ wrk_exec_expand (wrk_exec_t *self, const char *hostname,
     return argv;
 }
 
+//  Kill and reap a child that is not in the indexes (blocking, but brief:
+//  SIGKILL cannot be caught).
+static void
+s_stop_untracked (wrk_exec_t *self, pid_t pid)
+{
+    self->kill_fn (-pid, SIGKILL);
+    int status;
+    while (waitpid (pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
 int
 wrk_exec_start (wrk_exec_t *self, uint64_t token, const char *hostname,
                 const char *instance_name, const char *message_id)
@@ -248,8 +261,20 @@ wrk_exec_start (wrk_exec_t *self, uint64_t token, const char *hostname,
     child->pid = pid;
     child->pid_key = (uint64_t) pid;
     snprintf (child->message_id, sizeof child->message_id, "%s", message_id);
-    zhashx_insert (self->by_pid, &child->pid_key, child);
-    zhashx_insert (self->by_token, &child->token, child);
+    //  A child we cannot track would run unwatched and its job would wait
+    //  for the timeout: stop it now and report the start as failed
+    if (zhashx_insert (self->by_pid, &child->pid_key, child) != 0) {
+        mdl_error ("cannot track restart of %s (pid %d); killed", hostname, (int) pid);
+        s_stop_untracked (self, pid);
+        free (child);
+        return -1;
+    }
+    if (zhashx_insert (self->by_token, &child->token, child) != 0) {
+        mdl_error ("restart of %s: token %" PRIu64 " already running; killed", hostname, token);
+        s_stop_untracked (self, pid);
+        zhashx_delete (self->by_pid, &child->pid_key);      //  Frees child
+        return -1;
+    }
     return 0;
 }
 
@@ -258,24 +283,41 @@ wrk_exec_kill (wrk_exec_t *self, uint64_t token)
 {
     child_t *child = zhashx_lookup (self->by_token, &token);
     if (child && !child->killed) {
-        //  Not reaped yet, so the group id is still ours even if it exited
-        kill (-child->pid, SIGKILL);
+        //  Not reaped yet (wrk_exec_reap kills the group before it reaps),
+        //  so the group id is still ours even if the leader exited
+        self->kill_fn (-child->pid, SIGKILL);
         child->killed = true;
     }
 }
 
 void
+wrk_exec_set_kill (wrk_exec_t *self, wrk_exec_kill_fn *kill_fn)
+{
+    self->kill_fn = kill_fn ? kill_fn : kill;
+}
+
+void
 wrk_exec_reap (wrk_exec_t *self, wrk_exec_done_fn *done, void *arg)
 {
-    int status;
-    pid_t pid;
-    while ((pid = waitpid (-1, &status, WNOHANG)) > 0) {
+    while (true) {
+        //  Look at an exited child without reaping it: while the leader is
+        //  a zombie its pid, and so its process group id, cannot be reused,
+        //  so the group kill below can only reach what it left behind
+        siginfo_t info;
+        memset (&info, 0, sizeof info);
+        if (waitid (P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
+            break;
+        pid_t pid = info.si_pid;
         uint64_t key = (uint64_t) pid;
         child_t *child = zhashx_lookup (self->by_pid, &key);
+        if (child)
+            //  Whatever the child left behind in its group goes with it
+            self->kill_fn (-pid, SIGKILL);
+        int status;
+        if (waitpid (pid, &status, WNOHANG) != pid)
+            break;          //  Not reapable after all (cannot happen): next SIGCHLD
         if (!child)
-            continue;
-        //  Whatever the child left behind in its group goes with it
-        kill (-pid, SIGKILL);
+            continue;       //  Not one of ours (reaped all the same)
         char reason [64];
         bool ok = WIFEXITED (status) && WEXITSTATUS (status) == 0;
         if (WIFEXITED (status))

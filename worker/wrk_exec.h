@@ -14,6 +14,15 @@
     success; anything else, or a signal, is a failure with a reason.
     Children are tracked by the job token the core gave them, so a kill or
     an exit of an older job never lands on a newer one.
+
+    Process groups and pid reuse: a child's group id is its pid, which the
+    kernel may give to a new process once the child is reaped. So the
+    group is only ever signalled while the leader is unreaped: reaping
+    first looks at an exited child without reaping it (waitid WNOWAIT),
+    kills its group (what it left running in the background), and only
+    then reaps it. A child that cannot be tracked (an index insert fails)
+    is killed and reaped at once and its start reported failed, so no job
+    waits for its timeout on a child nobody watches.
 */
 #ifndef WRK_EXEC_H_INCLUDED
 #define WRK_EXEC_H_INCLUDED
@@ -50,6 +59,11 @@ void wrk_exec_kill (wrk_exec_t *self, uint64_t token);
 typedef void (wrk_exec_done_fn) (void *arg, const char *message_id, uint64_t token,
                                  bool ok, const char *reason);
 void wrk_exec_reap (wrk_exec_t *self, wrk_exec_done_fn *done, void *arg);
+
+//  The signal call (kill (2) by default); tests pass a stand-in that also
+//  records whether the target was still unreaped. NULL restores kill.
+typedef int (wrk_exec_kill_fn) (pid_t pid, int signal);
+void wrk_exec_set_kill (wrk_exec_t *self, wrk_exec_kill_fn *kill_fn);
 
 //  Children started and not yet reaped.
 size_t wrk_exec_running (wrk_exec_t *self);

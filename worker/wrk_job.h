@@ -1,30 +1,28 @@
-/*  wrk_job: the worker's per-message state machine, without sockets.
+/*  wrk_job: one message's state machine, without sockets or tables.
 
-    For every delivery the worker holds, wrk_jobs_t keeps one wrk_job_t
-    (the in-flight table, indexed by delivery_id and by message_id) and
-    drives its two concurrent steps:
+    A job is one delivery the worker holds and its two concurrent steps:
 
       save     handed to the save effect at once; its completion comes back
-               through wrk_jobs_saved (). A failure is retried locally with
+               through wrk_job_saved (). A failure is retried locally with
                exponential backoff (save_retry_base_ms doubling up to
                save_retry_max_ms) at most save_attempts times; it never
                causes a second restart.
       restart  started at the same moment. In WRK_RESTART_SIMULATE mode the
-               core itself completes it after U[0,1) * restart_latency_ms
+               job itself completes it after U[0,1) * restart_latency_ms
                and fails it with probability fail_rate (both drawn from the
                injected random source). In WRK_RESTART_EXTERNAL mode the
-               restart effect starts it (exec) and wrk_jobs_restarted ()
-               reports the outcome; after restart_timeout_ms the core calls
+               restart effect starts it (exec) and wrk_job_restarted ()
+               reports the outcome; after restart_timeout_ms the job calls
                the kill effect and counts it as failed.
 
     While either step runs, the lease is extended every extend_every_ms
-    (or every half lease if that is shorter). All due extends of one tick
-    go out as one EXTEND. When both steps are done the delivery is ACKed;
-    a restart failure NACKs it (no delay_ms: the broker's backoff applies
-    and the broker counts attempts). A restart success is reported at once
-    with PROGRESS [restart]; a delivery that carries "restart" in its steps
-    skips the restart, one with "save" skips the save. When a NACK follows
-    a successful save, PROGRESS [save] precedes it.
+    (or every half lease if that is shorter). When both steps are done the
+    delivery is ACKed; a restart failure NACKs it (no delay_ms: the
+    broker's backoff applies and the broker counts attempts). A restart
+    success is reported at once with PROGRESS [restart]; a delivery that
+    carries "restart" in its steps skips the restart, one with "save"
+    skips the save. When a NACK follows a successful save, PROGRESS [save]
+    precedes it.
 
     Bounded by construction (the tutorial's extend-forever deadlock cannot
     happen): every job has a hard ceiling, max_job_ms after delivery, at
@@ -32,47 +30,22 @@
     is bounded by restart_timeout_ms (external) or restart_latency_ms
     (simulated); a save by save_attempts.
 
-    One deadline structure: each job sits once in an mdl_heap keyed on the
-    earliest of its timers (extend due, restart completion or timeout, save
-    retry, hard ceiling). wrk_jobs_tick () services everything due and
-    wrk_jobs_next_wake () tells the loop when to call it next, so the loop
-    keeps a single timer whatever the number of messages.
+    A finished job keeps what the broker has not confirmed (its ACK or
+    NACK, the PROGRESS steps not answered: a few bytes in the job) until
+    the table (wrk_jobs) hands it the reply, and asks to be resent after
+    confirm_timeout_ms; after its lease has certainly ended (the later of
+    its last lease deadline and the moment it finished, plus one ack
+    deadline) it gives up.
 
-    Outgoing commands are collected and handed to the effects in batches by
-    wrk_jobs_flush (): PROGRESS first, then ACK, then NACK (one per reason),
-    then EXTEND, each split at MMP_MAX_IDS. The loop calls it after every
-    handler.
+    A job lives in exactly one table (wrk_jobs_t), which owns it: the job
+    queues its commands, re-keys its timer and leaves the table only through
+    the table's wrk_jobs_queue (), wrk_jobs_rearm () and wrk_jobs_remove ()
+    (declared in wrk_jobs.h for this file). After wrk_jobs_remove () the job
+    is freed: a transition never touches it again.
 
-    Nothing is done until the broker says so. An ACK, a NACK and a PROGRESS
-    count only once the broker's ACKED, NACKED or PROGRESSED lists the id
-    (in ok, stale or unknown; wrk_jobs_reply () takes the replies). Until
-    then the job keeps what is unconfirmed (a few bytes per job, in the job
-    itself) and sends it again when no reply came within confirm_timeout_ms
-    (the loop sets it to the heartbeat interval) and whenever the loop calls
-    wrk_jobs_resend () (after every WELCOME, i.e. after a reconnect or a
-    re-HELLO to a restarted broker, which answered our commands with ERROR
-    before it knew us). EXTEND is never resent: the next period sends a
-    fresh one. A job whose ACK or NACK is out no longer works, is never
-    extended and does not count in wrk_jobs_size (); it stays in the table
-    until the reply comes, or until one ack deadline after its lease has
-    certainly ended (the later of its last lease deadline and the moment it
-    finished), when it is dropped with a warning: by then the broker has
-    delivered the message again, so keeping it helps nothing, and the table
-    stays bounded. A stale or unknown verdict on an ACK is logged (the
-    broker may deliver the request again); the done job is then remembered,
-    doing nothing, until that same give-up time. A message redelivered to
-    us while its ACK is unconfirmed or was refused is acked under the new
-    lease at once, without running a step again; one whose NACK is
-    unconfirmed starts over.
-
-    Logging: one INFO line per event ("Consumed", "Saved", "Restarted",
-    "Extended deadline", "Done. Acked") while the rate stays under
-    log_burst lines per second; above it, per-message lines are dropped and
-    one summary line per second gives the counts, so logging never becomes
-    the bottleneck.
-
-    Ownership: the jobs own their copies of the request strings. Effects get
-    const pointers valid for the duration of the call.
+    Ownership: a job owns its copies of the request strings and attributes
+    (one allocation). Effects get const pointers valid during the call.
+    Cost: every transition is O(1) but for the strings copied at creation.
 */
 #ifndef WRK_JOB_H_INCLUDED
 #define WRK_JOB_H_INCLUDED
@@ -82,6 +55,7 @@
 #include <stdint.h>
 
 #include "mdl_clock.h"
+#include "mdl_heap.h"
 #include "mmp.h"
 
 typedef struct _wrk_jobs_t wrk_jobs_t;
@@ -132,67 +106,8 @@ typedef struct {
     void (*outcome) (void *arg, const wrk_job_t *job, const char *outcome);
 } wrk_effects_t;
 
-//  Create the table. config and effects are copied.
-wrk_jobs_t *wrk_jobs_new (const wrk_config_t *config, const wrk_effects_t *effects,
-                          mdl_clock_t clock, mdl_random_t random);
-void wrk_jobs_destroy (wrk_jobs_t **self_p);
-
-//  The broker's ack deadline, learnt from WELCOME.
-void wrk_jobs_set_ack_deadline (wrk_jobs_t *self, int64_t ms);
-
-//  How long to wait for a reply before resending (ms > 0).
-void wrk_jobs_set_confirm_timeout (wrk_jobs_t *self, int64_t ms);
-
-//  Take a new delivery: start its steps. Returns 0, or -1 when the
-//  delivery is refused (out of memory), in which case it is NACKed.
-int wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery);
-
-//  Outcome of a save, identified by message_id and the job's token (a
-//  completion for an older job of the same message is ignored).
-void wrk_jobs_saved (wrk_jobs_t *self, const char *message_id, uint64_t token,
-                     bool ok, const char *error);
-
-//  Outcome of an external restart.
-void wrk_jobs_restarted (wrk_jobs_t *self, const char *message_id, uint64_t token,
-                         bool ok, const char *reason);
-
-//  The broker says these leases are no longer ours (stale/unknown in a
-//  reply): stop extending them; the work still finishes and is acked.
-void wrk_jobs_lease_lost (wrk_jobs_t *self, const uint64_t *ids, size_t count);
-
-//  A reply from the broker: EXTENDED (stale/unknown leases stop being
-//  extended), ACKED, NACKED, PROGRESSED (the ids are confirmed). Other
-//  commands are ignored.
-void wrk_jobs_reply (wrk_jobs_t *self, const mmp_msg_t *reply);
-
-//  Queue again every unconfirmed ACK, NACK and PROGRESS (after WELCOME).
-//  Returns the number of jobs concerned; wrk_jobs_flush () sends them.
-size_t wrk_jobs_resend (wrk_jobs_t *self);
-
-//  Service every timer due now.
-void wrk_jobs_tick (wrk_jobs_t *self);
-
-//  When tick should run next (monotonic ms), or -1 when nothing is pending.
-int64_t wrk_jobs_next_wake (wrk_jobs_t *self);
-
-//  Hand the collected commands to the effects.
-void wrk_jobs_flush (wrk_jobs_t *self);
-
-//  Shutdown: kill what runs and queue a NACK (reason "shutdown") for every
-//  job still working, after PROGRESS for steps already done. Jobs already
-//  acked or nacked keep waiting for their reply. Returns the number of jobs
-//  nacked. Call wrk_jobs_flush () afterwards to send them.
-size_t wrk_jobs_nack_all (wrk_jobs_t *self);
-
-//  Jobs still working (not yet acked or nacked).
-size_t wrk_jobs_size (wrk_jobs_t *self);
-
-//  Jobs whose ACK or NACK the broker has not confirmed yet; *acks and
-//  *nacks (either may be NULL) split the number.
-size_t wrk_jobs_unconfirmed (wrk_jobs_t *self, size_t *acks, size_t *nacks);
-
-//  Log the in-flight table (message, steps done, age, extensions).
-void wrk_jobs_dump (wrk_jobs_t *self);
+//  Defaults as documented in mandrill-worker --help.
+void wrk_config_defaults (wrk_config_t *config);
 
 //  Counters since start.
 typedef struct {
@@ -210,9 +125,118 @@ typedef struct {
     uint64_t acks_abandoned;    //  ACKs never answered, dropped after the lease
     uint64_t resent;            //  Jobs whose unconfirmed commands were sent again
 } wrk_stats_t;
-void wrk_jobs_stats (wrk_jobs_t *self, wrk_stats_t *stats);
 
-//  Accessors for the effects.
+//  NACK reasons; the table sends one NACK per reason per flush.
+typedef enum {
+    WRK_NACK_RESTART_FAILED,
+    WRK_NACK_RESTART_TIMEOUT,
+    WRK_NACK_SAVE_FAILED,
+    WRK_NACK_JOB_TIMEOUT,
+    WRK_NACK_SHUTDOWN,
+    WRK_NACK_REFUSED,
+    WRK_NACK_COUNT
+} wrk_nack_t;
+
+//  The reason's wire text ("restart_failed", ...).
+const char *wrk_nack_name (wrk_nack_t reason);
+
+//  Where a job is after its steps stopped.
+typedef enum {
+    WRK_FINAL_NONE,             //  Still working
+    WRK_FINAL_ACK,              //  ACK sent, waiting for ACKED
+    WRK_FINAL_NACK,             //  NACK sent, waiting for NACKED
+    WRK_FINAL_GONE              //  Done, but the ACK came back stale/unknown
+} wrk_final_t;
+
+//  What the job hands its table to send (wrk_jobs_queue).
+typedef enum {
+    WRK_QUEUE_EXTEND,
+    WRK_QUEUE_ACK,
+    WRK_QUEUE_NACK,             //  With a wrk_nack_t
+    WRK_QUEUE_PROGRESS_RESTART,
+    WRK_QUEUE_PROGRESS_SAVE
+} wrk_queue_t;
+
+//  What a job reads from its table: the table owns it, jobs change only
+//  the counters.
+typedef struct {
+    wrk_config_t config;        //  Policy
+    wrk_effects_t effects;      //  The outside world
+    mdl_clock_t clock;          //  Monotonic time source
+    mdl_random_t random;        //  U[0,1) source for simulated restarts
+    wrk_stats_t stats;          //  Counters since start
+    wrk_jobs_t *jobs;           //  The table, for wrk_jobs_queue/rearm/remove
+} wrk_job_ctx_t;
+
+//  A new job for a delivery, not yet started (no table, no timers). token
+//  tags its completions. Returns NULL when out of memory.
+wrk_job_t *wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token);
+
+//  Free a job that is in no table (the table frees its own).
+void wrk_job_destroy (wrk_job_t **self_p);
+
+//  Start both steps of a job already in the table (steps: MMP_STEP_* done
+//  by earlier attempts). The job may be finished (even removed) on return.
+void wrk_job_start (wrk_job_t *self, wrk_job_ctx_t *ctx, unsigned steps);
+
+//  The same message delivered again under a new lease while we hold it.
+//  The job goes on under the new delivery id (acked at once when it was
+//  done; carried on when it still works); the table un-indexes the old id
+//  before and indexes the new one after. Returns false, doing nothing,
+//  for a job whose NACK is unconfirmed: the broker took it back, so the
+//  table drops it and starts a new job.
+bool wrk_job_redeliver (wrk_job_t *self, wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery);
+
+//  The delivery id was reissued for another message: a working job loses
+//  its lease and finishes without one (a finished one the table removes:
+//  its ACK would hit the new message). The table un-indexes it first.
+void wrk_job_drop_lease (wrk_job_t *self, wrk_job_ctx_t *ctx);
+
+//  Completions (a finished job, or one of another token, ignores them).
+void wrk_job_saved (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *error);
+void wrk_job_restarted (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *reason);
+
+//  The broker no longer holds this lease: stop extending.
+void wrk_job_lease_lost (wrk_job_t *self, wrk_job_ctx_t *ctx);
+
+//  Service what is due at now. The job may be removed on return.
+void wrk_job_tick (wrk_job_t *self, wrk_job_ctx_t *ctx, int64_t now);
+
+//  Queue again what the broker has not confirmed.
+void wrk_job_resend (wrk_job_t *self, wrk_job_ctx_t *ctx);
+
+//  The broker answered this job's ACK or NACK (verdict NULL for ok, else
+//  "stale" or "unknown"). The job may be removed on return.
+void wrk_job_confirm_final (wrk_job_t *self, wrk_job_ctx_t *ctx, wrk_final_t final,
+                            const char *verdict);
+
+//  The broker answered one PROGRESS of this job.
+void wrk_job_confirm_progress (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok);
+
+//  Shutdown: kill what runs; NACK (after PROGRESS [save] when saved). The
+//  job may be removed on return.
+void wrk_job_shutdown (wrk_job_t *self, wrk_job_ctx_t *ctx);
+
+//  A lease extended by the broker until now + deadline_ms.
+void wrk_job_extended (wrk_job_t *self, int64_t until);
+
+//  Log one line about the job.
+void wrk_job_dump (const wrk_job_t *self, int64_t now);
+
+//  The earliest timer of the job (monotonic ms): its heap key.
+int64_t wrk_job_wake (const wrk_job_t *self);
+
+//  The job's heap node (first member) and back.
+mdl_heap_node_t *wrk_job_node (wrk_job_t *self);
+wrk_job_t *wrk_job_of_node (mdl_heap_node_t *node);
+
+//  State for the table.
+wrk_final_t wrk_job_final (const wrk_job_t *self);
+bool wrk_job_progress_unconfirmed (const wrk_job_t *self);
+bool wrk_job_progress_waiting (const wrk_job_t *self);
+uint64_t *wrk_job_delivery_key (wrk_job_t *self);   //  Key of the table's by-delivery index
+
+//  Accessors for the effects and the store.
 uint64_t wrk_job_delivery_id (const wrk_job_t *job);
 uint64_t wrk_job_token (const wrk_job_t *job);
 int64_t wrk_job_attempt (const wrk_job_t *job);
@@ -220,5 +244,7 @@ int64_t wrk_job_received_wall (const wrk_job_t *job);
 const char *wrk_job_message_id (const wrk_job_t *job);
 const char *wrk_job_instance_name (const wrk_job_t *job);
 const char *wrk_job_hostname (const wrk_job_t *job);
+
+const char *wrk_job_attributes (const wrk_job_t *job, size_t *size);
 
 #endif

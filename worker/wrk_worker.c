@@ -11,33 +11,23 @@
 #include "mmp.h"
 #include "wrk_db.h"
 #include "wrk_exec.h"
+#include "wrk_link.h"
 
 #define HOUSEKEEPING_MS     100         //  Heartbeat, liveness and grace checks
-#define DEFAULT_HEARTBEAT   1000        //  Until WELCOME says otherwise
-#define RECONNECT_MIN_MS    500         //  First reconnect backoff
-#define RECONNECT_MAX_MS    10000       //  Backoff cap
 #define SLOW_HANDLER_US     100000      //  --debug threshold
-#define MAX_READ_BURST      256         //  Messages per reader call, keeps timers fair
 
 typedef struct {
     wrk_options_t options;      //  Copied flags
     zloop_t *loop;              //  The one loop
-    zsock_t *dealer;            //  To the broker, or NULL between reconnects
+    wrk_link_t *link;           //  To the broker
     int sigfd;                  //  signalfd of the handled signals
-    wrk_db_t *db;               //  Database thread
+    wrk_db_t *db;               //  The store (wrk_db.h)
+    wrk_db_watch_t db_watch;    //  What the loop polls for it now
     wrk_exec_t *exec;           //  Restart children, exec mode only
     wrk_jobs_t *jobs;           //  In-flight table
     uint64_t random_state;      //  For mdl_random_system
-    mmp_buf_t buf;              //  Reused to build bodies
     int job_timer;              //  zloop timer id for the job table, or -1
     int64_t job_timer_at;       //  When it fires
-    int64_t heartbeat_ms;       //  Effective heartbeat interval
-    int64_t last_heard;         //  Monotonic ms of the broker's last message
-    int64_t last_sent;          //  Monotonic ms of our last heartbeat
-    int64_t last_hello;         //  Monotonic ms of our last HELLO
-    int64_t reconnect_at;       //  Do not reconnect before this
-    int reconnects;             //  Attempts since the last WELCOME
-    bool welcomed;              //  WELCOME received on this connection
     bool draining;              //  Shutdown started
     int64_t drain_deadline;     //  End of the grace period
 } worker_t;
@@ -51,96 +41,51 @@ s_now (void)
 //  --------------------------------------------------------------------------
 //  Sending
 
-static void
-s_send (worker_t *self, mmp_command_t command)
-{
-    if (!self->dealer)
-        return;
-    if (self->buf.failed) {
-        mdl_error ("out of memory building %s", mmp_command_name (command));
-        return;
-    }
-    if (mmp_send (self->dealer, NULL, command, self->buf.data, self->buf.size) != 0)
-        mdl_debug ("could not send %s (broker unreachable)", mmp_command_name (command));
-}
-
-static void
-s_ids_body (worker_t *self, const uint64_t *ids, size_t count)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"delivery_ids\":");
-    mmp_buf_id_array (&self->buf, ids, count);
-}
-
-static void
-s_hello (worker_t *self)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_printf (&self->buf, "{\"credit\":%" PRId64 ",\"name\":",
-                    self->draining ? 0 : self->options.credit);
-    mmp_buf_json_string (&self->buf, self->options.name);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_HELLO);
-    self->last_hello = s_now ();
-}
+//  The job table's effects: commands go to the link, saves to the store,
+//  restarts to the children.
 
 static void
 s_effect_extend (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    if (self->options.jobs.extension_ms > 0)
-        mmp_buf_printf (&self->buf, ",\"extension_ms\":%" PRId64, self->options.jobs.extension_ms);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_EXTEND);
-    if (count > 1)
-        mdl_debug ("EXTEND sent for %zu leases", count);
+    wrk_link_extend (self->link, ids, count);
 }
 
 static void
 s_effect_ack (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_ACK);
+    wrk_link_ack (self->link, ids, count);
 }
 
 static void
 s_effect_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"reason\":");
-    mmp_buf_json_string (&self->buf, reason);
-    mmp_buf_puts (&self->buf, "}");
-    s_send (self, MMP_NACK);
+    wrk_link_nack (self->link, ids, count, reason);
 }
 
 static void
 s_effect_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"steps\":[");
-    bool comma = false;
-    if (steps & MMP_STEP_SAVE) {
-        mmp_buf_puts (&self->buf, "\"save\"");
-        comma = true;
-    }
-    if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (&self->buf, comma ? ",\"restart\"" : "\"restart\"");
-    mmp_buf_puts (&self->buf, "]}");
-    s_send (self, MMP_PROGRESS);
+    wrk_link_progress (self->link, ids, count, steps);
 }
 
 static int
 s_effect_save (void *arg, const wrk_job_t *job)
 {
     worker_t *self = arg;
-    return wrk_db_save (self->db, wrk_job_message_id (job), wrk_job_token (job),
-                        wrk_job_instance_name (job), wrk_job_hostname (job),
-                        wrk_job_attempt (job), wrk_job_received_wall (job));
+    wrk_db_row_t row = {
+        .message_id = wrk_job_message_id (job),
+        .token = wrk_job_token (job),
+        .instance_name = wrk_job_instance_name (job),
+        .hostname = wrk_job_hostname (job),
+        .attempt = wrk_job_attempt (job),
+        .received_wall_ms = wrk_job_received_wall (job)
+    };
+    row.attributes = wrk_job_attributes (job, &row.attributes_size);
+    return wrk_db_save (self->db, &row);
 }
 
 static int
@@ -163,69 +108,22 @@ static void
 s_effect_outcome (void *arg, const wrk_job_t *job, const char *outcome)
 {
     worker_t *self = arg;
-    wrk_db_outcome (self->db, wrk_job_message_id (job), outcome);
-}
-
-//  --------------------------------------------------------------------------
-//  Connection
-
-static int
-s_connect (worker_t *self)
-{
-    zsock_destroy (&self->dealer);
-    self->dealer = zsock_new (ZMQ_DEALER);
-    if (!self->dealer)
-        return -1;
-    //  Never block the loop on a send: a full queue drops the message and
-    //  the lease logic (extend again, expiry, redelivery) recovers
-    zsock_set_sndtimeo (self->dealer, 0);
-    zsock_set_sndhwm (self->dealer, 100000);
-    zsock_set_rcvhwm (self->dealer, 100000);
-    zsock_set_linger (self->dealer, 0);
-    if (zsock_connect (self->dealer, "%s", self->options.broker) != 0) {
-        mdl_error ("cannot connect to %s", self->options.broker);
-        zsock_destroy (&self->dealer);
-        return -1;
-    }
-    self->welcomed = false;
-    s_hello (self);
-    return 0;
+    if (wrk_db_outcome (self->db, wrk_job_message_id (job), outcome, mdl_clock_wall ()) != 0)
+        mdl_warn ("out of memory recording the outcome of %s", wrk_job_message_id (job));
 }
 
 static void s_rearm (worker_t *self);
 static int s_on_job_timer (zloop_t *loop, int timer_id, void *arg);
-static int s_on_broker (zloop_t *loop, zsock_t *reader, void *arg);
 
+//  A message from the broker, after the link took what it needs.
 static void
-s_reconnect (worker_t *self)
+s_on_message (void *arg, mmp_msg_t *msg)
 {
-    int64_t now = s_now ();
-    int64_t backoff = RECONNECT_MIN_MS;
-    for (int i = 0; i < self->reconnects && backoff < RECONNECT_MAX_MS; i++)
-        backoff *= 2;
-    if (backoff > RECONNECT_MAX_MS)
-        backoff = RECONNECT_MAX_MS;
-    self->reconnects++;
-    mdl_warn ("Broker %s silent for %" PRId64 " ms; reconnecting (attempt %d, next in %" PRId64 " ms)",
-              self->options.broker, now - self->last_heard, self->reconnects, backoff);
-    if (self->dealer)
-        zloop_reader_end (self->loop, self->dealer);
-    if (s_connect (self) == 0)
-        zloop_reader (self->loop, self->dealer, s_on_broker, self);
-    self->reconnect_at = now + backoff;
-}
-
-static void
-s_on_message (worker_t *self, mmp_msg_t *msg)
-{
+    worker_t *self = arg;
     switch (msg->command) {
         case MMP_WELCOME:
-            self->welcomed = true;
-            self->reconnects = 0;
-            if (self->options.heartbeat_ms <= 0 && msg->heartbeat_ms > 0)
-                self->heartbeat_ms = msg->heartbeat_ms;
             wrk_jobs_set_ack_deadline (self->jobs, msg->ack_deadline_ms);
-            wrk_jobs_set_confirm_timeout (self->jobs, self->heartbeat_ms);
+            wrk_jobs_set_confirm_timeout (self->jobs, wrk_link_heartbeat_ms (self->link));
             mdl_info ("Connected to broker %s (ack deadline %" PRId64 " ms, heartbeat %"
                       PRId64 " ms, epoch %" PRId64 "), credit %" PRId64 ", %zu in flight",
                       self->options.broker, msg->ack_deadline_ms, msg->heartbeat_ms,
@@ -244,9 +142,10 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             for (size_t i = 0; i < msg->delivery_count; i++) {
                 if (self->draining) {
                     //  Sent before our CREDIT 0 arrived: give it straight back
-                    s_effect_nack (self, &msg->deliveries [i].delivery_id, 1, "shutdown");
+                    wrk_link_nack (self->link, &msg->deliveries [i].delivery_id, 1, "shutdown");
                     continue;
                 }
+                //  -1: refused, and already NACKed by the table
                 wrk_jobs_deliver (self->jobs, &msg->deliveries [i]);
             }
             break;
@@ -262,15 +161,7 @@ s_on_message (worker_t *self, mmp_msg_t *msg)
             wrk_jobs_reply (self->jobs, msg);
             break;
         case MMP_ERROR:
-            if (msg->code && streq (msg->code, MMP_ERR_UNEXPECTED)) {
-                //  The broker does not know us (it restarted): register again
-                if (s_now () - self->last_hello >= 500) {
-                    mdl_warn ("Broker does not know this worker (%s); sending HELLO again",
-                              msg->reason ? msg->reason : "");
-                    s_hello (self);
-                }
-            }
-            else
+            if (!msg->code || !streq (msg->code, MMP_ERR_UNEXPECTED))
                 mdl_warn ("Broker error %s: %s", msg->code ? msg->code : "?",
                           msg->reason ? msg->reason : "");
             break;
@@ -300,10 +191,15 @@ s_rearm (worker_t *self)
         delay = 1;
     self->job_timer_at = s_now () + delay;
     self->job_timer = zloop_timer (self->loop, (size_t) delay, 1, s_on_job_timer, self);
+    if (self->job_timer == -1)
+        //  Tried again after the next handler (housekeeping: 100 ms)
+        mdl_error ("cannot arm the job timer; retrying");
 }
 
 //  Finish shutdown when the grace is over or nothing is left. Returns -1
 //  to end the loop.
+static int s_db_rewatch (worker_t *self);
+
 static int
 s_after (worker_t *self)
 {
@@ -323,15 +219,14 @@ s_after (worker_t *self)
         mdl_info ("Nacking %zu outstanding messages", wrk_jobs_size (self->jobs));
         wrk_jobs_nack_all (self->jobs);
         wrk_jobs_flush (self->jobs);
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
-        s_send (self, MMP_BYE);
+        wrk_link_bye (self->link);
         wrk_db_flush (self->db);
         mdl_log_flush ();
         return -1;
     }
     if (wrk_db_flush (self->db) != 0)
-        mdl_warn ("could not hand saves to the database thread; retrying");
+        mdl_warn ("could not hand saves to the database; retrying");
+    s_db_rewatch (self);
     s_rearm (self);
     mdl_log_flush ();
     return 0;
@@ -344,25 +239,10 @@ s_after (worker_t *self)
     return s_after (self)
 
 static int
-s_on_broker (zloop_t *loop, zsock_t *reader, void *arg)
+s_on_link_after (void *arg)
 {
     worker_t *self = arg;
-    HANDLER_BEGIN;
-    for (int i = 0; i < MAX_READ_BURST && reader == self->dealer; i++) {
-        mmp_msg_t msg;
-        mmp_error_t err;
-        mmp_msg_init (&msg);
-        int rc = mmp_recv (self->dealer, false, NULL, MMP_FROM_BROKER, &msg, &err);
-        if (rc == -1)
-            break;
-        self->last_heard = s_now ();
-        if (rc == -2)
-            mdl_warn ("malformed message from the broker: %s (%s)", err.code, err.reason);
-        else
-            s_on_message (self, &msg);
-        mmp_msg_reset (&msg);
-    }
-    HANDLER_END ("broker");
+    return s_after (self);
 }
 
 static void
@@ -377,13 +257,53 @@ s_on_db (zloop_t *loop, zsock_t *reader, void *arg)
 {
     worker_t *self = arg;
     HANDLER_BEGIN;
-    for (int i = 0; i < MAX_READ_BURST; i++) {
-        if (wrk_db_recv (self->db, s_on_saved, self) < 0)
-            break;
-        if (!(zsock_events (reader) & ZMQ_POLLIN))
-            break;
-    }
+    wrk_db_service (self->db, s_on_saved, self);
     HANDLER_END ("database");
+}
+
+static int
+s_on_db_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    worker_t *self = arg;
+    HANDLER_BEGIN;
+    wrk_db_service (self->db, s_on_saved, self);
+    HANDLER_END ("database");
+}
+
+//  The store says what to poll; it may change after any call into it
+//  (a new connection, a pipeline with bytes to send). Re-registered here,
+//  after every handler, only when it differs.
+static int
+s_db_rewatch (worker_t *self)
+{
+    wrk_db_watch_t watch;
+    wrk_db_watch (self->db, &watch);
+    if (watch.sock == self->db_watch.sock && watch.fd == self->db_watch.fd
+    &&  watch.events == self->db_watch.events)
+        return 0;
+    if (self->db_watch.sock)
+        zloop_reader_end (self->loop, self->db_watch.sock);
+    if (self->db_watch.fd >= 0) {
+        zmq_pollitem_t item = { NULL, self->db_watch.fd, 0, 0 };
+        zloop_poller_end (self->loop, &item);
+    }
+    self->db_watch.sock = NULL;
+    self->db_watch.fd = -1;
+    self->db_watch.events = 0;
+    int rc = 0;
+    if (watch.sock)
+        rc = zloop_reader (self->loop, watch.sock, s_on_db, self);
+    else
+    if (watch.fd >= 0) {
+        zmq_pollitem_t item = { NULL, watch.fd, watch.events ? watch.events : ZMQ_POLLIN, 0 };
+        rc = zloop_poller (self->loop, &item, s_on_db_fd, self);
+    }
+    if (rc != 0) {
+        mdl_error ("cannot watch the database; retrying");
+        return -1;
+    }
+    self->db_watch = watch;
+    return 0;
 }
 
 static void
@@ -404,9 +324,7 @@ s_begin_shutdown (worker_t *self, const char *name)
     mdl_info ("Received exit signal %s", name);
     self->draining = true;
     self->drain_deadline = s_now () + self->options.grace_ms;
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"credit\":0}");
-    s_send (self, MMP_CREDIT);
+    wrk_link_stop_taking_work (self->link);
     mdl_info ("Stopped taking work; %zu messages in flight, grace period %.1fs",
               wrk_jobs_size (self->jobs), (double) self->options.grace_ms / 1000.0);
 }
@@ -451,14 +369,11 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     worker_t *self = arg;
     HANDLER_BEGIN;
     int64_t now = s_now ();
-    if (now - self->last_sent >= self->heartbeat_ms) {
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
-        s_send (self, MMP_HEARTBEAT);
-        self->last_sent = now;
-    }
-    if (now - self->last_heard > 3 * self->heartbeat_ms && now >= self->reconnect_at)
-        s_reconnect (self);
+    wrk_link_tick (self->link);
+    //  The store's own timers (reconnect backoff), at housekeeping pace
+    int64_t db_wake = wrk_db_next_wake (self->db);
+    if (db_wake >= 0 && now >= db_wake)
+        wrk_db_service (self->db, s_on_saved, self);
     //  The job timer may have been lost to a failed zloop_timer
     if (self->job_timer != -1 && now > self->job_timer_at + 1000)
         self->job_timer = -1;
@@ -473,10 +388,10 @@ wrk_worker_run (const wrk_options_t *options)
     worker_t self_, *self = &self_;
     memset (self, 0, sizeof *self);
     self->options = *options;
+    self->db = options->db;         //  Ours from here on, also on failure
+    self->db_watch.fd = -1;
     self->sigfd = -1;
     self->job_timer = -1;
-    self->heartbeat_ms = options->heartbeat_ms > 0 ? options->heartbeat_ms : DEFAULT_HEARTBEAT;
-    mmp_buf_init (&self->buf);
     int rc = 1;
 
     //  Before any thread exists, so that no thread takes these signals
@@ -492,7 +407,7 @@ wrk_worker_run (const wrk_options_t *options)
     if (pthread_sigmask (SIG_BLOCK, &signals, NULL) != 0
     ||  (self->sigfd = signalfd (-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
         mdl_error ("cannot set up signal handling: %s", strerror (errno));
-        return 1;
+        goto done;
     }
     mdl_log_set_buffered (true);
 
@@ -504,7 +419,8 @@ wrk_worker_run (const wrk_options_t *options)
             goto done;
         }
     }
-    self->db = wrk_db_new (options->db_path, options->name, error, sizeof error);
+    if (!self->db)
+        self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
     if (!self->db) {
         mdl_error ("database: %s", error);
         goto done;
@@ -515,7 +431,7 @@ wrk_worker_run (const wrk_options_t *options)
     };
     wrk_config_t config = options->jobs;
     config.restart_mode = self->exec ? WRK_RESTART_EXTERNAL : WRK_RESTART_SIMULATE;
-    config.confirm_timeout_ms = self->heartbeat_ms;
+    config.confirm_timeout_ms = options->heartbeat_ms > 0 ? options->heartbeat_ms : 1000;
     self->jobs = wrk_jobs_new (&config, &effects, mdl_clock_system (),
                                mdl_random_system (&self->random_state));
     self->loop = zloop_new ();
@@ -523,40 +439,36 @@ wrk_worker_run (const wrk_options_t *options)
         mdl_error ("out of memory");
         goto done;
     }
-    self->last_heard = s_now ();
-    self->reconnect_at = s_now ();
-    if (s_connect (self) != 0)
+    self->link = wrk_link_new (options, self->loop, s_on_message, s_on_link_after, self);
+    if (!self->link)
         goto done;
     zmq_pollitem_t signal_item = { NULL, self->sigfd, ZMQ_POLLIN, 0 };
-    if (zloop_reader (self->loop, self->dealer, s_on_broker, self) != 0
-    ||  zloop_reader (self->loop, zactor_sock (wrk_db_actor (self->db)), s_on_db, self) != 0
+    if (s_db_rewatch (self) != 0
     ||  zloop_poller (self->loop, &signal_item, s_on_signal, self) != 0
     ||  zloop_timer (self->loop, HOUSEKEEPING_MS, 0, s_on_housekeeping, self) == -1) {
         mdl_error ("cannot set up the loop");
         goto done;
     }
+    char db_safe [512];
+    wrk_db_url_redact (options->db_url ? options->db_url : wrk_db_name (self->db),
+                       db_safe, sizeof db_safe);
     mdl_info ("Worker %s started: broker %s, credit %" PRId64 ", restart %s, database %s",
               options->name, options->broker, options->credit,
-              self->exec ? "exec" : "simulate", options->db_path);
+              self->exec ? "exec" : "simulate", db_safe);
     mdl_log_flush ();
     zloop_start (self->loop);
     rc = 0;
 
 done:
+    wrk_link_destroy (&self->link);     //  Before the loop it is registered with
     zloop_destroy (&self->loop);
     if (self->db) {
         mdl_info ("Closing database connections");
         mdl_log_flush ();
     }
     wrk_db_destroy (&self->db);
-    if (self->dealer) {
-        //  Let the NACKs and BYE reach the broker
-        zsock_set_linger (self->dealer, 2000);
-        zsock_destroy (&self->dealer);
-    }
     wrk_jobs_destroy (&self->jobs);
     wrk_exec_destroy (&self->exec);
-    mmp_buf_free (&self->buf);
     if (self->sigfd >= 0)
         close (self->sigfd);
     if (rc == 0)
