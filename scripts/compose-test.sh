@@ -309,6 +309,8 @@ IFS='|' read -r ROWS IDS NAMES <<<"$ROW"
 WORKER_NAMES=$(db_query "SELECT worker, count(*) FROM restarts GROUP BY worker ORDER BY worker" \
     | tr '\n' ' ')
 say "$DB_KIND: $ROWS rows, one per request, saved by $NAMES workers: $WORKER_NAMES"
+# Informational: the outcome is written after the save and may trail the ack.
+OUTCOMES=$(db_query "SELECT count(*) FROM restarts WHERE restart_outcome IS NOT NULL") || OUTCOMES="?"
 
 CTL_OUT=$(timeout 120 "${DC[@]}" run --rm -T ctl stats 2>"$D/ctl.err") || { cat "$D/ctl.err" >&2; fail "ctl stats (tools profile)"; }
 
@@ -328,7 +330,7 @@ echo "stack:     broker, postgres, $WORKERS workers, mock publisher (host networ
 echo "published: $TOTAL (mock publisher $P0, then mandrill-publish $N); all acked"
 python3 -c 'import sys; print ("latency:   %d requests published and all acked in %.1f s" % (int (sys.argv [1]), float (sys.argv [3]) - float (sys.argv [2])))' \
     "$N" "$T_PUB" "$T_ACK"
-echo "database:  $DB_KIND, $ROWS rows, $NAMES distinct worker names"
+echo "database:  $DB_KIND, $ROWS rows, $NAMES distinct worker names, $OUTCOMES restart outcomes recorded"
 echo "workers:   $WORKER_NAMES"
 echo "ctl stats (tools profile):"
 sed 's/^/    /' <<<"$CTL_OUT"
