@@ -218,7 +218,8 @@ import sys, yaml
 c = yaml.safe_load (open (sys.argv [1]))
 for s in c ["services"].values ():
     s.pop ("ports", None)
-    assert s.get ("network_mode") == "host", "a service is not on the host network"
+    s ["network_mode"] = "host"     # also for services the override does not name (keys)
+    s.pop ("networks", None)
 yaml.safe_dump (c, open (sys.argv [2], "w"), sort_keys = False)' "$D/merged.yml" "$D/config.yml" \
     || fail "cannot write the host-network compose file"
 DC=(docker-compose --ansi never -p "$PROJECT" -f "$D/config.yml")
@@ -233,7 +234,16 @@ case "$DB_URL" in
     sqlite:*) DB_KIND=sqlite; SQLITE_PATH=${DB_URL#sqlite:} ;;
     *) fail "the worker's --db '$DB_URL' is neither sqlite: nor postgresql:" ;;
 esac
-say "ports: frontend $FRONTEND, backend $BACKEND, events $EVENTS, postgres $PGPORT; worker db: $DB_KIND"
+# A compose file with a keys service runs over CURVE: the checks then use the
+# operator's and the publisher's keys from the keys volume (docker/mandrill-keys.sh).
+CTL_KEYS=(); PUB_KEYS=(); SECURITY=insecure
+if python3 -c 'import sys, yaml; sys.exit (0 if "keys" in yaml.safe_load (open (sys.argv [1])) ["services"] else 1)' \
+    "$D/config.yml"; then
+    CTL_KEYS=(--curve-cert /keys/operator.key_secret --broker-cert /keys/broker.key)
+    PUB_KEYS=(--curve-cert /keys/publisher.key_secret --broker-cert /keys/broker.key)
+    SECURITY=CURVE
+fi
+say "ports: frontend $FRONTEND, backend $BACKEND, events $EVENTS, postgres $PGPORT; worker db: $DB_KIND; $SECURITY"
 
 # --- up --------------------------------------------------------------------------
 say "docker-compose up with $WORKERS workers"
@@ -244,7 +254,7 @@ timeout 300 "${DC[@]}" up -d --no-build --scale worker=$WORKERS >"$D/up.log" 2>&
 # The broker's STATS as one JSON line, through the frontend (mandrill-ctl in
 # the broker's container: no new container per poll).
 stats () {
-    timeout 20 "${DC[@]}" exec -T broker mandrill-ctl --broker "tcp://127.0.0.1:$FRONTEND" \
+    timeout 20 "${DC[@]}" exec -T broker mandrill-ctl --broker "tcp://127.0.0.1:$FRONTEND" "${CTL_KEYS[@]}" \
         --timeout 3s --json stats 2>/dev/null
 }
 # field NAME < json: prints the field (empty when missing).
@@ -293,7 +303,8 @@ say "mock publisher stopped after $P0 requests; publishing $N more"
 
 T_PUB=$(date +%s.%N)
 timeout 300 "${DC[@]}" run --rm --no-deps -T publisher mandrill-publish \
-    --broker "tcp://broker:$FRONTEND" --mock --count "$N" --rate 2000 >"$D/publish.log" 2>&1 \
+    --broker "tcp://broker:$FRONTEND" "${PUB_KEYS[@]}" --mock --count "$N" --rate 2000 \
+    >"$D/publish.log" 2>&1 \
     || { tail -n 20 "$D/publish.log" >&2; fail "mandrill-publish of $N requests (not all confirmed)"; }
 wait_until 300 "every published request acked (last STATS: ${LAST_STATS:-none})" all_acked
 T_ACK=$(date +%s.%N)
@@ -326,7 +337,7 @@ done
 [ -z "$BAD" ] || fail "not a graceful stop:$BAD"
 
 echo "---- compose-test report ----"
-echo "stack:     broker, postgres, $WORKERS workers, mock publisher (host network, 127.0.0.1)"
+echo "stack:     broker, postgres, $WORKERS workers, mock publisher (host network, 127.0.0.1, $SECURITY)"
 echo "published: $TOTAL (mock publisher $P0, then mandrill-publish $N); all acked"
 python3 -c 'import sys; print ("latency:   %d requests published and all acked in %.1f s" % (int (sys.argv [1]), float (sys.argv [3]) - float (sys.argv [2])))' \
     "$N" "$T_PUB" "$T_ACK"
