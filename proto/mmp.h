@@ -22,6 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mmp_json.h"
+
 #define MMP_SIGNATURE       "MMP1"
 
 //  Limits. A message over any of them is refused with the code in brackets.
@@ -201,33 +203,16 @@ int mmp_send_json (zsock_t *sock, zframe_t *routing_id, mmp_command_t command,
 int mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
                     const char *reason, const char *req);
 
+//  --------------------------------------------------------------------------
+//  Encoders (mmp_encode.c): every body Mandrill sends. Each clears buf,
+//  writes one JSON object and returns 0, or -1 when an allocation failed
+//  (buf must then not be sent).
+
+//  ERROR {code, reason, req?}; each string cut to MMP_MAX_TEXT bytes.
+int mmp_encode_error (mmp_buf_t *buf, const char *code, const char *reason, const char *req);
+
 //  Validators shared with the tools.
 bool mmp_valid_instance_name (const char *text, size_t len);   //  RFC 1123 label, 1..63
 bool mmp_valid_hostname (const char *text, size_t len);        //  dot-separated labels, 1..253
-
-//  A reusable growing text buffer for building JSON bodies by hand on hot
-//  paths (DELIVER, ACKED) where a cJSON tree per message would cost too much.
-typedef struct {
-    char *data;                 //  Null-terminated text
-    size_t size;                //  Bytes used, excluding the null
-    size_t capacity;            //  Bytes allocated
-    bool failed;                //  An allocation failed; text is incomplete
-} mmp_buf_t;
-
-void mmp_buf_init (mmp_buf_t *buf);
-void mmp_buf_free (mmp_buf_t *buf);
-void mmp_buf_clear (mmp_buf_t *buf);
-void mmp_buf_append (mmp_buf_t *buf, const char *text, size_t len);
-void mmp_buf_puts (mmp_buf_t *buf, const char *text);
-void mmp_buf_printf (mmp_buf_t *buf, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
-void mmp_buf_u64 (mmp_buf_t *buf, uint64_t value);
-//  Append text as a JSON string literal, quotes and escapes included.
-//  Invalid UTF-8 becomes U+FFFD.
-void mmp_buf_json_string (mmp_buf_t *buf, const char *text);
-//  The same for text already known to be valid UTF-8 (a decoded string),
-//  without the check, giving the text cJSON prints for it.
-void mmp_buf_json_string_valid (mmp_buf_t *buf, const char *text);
-//  Append [a,b,c] of ids.
-void mmp_buf_id_array (mmp_buf_t *buf, const uint64_t *ids, size_t count);
 
 #endif

@@ -1,5 +1,5 @@
-/*  mmp: the MMP/1 codec. See mmp.h for the API and PROTOCOL.md for the
-    wire format this file implements.
+/*  mmp_decode: the MMP/1 decoder. See mmp.h for the API and PROTOCOL.md
+    for the wire format this file implements.
 
     Decoding is done in passes that each refuse as early and as cheaply as
     they can: frames and signature, command for the direction, body size,
@@ -14,10 +14,10 @@
     the cJSON tree plus one array.
 */
 #include "mmp.h"
+#include "mmp_decode.h"
 #include "mdl_util.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
 //  Wire names, indexed by mmp_command_t.
 static const char *const s_command_names [MMP_COMMAND_COUNT] = {
@@ -127,6 +126,18 @@ mmp_msg_reset (mmp_msg_t *msg)
     free ((void *) msg->message_ids);
     free ((void *) msg->other_ids);
     mmp_msg_init (msg);
+}
+
+
+int
+mmp_fail (mmp_error_t *err, const char *code, const char *format, ...)
+{
+    err->code = code;
+    va_list args;
+    va_start (args, format);
+    vsnprintf (err->reason, sizeof err->reason, format, args);
+    va_end (args);
+    return -2;
 }
 
 
@@ -1127,421 +1138,4 @@ mmp_decode (const void *signature, size_t signature_size,
         return -2;
     }
     return 0;
-}
-
-
-//  --------------------------------------------------------------------------
-//  Sockets
-
-int
-mmp_recv (zsock_t *sock, bool wait, zframe_t **routing_id,
-          mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err)
-{
-    assert (sock);
-    assert (msg);
-    mmp_error_t spare;
-    if (!err)
-        err = &spare;
-    if (routing_id)
-        *routing_id = NULL;
-    void *handle = zsock_resolve (sock);
-    assert (handle);
-
-    //  Keep the first parts; count and drop the rest, so the whole
-    //  multipart message is always consumed whatever its shape.
-    enum { KEEP = 4 };
-    zmq_msg_t parts [KEEP];
-    size_t kept = 0;
-    size_t total = 0;
-    int rc = -1;
-    int more = 1;
-    while (more) {
-        zmq_msg_t *part = kept < KEEP? &parts [kept]: NULL;
-        zmq_msg_t spill;
-        if (!part)
-            part = &spill;
-        zmq_msg_init (part);
-        //  Only the first part can be absent: a multipart message arrives whole.
-        int flags = (total == 0 && !wait)? ZMQ_DONTWAIT: 0;
-        if (zmq_msg_recv (part, handle, flags) == -1) {
-            zmq_msg_close (part);
-            if (total == 0)
-                goto done;      //  Nothing queued, timed out or interrupted
-            //  Interrupted mid-message (only at context end): treat as bad
-            total = 0;
-            break;
-        }
-        more = zmq_msg_more (part);
-        total++;
-        if (part == &spill)
-            zmq_msg_close (part);
-        else
-            kept++;
-    }
-    if (total == 0) {
-        rc = s_fail (err, MMP_ERR_BAD_FRAMES, NULL, NULL, "message cut short");
-        goto done;
-    }
-    size_t first = 0;
-    if (routing_id) {
-        *routing_id = zframe_new (zmq_msg_data (&parts [0]), zmq_msg_size (&parts [0]));
-        first = 1;
-    }
-    if (total - first != 3) {
-        rc = s_fail (err, MMP_ERR_BAD_FRAMES, NULL, NULL,
-                     "%zu frames, an MMP message has 3", total - first);
-        goto done;
-    }
-    rc = mmp_decode (zmq_msg_data (&parts [first]), zmq_msg_size (&parts [first]),
-                     zmq_msg_data (&parts [first + 1]), zmq_msg_size (&parts [first + 1]),
-                     zmq_msg_data (&parts [first + 2]), zmq_msg_size (&parts [first + 2]),
-                     direction, msg, err);
-done:
-    for (size_t i = 0; i < kept; i++)
-        zmq_msg_close (&parts [i]);
-    return rc;
-}
-
-int
-mmp_send (zsock_t *sock, zframe_t *routing_id, mmp_command_t command,
-          const char *json, size_t json_size)
-{
-    assert (sock);
-    const char *name = mmp_command_name (command);
-    assert (name);
-    if (!json) {
-        json = "{}";
-        json_size = 2;
-    }
-    void *handle = zsock_resolve (sock);
-    assert (handle);
-    //  zmq_send copies and zmq_send_const references: nothing of ours is
-    //  held by libzmq after a failure, so nothing can leak. Only the first
-    //  part can fail on a full or unroutable peer; libzmq takes the rest
-    //  of a multipart message whole once it took the first part.
-    if (routing_id
-    &&  zmq_send (handle, zframe_data (routing_id), zframe_size (routing_id), ZMQ_SNDMORE) == -1)
-        return -1;
-    if (zmq_send_const (handle, MMP_SIGNATURE, 4, ZMQ_SNDMORE) == -1
-    ||  zmq_send_const (handle, name, strlen (name), ZMQ_SNDMORE) == -1
-    ||  zmq_send (handle, json, json_size, 0) == -1)
-        return -1;
-    return 0;
-}
-
-int
-mmp_send_json (zsock_t *sock, zframe_t *routing_id, mmp_command_t command,
-               const cJSON *body)
-{
-    assert (body);
-    char *text = cJSON_PrintUnformatted (body);
-    if (!text)
-        return -1;
-    int rc = mmp_send (sock, routing_id, command, text, strlen (text));
-    cJSON_free (text);
-    return rc;
-}
-
-static void
-s_json_string (mmp_buf_t *buf, const char *text, size_t max);
-
-int
-mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
-                const char *reason, const char *req)
-{
-    assert (code);
-    //  Truncated so our own ERROR always passes the peer's too_long check
-    mmp_buf_t buf;
-    mmp_buf_init (&buf);
-    mmp_buf_puts (&buf, "{\"code\":");
-    s_json_string (&buf, code, MMP_MAX_TEXT);
-    mmp_buf_puts (&buf, ",\"reason\":");
-    s_json_string (&buf, reason? reason: "", MMP_MAX_TEXT);
-    if (req) {
-        mmp_buf_puts (&buf, ",\"req\":");
-        s_json_string (&buf, req, MMP_MAX_TEXT);
-    }
-    mmp_buf_puts (&buf, "}");
-    int rc = buf.failed? -1: mmp_send (sock, routing_id, MMP_ERROR, buf.data, buf.size);
-    mmp_buf_free (&buf);
-    return rc;
-}
-
-
-//  --------------------------------------------------------------------------
-//  mmp_buf: text is always null-terminated once anything was appended;
-//  after a failed allocation the buffer keeps what it had and sets failed,
-//  so callers check once at the end instead of after every append.
-
-void
-mmp_buf_init (mmp_buf_t *buf)
-{
-    assert (buf);
-    buf->data = NULL;
-    buf->size = 0;
-    buf->capacity = 0;
-    buf->failed = false;
-}
-
-void
-mmp_buf_free (mmp_buf_t *buf)
-{
-    assert (buf);
-    free (buf->data);
-    mmp_buf_init (buf);
-}
-
-void
-mmp_buf_clear (mmp_buf_t *buf)
-{
-    assert (buf);
-    buf->size = 0;
-    buf->failed = false;
-    if (buf->data)
-        buf->data [0] = 0;
-}
-
-//  Make room for extra more bytes plus the null. Returns 0 or -1.
-static int
-s_buf_reserve (mmp_buf_t *buf, size_t extra)
-{
-    if (buf->failed)
-        return -1;
-    if (buf->size + extra + 1 <= buf->capacity)
-        return 0;
-    size_t capacity = buf->capacity? buf->capacity: 256;
-    while (capacity < buf->size + extra + 1) {
-        if (capacity > SIZE_MAX / 2) {
-            buf->failed = true;
-            return -1;
-        }
-        capacity *= 2;
-    }
-    char *data = realloc (buf->data, capacity);
-    if (!data) {
-        buf->failed = true;
-        return -1;
-    }
-    buf->data = data;
-    buf->capacity = capacity;
-    return 0;
-}
-
-void
-mmp_buf_append (mmp_buf_t *buf, const char *text, size_t len)
-{
-    assert (buf);
-    if (s_buf_reserve (buf, len))
-        return;
-    if (len)
-        memcpy (buf->data + buf->size, text, len);
-    buf->size += len;
-    buf->data [buf->size] = 0;
-}
-
-void
-mmp_buf_puts (mmp_buf_t *buf, const char *text)
-{
-    mmp_buf_append (buf, text, strlen (text));
-}
-
-void
-mmp_buf_printf (mmp_buf_t *buf, const char *format, ...)
-{
-    assert (buf);
-    if (s_buf_reserve (buf, 64))
-        return;
-    va_list args;
-    va_start (args, format);
-    int needed = vsnprintf (buf->data + buf->size, buf->capacity - buf->size, format, args);
-    va_end (args);
-    if (needed < 0) {
-        buf->data [buf->size] = 0;
-        buf->failed = true;
-        return;
-    }
-    if ((size_t) needed >= buf->capacity - buf->size) {
-        if (s_buf_reserve (buf, (size_t) needed)) {
-            buf->data [buf->size] = 0;
-            return;
-        }
-        va_start (args, format);
-        vsnprintf (buf->data + buf->size, buf->capacity - buf->size, format, args);
-        va_end (args);
-    }
-    buf->size += (size_t) needed;
-}
-
-void
-mmp_buf_u64 (mmp_buf_t *buf, uint64_t value)
-{
-    char digits [24];
-    char *cursor = digits + sizeof digits;
-    do {
-        *--cursor = (char) ('0' + value % 10);
-        value /= 10;
-    } while (value);
-    mmp_buf_append (buf, cursor, (size_t) (digits + sizeof digits - cursor));
-}
-
-//  Length of the valid UTF-8 sequence at text (1..4), or 0 if the bytes
-//  there are not one (overlong forms, surrogates and values over U+10FFFF
-//  included), per RFC 3629.
-static size_t
-s_utf8_length (const unsigned char *text)
-{
-    unsigned char c = text [0];
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF)
-        return (text [1] & 0xC0) == 0x80? 2: 0;
-    if (c >= 0xE0 && c <= 0xEF) {
-        unsigned char low = c == 0xE0? 0xA0: 0x80;
-        unsigned char high = c == 0xED? 0x9F: 0xBF;
-        if (text [1] < low || text [1] > high || (text [2] & 0xC0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (c >= 0xF0 && c <= 0xF4) {
-        unsigned char low = c == 0xF0? 0x90: 0x80;
-        unsigned char high = c == 0xF4? 0x8F: 0xBF;
-        if (text [1] < low || text [1] > high
-        ||  (text [2] & 0xC0) != 0x80 || (text [3] & 0xC0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
-//  Append text as a JSON string whose decoded form is at most max bytes,
-//  cut between characters, never inside one. Invalid UTF-8 bytes become
-//  U+FFFD, so the output is always valid JSON in valid UTF-8.
-//  Append the JSON escape of an ASCII byte that cannot stand as itself:
-//  a quote, a backslash or a control character.
-static void
-s_escape (mmp_buf_t *buf, unsigned char c)
-{
-    static const char hex [] = "0123456789abcdef";
-    char escape [6] = { '\\', 0, 0, 0, 0, 0 };
-    size_t size = 2;
-    switch (c) {
-        case '"':  escape [1] = '"'; break;
-        case '\\': escape [1] = '\\'; break;
-        case '\b': escape [1] = 'b'; break;
-        case '\f': escape [1] = 'f'; break;
-        case '\n': escape [1] = 'n'; break;
-        case '\r': escape [1] = 'r'; break;
-        case '\t': escape [1] = 't'; break;
-        default:
-            escape [1] = 'u';
-            escape [2] = '0';
-            escape [3] = '0';
-            escape [4] = hex [c >> 4];
-            escape [5] = hex [c & 15];
-            size = 6;
-    }
-    mmp_buf_append (buf, escape, size);
-}
-
-void
-mmp_buf_json_string_valid (mmp_buf_t *buf, const char *text)
-{
-    assert (buf && text);
-    const unsigned char *cursor = (const unsigned char *) text;
-    mmp_buf_append (buf, "\"", 1);
-    while (*cursor) {
-        const unsigned char *run = cursor;
-        while (*cursor >= 0x20 && *cursor != '"' && *cursor != '\\')
-            cursor++;
-        if (cursor > run)
-            mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
-        if (!*cursor)
-            break;
-        s_escape (buf, *cursor++);
-    }
-    mmp_buf_append (buf, "\"", 1);
-}
-
-static void
-s_json_string (mmp_buf_t *buf, const char *text, size_t max)
-{
-    if (!text)
-        text = "";
-    const unsigned char *cursor = (const unsigned char *) text;
-    size_t decoded = 0;
-    mmp_buf_append (buf, "\"", 1);
-    while (*cursor) {
-        //  Copy the longest run that needs no escaping in one append
-        const unsigned char *run = cursor;
-        while (*cursor >= 0x20 && *cursor < 0x80 && *cursor != '"' && *cursor != '\\'
-           &&  decoded < max) {
-            cursor++;
-            decoded++;
-        }
-        if (cursor > run)
-            mmp_buf_append (buf, (const char *) run, (size_t) (cursor - run));
-        unsigned char c = *cursor;
-        if (c == 0 || decoded >= max)
-            break;
-        if (c >= 0x80) {
-            //  The text ends in a null, so looking up to 3 bytes on stops
-            //  at the null at worst: a continuation check fails there.
-            size_t len = s_utf8_length (cursor);
-            size_t width = len? len: 3;
-            if (decoded + width > max)
-                break;
-            if (len)
-                mmp_buf_append (buf, (const char *) cursor, len);
-            else {
-                mmp_buf_append (buf, "\\ufffd", 6);     //  Invalid byte: replacement character
-                len = 1;
-            }
-            decoded += width;
-            cursor += len;
-            continue;
-        }
-        s_escape (buf, c);
-        decoded++;
-        cursor++;
-    }
-    mmp_buf_append (buf, "\"", 1);
-}
-
-void
-mmp_buf_json_string (mmp_buf_t *buf, const char *text)
-{
-    assert (buf);
-    s_json_string (buf, text, SIZE_MAX);
-}
-
-void
-mmp_buf_id_array (mmp_buf_t *buf, const uint64_t *ids, size_t count)
-{
-    //  Room for the worst case (20 digits and a comma per id) at once, then
-    //  digits written in place: an ACKED of 100 ids is one reservation
-    if (count > (SIZE_MAX - 2) / 21) {
-        buf->failed = true;
-        return;
-    }
-    if (s_buf_reserve (buf, 2 + 21 * count))
-        return;
-    char *cursor = buf->data + buf->size;
-    *cursor++ = '[';
-    for (size_t i = 0; i < count; i++) {
-        if (i)
-            *cursor++ = ',';
-        char digits [20];
-        char *start = digits + sizeof digits;
-        uint64_t value = ids [i];
-        do {
-            *--start = (char) ('0' + value % 10);
-            value /= 10;
-        } while (value);
-        size_t size = (size_t) (digits + sizeof digits - start);
-        memcpy (cursor, start, size);
-        cursor += size;
-    }
-    *cursor++ = ']';
-    *cursor = 0;
-    buf->size = (size_t) (cursor - buf->data);
 }
