@@ -1,25 +1,34 @@
 /*  mmp_decode: the MMP/1 decoder. See mmp.h for the API and PROTOCOL.md
     for the wire format this file implements.
 
-    Decoding is done in passes that each refuse as early and as cheaply as
-    they can: frames and signature, command for the direction, body size,
-    one raw byte scan (nesting depth, control characters and \u0000 in
-    strings, so neither a 100000-deep array nor a string that C would
-    truncate ever reaches cJSON), then cJSON, then one walk over each
-    object's members against the command's short fixed field list.
+    Two passes, each refusing as early and as cheaply as it can, after the
+    frame checks (signature, command for the direction, body size):
 
-    Ownership: mmp_msg_t owns body (the cJSON tree) and the arrays it fills
-    (one malloc each); every string it points to lives inside body. No
-    allocation happens per field or per request: a 500-request PUBLISH costs
-    the cJSON tree plus one array.
+    1. s_check: the whole body against RFC 8259 in one linear scan with no
+       allocation and no recursion: syntax, numbers, nesting depth, string
+       bytes (control characters, \u0000, lone surrogates) and UTF-8.
+    2. The schema walk, on the message's own copy of the body (one malloc
+       and one memcpy): each object's members are located and checked
+       against the command's short fixed field list, then each value is
+       read in place. Strings are unescaped where they stand and
+       null-terminated over their closing quote; integers of plain digits
+       are read without strtod; attributes are not parsed again at all:
+       the request gets a span (pointer and size) of the bytes as sent.
+
+    No tree is built, except for the two open-ended replies that only tools
+    read (STATS and DEADLETTERS from the broker): those also get a cJSON
+    tree in msg->body.
+
+    Ownership: mmp_msg_t owns raw (the copy), body (the rare tree) and the
+    arrays it fills (one malloc each, the id lists grown by realloc); every
+    string and span it hands out lives inside raw. Cost: O(body bytes),
+    about three reads of each byte; no allocation per field or per request.
 */
 #include "mmp.h"
 #include "mmp_decode.h"
 #include "mdl_util.h"
 
 #include <assert.h>
-#include <float.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,6 +127,7 @@ mmp_msg_reset (mmp_msg_t *msg)
 {
     assert (msg);
     cJSON_Delete (msg->body);
+    free (msg->raw);
     free (msg->messages);
     free (msg->deliveries);
     free (msg->ids);
@@ -139,6 +149,7 @@ mmp_fail (mmp_error_t *err, const char *code, const char *format, ...)
     va_end (args);
     return -2;
 }
+
 
 
 //  --------------------------------------------------------------------------
@@ -188,211 +199,417 @@ s_fail (mmp_error_t *err, const char *code, const s_where_t *where,
     return -2;
 }
 
+//  --------------------------------------------------------------------------
+//  Pass 1: the whole body checked against RFC 8259 in one linear scan,
+//  with no allocation and no recursion: syntax (numbers included: no
+//  leading zero, no bare '.', '-' or exponent), nesting depth, raw control
+//  characters, escapes, \u0000, lone surrogates, and UTF-8 (RFC 3629: no
+//  overlong forms, no surrogates, nothing over U+10FFFF, nothing cut
+//  short). After it, pass 2 may assume well-formed JSON.
+
+//  Byte classes of the scan inside strings; everything else is 0.
+enum { S_QUOTE = 1, S_ESCAPE = 2, S_CONTROL = 3, S_HIGH = 4 };
+static unsigned char s_string_class [256];
+
+static void
+s_scan_tables (void)
+{
+    s_string_class ['"'] = S_QUOTE;
+    s_string_class ['\\'] = S_ESCAPE;
+    for (int c = 0; c < 0x20; c++)
+        s_string_class [c] = S_CONTROL;
+    for (int c = 0x80; c < 0x100; c++)
+        s_string_class [c] = S_HIGH;
+}
+
+//  Eight string bytes at once: true when none of them is a quote, a
+//  backslash, a control character or a non-ASCII byte, i.e. none the scan
+//  must look at. (The has-zero-byte and has-byte-below-n tricks: exact as
+//  a yes/no.)
+static inline bool
+s_plain_word (const unsigned char *cursor)
+{
+    const uint64_t ones = UINT64_C (0x0101010101010101);
+    const uint64_t highs = UINT64_C (0x8080808080808080);
+    uint64_t word;
+    memcpy (&word, cursor, 8);
+    uint64_t quote = word ^ (ones * '"');
+    uint64_t backslash = word ^ (ones * '\\');
+    uint64_t found = ((quote - ones) & ~quote)
+                   | ((backslash - ones) & ~backslash)
+                   | ((word - ones * 0x20) & ~word)
+                   | word;
+    return (found & highs) == 0;
+}
+
+static inline const unsigned char *
+s_ws (const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static int
+s_hex4 (const unsigned char *p, unsigned *value)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = p [i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned) (c - '0');
+        else
+        if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            v |= (unsigned) ((c | 0x20) - 'a' + 10);
+        else
+            return -1;
+    }
+    *value = v;
+    return 0;
+}
+
+//  A string from its opening quote; *pp moves past the closing quote.
+static int
+s_check_string (const unsigned char **pp, const unsigned char *base,
+                const unsigned char *end, mmp_error_t *err)
+{
+    const unsigned char *cursor = *pp + 1;
+    while (true) {
+        while (end - cursor >= 8 && s_plain_word (cursor))
+            cursor += 8;
+        if (cursor >= end)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "body ends inside a string");
+        unsigned char kind = s_string_class [*cursor];
+        if (kind == 0) {
+            cursor++;
+            continue;
+        }
+        if (kind == S_QUOTE) {
+            *pp = cursor + 1;
+            return 0;
+        }
+        if (kind == S_CONTROL)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "control character in a string at byte %zu",
+                             (size_t) (cursor - base));
+        if (kind == S_HIGH) {
+            size_t len = mmp_utf8_length (cursor, end);
+            if (len == 0)
+                return mmp_fail (err, MMP_ERR_BAD_JSON, "invalid UTF-8 in a string at byte %zu",
+                                 (size_t) (cursor - base));
+            cursor += len;
+            continue;
+        }
+        //  An escape
+        const unsigned char *escape = cursor;
+        if (end - cursor < 2)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "body ends inside a string");
+        unsigned char c = cursor [1];
+        if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f'
+        ||  c == 'n' || c == 'r' || c == 't') {
+            cursor += 2;
+            continue;
+        }
+        unsigned code;
+        if (c != 'u' || end - cursor < 6 || s_hex4 (cursor + 2, &code))
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "bad escape in a string at byte %zu",
+                             (size_t) (escape - base));
+        cursor += 6;
+        if (code == 0)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "\\u0000 in a string at byte %zu",
+                             (size_t) (escape - base));
+        if (code >= 0xDC00 && code <= 0xDFFF)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "lone low surrogate in a string at byte %zu",
+                             (size_t) (escape - base));
+        if (code >= 0xD800 && code <= 0xDBFF) {
+            unsigned low;
+            if (end - cursor < 6 || cursor [0] != '\\' || cursor [1] != 'u'
+            ||  s_hex4 (cursor + 2, &low) || low < 0xDC00 || low > 0xDFFF)
+                return mmp_fail (err, MMP_ERR_BAD_JSON,
+                                 "lone high surrogate in a string at byte %zu",
+                                 (size_t) (escape - base));
+            cursor += 6;
+        }
+    }
+}
+
+//  A number, RFC 8259 section 6; *pp moves past it.
+static int
+s_check_number (const unsigned char **pp, const unsigned char *base,
+                const unsigned char *end, mmp_error_t *err)
+{
+    const unsigned char *p = *pp;
+    const unsigned char *start = p;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else
+    if (p < end && *p >= '1' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    else
+        goto bad;
+    if (p < end && *p == '.') {
+        p++;
+        if (!(p < end && *p >= '0' && *p <= '9'))
+            goto bad;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (!(p < end && *p >= '0' && *p <= '9'))
+            goto bad;
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    *pp = p;
+    return 0;
+bad:
+    return mmp_fail (err, MMP_ERR_BAD_JSON, "bad number at byte %zu", (size_t) (start - base));
+}
+
+static int
+s_check (const unsigned char *base, size_t size, mmp_error_t *err)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once (&once, s_scan_tables);
+    const unsigned char *end = base + size;
+    const unsigned char *p = s_ws (base, end);
+    char stack [MMP_MAX_DEPTH + 1];     //  '{' or '[' per open level
+    int depth = 0;
+    if (p == end)
+        return mmp_fail (err, MMP_ERR_BAD_JSON, "body is empty");
+
+value:
+    p = s_ws (p, end);
+    if (p == end)
+        return mmp_fail (err, MMP_ERR_BAD_JSON, "body ends where a value should be");
+    switch (*p) {
+        case '{':
+        case '[':
+            if (depth == MMP_MAX_DEPTH)
+                return mmp_fail (err, MMP_ERR_TOO_DEEP, "nesting deeper than %d", MMP_MAX_DEPTH);
+            stack [++depth] = (char) *p++;
+            p = s_ws (p, end);
+            if (p < end && *p == (stack [depth] == '{'? '}': ']')) {
+                p++;
+                depth--;
+                goto after;
+            }
+            if (stack [depth] == '{')
+                goto key;
+            goto value;
+        case '"':
+            if (s_check_string (&p, base, end, err))
+                return -2;
+            goto after;
+        case 't':
+            if (end - p >= 4 && memcmp (p, "true", 4) == 0) { p += 4; goto after; }
+            break;
+        case 'f':
+            if (end - p >= 5 && memcmp (p, "false", 5) == 0) { p += 5; goto after; }
+            break;
+        case 'n':
+            if (end - p >= 4 && memcmp (p, "null", 4) == 0) { p += 4; goto after; }
+            break;
+        default:
+            if (*p == '-' || (*p >= '0' && *p <= '9')) {
+                if (s_check_number (&p, base, end, err))
+                    return -2;
+                goto after;
+            }
+    }
+    return mmp_fail (err, MMP_ERR_BAD_JSON, "unexpected byte at %zu", (size_t) (p - base));
+
+key:
+    p = s_ws (p, end);
+    if (p == end || *p != '"')
+        return mmp_fail (err, MMP_ERR_BAD_JSON, "member name expected at byte %zu", (size_t) (p - base));
+    if (s_check_string (&p, base, end, err))
+        return -2;
+    p = s_ws (p, end);
+    if (p == end || *p != ':')
+        return mmp_fail (err, MMP_ERR_BAD_JSON, "':' expected at byte %zu", (size_t) (p - base));
+    p++;
+    goto value;
+
+after:
+    p = s_ws (p, end);
+    if (depth == 0) {
+        if (p != end)
+            return mmp_fail (err, MMP_ERR_BAD_JSON, "text after the JSON value at byte %zu",
+                             (size_t) (p - base));
+        return 0;
+    }
+    if (p < end && *p == ',') {
+        p++;
+        if (stack [depth] == '{')
+            goto key;
+        goto value;
+    }
+    if (p < end && *p == (stack [depth] == '{'? '}': ']')) {
+        p++;
+        depth--;
+        goto after;
+    }
+    return mmp_fail (err, MMP_ERR_BAD_JSON, "',' or '%c' expected at byte %zu",
+                     stack [depth] == '{'? '}': ']', (size_t) (p - base));
+}
+
 
 //  --------------------------------------------------------------------------
-//  Field lists. Each object is walked once; every member must match one of
-//  at most a handful of names (a fixed list, so the scan is O(members)).
+//  Pass 2 helpers, on text pass 1 accepted: they never see bad syntax.
+//  Values are addressed by the position of their first byte in msg->raw,
+//  the message's own copy of the body. Strings the message hands out are
+//  unescaped in place there and null-terminated over their closing quote,
+//  which is why an object's members are all located (s_collect) before
+//  any of them is decoded, and an array's next item is found before the
+//  current one is.
 
-#define S_MAX_FIELDS 8
+typedef unsigned char s_pos_t;
 
-typedef struct {
-    const char *names [S_MAX_FIELDS];   //  Field names, NULL-terminated
-} s_schema_t;
-
-//  Walk object's members into slots [] by name. A member not in the schema
-//  is unknown_field; a name given twice is bad_json (cJSON keeps both and
-//  a peer must not be able to smuggle a second value past us).
-static int
-s_collect (const cJSON *object, const s_schema_t *schema, const cJSON **slots,
-           const s_where_t *where, mmp_error_t *err)
+//  Past the string that starts at p (its opening quote).
+static inline s_pos_t *
+s_skip_string (s_pos_t *p)
 {
-    for (int i = 0; i < S_MAX_FIELDS; i++)
-        slots [i] = NULL;
-    for (const cJSON *child = object->child; child; child = child->next) {
-        const char *key = child->string;
-        int found = -1;
-        if (key) {
-            for (int i = 0; i < S_MAX_FIELDS && schema->names [i]; i++)
-                if (key [0] == schema->names [i][0] && strcmp (key, schema->names [i]) == 0) {
-                    found = i;
+    p++;
+    while (true) {
+        while (s_plain_word (p))        //  Safe: raw has 8 spare zero bytes at its end
+            p += 8;
+        if (*p == '"')
+            return p + 1;
+        if (*p == '\\')
+            p += 2;
+        else
+            p++;
+    }
+}
+
+//  Past the value that starts at p.
+static s_pos_t *
+s_skip (s_pos_t *p)
+{
+    if (*p == '"')
+        return s_skip_string (p);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (true) {
+            unsigned char c = *p;
+            if (c == '"') {
+                p = s_skip_string (p);
+                continue;
+            }
+            p++;
+            if (c == '{' || c == '[')
+                depth++;
+            else
+            if ((c == '}' || c == ']') && --depth == 0)
+                return p;
+        }
+    }
+    while (*p && *p != ',' && *p != '}' && *p != ']'
+       &&  *p != ' ' && *p != '\n' && *p != '\r' && *p != '\t')
+        p++;
+    return p;
+}
+
+static inline s_pos_t *
+s_space (s_pos_t *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+        p++;
+    return p;
+}
+
+//  UTF-8 of code point at out; returns bytes written.
+static size_t
+s_put_utf8 (unsigned char *out, unsigned code)
+{
+    if (code < 0x80) {
+        out [0] = (unsigned char) code;
+        return 1;
+    }
+    if (code < 0x800) {
+        out [0] = (unsigned char) (0xC0 | (code >> 6));
+        out [1] = (unsigned char) (0x80 | (code & 0x3F));
+        return 2;
+    }
+    if (code < 0x10000) {
+        out [0] = (unsigned char) (0xE0 | (code >> 12));
+        out [1] = (unsigned char) (0x80 | ((code >> 6) & 0x3F));
+        out [2] = (unsigned char) (0x80 | (code & 0x3F));
+        return 3;
+    }
+    out [0] = (unsigned char) (0xF0 | (code >> 18));
+    out [1] = (unsigned char) (0x80 | ((code >> 12) & 0x3F));
+    out [2] = (unsigned char) (0x80 | ((code >> 6) & 0x3F));
+    out [3] = (unsigned char) (0x80 | (code & 0x3F));
+    return 4;
+}
+
+//  Unescape the string at p (its opening quote) into out (which may be
+//  p + 1: the text only shrinks), null-terminated; returns its length.
+//  At most limit bytes are written before the null (the rest is dropped);
+//  *end_p gets the position after the closing quote.
+static size_t
+s_unescape (s_pos_t *p, unsigned char *out, size_t limit, s_pos_t **end_p)
+{
+    p++;
+    size_t used = 0;
+    while (*p != '"') {
+        unsigned char buffer [4];
+        size_t size = 1;
+        if (*p != '\\') {
+            buffer [0] = *p++;
+        }
+        else {
+            unsigned char c = p [1];
+            p += 2;
+            switch (c) {
+                case 'b': buffer [0] = '\b'; break;
+                case 'f': buffer [0] = '\f'; break;
+                case 'n': buffer [0] = '\n'; break;
+                case 'r': buffer [0] = '\r'; break;
+                case 't': buffer [0] = '\t'; break;
+                case 'u': {
+                    unsigned code = 0, low = 0;
+                    s_hex4 (p, &code);
+                    p += 4;
+                    if (code >= 0xD800 && code <= 0xDBFF) {
+                        s_hex4 (p + 2, &low);
+                        p += 6;
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                    }
+                    size = s_put_utf8 (buffer, code);
                     break;
                 }
+                default: buffer [0] = c;
+            }
         }
-        if (found < 0) {
-            char shown [48];
-            snprintf (shown, sizeof shown, "%s", key ? key : "");
-            return s_fail (err, MMP_ERR_UNKNOWN_FIELD, where, shown, "field is not defined here");
-        }
-        if (slots [found])
-            return s_fail (err, MMP_ERR_BAD_JSON, where, schema->names [found], "field given twice");
-        slots [found] = child;
+        if (used + size <= limit)
+            memcpy (out + used, buffer, size);
+        used += size;
     }
-    return 0;
+    *end_p = p + 1;
+    out [used < limit? used: limit] = 0;
+    return used;
 }
 
-static int
-s_missing (mmp_error_t *err, const s_where_t *where, const char *field)
+//  A member name, for comparison with a schema: unescaped into name
+//  (size bytes, always null-terminated; longer names are cut and can match
+//  nothing). Returns the position after the name's closing quote.
+static s_pos_t *
+s_name (s_pos_t *p, char *name, size_t size, size_t *len)
 {
-    return s_fail (err, MMP_ERR_MISSING_FIELD, where, field, "required field is missing");
+    s_pos_t *end = NULL;
+    size_t length = s_unescape (p, (unsigned char *) name, size - 1, &end);
+    *len = length;
+    return end;
 }
-
-//  An integer in [min, max]. A non-number is bad_type; a fraction or a
-//  number out of range (1.5, -1, 1e300) is bad_value.
-static int
-s_int (const cJSON *item, const char *field, int64_t min, int64_t max,
-       int64_t *value, const s_where_t *where, mmp_error_t *err)
-{
-    if (!cJSON_IsNumber (item))
-        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be an integer");
-    double number = item->valuedouble;
-    if (!(number >= (double) min && number <= (double) max))
-        return s_fail (err, MMP_ERR_BAD_VALUE, where, field,
-                       "must be in %lld..%lld", (long long) min, (long long) max);
-    int64_t whole = (int64_t) number;
-    if ((double) whole != number)
-        return s_fail (err, MMP_ERR_BAD_VALUE, where, field, "must be a whole number");
-    *value = whole;
-    return 0;
-}
-
-//  A string of at most max bytes; *len gets its length.
-static int
-s_text (const cJSON *item, const char *field, size_t max, const char **value,
-        size_t *len, const s_where_t *where, mmp_error_t *err)
-{
-    if (!cJSON_IsString (item) || !item->valuestring)
-        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be a string");
-    size_t length = strlen (item->valuestring);
-    if (length > max)
-        return s_fail (err, MMP_ERR_TOO_LONG, where, field, "longer than %zu bytes", max);
-    *value = item->valuestring;
-    if (len)
-        *len = length;
-    return 0;
-}
-
-//  An array with min..max items; *count gets its size.
-static int
-s_array (const cJSON *item, const char *field, size_t min, size_t max,
-         size_t *count, const s_where_t *where, mmp_error_t *err)
-{
-    if (!cJSON_IsArray (item))
-        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be an array");
-    size_t size = 0;
-    for (const cJSON *child = item->child; child; child = child->next)
-        if (++size > max)
-            return s_fail (err, MMP_ERR_TOO_MANY, where, field, "more than %zu items", max);
-    if (size < min)
-        return s_fail (err, MMP_ERR_BAD_VALUE, where, field, "must not be empty");
-    *count = size;
-    return 0;
-}
-
-//  An array of delivery ids into a fresh array (NULL when empty).
-static int
-s_ids (const cJSON *item, const char *field, size_t min, uint64_t **ids,
-       size_t *count, mmp_error_t *err)
-{
-    size_t size;
-    if (s_array (item, field, min, MMP_MAX_IDS, &size, &s_top, err))
-        return -2;
-    *count = 0;
-    if (size == 0)
-        return 0;
-    uint64_t *array = malloc (size * sizeof *array);
-    if (!array)
-        return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, field, "out of memory");
-    s_where_t where = { field, 0, NULL };
-    size_t index = 0;
-    for (const cJSON *child = item->child; child; child = child->next, index++) {
-        int64_t value = 0;
-        where.index = index;
-        if (s_int (child, NULL, 1, S_MAX_EXACT, &value, &where, err)) {
-            free (array);
-            return -2;
-        }
-        array [index] = (uint64_t) value;
-    }
-    *ids = array;
-    *count = size;
-    return 0;
-}
-
-//  An array of uuid strings into a fresh array of pointers into the body.
-static int
-s_uuids (const cJSON *item, const char *field, size_t min, size_t max,
-         const char ***ids, size_t *count, mmp_error_t *err)
-{
-    size_t size;
-    if (s_array (item, field, min, max, &size, &s_top, err))
-        return -2;
-    *count = 0;
-    if (size == 0)
-        return 0;
-    const char **array = malloc (size * sizeof *array);
-    if (!array)
-        return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, field, "out of memory");
-    s_where_t where = { field, 0, NULL };
-    size_t index = 0;
-    for (const cJSON *child = item->child; child; child = child->next, index++) {
-        where.index = index;
-        if (!cJSON_IsString (child) || !child->valuestring) {
-            free (array);
-            return s_fail (err, MMP_ERR_BAD_TYPE, &where, NULL, "must be a uuid string");
-        }
-        if (!mdl_uuid_valid (child->valuestring, strlen (child->valuestring))) {
-            free (array);
-            return s_fail (err, MMP_ERR_BAD_MESSAGE_ID, &where, NULL, "not a canonical uuid");
-        }
-        array [index] = child->valuestring;
-    }
-    *ids = (const char **) array;
-    *count = size;
-    return 0;
-}
-
-//  Steps: ["save"|"restart"], each at most once, min..2 of them.
-static int
-s_steps (const cJSON *item, size_t min, unsigned *steps,
-         const s_where_t *where, mmp_error_t *err)
-{
-    if (!cJSON_IsArray (item))
-        return s_fail (err, MMP_ERR_BAD_TYPE, where, "steps", "must be an array");
-    unsigned seen = 0;
-    size_t size = 0;
-    for (const cJSON *child = item->child; child; child = child->next) {
-        if (++size > 2)
-            return s_fail (err, MMP_ERR_TOO_MANY, where, "steps", "more than 2 items");
-        if (!cJSON_IsString (child) || !child->valuestring)
-            return s_fail (err, MMP_ERR_BAD_TYPE, where, "steps", "items must be strings");
-        unsigned step;
-        if (strcmp (child->valuestring, "save") == 0)
-            step = MMP_STEP_SAVE;
-        else
-        if (strcmp (child->valuestring, "restart") == 0)
-            step = MMP_STEP_RESTART;
-        else
-            return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps",
-                           "items must be \"save\" or \"restart\"");
-        if (seen & step)
-            return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps", "a step is listed twice");
-        seen |= step;
-    }
-    if (size < min)
-        return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps", "must not be empty");
-    *steps = seen;
-    return 0;
-}
-
-//  The optional "req" correlation string of frontend commands.
-static int
-s_req (const cJSON *item, mmp_msg_t *msg, mmp_error_t *err)
-{
-    if (!item)
-        return 0;
-    return s_text (item, "req", MMP_MAX_TEXT, &msg->req, NULL, &s_top, err);
-}
-
 
 //  --------------------------------------------------------------------------
 //  Validators
@@ -435,92 +652,277 @@ mmp_valid_hostname (const char *text, size_t len)
 }
 
 
+
 //  --------------------------------------------------------------------------
-//  The size cJSON_PrintUnformatted would give item, counted without
-//  printing: cJSON prints every non-integer number with sprintf and checks
-//  it with sscanf, which costs more than parsing the whole request. The
-//  count follows cJSON's printer exactly (numbers as "%1.15g", or "%1.17g"
-//  when that does not read back; strings escaped as cJSON escapes them).
-//  Stops counting once over budget. Recursion is bounded by the raw scan's
-//  depth limit.
-//
-//  Printing a number to learn its size is itself the expensive part (a
-//  19-digit timestamp goes through both formats and a strtod), so the
-//  check first counts every number at the longest text cJSON can print
-//  for a double; only when that bound goes over budget is the exact count
-//  made. The verdict is the same, since no exact size is above the bound.
+//  Field lists. Each object is walked once; every member must match one of
+//  at most a handful of names (a fixed list, so the scan is O(members)).
 
-//  Longest "%1.17g" of a double: "-1.2345678901234567e-308"
-#define S_NUMBER_SIZE_MAX 24
+#define S_MAX_FIELDS 8
 
-static size_t
-s_number_size (double number, bool exact)
+typedef struct {
+    const char *names [S_MAX_FIELDS];   //  Field names, NULL-terminated
+} s_schema_t;
+
+//  Locate the members of the object at p into slots [] (the position of
+//  each value, or NULL), by name. A member not in the schema is
+//  unknown_field; a name given twice is bad_json (a peer must not be able
+//  to smuggle a second value past us). *end_p gets the position after the
+//  object. Nothing is decoded, so the object is still intact afterwards.
+static int
+s_collect (s_pos_t *p, const s_schema_t *schema, s_pos_t **slots, s_pos_t **end_p,
+           const s_where_t *where, mmp_error_t *err)
 {
-    if (!exact)
-        return S_NUMBER_SIZE_MAX;
-    if (isnan (number) || isinf (number))
-        return 4;                   //  "null"
-    if (number == floor (number) && fabs (number) < 1e15) {
-        //  "%1.15g" of an integer below 1e15 is its plain digits
-        size_t size = signbit (number)? 2: 1;
-        for (double rest = fabs (number); rest >= 10; rest = floor (rest / 10))
-            size++;
-        return size;
+    for (int i = 0; i < S_MAX_FIELDS; i++)
+        slots [i] = NULL;
+    p = s_space (p + 1);
+    if (*p == '}') {
+        *end_p = p + 1;
+        return 0;
     }
-    char text [32];
-    int size = snprintf (text, sizeof text, "%1.15g", number);
-    double back = strtod (text, NULL);
-    double larger = fabs (back) > fabs (number)? fabs (back): fabs (number);
-    if (!(fabs (back - number) <= larger * DBL_EPSILON))
-        size = snprintf (text, sizeof text, "%1.17g", number);
-    return size > 0? (size_t) size: 0;
-}
-
-static size_t
-s_string_size (const char *text)
-{
-    size_t size = 2;
-    if (!text)
-        return size;
-    for (const unsigned char *cursor = (const unsigned char *) text; *cursor; cursor++) {
-        unsigned char c = *cursor;
-        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
-            size += 2;
-        else
-        if (c < 32)
-            size += 6;
-        else
-            size += 1;
-    }
-    return size;
-}
-
-static size_t
-s_printed_size (const cJSON *item, size_t budget, bool exact)
-{
-    if (cJSON_IsString (item))
-        return s_string_size (item->valuestring);
-    if (cJSON_IsNumber (item))
-        return s_number_size (item->valuedouble, exact);
-    if (cJSON_IsTrue (item) || cJSON_IsNull (item))
-        return 4;
-    if (cJSON_IsFalse (item))
-        return 5;
-    if (cJSON_IsArray (item) || cJSON_IsObject (item)) {
-        bool object = cJSON_IsObject (item);
-        size_t size = 2;            //  Brackets
-        for (const cJSON *child = item->child; child; child = child->next) {
-            if (child != item->child)
-                size++;             //  Comma
-            if (object)
-                size += s_string_size (child->string) + 1;
-            size += s_printed_size (child, budget, exact);
-            if (size > budget)
-                return size;
+    while (true) {
+        char name [64];
+        size_t len;
+        p = s_name (p, name, sizeof name, &len);
+        int found = -1;
+        if (len < sizeof name)
+            for (int i = 0; i < S_MAX_FIELDS && schema->names [i]; i++)
+                if (name [0] == schema->names [i][0] && strcmp (name, schema->names [i]) == 0) {
+                    found = i;
+                    break;
+                }
+        if (found < 0) {
+            char shown [48];
+            snprintf (shown, sizeof shown, "%.47s", name);
+            return s_fail (err, MMP_ERR_UNKNOWN_FIELD, where, shown, "field is not defined here");
         }
-        return size;
+        if (slots [found])
+            return s_fail (err, MMP_ERR_BAD_JSON, where, schema->names [found], "field given twice");
+        p = s_space (s_space (p) + 1);      //  Past the ':'
+        slots [found] = p;
+        p = s_space (s_skip (p));
+        if (*p == '}') {
+            *end_p = p + 1;
+            return 0;
+        }
+        p = s_space (p + 1);                //  Past the ','
     }
-    return budget + 1;              //  Raw or invalid: nothing a parse makes
+}
+
+//  Items of the array at p: s_first gives the first item's position (or
+//  NULL for an empty array), s_next the one after the item at p, which
+//  must not have been decoded yet (or NULL at the end).
+static s_pos_t *
+s_first (s_pos_t *p)
+{
+    p = s_space (p + 1);
+    return *p == ']'? NULL: p;
+}
+
+static s_pos_t *
+s_next (s_pos_t *p)
+{
+    p = s_space (s_skip (p));
+    return *p == ']'? NULL: s_space (p + 1);
+}
+
+static int
+s_missing (mmp_error_t *err, const s_where_t *where, const char *field)
+{
+    return s_fail (err, MMP_ERR_MISSING_FIELD, where, field, "required field is missing");
+}
+
+//  An integer in [min, max]. A non-number is bad_type; a fraction or a
+//  number out of range (1.5, -1, 1e300) is bad_value. Plain digits (the
+//  common case) are read exactly; other forms (2.0, 2e0) through strtod,
+//  which stops at the delimiter after the number.
+static int
+s_int (s_pos_t *p, const char *field, int64_t min, int64_t max,
+       int64_t *value, const s_where_t *where, mmp_error_t *err)
+{
+    if (*p != '-' && (*p < '0' || *p > '9'))
+        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be an integer");
+    s_pos_t *digit = p;
+    uint64_t whole = 0;
+    while (*digit >= '0' && *digit <= '9' && digit - p < 16)
+        whole = whole * 10 + (uint64_t) (*digit++ - '0');
+    if (digit > p && *digit != '.' && *digit != 'e' && *digit != 'E'
+    &&  (*digit < '0' || *digit > '9')) {
+        if ((int64_t) whole < min || (int64_t) whole > max)
+            return s_fail (err, MMP_ERR_BAD_VALUE, where, field,
+                           "must be in %lld..%lld", (long long) min, (long long) max);
+        *value = (int64_t) whole;
+        return 0;
+    }
+    double number = strtod ((const char *) p, NULL);
+    if (!(number >= (double) min && number <= (double) max))
+        return s_fail (err, MMP_ERR_BAD_VALUE, where, field,
+                       "must be in %lld..%lld", (long long) min, (long long) max);
+    int64_t integer = (int64_t) number;
+    if ((double) integer != number)
+        return s_fail (err, MMP_ERR_BAD_VALUE, where, field, "must be a whole number");
+    *value = integer;
+    return 0;
+}
+
+//  A string of at most max bytes, unescaped in place; *value points to it
+//  (null-terminated) and *len gets its length.
+static int
+s_text (s_pos_t *p, const char *field, size_t max, const char **value,
+        size_t *len, const s_where_t *where, mmp_error_t *err)
+{
+    if (*p != '"')
+        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be a string");
+    s_pos_t *end;
+    size_t length = s_unescape (p, p + 1, SIZE_MAX, &end);
+    if (length > max)
+        return s_fail (err, MMP_ERR_TOO_LONG, where, field, "longer than %zu bytes", max);
+    *value = (const char *) p + 1;
+    if (len)
+        *len = length;
+    return 0;
+}
+
+//  An array with min..max items; *count gets its size.
+static int
+s_array (s_pos_t *p, const char *field, size_t min, size_t max,
+         size_t *count, const s_where_t *where, mmp_error_t *err)
+{
+    if (*p != '[')
+        return s_fail (err, MMP_ERR_BAD_TYPE, where, field, "must be an array");
+    size_t size = 0;
+    for (s_pos_t *item = s_first (p); item; item = s_next (item))
+        if (++size > max)
+            return s_fail (err, MMP_ERR_TOO_MANY, where, field, "more than %zu items", max);
+    if (size < min)
+        return s_fail (err, MMP_ERR_BAD_VALUE, where, field, "must not be empty");
+    *count = size;
+    return 0;
+}
+
+//  An array of delivery ids into a fresh array (NULL when empty). One pass:
+//  the array grows as ids are read, so the list is never walked twice.
+static int
+s_ids (s_pos_t *p, const char *field, size_t min, uint64_t **ids,
+       size_t *count, mmp_error_t *err)
+{
+    if (*p != '[')
+        return s_fail (err, MMP_ERR_BAD_TYPE, &s_top, field, "must be an array");
+    *count = 0;
+    uint64_t *array = NULL;
+    size_t size = 0, capacity = 0;
+    s_where_t where = { field, 0, NULL };
+    p = s_space (p + 1);
+    while (*p != ']') {
+        if (size == MMP_MAX_IDS) {
+            free (array);
+            return s_fail (err, MMP_ERR_TOO_MANY, &s_top, field, "more than %d items", MMP_MAX_IDS);
+        }
+        if (size == capacity) {
+            capacity = capacity? capacity * 4: 16;
+            uint64_t *grown = realloc (array, capacity * sizeof *array);
+            if (!grown) {
+                free (array);
+                return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, field, "out of memory");
+            }
+            array = grown;
+        }
+        int64_t value = 0;
+        where.index = size;
+        if (s_int (p, NULL, 1, S_MAX_EXACT, &value, &where, err)) {
+            free (array);
+            return -2;
+        }
+        array [size++] = (uint64_t) value;
+        p = s_space (s_skip (p));
+        if (*p == ',')
+            p = s_space (p + 1);
+    }
+    if (size < min)
+        return s_fail (err, MMP_ERR_BAD_VALUE, &s_top, field, "must not be empty");
+    *ids = array;
+    *count = size;
+    return 0;
+}
+
+//  An array of uuid strings into a fresh array of pointers into raw.
+static int
+s_uuids (s_pos_t *p, const char *field, size_t min, size_t max,
+         const char ***ids, size_t *count, mmp_error_t *err)
+{
+    size_t size;
+    if (s_array (p, field, min, max, &size, &s_top, err))
+        return -2;
+    *count = 0;
+    if (size == 0)
+        return 0;
+    const char **array = malloc (size * sizeof *array);
+    if (!array)
+        return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, field, "out of memory");
+    s_where_t where = { field, 0, NULL };
+    size_t index = 0;
+    for (s_pos_t *item = s_first (p), *next; item; item = next, index++) {
+        next = s_next (item);
+        where.index = index;
+        const char *text;
+        size_t len;
+        if (*item != '"') {
+            free (array);
+            return s_fail (err, MMP_ERR_BAD_TYPE, &where, NULL, "must be a uuid string");
+        }
+        s_text (item, NULL, SIZE_MAX, &text, &len, &where, err);
+        if (!mdl_uuid_valid (text, len)) {
+            free (array);
+            return s_fail (err, MMP_ERR_BAD_MESSAGE_ID, &where, NULL, "not a canonical uuid");
+        }
+        array [index] = text;
+    }
+    *ids = array;
+    *count = size;
+    return 0;
+}
+
+//  Steps: ["save"|"restart"], each at most once, min..2 of them.
+static int
+s_steps (s_pos_t *p, size_t min, unsigned *steps, const s_where_t *where, mmp_error_t *err)
+{
+    if (*p != '[')
+        return s_fail (err, MMP_ERR_BAD_TYPE, where, "steps", "must be an array");
+    unsigned seen = 0;
+    size_t size = 0;
+    for (s_pos_t *item = s_first (p), *next; item; item = next) {
+        next = s_next (item);
+        if (++size > 2)
+            return s_fail (err, MMP_ERR_TOO_MANY, where, "steps", "more than 2 items");
+        if (*item != '"')
+            return s_fail (err, MMP_ERR_BAD_TYPE, where, "steps", "items must be strings");
+        const char *text;
+        s_text (item, NULL, SIZE_MAX, &text, NULL, where, err);
+        unsigned step;
+        if (strcmp (text, "save") == 0)
+            step = MMP_STEP_SAVE;
+        else
+        if (strcmp (text, "restart") == 0)
+            step = MMP_STEP_RESTART;
+        else
+            return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps",
+                           "items must be \"save\" or \"restart\"");
+        if (seen & step)
+            return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps", "a step is listed twice");
+        seen |= step;
+    }
+    if (size < min)
+        return s_fail (err, MMP_ERR_BAD_VALUE, where, "steps", "must not be empty");
+    *steps = seen;
+    return 0;
+}
+
+//  The optional "req" correlation string of frontend commands.
+static int
+s_req (s_pos_t *item, mmp_msg_t *msg, mmp_error_t *err)
+{
+    if (!item)
+        return 0;
+    return s_text (item, "req", MMP_MAX_TEXT, &msg->req, NULL, &s_top, err);
 }
 
 
@@ -532,23 +934,24 @@ static const s_schema_t s_request_schema = {
 };
 
 static int
-s_request (const cJSON *item, bool delivered, mmp_request_t *request,
+s_request (s_pos_t *item, bool delivered, mmp_request_t *request,
            const s_where_t *where, mmp_error_t *err)
 {
-    if (!cJSON_IsObject (item))
+    if (*item != '{')
         return s_fail (err, MMP_ERR_NOT_OBJECT, where, NULL, "a request must be an object");
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (item, &s_request_schema, slot, where, err))
+    s_pos_t *slot [S_MAX_FIELDS];
+    s_pos_t *end;
+    if (s_collect (item, &s_request_schema, slot, &end, where, err))
         return -2;
     memset (request, 0, sizeof *request);
     size_t len;
 
     if (slot [0]) {
-        if (!cJSON_IsString (slot [0]) || !slot [0]->valuestring)
+        if (*slot [0] != '"')
             return s_fail (err, MMP_ERR_BAD_TYPE, where, "message_id", "must be a uuid string");
-        if (!mdl_uuid_valid (slot [0]->valuestring, strlen (slot [0]->valuestring)))
+        s_text (slot [0], "message_id", SIZE_MAX, &request->message_id, &len, where, err);
+        if (!mdl_uuid_valid (request->message_id, len))
             return s_fail (err, MMP_ERR_BAD_MESSAGE_ID, where, "message_id", "not a canonical uuid");
-        request->message_id = slot [0]->valuestring;
     }
     else
     if (delivered)
@@ -556,35 +959,32 @@ s_request (const cJSON *item, bool delivered, mmp_request_t *request,
 
     if (!slot [1])
         return s_missing (err, where, "instance_name");
-    if (!cJSON_IsString (slot [1]) || !slot [1]->valuestring)
-        return s_fail (err, MMP_ERR_BAD_TYPE, where, "instance_name", "must be a string");
-    len = strlen (slot [1]->valuestring);
-    if (!mmp_valid_instance_name (slot [1]->valuestring, len))
+    if (s_text (slot [1], "instance_name", SIZE_MAX, &request->instance_name, &len, where, err))
+        return -2;
+    if (!mmp_valid_instance_name (request->instance_name, len))
         return s_fail (err, MMP_ERR_BAD_INSTANCE_NAME, where, "instance_name",
                        "not an RFC 1123 label (1..63 of A-Z a-z 0-9 -, no '-' at either end)");
-    request->instance_name = slot [1]->valuestring;
 
     if (slot [2]) {
-        if (!cJSON_IsString (slot [2]) || !slot [2]->valuestring)
-            return s_fail (err, MMP_ERR_BAD_TYPE, where, "hostname", "must be a string");
-        len = strlen (slot [2]->valuestring);
-        if (!mmp_valid_hostname (slot [2]->valuestring, len))
+        if (s_text (slot [2], "hostname", SIZE_MAX, &request->hostname, &len, where, err))
+            return -2;
+        if (!mmp_valid_hostname (request->hostname, len))
             return s_fail (err, MMP_ERR_BAD_HOSTNAME, where, "hostname",
                            "not a DNS name (1..253 bytes of RFC 1123 labels, no trailing dot)");
-        request->hostname = slot [2]->valuestring;
     }
     else
     if (delivered)
         return s_missing (err, where, "hostname");
 
     if (slot [3]) {
-        if (!cJSON_IsObject (slot [3]))
+        if (*slot [3] != '{')
             return s_fail (err, MMP_ERR_BAD_TYPE, where, "attributes", "must be an object");
-        if (s_printed_size (slot [3], MMP_MAX_ATTRIBUTES, false) > MMP_MAX_ATTRIBUTES
-        &&  s_printed_size (slot [3], MMP_MAX_ATTRIBUTES, true) > MMP_MAX_ATTRIBUTES)
+        size_t size = (size_t) (s_skip (slot [3]) - slot [3]);
+        if (size > MMP_MAX_ATTRIBUTES)
             return s_fail (err, MMP_ERR_TOO_LARGE, where, "attributes",
-                           "printed size over %d bytes", MMP_MAX_ATTRIBUTES);
-        request->attributes = (cJSON *) slot [3];
+                           "%zu bytes, over %d", size, MMP_MAX_ATTRIBUTES);
+        request->attributes = (const char *) slot [3];
+        request->attributes_size = size;
     }
     return 0;
 }
@@ -597,10 +997,10 @@ s_request (const cJSON *item, bool delivered, mmp_request_t *request,
 static const s_schema_t s_publish_schema = { { "messages", "req", NULL } };
 
 static int
-s_publish (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_publish (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_publish_schema, slot, &s_top, err) || s_req (slot [1], msg, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_publish_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "messages");
@@ -611,9 +1011,11 @@ s_publish (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
     if (!msg->messages)
         return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "messages", "out of memory");
     s_where_t where = { "messages", 0, NULL };
-    for (const cJSON *child = slot [0]->child; child; child = child->next, where.index++)
-        if (s_request (child, false, &msg->messages [where.index], &where, err))
+    for (s_pos_t *item = s_first (slot [0]), *next; item; item = next, where.index++) {
+        next = s_next (item);
+        if (s_request (item, false, &msg->messages [where.index], &where, err))
             return -2;
+    }
     msg->message_count = count;
     return 0;
 }
@@ -623,10 +1025,10 @@ static const s_schema_t s_puback_schema = {
 };
 
 static int
-s_puback (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_puback (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_puback_schema, slot, &s_top, err) || s_req (slot [3], msg, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_puback_schema, slot, &end, &s_top, err) || s_req (slot [3], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "message_ids");
@@ -651,10 +1053,10 @@ s_puback (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_error_schema = { { "code", "reason", "req", NULL } };
 
 static int
-s_error (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_error (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_error_schema, slot, &s_top, err) || s_req (slot [2], msg, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_error_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "code");
@@ -671,23 +1073,40 @@ s_error (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 
 static const s_schema_t s_req_only_schema = { { "req", NULL } };
 
+//  The STATS reply: the counters belong to the broker and may grow; only
+//  the correlation string has a defined type. Members are walked without
+//  decoding any, so the object stays intact for the cJSON tree.
 static int
-s_stats (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_open_reply (s_pos_t *body, s_pos_t **req, mmp_error_t *err)
 {
-    if (msg->direction == MMP_FROM_BROKER) {
-        //  The reply's counters belong to the broker and may grow; only the
-        //  correlation string has a defined type.
-        const cJSON *req = NULL;
-        for (const cJSON *child = body->child; child; child = child->next)
-            if (child->string && strcmp (child->string, "req") == 0) {
-                if (req)
-                    return s_fail (err, MMP_ERR_BAD_JSON, &s_top, "req", "field given twice");
-                req = child;
-            }
-        return s_req (req, msg, err);
+    *req = NULL;
+    s_pos_t *p = s_space (body + 1);
+    while (*p != '}') {
+        char name [8];
+        size_t len;
+        p = s_name (p, name, sizeof name, &len);
+        p = s_space (s_space (p) + 1);
+        if (len == 3 && strcmp (name, "req") == 0) {
+            if (*req)
+                return s_fail (err, MMP_ERR_BAD_JSON, &s_top, "req", "field given twice");
+            *req = p;
+        }
+        p = s_space (s_skip (p));
+        if (*p == ',')
+            p = s_space (p + 1);
     }
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_req_only_schema, slot, &s_top, err) || s_req (slot [0], msg, err))
+    return 0;
+}
+
+static int
+s_stats (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+{
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (msg->direction == MMP_FROM_BROKER) {
+        s_pos_t *req;
+        return s_open_reply (body, &req, err) || s_req (req, msg, err)? -2: 0;
+    }
+    if (s_collect (body, &s_req_only_schema, slot, &end, &s_top, err) || s_req (slot [0], msg, err))
         return -2;
     return 0;
 }
@@ -696,19 +1115,18 @@ static const s_schema_t s_deadletters_to_schema = { { "req", "limit", NULL } };
 static const s_schema_t s_deadletters_from_schema = { { "req", "dead_letters", "total", NULL } };
 
 static int
-s_deadletters (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_deadletters (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
+    s_pos_t *slot [S_MAX_FIELDS], *end;
     if (msg->direction == MMP_TO_BROKER) {
-        if (s_collect (body, &s_deadletters_to_schema, slot, &s_top, err)
+        if (s_collect (body, &s_deadletters_to_schema, slot, &end, &s_top, err)
         ||  s_req (slot [0], msg, err))
             return -2;
         if (slot [1] && s_int (slot [1], "limit", 1, S_MAX_DEAD_LETTERS, &msg->limit, &s_top, err))
             return -2;
         return 0;
     }
-    if (s_collect (body, &s_deadletters_from_schema, slot, &s_top, err)
-    ||  s_req (slot [0], msg, err))
+    if (s_collect (body, &s_deadletters_from_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [1])
         return s_missing (err, &s_top, "dead_letters");
@@ -718,22 +1136,25 @@ s_deadletters (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
     if (s_array (slot [1], "dead_letters", 0, S_MAX_DEAD_LETTERS, &count, &s_top, err))
         return -2;
     s_where_t where = { "dead_letters", 0, NULL };
-    for (const cJSON *child = slot [1]->child; child; child = child->next, where.index++)
-        if (!cJSON_IsObject (child))
+    for (s_pos_t *item = s_first (slot [1]); item; item = s_next (item), where.index++)
+        if (*item != '{')
             return s_fail (err, MMP_ERR_NOT_OBJECT, &where, NULL, "a dead letter must be an object");
     //  mmp_msg_t has no field for the total: it is checked here and read
     //  from body by whoever prints it.
     int64_t total = 0;
-    return s_int (slot [2], "total", 0, S_MAX_EXACT, &total, &s_top, err);
+    if (s_int (slot [2], "total", 0, S_MAX_EXACT, &total, &s_top, err))
+        return -2;
+    //  Decoded last: the cJSON tree is built from the original bytes
+    return s_req (slot [0], msg, err);
 }
 
 static const s_schema_t s_replay_schema = { { "message_ids", "req", NULL } };
 
 static int
-s_replay (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_replay (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_replay_schema, slot, &s_top, err) || s_req (slot [1], msg, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_replay_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "message_ids");
@@ -744,10 +1165,10 @@ s_replay (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_replayed_schema = { { "replayed", "unknown", "req", NULL } };
 
 static int
-s_replayed (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_replayed (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_replayed_schema, slot, &s_top, err) || s_req (slot [2], msg, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_replayed_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "replayed");
@@ -764,10 +1185,10 @@ s_replayed (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_hello_schema = { { "credit", "subscription", "name", NULL } };
 
 static int
-s_hello (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_hello (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_hello_schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_hello_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "credit");
@@ -785,10 +1206,10 @@ static const s_schema_t s_welcome_schema = {
 };
 
 static int
-s_welcome (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_welcome (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_welcome_schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_welcome_schema, slot, &end, &s_top, err))
         return -2;
     for (int i = 0; i < 3; i++)
         if (!slot [i])
@@ -806,10 +1227,10 @@ static const s_schema_t s_delivery_schema = {
 };
 
 static int
-s_deliver (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_deliver (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_deliver_schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_deliver_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "deliveries");
@@ -820,13 +1241,15 @@ s_deliver (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
     if (!msg->deliveries)
         return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "deliveries", "out of memory");
     s_where_t where = { "deliveries", 0, NULL };
-    for (const cJSON *child = slot [0]->child; child; child = child->next, where.index++) {
+    for (s_pos_t *item = s_first (slot [0]), *next; item; item = next, where.index++) {
         mmp_delivery_t *delivery = &msg->deliveries [where.index];
-        if (!cJSON_IsObject (child))
+        if (*item != '{')
             return s_fail (err, MMP_ERR_NOT_OBJECT, &where, NULL, "a delivery must be an object");
-        const cJSON *field [S_MAX_FIELDS];
-        if (s_collect (child, &s_delivery_schema, field, &where, err))
+        s_pos_t *field [S_MAX_FIELDS];
+        if (s_collect (item, &s_delivery_schema, field, &next, &where, err))
             return -2;
+        next = s_space (next);
+        next = *next == ']'? NULL: s_space (next + 1);
         for (int i = 0; i < 5; i++)
             if (!field [i])
                 return s_missing (err, &where, s_delivery_schema.names [i]);
@@ -848,10 +1271,10 @@ s_deliver (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_credit_schema = { { "credit", NULL } };
 
 static int
-s_credit (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_credit (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, &s_credit_schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, &s_credit_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "credit");
@@ -865,14 +1288,14 @@ static const s_schema_t s_nack_schema = { { "delivery_ids", "delay_ms", "reason"
 static const s_schema_t s_progress_schema = { { "delivery_ids", "steps", NULL } };
 
 static int
-s_id_command (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_id_command (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
     const s_schema_t *schema =
         msg->command == MMP_EXTEND? &s_extend_schema:
         msg->command == MMP_NACK? &s_nack_schema:
         msg->command == MMP_PROGRESS? &s_progress_schema: &s_ack_schema;
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "delivery_ids");
@@ -908,11 +1331,12 @@ static const s_schema_t s_id_reply_schema = { { "ok", "stale", "unknown", "deadl
 static const s_schema_t s_id_reply_short_schema = { { "ok", "stale", "unknown", NULL } };
 
 static int
-s_id_reply (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_id_reply (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
     bool extended = msg->command == MMP_EXTENDED;
-    const cJSON *slot [S_MAX_FIELDS];
-    if (s_collect (body, extended? &s_id_reply_schema: &s_id_reply_short_schema, slot, &s_top, err))
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    if (s_collect (body, extended? &s_id_reply_schema: &s_id_reply_short_schema,
+                   slot, &end, &s_top, err))
         return -2;
     for (int i = 0; i < (extended? 4: 3); i++)
         if (!slot [i])
@@ -930,13 +1354,14 @@ s_id_reply (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_empty_schema = { { NULL } };
 
 static int
-s_empty (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err)
+s_empty (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
-    const cJSON *slot [S_MAX_FIELDS];
-    return s_collect (body, &s_empty_schema, slot, &s_top, err);
+    (void) msg;
+    s_pos_t *slot [S_MAX_FIELDS], *end;
+    return s_collect (body, &s_empty_schema, slot, &end, &s_top, err);
 }
 
-typedef int (s_body_fn) (const cJSON *body, mmp_msg_t *msg, mmp_error_t *err);
+typedef int (s_body_fn) (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err);
 
 static s_body_fn *const s_body_decoders [MMP_COMMAND_COUNT] = {
     [MMP_PUBLISH]     = s_publish,
@@ -962,99 +1387,6 @@ static s_body_fn *const s_body_decoders [MMP_COMMAND_COUNT] = {
     [MMP_BYE]         = s_empty,
 };
 
-
-//  --------------------------------------------------------------------------
-//  Raw body scan, before cJSON sees a byte. Checks nesting depth (so
-//  cJSON's recursion stays shallow whatever arrives), and refuses raw
-//  control characters and \u0000 escapes inside strings: JSON forbids the
-//  first, and the second would silently cut a C string short
-//  ("cattle\u0000; x" would pass as "cattle").
-
-//  Byte classes for the scan: everything else is 0.
-enum { S_OPEN = 1, S_CLOSE = 2, S_QUOTE = 3, S_ESCAPE = 4, S_CONTROL = 5 };
-static unsigned char s_class [256];
-static unsigned char s_string_class [256];
-
-static void
-s_scan_tables (void)
-{
-    s_class ['{'] = s_class ['['] = S_OPEN;
-    s_class ['}'] = s_class [']'] = S_CLOSE;
-    s_class ['"'] = S_QUOTE;
-    s_string_class ['"'] = S_QUOTE;
-    s_string_class ['\\'] = S_ESCAPE;
-    for (int c = 0; c < 0x20; c++)
-        s_string_class [c] = S_CONTROL;
-}
-
-//  Eight string bytes at once: true when none of them is a quote, a
-//  backslash or a control character, i.e. none the scan must look at.
-//  (The has-zero-byte and has-byte-below-n tricks: exact as a yes/no.)
-static inline bool
-s_plain_word (const unsigned char *cursor)
-{
-    const uint64_t ones = UINT64_C (0x0101010101010101);
-    const uint64_t highs = UINT64_C (0x8080808080808080);
-    uint64_t word;
-    memcpy (&word, cursor, 8);
-    uint64_t quote = word ^ (ones * '"');
-    uint64_t backslash = word ^ (ones * '\\');
-    uint64_t found = ((quote - ones) & ~quote)
-                   | ((backslash - ones) & ~backslash)
-                   | ((word - ones * 0x20) & ~word);
-    return (found & highs) == 0;
-}
-
-static int
-s_scan (const unsigned char *data, size_t size, mmp_error_t *err)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once (&once, s_scan_tables);
-    int depth = 0;
-    const unsigned char *cursor = data;
-    const unsigned char *end = data + size;
-    while (cursor < end) {
-        unsigned char kind = s_class [*cursor++];
-        if (kind == 0)
-            continue;
-        if (kind == S_QUOTE) {
-            //  Inside a string until the closing quote
-            while (cursor < end) {
-                if (end - cursor >= 8 && s_plain_word (cursor)) {
-                    cursor += 8;
-                    continue;
-                }
-                unsigned char inner = s_string_class [*cursor++];
-                if (inner == 0)
-                    continue;
-                if (inner == S_QUOTE)
-                    break;
-                if (inner == S_CONTROL)
-                    return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL,
-                                   "control character in a string at byte %zu",
-                                   (size_t) (cursor - 1 - data));
-                //  An escape: refuse \u0000, skip the escaped character
-                if (cursor + 5 <= end && memcmp (cursor, "u0000", 5) == 0)
-                    return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL,
-                                   "\\u0000 in a string at byte %zu",
-                                   (size_t) (cursor - 1 - data));
-                if (cursor < end)
-                    cursor++;
-            }
-        }
-        else
-        if (kind == S_OPEN) {
-            if (++depth > MMP_MAX_DEPTH)
-                return s_fail (err, MMP_ERR_TOO_DEEP, NULL, NULL,
-                               "nesting deeper than %d", MMP_MAX_DEPTH);
-        }
-        else
-        if (depth > 0)
-            depth--;
-    }
-    return 0;
-}
-
 static int
 s_find_command (const void *command, size_t size, mmp_command_t *found)
 {
@@ -1068,6 +1400,28 @@ s_find_command (const void *command, size_t size, mmp_command_t *found)
     return -1;
 }
 
+//  After a body that is valid JSON failed the schema walk: find its
+//  top-level "req" in a fresh copy (the walk unescaped strings in raw),
+//  so the ERROR can carry it. Only a string within its limit is kept.
+static void
+s_salvage_req (unsigned char *raw, const void *body, size_t body_size, size_t offset,
+               mmp_error_t *err)
+{
+    memcpy (raw, body, body_size);
+    s_pos_t *req = NULL;
+    mmp_error_t spare;
+    if (s_open_reply (raw + offset, &req, &spare) || !req || *req != '"')
+        return;
+    s_pos_t *end;
+    size_t len = s_unescape (req, req + 1, SIZE_MAX, &end);
+    if (len <= MMP_MAX_TEXT)
+        memcpy (err->req, req + 1, len + 1);
+}
+
+//  Bytes of zero after the copy of the body: the skip loops read a word
+//  at a time and stop at them.
+#define S_PADDING 9
+
 int
 mmp_decode (const void *signature, size_t signature_size,
             const void *command, size_t command_size,
@@ -1075,12 +1429,13 @@ mmp_decode (const void *signature, size_t signature_size,
             mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err)
 {
     assert (msg);
-    assert (!msg->body && !msg->messages && !msg->deliveries && !msg->ids);
+    assert (!msg->raw && !msg->body && !msg->messages && !msg->deliveries && !msg->ids);
     mmp_error_t spare;
     if (!err)
         err = &spare;
     err->code = NULL;
     err->reason [0] = 0;
+    err->req [0] = 0;
 
     if (!signature || signature_size != 4 || memcmp (signature, MMP_SIGNATURE, 4) != 0) {
         if (signature && signature_size >= 3 && memcmp (signature, "MMP", 3) == 0)
@@ -1110,30 +1465,35 @@ mmp_decode (const void *signature, size_t signature_size,
                        "body is %zu bytes, over %d", body_size, MMP_MAX_BODY);
     if (!body || body_size == 0)
         return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL, "body is empty");
-    if (s_scan (body, body_size, err))
+    if (s_check (body, body_size, err))
         return -2;
-
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts (body, body_size, &end, false);
-    if (!root)
-        return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL, "body is not valid JSON");
-    //  cJSON stops after the first value; anything but white space after it
-    //  makes the body something other than one JSON value.
-    const char *stop = (const char *) body + body_size;
-    while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-        end++;
-    if (!end || end != stop) {
-        cJSON_Delete (root);
-        return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL, "text after the JSON value");
-    }
-    if (!cJSON_IsObject (root)) {
-        cJSON_Delete (root);
+    const unsigned char *first = s_ws (body, (const unsigned char *) body + body_size);
+    if (*first != '{')
         return s_fail (err, MMP_ERR_NOT_OBJECT, NULL, NULL, "body must be a JSON object");
-    }
-    msg->body = root;
+
+    //  The message's own copy: strings are unescaped in it and attribute
+    //  spans point into it, so it lives as long as the message.
+    unsigned char *raw = malloc (body_size + S_PADDING);
+    if (!raw)
+        return s_fail (err, MMP_ERR_TOO_LARGE, NULL, NULL, "out of memory");
+    memcpy (raw, body, body_size);
+    memset (raw + body_size, 0, S_PADDING);
+    msg->raw = (char *) raw;
+    msg->raw_size = body_size;
     msg->command = found;
     msg->direction = direction;
-    if (s_body_decoders [found] (root, msg, err)) {
+    if (direction == MMP_FROM_BROKER && (found == MMP_STATS || found == MMP_DEADLETTERS)) {
+        //  Open-ended replies for tools: read through a cJSON tree (cold path)
+        msg->body = cJSON_ParseWithLength (body, body_size);
+        if (!msg->body) {
+            mmp_msg_reset (msg);
+            return s_fail (err, MMP_ERR_TOO_LARGE, NULL, NULL, "out of memory");
+        }
+    }
+    size_t offset = (size_t) (first - (const unsigned char *) body);
+    if (s_body_decoders [found] (raw + offset, msg, err)) {
+        if (direction == MMP_TO_BROKER)
+            s_salvage_req (raw, body, body_size, offset, err);
         mmp_msg_reset (msg);
         return -2;
     }

@@ -661,15 +661,16 @@ Test (brk_server, events_are_published)
     zsock_destroy (&publisher);
 }
 
-Test (brk_server, attributes_are_delivered_as_cjson_prints_them)
+Test (brk_server, attributes_are_delivered_as_sent)
 {
-    //  The broker prints attributes itself on its hot path; it must give
-    //  exactly the text cJSON would
+    //  Attributes are the publisher's bytes: numbers as written (no
+    //  rounding, no exponent form), white space and escapes kept
     const char *attributes [] = {
         "{\"ts\":1732612345678901234}", "{\"n\":-9007199254740993,\"z\":0,\"m\":-0}",
         "{\"f\":0.1,\"g\":1e300,\"h\":-2.5e-7,\"i\":123456.789}",
         "{\"s\":\"tab\\tquote\\\"back\\\\slash\\u0001\\u00e9\",\"b\":true,\"c\":false,\"d\":null}",
-        "{\"a\":[1,[2,[3,{\"x\":\"y\"}]],{}],\"e\":{}}", "{\"big\":18446744073709551615,\"p\":4503599627370497}"
+        "{\"a\":[1,[2,[3,{\"x\":\"y\"}]],{}],\"e\":{}}", "{\"big\":18446744073709551615,\"p\":4503599627370497}",
+        "{\"x\":0.30000000000000004,\"y\":123456789012345678,\"z\":1e400}", "{ \"w\" : [ 1 , 2 ] }"
     };
     zsock_t *publisher = s_dealer (s_frontend);
     zsock_t *worker = s_worker (100, "w1");
@@ -693,12 +694,8 @@ Test (brk_server, attributes_are_delivered_as_cjson_prints_them)
                 body = zframe_strdup (zmsg_last (raw));
             zmsg_destroy (&raw);
         }
-        cJSON *expected = cJSON_Parse (attributes [i]);
-        cr_assert_not_null (expected);
-        char *want = cJSON_PrintUnformatted (expected);
-        cr_assert (strstr (body, want) != NULL, "cJSON prints %s; the broker sent %s", want, body);
-        cJSON_free (want);
-        cJSON_Delete (expected);
+        cr_assert (strstr (body, attributes [i]) != NULL, "published %s; the broker sent %s",
+                   attributes [i], body);
         cJSON *parsed = cJSON_Parse (body);
         cJSON *first = cJSON_GetArrayItem (cJSON_GetObjectItem (parsed, "deliveries"), 0);
         char ack_json [128];
