@@ -559,6 +559,24 @@ static size_t
 s_unescape (s_pos_t *p, unsigned char *out, size_t limit, s_pos_t **end_p)
 {
     p++;
+    //  Fast path: no escape, so the text is the bytes up to the quote
+    s_pos_t *q = p;
+    while (true) {
+        while (s_plain_word (q))
+            q += 8;
+        if (*q == '"' || *q == '\\')
+            break;
+        q++;
+    }
+    if (*q == '"') {
+        size_t length = (size_t) (q - p);
+        size_t kept = length < limit? length: limit;
+        if (out != p)
+            memmove (out, p, kept);
+        out [kept] = 0;
+        *end_p = q + 1;
+        return length;
+    }
     size_t used = 0;
     while (*p != '"') {
         unsigned char buffer [4];
@@ -933,15 +951,17 @@ static const s_schema_t s_request_schema = {
     { "message_id", "instance_name", "hostname", "attributes", NULL }
 };
 
+//  *end_p gets the position after the request object.
 static int
-s_request (s_pos_t *item, bool delivered, mmp_request_t *request,
+s_request (s_pos_t *item, bool delivered, mmp_request_t *request, s_pos_t **end_p,
            const s_where_t *where, mmp_error_t *err)
 {
-    if (*item != '{')
+    if (*item != '{') {
+        *end_p = s_skip (item);
         return s_fail (err, MMP_ERR_NOT_OBJECT, where, NULL, "a request must be an object");
+    }
     s_pos_t *slot [S_MAX_FIELDS];
-    s_pos_t *end;
-    if (s_collect (item, &s_request_schema, slot, &end, where, err))
+    if (s_collect (item, &s_request_schema, slot, end_p, where, err))
         return -2;
     memset (request, 0, sizeof *request);
     size_t len;
@@ -996,6 +1016,30 @@ s_request (s_pos_t *item, bool delivered, mmp_request_t *request,
 
 static const s_schema_t s_publish_schema = { { "messages", "req", NULL } };
 
+//  Make room for one more item in *array (of size bytes each), growing
+//  it fourfold: arrays are filled in one pass, never counted first.
+static int
+s_grow (void **array, size_t count, size_t *capacity, size_t size)
+{
+    if (count < *capacity)
+        return 0;
+    size_t grown = *capacity? *capacity * 4: 16;
+    void *bigger = realloc (*array, grown * size);
+    if (!bigger)
+        return -1;
+    *array = bigger;
+    *capacity = grown;
+    return 0;
+}
+
+//  After the item whose end is at p: the next item, or NULL at ']'.
+static s_pos_t *
+s_after (s_pos_t *p)
+{
+    p = s_space (p);
+    return *p == ']'? NULL: s_space (p + 1);
+}
+
 static int
 s_publish (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 {
@@ -1004,19 +1048,22 @@ s_publish (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "messages");
-    size_t count;
-    if (s_array (slot [0], "messages", 1, MMP_MAX_MESSAGES, &count, &s_top, err))
-        return -2;
-    msg->messages = malloc (count * sizeof *msg->messages);
-    if (!msg->messages)
-        return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "messages", "out of memory");
+    if (*slot [0] != '[')
+        return s_fail (err, MMP_ERR_BAD_TYPE, &s_top, "messages", "must be an array");
+    size_t capacity = 0;
     s_where_t where = { "messages", 0, NULL };
-    for (s_pos_t *item = s_first (slot [0]), *next; item; item = next, where.index++) {
-        next = s_next (item);
-        if (s_request (item, false, &msg->messages [where.index], &where, err))
+    for (s_pos_t *item = s_first (slot [0]); item; item = s_after (end), where.index++) {
+        if (where.index == MMP_MAX_MESSAGES)
+            return s_fail (err, MMP_ERR_TOO_MANY, &s_top, "messages", "more than %d items",
+                           MMP_MAX_MESSAGES);
+        if (s_grow ((void **) &msg->messages, where.index, &capacity, sizeof *msg->messages))
+            return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "messages", "out of memory");
+        if (s_request (item, false, &msg->messages [where.index], &end, &where, err))
             return -2;
     }
-    msg->message_count = count;
+    if (where.index == 0)
+        return s_fail (err, MMP_ERR_BAD_VALUE, &s_top, "messages", "must not be empty");
+    msg->message_count = where.index;
     return 0;
 }
 
@@ -1234,14 +1281,16 @@ s_deliver (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "deliveries");
-    size_t count;
-    if (s_array (slot [0], "deliveries", 1, MMP_MAX_DELIVERIES, &count, &s_top, err))
-        return -2;
-    msg->deliveries = malloc (count * sizeof *msg->deliveries);
-    if (!msg->deliveries)
-        return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "deliveries", "out of memory");
+    if (*slot [0] != '[')
+        return s_fail (err, MMP_ERR_BAD_TYPE, &s_top, "deliveries", "must be an array");
+    size_t capacity = 0;
     s_where_t where = { "deliveries", 0, NULL };
     for (s_pos_t *item = s_first (slot [0]), *next; item; item = next, where.index++) {
+        if (where.index == MMP_MAX_DELIVERIES)
+            return s_fail (err, MMP_ERR_TOO_MANY, &s_top, "deliveries", "more than %d items",
+                           MMP_MAX_DELIVERIES);
+        if (s_grow ((void **) &msg->deliveries, where.index, &capacity, sizeof *msg->deliveries))
+            return s_fail (err, MMP_ERR_TOO_LARGE, &s_top, "deliveries", "out of memory");
         mmp_delivery_t *delivery = &msg->deliveries [where.index];
         if (*item != '{')
             return s_fail (err, MMP_ERR_NOT_OBJECT, &where, NULL, "a delivery must be an object");
@@ -1261,10 +1310,13 @@ s_deliver (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
             return -2;
         delivery->delivery_id = (uint64_t) id;
         s_where_t inner = { "deliveries", where.index, "message" };
-        if (s_request (field [4], true, &delivery->message, &inner, err))
+        s_pos_t *message_end;
+        if (s_request (field [4], true, &delivery->message, &message_end, &inner, err))
             return -2;
     }
-    msg->delivery_count = count;
+    if (where.index == 0)
+        return s_fail (err, MMP_ERR_BAD_VALUE, &s_top, "deliveries", "must not be empty");
+    msg->delivery_count = where.index;
     return 0;
 }
 
