@@ -773,7 +773,11 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
         //  Attributes are stored and forwarded as the publisher's bytes
-        int rc = mmp_encode_request (&json, ids [i], request->instance_name, request->hostname,
+        char hostname [MMP_MAX_INSTANCE + 16];
+        if (!request->hostname)
+            snprintf (hostname, sizeof hostname, "%s.example.net", request->instance_name);
+        int rc = mmp_encode_request (&json, ids [i], request->instance_name,
+                                     request->hostname ? request->hostname : hostname,
                                      request->attributes, request->attributes_size);
         brk_msg_t *known = brk_queue_lookup (self->queue, ids [i]);
         if (known) {

@@ -147,8 +147,8 @@ s_batch_free (batch_t *batch)
 #define CHECK_SUFFIX        "]}"
 
 //  Decode body as a PUBLISH the broker would receive. Returns the decoded
-//  request object (owned by *msg) or NULL with err filled.
-static cJSON *
+//  request (owned by *msg) or NULL with err filled.
+static const mmp_request_t *
 s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
 {
     mmp_msg_init (msg);
@@ -164,7 +164,7 @@ s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
         snprintf (err->reason, sizeof err->reason, "body is not one JSON object");
         return NULL;
     }
-    return cJSON_GetArrayItem (cJSON_GetObjectItemCaseSensitive (msg->body, "messages"), 0);
+    return &msg->messages [0];
 }
 
 //  Turn the decoder's error on a wrapped line into text about the line:
@@ -231,34 +231,35 @@ s_request_from_json (const char *text, size_t size, size_t column_base,
     mmp_buf_puts (&body, CHECK_PREFIX);
     mmp_buf_append (&body, text, size);
     mmp_buf_puts (&body, CHECK_SUFFIX);
-    if (body.failed) {
+    if (mmp_buf_failed (&body)) {
         mmp_buf_free (&body);
         snprintf (error, error_size, "out of memory");
         return -1;
     }
     mmp_msg_t msg;
     mmp_error_t err;
-    cJSON *item = s_decode_one (body.data, body.size, &msg, &err);
+    const mmp_request_t *decoded = s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
-    if (!item) {
+    if (!decoded) {
         s_explain (&err, column_base, error, error_size);
         return -1;
     }
-    //  The decoder checked every field; item is one valid request object.
+    //  The decoder checked every field; decoded is one valid request.
     int rc = -1;
-    const mmp_request_t *decoded = &msg.messages [0];
     if (decoded->message_id) {
         //  The broker lower-cases ids; so do we, to match its replies.
         for (int i = 0; i < 36; i++)
             request->id [i] = (char) tolower ((unsigned char) decoded->message_id [i]);
-        cJSON_ReplaceItemInObjectCaseSensitive (item, "message_id", cJSON_CreateString (request->id));
     }
-    else {
+    else
         mdl_uuid4 (request->id);
-        cJSON_AddStringToObject (item, "message_id", request->id);
-    }
     snprintf (request->name, sizeof request->name, "%s", decoded->instance_name);
-    request->json = cJSON_PrintUnformatted (item);
+    //  Attributes go out as the bytes read, never re-printed
+    mmp_buf_init (&body);
+    if (mmp_encode_request (&body, request->id, decoded->instance_name, decoded->hostname,
+                            decoded->attributes, decoded->attributes_size) == 0)
+        request->json = mmp_buf_detach (&body, NULL);
+    mmp_buf_free (&body);
     mmp_msg_reset (&msg);
     if (!request->json) {
         snprintf (error, error_size, "out of memory");
@@ -271,10 +272,10 @@ s_request_from_json (const char *text, size_t size, size_t column_base,
     mmp_buf_puts (&body, CHECK_PREFIX);
     mmp_buf_puts (&body, request->json);
     mmp_buf_puts (&body, CHECK_SUFFIX);
-    bool failed = body.failed;
-    item = failed ? NULL : s_decode_one (body.data, body.size, &msg, &err);
+    bool failed = mmp_buf_failed (&body);
+    decoded = failed ? NULL : s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
-    if (!item) {
+    if (!decoded) {
         if (failed)
             snprintf (error, error_size, "out of memory");
         else {
@@ -371,8 +372,11 @@ s_mock_request (publisher_t *self, request_t *request)
     suffix [4] = 0;
     snprintf (request->name, sizeof request->name, "cattle-%s", suffix);
     mdl_uuid4 (request->id);
-    request->json = zsys_sprintf ("{\"message_id\":\"%s\",\"instance_name\":\"%s\"}",
-                                  request->id, request->name);
+    mmp_buf_t json;
+    mmp_buf_init (&json);
+    if (mmp_encode_request (&json, request->id, request->name, NULL, NULL, 0) == 0)
+        request->json = mmp_buf_detach (&json, NULL);
+    mmp_buf_free (&json);
 }
 
 //  Take the next request that is due at now. Returns 1 (filled), 0 (none
@@ -449,16 +453,13 @@ s_fill_batch (zsock_t *sock, publisher_t *self, batch_t *batch, int64_t now)
     snprintf (batch->req, sizeof batch->req, "p%d-%" PRIu64, self->index, self->seq++);
     mmp_buf_t buf;
     mmp_buf_init (&buf);
-    mmp_buf_printf (&buf, "{\"req\":\"%s\",\"messages\":[", batch->req);
-    for (size_t i = 0; i < batch->count; i++) {
-        if (i)
-            mmp_buf_puts (&buf, ",");
-        mmp_buf_puts (&buf, batch->requests [i].json);
-    }
-    mmp_buf_puts (&buf, "]}");
-    assert (!buf.failed);
-    batch->body = buf.data;             //  Ownership of the text moves to the batch
-    batch->body_size = buf.size;
+    mmp_encode_publish_begin (&buf);
+    for (size_t i = 0; i < batch->count; i++)
+        mmp_encode_publish_add (&buf, batch->requests [i].json, strlen (batch->requests [i].json));
+    int failed = mmp_encode_publish_end (&buf, batch->req);
+    assert (!failed);
+    //  Ownership of the text moves to the batch
+    batch->body = mmp_buf_detach (&buf, &batch->body_size);
     atomic_fetch_add (&s_sent, (int64_t) batch->count);
     s_send_batch (sock, self, batch, now);
     return (int) batch->count;
@@ -873,14 +874,11 @@ main (int argc, char *argv [])
     size_t list_count = 0;
     int input_result = EXIT_OK;
     if (instance) {
-        cJSON *root = cJSON_CreateObject ();
-        cJSON_AddStringToObject (root, "instance_name", instance);
-        if (hostname)
-            cJSON_AddStringToObject (root, "hostname", hostname);
-        if (message_id)
-            cJSON_AddStringToObject (root, "message_id", message_id);
-        char *text = cJSON_PrintUnformatted (root);
-        cJSON_Delete (root);
+        mmp_buf_t json;
+        mmp_buf_init (&json);
+        char *text = mmp_encode_request (&json, message_id, instance, hostname, NULL, 0) == 0
+                   ? mmp_buf_detach (&json, NULL) : NULL;
+        mmp_buf_free (&json);
         list = calloc (1, sizeof *list);
         char error [320] = "out of memory";
         int rc = text && list ? s_request_from_json (text, strlen (text), 0, list, error, sizeof error) : -1;

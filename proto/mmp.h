@@ -13,7 +13,8 @@
     Ownership: mmp_msg_t owns its copy of the body and the arrays it fills;
     strings and attribute spans in it point into that copy and live until
     mmp_msg_reset (). No cJSON tree is built on any hot path: only the
-    STATS and DEADLETTERS replies (read by tools) also get one in body.
+    frontend replies that tools read (PUBACK, STATS, DEADLETTERS,
+    REPLAYED) also get one in body.
 
     Files: mmp_decode.c (frames, RFC 8259 check, schema walk), mmp_encode.c
     (every body sent), mmp_json.c / mmp_json.h (the JSON writer and
@@ -137,7 +138,7 @@ typedef struct {
     mmp_direction_t direction;  //  Which way it was decoded
     char *raw;                  //  Owned: the decoder's copy of the body; strings point into it
     size_t raw_size;            //  Bytes of the body
-    cJSON *body;                //  Owned: a tree of the body, only for STATS and DEADLETTERS replies
+    cJSON *body;                //  Owned: a tree of the body, only for PUBACK, STATS, DEADLETTERS, REPLAYED
     const char *req;            //  Client correlation string, or NULL
 
     mmp_request_t *messages;    //  PUBLISH: the requests
@@ -225,14 +226,19 @@ int mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
 //  ERROR {code, reason, req?}; each string cut to MMP_MAX_TEXT bytes.
 int mmp_encode_error (mmp_buf_t *buf, const char *code, const char *reason, const char *req);
 
-//  A request object {message_id, instance_name, hostname, attributes?}:
-//  hostname NULL gives "<instance_name>.example.net"; attributes (NULL for
-//  none) are attributes_size bytes of a JSON object, copied as they are.
+//  A request object {message_id?, instance_name, hostname?, attributes?}:
+//  message_id or hostname NULL is left out; attributes (NULL for none)
+//  are attributes_size bytes of a JSON object, copied as they are.
 int mmp_encode_request (mmp_buf_t *buf, const char *message_id, const char *instance_name,
                         const char *hostname, const char *attributes, size_t attributes_size);
 //  PUBLISH {messages, req?} of count request objects (sizes NULL: strlen).
 int mmp_encode_publish (mmp_buf_t *buf, const char *req, const char *const *requests,
                         const size_t *sizes, size_t count);
+//  The same, request by request: begin, add each (size bytes of a request
+//  object), end (returns 0 or -1).
+void mmp_encode_publish_begin (mmp_buf_t *buf);
+void mmp_encode_publish_add (mmp_buf_t *buf, const char *request, size_t size);
+int mmp_encode_publish_end (mmp_buf_t *buf, const char *req);
 //  PUBACK {message_ids, duplicates, durability, req?}: id i is the 36
 //  bytes at ids + i * stride; duplicates [i] (or NULL: none) marks those
 //  also listed in duplicates.

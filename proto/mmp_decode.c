@@ -15,9 +15,10 @@
        are read without strtod; attributes are not parsed again at all:
        the request gets a span (pointer and size) of the bytes as sent.
 
-    No tree is built, except for the two open-ended replies that only tools
-    read (STATS and DEADLETTERS from the broker): those also get a cJSON
-    tree in msg->body.
+    No tree is built, except for the frontend replies that tools read
+    (PUBACK, STATS, DEADLETTERS, REPLAYED from the broker; the STATS and
+    DEADLETTERS ones are open-ended): those also get a cJSON tree in
+    msg->body, at the cost of a second parse on the client side.
 
     Ownership: mmp_msg_t owns raw (the copy), body (the rare tree) and the
     arrays it fills (one malloc each, the id lists grown by realloc); every
@@ -1534,8 +1535,9 @@ mmp_decode (const void *signature, size_t signature_size,
     msg->raw_size = body_size;
     msg->command = found;
     msg->direction = direction;
-    if (direction == MMP_FROM_BROKER && (found == MMP_STATS || found == MMP_DEADLETTERS)) {
-        //  Open-ended replies for tools: read through a cJSON tree (cold path)
+    if (direction == MMP_FROM_BROKER && (found == MMP_PUBACK || found == MMP_STATS
+                                     ||  found == MMP_DEADLETTERS || found == MMP_REPLAYED)) {
+        //  Frontend replies, read by tools, some open-ended: also a tree
         msg->body = cJSON_ParseWithLength (body, body_size);
         if (!msg->body) {
             mmp_msg_reset (msg);

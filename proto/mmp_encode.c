@@ -77,21 +77,19 @@ int
 mmp_encode_request (mmp_buf_t *buf, const char *message_id, const char *instance_name,
                     const char *hostname, const char *attributes, size_t attributes_size)
 {
-    assert (buf && message_id && instance_name);
+    assert (buf && instance_name);
     mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"message_id\":");
-    mmp_buf_json_string (buf, message_id);
-    mmp_buf_puts (buf, ",\"instance_name\":");
+    mmp_buf_puts (buf, "{");
+    if (message_id) {
+        mmp_buf_puts (buf, "\"message_id\":");
+        mmp_buf_json_string (buf, message_id);
+        mmp_buf_puts (buf, ",");
+    }
+    mmp_buf_puts (buf, "\"instance_name\":");
     mmp_buf_json_string (buf, instance_name);
-    mmp_buf_puts (buf, ",\"hostname\":");
-    if (hostname)
+    if (hostname) {
+        mmp_buf_puts (buf, ",\"hostname\":");
         mmp_buf_json_string (buf, hostname);
-    else {
-        //  The default: <instance_name>.example.net
-        size_t mark = mmp_buf_size (buf);
-        mmp_buf_json_string (buf, instance_name);
-        mmp_buf_truncate (buf, mmp_buf_size (buf) > mark? mmp_buf_size (buf) - 1: mark);
-        mmp_buf_puts (buf, ".example.net\"");
     }
     if (attributes) {
         mmp_buf_puts (buf, ",\"attributes\":");
@@ -101,22 +99,43 @@ mmp_encode_request (mmp_buf_t *buf, const char *message_id, const char *instance
     return s_done (buf);
 }
 
+void
+mmp_encode_publish_begin (mmp_buf_t *buf)
+{
+    assert (buf);
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"messages\":[");
+}
+
+void
+mmp_encode_publish_add (mmp_buf_t *buf, const char *request, size_t size)
+{
+    assert (buf && request);
+    const char *data = mmp_buf_data (buf);
+    if (data [mmp_buf_size (buf) - 1] != '[')
+        mmp_buf_append (buf, ",", 1);
+    mmp_buf_append (buf, request, size);
+}
+
+int
+mmp_encode_publish_end (mmp_buf_t *buf, const char *req)
+{
+    assert (buf);
+    mmp_buf_puts (buf, "]");
+    s_req (buf, req);
+    mmp_buf_puts (buf, "}");
+    return s_done (buf);
+}
+
 int
 mmp_encode_publish (mmp_buf_t *buf, const char *req, const char *const *requests,
                     const size_t *sizes, size_t count)
 {
     assert (buf && (requests || count == 0));
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"messages\":[");
-    for (size_t i = 0; i < count; i++) {
-        if (i)
-            mmp_buf_append (buf, ",", 1);
-        mmp_buf_append (buf, requests [i], sizes? sizes [i]: strlen (requests [i]));
-    }
-    mmp_buf_puts (buf, "]");
-    s_req (buf, req);
-    mmp_buf_puts (buf, "}");
-    return s_done (buf);
+    mmp_encode_publish_begin (buf);
+    for (size_t i = 0; i < count; i++)
+        mmp_encode_publish_add (buf, requests [i], sizes? sizes [i]: strlen (requests [i]));
+    return mmp_encode_publish_end (buf, req);
 }
 
 int

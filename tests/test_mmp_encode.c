@@ -38,7 +38,7 @@ Test (mmp_encode, deliver_byte_budget, .timeout = 30)
     mmp_buf_t request, frame;
     mmp_buf_init (&request);
     mmp_buf_init (&frame);
-    cr_assert_eq (mmp_encode_request (&request, U1, "cattle-ab12", NULL, attributes,
+    cr_assert_eq (mmp_encode_request (&request, U1, "cattle-ab12", "cattle-ab12.example.net", attributes,
                                       MMP_MAX_ATTRIBUTES), 0);
     size_t frames = 0, arrived = 0, count = 0;
     uint64_t next_id = 1, expect_id = 1;
