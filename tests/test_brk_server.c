@@ -711,3 +711,80 @@ Test (brk_server, attributes_are_delivered_as_sent)
     zsock_destroy (&worker);
     zsock_destroy (&publisher);
 }
+
+Test (brk_server, error_carries_req)
+{
+    //  PROTOCOL.md 4.3: a malformed request whose req can be read gets it back
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_send (publisher, MMP_PUBLISH, "{\"req\":\"b7\",\"messages\":[{\"instance_name\":\"bad_name\"}]}");
+    mmp_msg_t msg;
+    s_expect (publisher, MMP_ERROR, &msg);
+    cr_assert_str_eq (msg.code, MMP_ERR_BAD_INSTANCE_NAME);
+    cr_assert_not_null (msg.req);
+    cr_assert_str_eq (msg.req, "b7");
+    mmp_msg_reset (&msg);
+    s_send (publisher, MMP_STATS, "{\"req\":\"s1\",\"bogus\":1}");
+    s_expect (publisher, MMP_ERROR, &msg);
+    cr_assert_str_eq (msg.code, MMP_ERR_UNKNOWN_FIELD);
+    cr_assert_str_eq (msg.req, "s1");
+    mmp_msg_reset (&msg);
+    //  Invalid UTF-8 is refused and never echoed
+    s_send (publisher, MMP_STATS, "{\"req\":\"\xc0\xaf\"}");
+    s_expect (publisher, MMP_ERROR, &msg);
+    cr_assert_str_eq (msg.code, MMP_ERR_BAD_JSON);
+    cr_assert_null (msg.req);
+    mmp_msg_reset (&msg);
+    zsock_destroy (&publisher);
+}
+
+Test (brk_server, stats_fields_are_documented)
+{
+    //  Every STATS counter the broker sends is named in PROTOCOL.md, and
+    //  every counter the document names is sent (journal ones aside: this
+    //  broker has none)
+    //  Found beside this file, or from the build or source directory
+    char path [512];
+    snprintf (path, sizeof path, "%s", __FILE__);
+    char *slash = strrchr (path, '/');
+    cr_assert_not_null (slash);
+    snprintf (slash, sizeof path - (size_t) (slash - path), "/../proto/PROTOCOL.md");
+    FILE *file = fopen (path, "r");
+    const char *others [] = { "proto/PROTOCOL.md", "../proto/PROTOCOL.md", "../../proto/PROTOCOL.md" };
+    for (size_t i = 0; !file && i < 3; i++)
+        file = fopen (others [i], "r");
+    cr_assert_not_null (file, "cannot read %s", path);
+    static char text [200000];
+    size_t size = fread (text, 1, sizeof text - 1, file);
+    fclose (file);
+    text [size] = 0;
+    char *start = strstr (text, "#### STATS");
+    cr_assert_not_null (start);
+    char *end = strstr (start, "#### DEADLETTERS");
+    cr_assert_not_null (end);
+    *end = 0;
+    zsock_t *client = s_dealer (s_frontend);
+    s_send (client, MMP_STATS, "{}");
+    mmp_msg_t msg;
+    s_expect (client, MMP_STATS, &msg);
+    for (cJSON *item = msg.body->child; item; item = item->next) {
+        char quoted [80];
+        snprintf (quoted, sizeof quoted, "`%s`", item->string);
+        cr_assert (strstr (start, quoted), "STATS sends %s, PROTOCOL.md does not list it", quoted);
+    }
+    //  Names in the paragraph, each `name`, must be in the reply
+    const char *journal = strstr (start, "`journal`");
+    for (char *cursor = strstr (start, "Known counters"); cursor && *cursor; ) {
+        char *open = strchr (cursor, '`');
+        if (!open || (journal && open >= journal))
+            break;
+        char *close = strchr (open + 1, '`');
+        cr_assert_not_null (close);
+        char name [64];
+        snprintf (name, sizeof name, "%.*s", (int) (close - open - 1), open + 1);
+        cr_assert_not_null (cJSON_GetObjectItemCaseSensitive (msg.body, name),
+                            "PROTOCOL.md lists `%s`, STATS does not send it", name);
+        cursor = close + 1;
+    }
+    mmp_msg_reset (&msg);
+    zsock_destroy (&client);
+}
