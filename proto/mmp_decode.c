@@ -140,6 +140,24 @@ mmp_msg_reset (mmp_msg_t *msg)
 }
 
 
+//  Cut text at its first byte that does not start a valid UTF-8 sequence:
+//  a reason built from decoded names and cut to size never carries half a
+//  character.
+static void
+s_clean_utf8 (char *text)
+{
+    unsigned char *cursor = (unsigned char *) text;
+    unsigned char *end = cursor + strlen (text);
+    while (cursor < end) {
+        size_t len = mmp_utf8_length (cursor, end);
+        if (len == 0) {
+            *cursor = 0;
+            return;
+        }
+        cursor += len;
+    }
+}
+
 int
 mmp_fail (mmp_error_t *err, const char *code, const char *format, ...)
 {
@@ -148,6 +166,7 @@ mmp_fail (mmp_error_t *err, const char *code, const char *format, ...)
     va_start (args, format);
     vsnprintf (err->reason, sizeof err->reason, format, args);
     va_end (args);
+    s_clean_utf8 (err->reason);
     return -2;
 }
 
@@ -197,6 +216,7 @@ s_fail (mmp_error_t *err, const char *code, const s_where_t *where,
         snprintf (err->reason, sizeof err->reason, "%.90s: %.100s", path, text);
     else
         snprintf (err->reason, sizeof err->reason, "%.150s", text);
+    s_clean_utf8 (err->reason);
     return -2;
 }
 
@@ -712,6 +732,7 @@ s_collect (s_pos_t *p, const s_schema_t *schema, s_pos_t **slots, s_pos_t **end_
         if (found < 0) {
             char shown [48];
             snprintf (shown, sizeof shown, "%.47s", name);
+            s_clean_utf8 (shown);
             return s_fail (err, MMP_ERR_UNKNOWN_FIELD, where, shown, "field is not defined here");
         }
         if (slots [found])
