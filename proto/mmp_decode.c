@@ -393,8 +393,19 @@ bad:
     return mmp_fail (err, MMP_ERR_BAD_JSON, "bad number at byte %zu", (size_t) (start - base));
 }
 
+//  Where each top-level member's value ends (offsets from the start of the
+//  body), recorded by s_check so that the schema walk of the top object
+//  need not skip over a 1000-request array a second time.
+#define S_MAX_HINTS 8
+
+typedef struct {
+    unsigned char *base;            //  Start of the copy of the body
+    size_t ends [S_MAX_HINTS];      //  End offset of member value i
+    size_t count;                   //  How many were recorded
+} s_hints_t;
+
 static int
-s_check (const unsigned char *base, size_t size, mmp_error_t *err)
+s_check (const unsigned char *base, size_t size, s_hints_t *hints, mmp_error_t *err)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once (&once, s_scan_tables);
@@ -459,6 +470,8 @@ key:
     goto value;
 
 after:
+    if (depth == 1 && hints->count < S_MAX_HINTS)
+        hints->ends [hints->count++] = (size_t) (p - base);
     p = s_ws (p, end);
     if (depth == 0) {
         if (p != end)
@@ -708,9 +721,10 @@ typedef struct {
 //  to smuggle a second value past us). *end_p gets the position after the
 //  object. Nothing is decoded, so the object is still intact afterwards.
 static int
-s_collect (s_pos_t *p, const s_schema_t *schema, s_pos_t **slots, s_pos_t **end_p,
-           const s_where_t *where, mmp_error_t *err)
+s_collect_hinted (s_pos_t *p, const s_hints_t *hints, const s_schema_t *schema,
+                  s_pos_t **slots, s_pos_t **end_p, const s_where_t *where, mmp_error_t *err)
 {
+    size_t member = 0;
     for (int i = 0; i < S_MAX_FIELDS; i++)
         slots [i] = NULL;
     p = s_space (p + 1);
@@ -739,13 +753,32 @@ s_collect (s_pos_t *p, const s_schema_t *schema, s_pos_t **slots, s_pos_t **end_
             return s_fail (err, MMP_ERR_BAD_JSON, where, schema->names [found], "field given twice");
         p = s_space (s_space (p) + 1);      //  Past the ':'
         slots [found] = p;
-        p = s_space (s_skip (p));
+        if (hints && member < hints->count)
+            p = s_space (hints->base + hints->ends [member]);
+        else
+            p = s_space (s_skip (p));
+        member++;
         if (*p == '}') {
             *end_p = p + 1;
             return 0;
         }
         p = s_space (p + 1);                //  Past the ','
     }
+}
+
+static int
+s_collect (s_pos_t *p, const s_schema_t *schema, s_pos_t **slots, s_pos_t **end_p,
+           const s_where_t *where, mmp_error_t *err)
+{
+    return s_collect_hinted (p, NULL, schema, slots, end_p, where, err);
+}
+
+//  The body object, with the value ends pass 1 recorded.
+static int
+s_collect_top (s_pos_t *p, const s_hints_t *hints, const s_schema_t *schema,
+               s_pos_t **slots, s_pos_t **end_p, const s_where_t *where, mmp_error_t *err)
+{
+    return s_collect_hinted (p, hints, schema, slots, end_p, where, err);
 }
 
 //  Items of the array at p: s_first gives the first item's position (or
@@ -1063,10 +1096,10 @@ s_after (s_pos_t *p)
 }
 
 static int
-s_publish (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_publish (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_publish_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
+    if (s_collect_top (body, hints, &s_publish_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "messages");
@@ -1094,10 +1127,10 @@ static const s_schema_t s_puback_schema = {
 };
 
 static int
-s_puback (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_puback (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_puback_schema, slot, &end, &s_top, err) || s_req (slot [3], msg, err))
+    if (s_collect_top (body, hints, &s_puback_schema, slot, &end, &s_top, err) || s_req (slot [3], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "message_ids");
@@ -1122,10 +1155,10 @@ s_puback (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_error_schema = { { "code", "reason", "req", NULL } };
 
 static int
-s_error (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_error (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_error_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
+    if (s_collect_top (body, hints, &s_error_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "code");
@@ -1168,14 +1201,14 @@ s_open_reply (s_pos_t *body, s_pos_t **req, mmp_error_t *err)
 }
 
 static int
-s_stats (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_stats (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
     if (msg->direction == MMP_FROM_BROKER) {
         s_pos_t *req;
         return s_open_reply (body, &req, err) || s_req (req, msg, err)? -2: 0;
     }
-    if (s_collect (body, &s_req_only_schema, slot, &end, &s_top, err) || s_req (slot [0], msg, err))
+    if (s_collect_top (body, hints, &s_req_only_schema, slot, &end, &s_top, err) || s_req (slot [0], msg, err))
         return -2;
     return 0;
 }
@@ -1184,18 +1217,18 @@ static const s_schema_t s_deadletters_to_schema = { { "req", "limit", NULL } };
 static const s_schema_t s_deadletters_from_schema = { { "req", "dead_letters", "total", NULL } };
 
 static int
-s_deadletters (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_deadletters (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
     if (msg->direction == MMP_TO_BROKER) {
-        if (s_collect (body, &s_deadletters_to_schema, slot, &end, &s_top, err)
+        if (s_collect_top (body, hints, &s_deadletters_to_schema, slot, &end, &s_top, err)
         ||  s_req (slot [0], msg, err))
             return -2;
         if (slot [1] && s_int (slot [1], "limit", 1, S_MAX_DEAD_LETTERS, &msg->limit, &s_top, err))
             return -2;
         return 0;
     }
-    if (s_collect (body, &s_deadletters_from_schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, &s_deadletters_from_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [1])
         return s_missing (err, &s_top, "dead_letters");
@@ -1220,10 +1253,10 @@ s_deadletters (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_replay_schema = { { "message_ids", "req", NULL } };
 
 static int
-s_replay (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_replay (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_replay_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
+    if (s_collect_top (body, hints, &s_replay_schema, slot, &end, &s_top, err) || s_req (slot [1], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "message_ids");
@@ -1234,10 +1267,10 @@ s_replay (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_replayed_schema = { { "replayed", "unknown", "req", NULL } };
 
 static int
-s_replayed (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_replayed (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_replayed_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
+    if (s_collect_top (body, hints, &s_replayed_schema, slot, &end, &s_top, err) || s_req (slot [2], msg, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "replayed");
@@ -1254,10 +1287,10 @@ s_replayed (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_hello_schema = { { "credit", "subscription", "name", NULL } };
 
 static int
-s_hello (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_hello (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_hello_schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, &s_hello_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "credit");
@@ -1275,10 +1308,10 @@ static const s_schema_t s_welcome_schema = {
 };
 
 static int
-s_welcome (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_welcome (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_welcome_schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, &s_welcome_schema, slot, &end, &s_top, err))
         return -2;
     for (int i = 0; i < 3; i++)
         if (!slot [i])
@@ -1296,10 +1329,10 @@ static const s_schema_t s_delivery_schema = {
 };
 
 static int
-s_deliver (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_deliver (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_deliver_schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, &s_deliver_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "deliveries");
@@ -1345,10 +1378,10 @@ s_deliver (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_credit_schema = { { "credit", NULL } };
 
 static int
-s_credit (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_credit (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, &s_credit_schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, &s_credit_schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "credit");
@@ -1362,14 +1395,14 @@ static const s_schema_t s_nack_schema = { { "delivery_ids", "delay_ms", "reason"
 static const s_schema_t s_progress_schema = { { "delivery_ids", "steps", NULL } };
 
 static int
-s_id_command (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_id_command (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     const s_schema_t *schema =
         msg->command == MMP_EXTEND? &s_extend_schema:
         msg->command == MMP_NACK? &s_nack_schema:
         msg->command == MMP_PROGRESS? &s_progress_schema: &s_ack_schema;
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, schema, slot, &end, &s_top, err))
+    if (s_collect_top (body, hints, schema, slot, &end, &s_top, err))
         return -2;
     if (!slot [0])
         return s_missing (err, &s_top, "delivery_ids");
@@ -1405,11 +1438,11 @@ static const s_schema_t s_id_reply_schema = { { "ok", "stale", "unknown", "deadl
 static const s_schema_t s_id_reply_short_schema = { { "ok", "stale", "unknown", NULL } };
 
 static int
-s_id_reply (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_id_reply (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     bool extended = msg->command == MMP_EXTENDED;
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    if (s_collect (body, extended? &s_id_reply_schema: &s_id_reply_short_schema,
+    if (s_collect_top (body, hints, extended? &s_id_reply_schema: &s_id_reply_short_schema,
                    slot, &end, &s_top, err))
         return -2;
     for (int i = 0; i < (extended? 4: 3); i++)
@@ -1428,14 +1461,14 @@ s_id_reply (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
 static const s_schema_t s_empty_schema = { { NULL } };
 
 static int
-s_empty (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err)
+s_empty (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
 {
     (void) msg;
     s_pos_t *slot [S_MAX_FIELDS], *end;
-    return s_collect (body, &s_empty_schema, slot, &end, &s_top, err);
+    return s_collect_top (body, hints, &s_empty_schema, slot, &end, &s_top, err);
 }
 
-typedef int (s_body_fn) (s_pos_t *body, mmp_msg_t *msg, mmp_error_t *err);
+typedef int (s_body_fn) (s_pos_t *body, const s_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err);
 
 static s_body_fn *const s_body_decoders [MMP_COMMAND_COUNT] = {
     [MMP_PUBLISH]     = s_publish,
@@ -1539,7 +1572,9 @@ mmp_decode (const void *signature, size_t signature_size,
                        "body is %zu bytes, over %d", body_size, MMP_MAX_BODY);
     if (!body || body_size == 0)
         return s_fail (err, MMP_ERR_BAD_JSON, NULL, NULL, "body is empty");
-    if (s_check (body, body_size, err))
+    s_hints_t hints;
+    hints.count = 0;
+    if (s_check (body, body_size, &hints, err))
         return -2;
     const unsigned char *first = s_ws (body, (const unsigned char *) body + body_size);
     if (*first != '{')
@@ -1553,6 +1588,7 @@ mmp_decode (const void *signature, size_t signature_size,
     memcpy (raw, body, body_size);
     memset (raw + body_size, 0, S_PADDING);
     msg->raw = (char *) raw;
+    hints.base = raw;
     msg->raw_size = body_size;
     msg->command = found;
     msg->direction = direction;
@@ -1566,7 +1602,7 @@ mmp_decode (const void *signature, size_t signature_size,
         }
     }
     size_t offset = (size_t) (first - (const unsigned char *) body);
-    if (s_body_decoders [found] (raw + offset, msg, err)) {
+    if (s_body_decoders [found] (raw + offset, &hints, msg, err)) {
         if (direction == MMP_TO_BROKER)
             s_salvage_req (raw, body, body_size, offset, err);
         mmp_msg_reset (msg);
