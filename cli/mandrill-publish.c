@@ -142,9 +142,9 @@ s_batch_free (batch_t *batch)
 
 //  A line is checked by the protocol's own decoder, as the body of a
 //  one-request PUBLISH, so the publisher and the broker cannot disagree on
-//  what is valid. The wrapper's bytes come before the line's.
+//  what is valid. The wrapper (mmp_encode_publish_begin, whose bytes are
+//  CHECK_PREFIX) comes before the line's bytes, which offsets account for.
 #define CHECK_PREFIX        "{\"messages\":["
-#define CHECK_SUFFIX        "]}"
 
 //  Decode body as a PUBLISH the broker would receive. Returns the decoded
 //  request (owned by *msg) or NULL with err filled.
@@ -228,9 +228,9 @@ s_request_from_json (const char *text, size_t size, size_t column_base,
     memset (request, 0, sizeof *request);
     mmp_buf_t body;
     mmp_buf_init (&body);
-    mmp_buf_puts (&body, CHECK_PREFIX);
-    mmp_buf_append (&body, text, size);
-    mmp_buf_puts (&body, CHECK_SUFFIX);
+    mmp_encode_publish_begin (&body);
+    mmp_encode_publish_add (&body, text, size);
+    mmp_encode_publish_end (&body, NULL);
     if (mmp_buf_failed (&body)) {
         mmp_buf_free (&body);
         snprintf (error, error_size, "out of memory");
@@ -269,9 +269,9 @@ s_request_from_json (const char *text, size_t size, size_t column_base,
     //  difference between the input and its reprint can never reach the
     //  broker unchecked.
     mmp_buf_init (&body);
-    mmp_buf_puts (&body, CHECK_PREFIX);
-    mmp_buf_puts (&body, request->json);
-    mmp_buf_puts (&body, CHECK_SUFFIX);
+    mmp_encode_publish_begin (&body);
+    mmp_encode_publish_add (&body, request->json, strlen (request->json));
+    mmp_encode_publish_end (&body, NULL);
     bool failed = mmp_buf_failed (&body);
     decoded = failed ? NULL : s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
