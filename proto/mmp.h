@@ -16,7 +16,8 @@
     frontend replies that tools read (PUBACK, STATS, DEADLETTERS,
     REPLAYED) also get one in body.
 
-    Files: mmp_decode.c (frames, RFC 8259 check, schema walk), mmp_encode.c
+    Files: mmp_decode.c (commands and their bodies), mmp_scan.c (the RFC
+    8259 / UTF-8 pass), mmp_walk.c (reading values in place), mmp_encode.c
     (every body sent), mmp_json.c / mmp_json.h (the JSON writer and
     escaper), mmp_sock.c (recv/send).
 */
