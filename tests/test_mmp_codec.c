@@ -1,4 +1,4 @@
-/*  test_mmp_codec: the MMP/1 codec (proto/mmp.c).
+/*  test_mmp_codec: the MMP/1 codec (proto/mmp_*.c).
 
     Round trips of every command in both directions over a real DEALER /
     ROUTER pair on 127.0.0.1, a corpus of malformed bodies each checked for
@@ -457,8 +457,8 @@ Test (mmp_from_broker, buf_built_deliver)
     mmp_buf_puts (&buf, ",\"stale\":");
     mmp_buf_id_array (&buf, NULL, 0);
     mmp_buf_printf (&buf, ",\"unknown\":[%d]}", 77);
-    cr_assert_not (buf.failed);
-    cr_assert_eq (mmp_send (s_router, s_peer, MMP_ACKED, buf.data, buf.size), 0);
+    cr_assert_not (mmp_buf_failed (&buf));
+    cr_assert_eq (mmp_send (s_router, s_peer, MMP_ACKED, mmp_buf_data (&buf), mmp_buf_size (&buf)), 0);
     mmp_buf_free (&buf);
     mmp_msg_t msg;
     mmp_msg_init (&msg);
@@ -931,8 +931,8 @@ s_publish_body (size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s{\"instance_name\":\"cattle-%zu\"%s}", i ? "," : "", i, extra);
     mmp_buf_puts (&buf, "]}");
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 //  An id list of count ids: {"<field>":[1,2,...]}
@@ -945,8 +945,8 @@ s_ids_body (const char *field, size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s%zu", i ? "," : "", i + 1);
     mmp_buf_printf (&buf, "]%s}", extra);
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 static char *
@@ -958,8 +958,8 @@ s_uuids_body (const char *field, size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s\"%08zx-1f2a-4c3d-9e8f-0a1b2c3d4e5f\"", i ? "," : "", i);
     mmp_buf_printf (&buf, "]%s}", extra);
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 Test (mmp_decode, array_limits, .timeout = 30)
@@ -1016,7 +1016,7 @@ Test (mmp_decode, array_limits, .timeout = 30)
                             "\"message\":{\"message_id\":\"" U1 "\",\"instance_name\":\"c-%zu\",\"hostname\":\"c.example.net\"}}",
                             i ? "," : "", i + 1, i);
         mmp_buf_puts (&buf, "]}");
-        FROM ("DELIVER", buf.data, count == MMP_MAX_DELIVERIES ? "ok" : MMP_ERR_TOO_MANY);
+        FROM ("DELIVER", mmp_buf_data (&buf), count == MMP_MAX_DELIVERIES ? "ok" : MMP_ERR_TOO_MANY);
         mmp_buf_free (&buf);
     }
 }
@@ -1200,7 +1200,7 @@ Test (mmp_decode, attributes, .timeout = 10)
     for (int i = 0; i < 2000; i++)
         mmp_buf_printf (&buf, "%s%d", i ? "," : "", i);
     mmp_buf_puts (&buf, "]}}]}");
-    TO ("PUBLISH", buf.data, MMP_ERR_TOO_LARGE);
+    TO ("PUBLISH", mmp_buf_data (&buf), MMP_ERR_TOO_LARGE);
     mmp_buf_free (&buf);
     TO ("PUBLISH", "{\"messages\":[{\"instance_name\":\"a\",\"attributes\":{}}]}", "ok");
 }
@@ -1298,9 +1298,9 @@ s_round_trip_string (const char *text)
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_json_string (&buf, text);
-    cr_assert_not (buf.failed);
-    cJSON *parsed = cJSON_Parse (buf.data);
-    cr_assert_not_null (parsed, "not JSON: %s", buf.data);
+    cr_assert_not (mmp_buf_failed (&buf));
+    cJSON *parsed = cJSON_Parse (mmp_buf_data (&buf));
+    cr_assert_not_null (parsed, "not JSON: %s", mmp_buf_data (&buf));
     cr_assert (cJSON_IsString (parsed));
     cr_assert_str_eq (parsed->valuestring, text);
     cJSON_Delete (parsed);
@@ -1313,8 +1313,8 @@ s_expect_escaped (const char *text, const char *expected)
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_json_string (&buf, text);
-    cr_assert_str_eq (buf.data, expected);
-    cr_assert_eq (buf.size, strlen (expected));
+    cr_assert_str_eq (mmp_buf_data (&buf), expected);
+    cr_assert_eq (mmp_buf_size (&buf), strlen (expected));
     mmp_buf_free (&buf);
 }
 
@@ -1365,14 +1365,14 @@ Test (mmp_buf, numbers_arrays_printf, .timeout = 10)
     mmp_buf_u64 (&buf, 0);
     mmp_buf_puts (&buf, " ");
     mmp_buf_u64 (&buf, UINT64_MAX);
-    cr_assert_str_eq (buf.data, "0 18446744073709551615");
+    cr_assert_str_eq (mmp_buf_data (&buf), "0 18446744073709551615");
     mmp_buf_clear (&buf);
-    cr_assert_eq (buf.size, 0);
-    cr_assert_str_eq (buf.data, "");
+    cr_assert_eq (mmp_buf_size (&buf), 0);
+    cr_assert_str_eq (mmp_buf_data (&buf), "");
     mmp_buf_id_array (&buf, NULL, 0);
     uint64_t ids [] = { 1, 22, 333 };
     mmp_buf_id_array (&buf, ids, 3);
-    cr_assert_str_eq (buf.data, "[][1,22,333]");
+    cr_assert_str_eq (mmp_buf_data (&buf), "[][1,22,333]");
     mmp_buf_clear (&buf);
 
     //  printf growing past the first allocation
@@ -1380,21 +1380,21 @@ Test (mmp_buf, numbers_arrays_printf, .timeout = 10)
     memset (big, 'z', sizeof big - 1);
     big [sizeof big - 1] = 0;
     mmp_buf_printf (&buf, "<%s|%d>", big, 42);
-    cr_assert_eq (buf.size, strlen (big) + 5);
-    cr_assert_eq (buf.data [0], '<');
-    cr_assert_str_eq (buf.data + buf.size - 4, "|42>");
-    cr_assert_not (buf.failed);
-    cr_assert_geq (buf.capacity, buf.size + 1);
+    cr_assert_eq (mmp_buf_size (&buf), strlen (big) + 5);
+    cr_assert_eq (mmp_buf_data (&buf) [0], '<');
+    cr_assert_str_eq (mmp_buf_data (&buf) + mmp_buf_size (&buf) - 4, "|42>");
+    cr_assert_not (mmp_buf_failed (&buf));
 
     //  Many small appends
     mmp_buf_clear (&buf);
     for (int i = 0; i < 100000; i++)
         mmp_buf_append (&buf, "ab", 2);
-    cr_assert_eq (buf.size, 200000);
-    cr_assert_eq (strlen (buf.data), 200000);
+    cr_assert_eq (mmp_buf_size (&buf), 200000);
+    cr_assert_eq (strlen (mmp_buf_data (&buf)), 200000);
     mmp_buf_append (&buf, "", 0);
-    cr_assert_eq (buf.size, 200000);
+    cr_assert_eq (mmp_buf_size (&buf), 200000);
     mmp_buf_free (&buf);
-    cr_assert_null (buf.data);
+    cr_assert_str_eq (mmp_buf_data (&buf), "");
+    cr_assert_eq (mmp_buf_size (&buf), 0);
     mmp_buf_free (&buf);        //  Safe twice
 }
