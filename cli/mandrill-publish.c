@@ -904,6 +904,9 @@ main (int argc, char *argv [])
     //  Signals arrive on a signalfd read by this thread only; the
     //  publisher threads inherit the blocked mask.
     zsys_handler_set (NULL);
+    //  CZMQ's global state is set up here, once, before any thread makes a
+    //  socket: two publisher threads racing through zsys_init abort it
+    zsys_init ();
     sigset_t signals;
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
