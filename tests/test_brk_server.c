@@ -788,3 +788,65 @@ Test (brk_server, stats_fields_are_documented)
     mmp_msg_reset (&msg);
     zsock_destroy (&client);
 }
+
+Test (brk_server, large_requests_fit_deliver_frames, .timeout = 60)
+{
+    //  300 requests with 4 KB attributes at credit 1000: DELIVER is cut by
+    //  bytes, so every lease reaches the worker (a frame of all 300 would
+    //  be over MMP_MAX_BODY and refused by the worker's decoder)
+    zsock_t *publisher = s_dealer (s_frontend);
+    char attributes [MMP_MAX_ATTRIBUTES + 1];
+    memset (attributes, 'x', MMP_MAX_ATTRIBUTES);
+    memcpy (attributes, "{\"pad\":\"", 8);
+    memcpy (attributes + MMP_MAX_ATTRIBUTES - 2, "\"}", 2);
+    attributes [MMP_MAX_ATTRIBUTES] = 0;
+    for (int batch = 0; batch < 3; batch++) {
+        mmp_buf_t body;
+        mmp_buf_init (&body);
+        mmp_encode_publish_begin (&body);
+        for (int i = 0; i < 100; i++) {
+            char request [MMP_MAX_ATTRIBUTES + 128];
+            int size = snprintf (request, sizeof request,
+                                 "{\"instance_name\":\"big-%d\",\"attributes\":%s}", batch * 100 + i, attributes);
+            mmp_encode_publish_add (&body, request, (size_t) size);
+        }
+        cr_assert_eq (mmp_encode_publish_end (&body, NULL), 0);
+        cr_assert_eq (mmp_send (publisher, NULL, MMP_PUBLISH, mmp_buf_data (&body), mmp_buf_size (&body)), 0);
+        mmp_buf_free (&body);
+        mmp_msg_t ack;
+        s_expect (publisher, MMP_PUBACK, &ack);
+        mmp_msg_reset (&ack);
+    }
+    zsock_t *worker = s_worker (1000, "big");
+    size_t first_attempts = 0, frames = 0;
+    int64_t deadline = zclock_mono () + 30000;
+    while (first_attempts < 300 && zclock_mono () < deadline) {
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        mmp_error_t err;
+        int rc = mmp_recv (worker, true, NULL, MMP_FROM_BROKER, &msg, &err);
+        cr_assert_eq (rc, 0, "rc %d: %s", rc, rc == -2 ? err.reason : "timeout");
+        if (msg.command != MMP_DELIVER) {
+            mmp_msg_reset (&msg);       //  ACKED, HEARTBEAT
+            continue;
+        }
+        frames++;
+        uint64_t ids [MMP_MAX_DELIVERIES];
+        for (size_t i = 0; i < msg.delivery_count; i++) {
+            cr_assert_eq (msg.deliveries [i].message.attributes_size, (size_t) MMP_MAX_ATTRIBUTES);
+            if (msg.deliveries [i].attempt == 1)
+                first_attempts++;
+            ids [i] = msg.deliveries [i].delivery_id;
+        }
+        mmp_buf_t body;
+        mmp_buf_init (&body);
+        cr_assert_eq (mmp_encode_ack (&body, ids, msg.delivery_count), 0);
+        cr_assert_eq (mmp_send (worker, NULL, MMP_ACK, mmp_buf_data (&body), mmp_buf_size (&body)), 0);
+        mmp_buf_free (&body);
+        mmp_msg_reset (&msg);
+    }
+    cr_assert_eq (first_attempts, 300, "only %zu of 300 arrived", first_attempts);
+    cr_assert_geq (frames, 2);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+}
