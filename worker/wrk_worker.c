@@ -56,30 +56,18 @@ s_send (worker_t *self, mmp_command_t command)
 {
     if (!self->dealer)
         return;
-    if (self->buf.failed) {
+    if (mmp_buf_failed (&self->buf)) {
         mdl_error ("out of memory building %s", mmp_command_name (command));
         return;
     }
-    if (mmp_send (self->dealer, NULL, command, self->buf.data, self->buf.size) != 0)
+    if (mmp_send (self->dealer, NULL, command, mmp_buf_data (&self->buf), mmp_buf_size (&self->buf)) != 0)
         mdl_debug ("could not send %s (broker unreachable)", mmp_command_name (command));
-}
-
-static void
-s_ids_body (worker_t *self, const uint64_t *ids, size_t count)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"delivery_ids\":");
-    mmp_buf_id_array (&self->buf, ids, count);
 }
 
 static void
 s_hello (worker_t *self)
 {
-    mmp_buf_clear (&self->buf);
-    mmp_buf_printf (&self->buf, "{\"credit\":%" PRId64 ",\"name\":",
-                    self->draining ? 0 : self->options.credit);
-    mmp_buf_json_string (&self->buf, self->options.name);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_hello (&self->buf, self->draining ? 0 : self->options.credit, self->options.name, NULL);
     s_send (self, MMP_HELLO);
     self->last_hello = s_now ();
 }
@@ -88,10 +76,8 @@ static void
 s_effect_extend (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    if (self->options.jobs.extension_ms > 0)
-        mmp_buf_printf (&self->buf, ",\"extension_ms\":%" PRId64, self->options.jobs.extension_ms);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_extend (&self->buf, ids, count,
+                       self->options.jobs.extension_ms > 0 ? self->options.jobs.extension_ms : -1);
     s_send (self, MMP_EXTEND);
     if (count > 1)
         mdl_debug ("EXTEND sent for %zu leases", count);
@@ -101,8 +87,7 @@ static void
 s_effect_ack (void *arg, const uint64_t *ids, size_t count)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_ack (&self->buf, ids, count);
     s_send (self, MMP_ACK);
 }
 
@@ -110,10 +95,7 @@ static void
 s_effect_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"reason\":");
-    mmp_buf_json_string (&self->buf, reason);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_nack (&self->buf, ids, count, -1, reason);
     s_send (self, MMP_NACK);
 }
 
@@ -121,16 +103,7 @@ static void
 s_effect_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
     worker_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"steps\":[");
-    bool comma = false;
-    if (steps & MMP_STEP_SAVE) {
-        mmp_buf_puts (&self->buf, "\"save\"");
-        comma = true;
-    }
-    if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (&self->buf, comma ? ",\"restart\"" : "\"restart\"");
-    mmp_buf_puts (&self->buf, "]}");
+    mmp_encode_progress (&self->buf, ids, count, steps);
     s_send (self, MMP_PROGRESS);
 }
 
@@ -323,8 +296,7 @@ s_after (worker_t *self)
         mdl_info ("Nacking %zu outstanding messages", wrk_jobs_size (self->jobs));
         wrk_jobs_nack_all (self->jobs);
         wrk_jobs_flush (self->jobs);
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
+        mmp_encode_empty (&self->buf);
         s_send (self, MMP_BYE);
         wrk_db_flush (self->db);
         mdl_log_flush ();
@@ -404,8 +376,7 @@ s_begin_shutdown (worker_t *self, const char *name)
     mdl_info ("Received exit signal %s", name);
     self->draining = true;
     self->drain_deadline = s_now () + self->options.grace_ms;
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"credit\":0}");
+    mmp_encode_credit (&self->buf, 0);
     s_send (self, MMP_CREDIT);
     mdl_info ("Stopped taking work; %zu messages in flight, grace period %.1fs",
               wrk_jobs_size (self->jobs), (double) self->options.grace_ms / 1000.0);
@@ -452,8 +423,7 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     HANDLER_BEGIN;
     int64_t now = s_now ();
     if (now - self->last_sent >= self->heartbeat_ms) {
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
+        mmp_encode_empty (&self->buf);
         s_send (self, MMP_HEARTBEAT);
         self->last_sent = now;
     }
