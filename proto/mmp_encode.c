@@ -111,8 +111,10 @@ void
 mmp_encode_publish_add (mmp_buf_t *buf, const char *request, size_t size)
 {
     assert (buf && request);
+    //  After a failed begin the buffer is empty (and failed): nothing to read
     const char *data = mmp_buf_data (buf);
-    if (data [mmp_buf_size (buf) - 1] != '[')
+    size_t used = mmp_buf_size (buf);
+    if (used && data [used - 1] != '[')
         mmp_buf_append (buf, ",", 1);
     mmp_buf_append (buf, request, size);
 }
@@ -275,8 +277,8 @@ void
 mmp_encode_item_object (mmp_buf_t *buf)
 {
     const char *data = mmp_buf_data (buf);
-    size_t size = mmp_buf_size (buf);
-    if (size && data [size - 1] != '[')
+    size_t used = mmp_buf_size (buf);
+    if (used && data [used - 1] != '[')
         mmp_buf_append (buf, ",", 1);
     mmp_buf_append (buf, "{", 1);
 }
