@@ -540,18 +540,24 @@ s_pub_send (pub_t *pub, int batch)
 {
     mmp_buf_t buf;
     mmp_buf_init (&buf);
-    mmp_buf_printf (&buf, "{\"req\":\"b%d\",\"messages\":[", batch);
+    mmp_buf_t request;
+    mmp_buf_init (&request);
+    mmp_encode_publish_begin (&buf);
     int first = batch * BATCH_SIZE;
     int last = first + BATCH_SIZE < pub->count ? first + BATCH_SIZE : pub->count;
     for (int i = first; i < last; i++) {
-        char id [37];
+        char id [37], name [24];
         s_make_id (pub, i, id);
-        mmp_buf_printf (&buf, "%s{\"message_id\":\"%s\",\"instance_name\":\"cattle-%x\"}",
-                        i > first ? "," : "", id, (unsigned) i);
+        snprintf (name, sizeof name, "cattle-%x", (unsigned) i);
+        mmp_encode_request (&request, id, name, NULL, NULL, 0);
+        mmp_encode_publish_add (&buf, mmp_buf_data (&request), mmp_buf_size (&request));
     }
-    mmp_buf_puts (&buf, "]}");
-    cr_assert (!buf.failed);
-    cr_assert_eq (mmp_send (pub->sock, NULL, MMP_PUBLISH, buf.data, buf.size), 0,
+    cr_assert (!mmp_buf_failed (&request));
+    mmp_buf_free (&request);
+    char req [16];
+    snprintf (req, sizeof req, "b%d", batch);
+    cr_assert_eq (mmp_encode_publish_end (&buf, req), 0);
+    cr_assert_eq (mmp_send (pub->sock, NULL, MMP_PUBLISH, mmp_buf_data (&buf), mmp_buf_size (&buf)), 0,
                   "cannot send PUBLISH");
     mmp_buf_free (&buf);
     if (pub->batch_sent [batch] && !pub->batch_open [batch])
@@ -873,11 +879,9 @@ s_send_ack (drain_t *drain, zsock_t *sock, const uint64_t *ids, size_t count)
         return;
     mmp_buf_t buf;
     mmp_buf_init (&buf);
-    mmp_buf_puts (&buf, "{\"delivery_ids\":");
-    mmp_buf_id_array (&buf, ids, count);
-    mmp_buf_puts (&buf, "}");
-    cr_assert (!buf.failed);
-    cr_assert_eq (mmp_send (sock, NULL, MMP_ACK, buf.data, buf.size), 0, "cannot send ACK");
+    cr_assert_eq (mmp_encode_ack (&buf, ids, count), 0);
+    cr_assert_eq (mmp_send (sock, NULL, MMP_ACK, mmp_buf_data (&buf), mmp_buf_size (&buf)), 0,
+                  "cannot send ACK");
     mmp_buf_free (&buf);
     for (size_t i = 0; i < count; i++) {
         lease_t *lease = s_lease (drain, ids [i], false);
