@@ -482,3 +482,24 @@ brk_auth_check (brk_auth_t *self, const char *user_id, const char *key, mmp_comm
                   name && *name ? name : "-", key && *key ? key : "-", mmp_command_name (command));
     return -1;
 }
+
+bool
+brk_auth_local (const char *endpoint)
+{
+    if (!endpoint)
+        return false;
+    if (strncmp (endpoint, "ipc://", 6) == 0 || strncmp (endpoint, "inproc://", 9) == 0)
+        return true;
+    if (strncmp (endpoint, "tcp://", 6) != 0 || strchr (endpoint, ';'))
+        return false;
+    const char *host = endpoint + 6;
+    if (strncmp (host, "localhost:", 10) == 0 || strncmp (host, "[::1]:", 6) == 0)
+        return true;
+    //  127.0.0.0/8: four dotted numbers, the first 127, then the port
+    unsigned parts [4];
+    int used = 0;
+    if (sscanf (host, "%3u.%3u.%3u.%3u:%n", &parts [0], &parts [1], &parts [2], &parts [3], &used) != 4
+    ||  used == 0)
+        return false;
+    return parts [0] == 127 && parts [1] < 256 && parts [2] < 256 && parts [3] < 256;
+}

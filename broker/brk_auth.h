@@ -87,4 +87,10 @@ bool brk_auth_allows (brk_role_t role, mmp_command_t command);
 int brk_auth_check (brk_auth_t *self, const char *user_id, const char *key,
                     mmp_command_t command);
 
+//  True if a bind to endpoint reaches only this machine: tcp on 127.x.x.x,
+//  localhost or [::1], ipc or inproc. Anything else (tcp://*, a host's
+//  address or interface) is not, and the broker binds it without CURVE
+//  only when told --insecure.
+bool brk_auth_local (const char *endpoint);
+
 #endif

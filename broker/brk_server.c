@@ -22,6 +22,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_util.h"
 #include "mmp.h"
@@ -83,6 +84,7 @@ typedef struct {
     int64_t log_window;         //  Start of the current warn-rate window
     int log_count;              //  Warn lines in that window
     int64_t log_suppressed;     //  Lines held back in that window
+    brk_auth_t *auth;           //  ZAP handler and role checks, or NULL without CURVE
 } s_server_t;
 
 void
@@ -522,7 +524,8 @@ s_handle_backend (s_server_t *self)
         mmp_msg_t msg;
         mmp_msg_init (&msg);
         mmp_error_t err;
-        int rc = mmp_recv (self->backend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        mmp_meta_t meta;
+        int rc = mmp_recv_meta (self->backend, false, &routing_id, MMP_TO_BROKER, &msg, &err, &meta);
         if (rc == -1) {
             zframe_destroy (&routing_id);
             break;
@@ -542,6 +545,13 @@ s_handle_backend (s_server_t *self)
         if (self->config.verbose)
             mdl_debug ("backend %s: %s", peer ? brk_worker_name (peer->worker) : "(new)",
                        mmp_command_name (msg.command));
+        if (self->auth && brk_auth_check (self->auth, meta.user_id, meta.key, msg.command) != 0) {
+            mmp_send_error (self->backend, routing_id, MMP_ERR_FORBIDDEN,
+                            "your role may not use this command", msg.req);
+            mmp_msg_reset (&msg);
+            zframe_destroy (&routing_id);
+            continue;
+        }
         switch (msg.command) {
             case MMP_HELLO:
                 s_handle_hello (self, routing_id, peer, &msg);
@@ -1249,7 +1259,8 @@ s_handle_frontend (s_server_t *self)
         mmp_msg_t msg;
         mmp_msg_init (&msg);
         mmp_error_t err;
-        int rc = mmp_recv (self->frontend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        mmp_meta_t meta;
+        int rc = mmp_recv_meta (self->frontend, false, &routing_id, MMP_TO_BROKER, &msg, &err, &meta);
         if (rc == -1) {
             zframe_destroy (&routing_id);
             break;
@@ -1262,6 +1273,13 @@ s_handle_frontend (s_server_t *self)
         }
         if (self->config.verbose)
             mdl_debug ("frontend: %s", mmp_command_name (msg.command));
+        if (self->auth && brk_auth_check (self->auth, meta.user_id, meta.key, msg.command) != 0) {
+            mmp_send_error (self->frontend, routing_id, MMP_ERR_FORBIDDEN,
+                            "your role may not use this command", msg.req);
+            mmp_msg_reset (&msg);
+            zframe_destroy (&routing_id);
+            continue;
+        }
         switch (msg.command) {
             case MMP_PUBLISH:
                 s_handle_publish (self, routing_id, &msg);
@@ -1327,7 +1345,19 @@ s_handle_pipe (s_server_t *self)
         int index;
         zsock_t **sock = s_socket_named (self, name, &index);
         int port = -1;
+        if (sock && *sock && endpoint && !self->auth && !brk_auth_local (endpoint)
+        &&  !self->config.insecure)
+            mdl_error ("refusing to bind %s to %s without CURVE: give --curve-cert (see "
+                       "docs/SECURITY.md), or --insecure to accept anyone who can reach it",
+                       name, endpoint);
+        else
         if (sock && *sock && endpoint) {
+            if (!self->auth && !brk_auth_local (endpoint))
+                mdl_warn ("INSECURE: %s bound to %s without CURVE: anyone who can reach it can %s",
+                          name, endpoint, streq (name, "backend")
+                          ? "pose as a worker, take restart requests and ack them unrun"
+                          : streq (name, "events") ? "read every event"
+                          : "make Mandrill restart hosts and replay dead letters");
             port = zsock_bind (*sock, "%s", endpoint);
             if (port == -1)
                 mdl_error ("cannot bind %s to %s: %s", name, endpoint, zmq_strerror (zmq_errno ()));
@@ -1386,6 +1416,7 @@ s_server_destroy (s_server_t **self_p)
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
     zsock_destroy (&self->events);
+    brk_auth_destroy (&self->auth);
     free (self->flush);
     mmp_buf_free (&self->reply);
     mmp_buf_free (&self->event);
@@ -1394,6 +1425,34 @@ s_server_destroy (s_server_t **self_p)
 }
 
 static int s_journal_open (s_server_t *self);
+
+//  CURVE on all three sockets, each with its side as ZAP domain, and the
+//  ZAP handler that maps keys to roles. Returns 0 or -1 (logged).
+static int
+s_curve_setup (s_server_t *self, const brk_server_config_t *config)
+{
+    mdl_curve_cert_t cert;
+    char error [300];
+    if (mdl_curve_load (config->curve_cert, true, &cert, error, sizeof error) != 0) {
+        mdl_error ("broker certificate: %s", error);
+        return -1;
+    }
+    brk_auth_config_t auth_config;
+    memset (&auth_config, 0, sizeof auth_config);
+    for (int role = 0; role < BRK_ROLE_COUNT; role++)
+        auth_config.dirs [role] = config->role_dirs [role];
+    self->auth = brk_auth_new (&auth_config);
+    if (!self->auth
+    ||  mdl_curve_server (self->frontend, &cert, "frontend") != 0
+    ||  mdl_curve_server (self->backend, &cert, "backend") != 0
+    ||  mdl_curve_server (self->events, &cert, "events") != 0) {
+        mdl_error ("cannot set up CURVE: %s", self->auth ? zmq_strerror (zmq_errno ()) : "no ZAP handler");
+        return -1;
+    }
+    mdl_info ("CURVE on every socket; broker public key %s", cert.public_txt);
+    memset (&cert, 0, sizeof cert);     //  libzmq keeps its own copy of the secret
+    return 0;
+}
 
 static s_server_t *
 s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
@@ -1433,6 +1492,10 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
     zsock_set_linger (self->frontend, 0);
     zsock_set_linger (self->backend, 0);
     zsock_set_linger (self->events, 0);
+    if (config->curve_cert && s_curve_setup (self, config) != 0) {
+        s_server_destroy (&self);
+        return NULL;
+    }
     brk_queue_set_event_handler (self->queue, s_event, self);
     self->durability = "memory";
     if (config->data_dir) {

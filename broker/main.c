@@ -27,9 +27,10 @@ s_usage (FILE *out)
         "Holds restart requests and leases them to workers (see proto/PROTOCOL.md).\n"
         "\n"
         "Sockets:\n"
-        "  --frontend ENDPOINT    publishers and control clients (default tcp://*:5555)\n"
-        "  --backend ENDPOINT     workers (default tcp://*:5556)\n"
-        "  --events ENDPOINT      lifecycle events, PUB (default tcp://*:5557)\n"
+        "  --frontend ENDPOINT    publishers and control clients (default tcp://*:5555,\n"
+        "                         tcp://127.0.0.1:5555 without --curve-cert or --insecure)\n"
+        "  --backend ENDPOINT     workers (default tcp://*:5556, the same rule)\n"
+        "  --events ENDPOINT      lifecycle events, PUB (default tcp://*:5557, the same rule)\n"
         "\n"
         "Leases and retries (durations take a unit: 250ms, 10s, 2m):\n"
         "  --ack-deadline DUR     lease length of a delivery (default 10s)\n"
@@ -49,6 +50,17 @@ s_usage (FILE *out)
         "  --fsync-interval DUR   batch mode: least time between fsyncs (default 10ms)\n"
         "  --salvage              start even if the journal is corrupt before its end,\n"
         "                         keeping what can be read (what is skipped is logged)\n"
+        "\n"
+        "Security (docs/SECURITY.md):\n"
+        "  --curve-cert FILE      the broker's secret certificate (mandrill-ctl keygen):\n"
+        "                         CURVE on all three sockets, only known keys served\n"
+        "  --publishers DIR       public certificates that may PUBLISH\n"
+        "  --workers DIR          public certificates that may work (the backend)\n"
+        "  --operators DIR        public certificates that may use every frontend command\n"
+        "                         and the event feed\n"
+        "  --observers DIR        public certificates that may ask STATS and read events\n"
+        "  --insecure             without --curve-cert, bind non-loopback endpoints anyway;\n"
+        "                         without either, the broker binds only 127.0.0.1\n"
         "\n"
         "Other:\n"
         "  -v, --verbose          log every command at debug level\n"
@@ -135,6 +147,27 @@ main (int argc, char *argv [])
             continue;
         }
         else
+        if (streq (flag, "--insecure")) {
+            config.insecure = true;
+            continue;
+        }
+        else
+        if (streq (flag, "--curve-cert")) {
+            if (!value || !*value)
+                return s_bad (flag, value, "a secret certificate file (mandrill-ctl keygen)");
+            config.curve_cert = value;
+        }
+        else
+        if (streq (flag, "--publishers") || streq (flag, "--workers")
+        ||  streq (flag, "--operators") || streq (flag, "--observers")) {
+            if (!value || !*value)
+                return s_bad (flag, value, "a directory of public certificates");
+            brk_role_t role = streq (flag, "--publishers") ? BRK_ROLE_PUBLISHER
+                            : streq (flag, "--workers") ? BRK_ROLE_WORKER
+                            : streq (flag, "--operators") ? BRK_ROLE_OPERATOR : BRK_ROLE_OBSERVER;
+            config.role_dirs [role] = value;
+        }
+        else
         if (streq (flag, "--data-dir")) {
             if (!value || !*value)
                 return s_bad (flag, value, "a directory");
@@ -179,6 +212,12 @@ main (int argc, char *argv [])
         }
         i++;                    //  Every option but the flags above takes a value
     }
+    //  Secure by default: without CURVE, the default endpoints are loopback
+    static const char *wildcard [3] = { "tcp://*:5555", "tcp://*:5556", "tcp://*:5557" };
+    static const char *loopback [3] = { "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5557" };
+    for (int i = 0; i < 3 && !config.curve_cert && !config.insecure; i++)
+        if (streq (endpoints [i], wildcard [i]))
+            endpoints [i] = loopback [i];
     if (config.queue.backoff_max_ms < config.queue.backoff_base_ms)
         return s_bad ("--backoff-max", "(less than --backoff-base)", "a cap at least as large as --backoff-base");
 
