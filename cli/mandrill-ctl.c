@@ -8,6 +8,8 @@
     Key generation is not offered: the broker has no CURVE security yet,
     so there is nothing to use keys for.
 */
+#include "ctl_keygen.h"
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_util.h"
 #include "mmp.h"
@@ -38,6 +40,9 @@ typedef struct {
     int64_t limit;              //  deadletters --limit (-1 = broker default: all)
     int64_t count;              //  tail --count (-1 = forever)
     bool all;                   //  replay --all
+    const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
+    const char *broker_cert;    //  The broker's public certificate, or NULL
+    const char *dir;            //  keygen --dir
 } opts_t;
 
 static void
@@ -54,17 +59,33 @@ s_usage (FILE *out)
         "                             dead_lettered replayed progress worker_joined\n"
         "                             worker_lost); says on stderr what it subscribed to\n"
         "    --count N                stop after N events\n"
+        "  keygen NAME [--dir DIR]    write DIR/NAME.key (public) and DIR/NAME.key_secret\n"
+        "                             (mode 0600) in zcert format; never overwrites\n"
         "options:\n"
         "  --broker EP     frontend (default tcp://localhost:5555)\n"
         "  --events EP     events socket for tail (default tcp://localhost:5557)\n"
         "  --timeout D     wait for an answer (default 3s)\n"
         "  --json          print the broker's JSON reply as is (one line)\n"
+        "  --curve-cert F  own secret certificate: CURVE to the broker (with --broker-cert)\n"
+        "  --broker-cert F the broker's public certificate (docs/SECURITY.md)\n"
         "  --version       print the version and exit\n"
         "  --help\n"
-        "(no keygen: the broker has no CURVE security yet)\n"
+        "exit codes of keygen: 0 written; 1 usage; 2 not written (a file exists, I/O).\n"
         "exit codes: 0 ok; 1 usage (also an unknown event name for tail); 2 the broker\n"
         "answered ERROR, or replay found unknown ids; 3 no answer from the broker within\n"
         "--timeout.\n");
+}
+
+//  CURVE options from --curve-cert and --broker-cert (none: plain TCP).
+//  Returns 0, or -1 after saying why on stderr.
+static int
+s_curve (zsock_t *sock, const opts_t *opts)
+{
+    char error [300];
+    if (mdl_curve_client_files (sock, opts->curve_cert, opts->broker_cert, error, sizeof error) == 0)
+        return 0;
+    fprintf (stderr, "mandrill-ctl: %s\n", error);
+    return -1;
 }
 
 //  Send one request and wait for its reply (matched by req). Returns 0 and
@@ -346,7 +367,7 @@ s_tail (const opts_t *opts, int argc, char **argv)
             return EXIT_USAGE;
         }
     zsock_t *sub = zsock_new (ZMQ_SUB);
-    if (!sub || zsock_connect (sub, "%s", opts->events) != 0) {
+    if (!sub || s_curve (sub, opts) != 0 || zsock_connect (sub, "%s", opts->events) != 0) {
         fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts->events);
         zsock_destroy (&sub);
         return EXIT_NO_ANSWER;
@@ -415,7 +436,8 @@ s_tail (const opts_t *opts, int argc, char **argv)
 static bool
 s_takes_value (const char *key)
 {
-    static const char *names [] = { "--broker", "--events", "--timeout", "--limit", "--count", NULL };
+    static const char *names [] = { "--broker", "--events", "--timeout", "--limit", "--count",
+                                    "--curve-cert", "--broker-cert", "--dir", NULL };
     for (int i = 0; names [i]; i++)
         if (streq (key, names [i]))
             return true;
@@ -466,6 +488,15 @@ main (int argc, char *argv [])
             if (streq (key, "--events"))
                 opts.events = value;
             else
+            if (streq (key, "--curve-cert"))
+                opts.curve_cert = value;
+            else
+            if (streq (key, "--broker-cert"))
+                opts.broker_cert = value;
+            else
+            if (streq (key, "--dir"))
+                opts.dir = value;
+            else
             if (streq (key, "--timeout")) {
                 if (mdl_parse_duration_ms (value, &opts.timeout_ms) != 0 || opts.timeout_ms <= 0)
                     expected = "a duration such as 5s";
@@ -500,6 +531,9 @@ main (int argc, char *argv [])
     }
     zsys_handler_set (NULL);
     int rc;
+    if (streq (command, "keygen"))
+        rc = ctl_keygen (opts.dir, nargs, args);
+    else
     if (streq (command, "tail"))
         rc = s_tail (&opts, nargs, args);
     else
@@ -511,7 +545,7 @@ main (int argc, char *argv [])
             return EXIT_USAGE;
         }
         zsock_t *sock = zsock_new (ZMQ_DEALER);
-        if (!sock || zsock_connect (sock, "%s", opts.broker) != 0) {
+        if (!sock || s_curve (sock, &opts) != 0 || zsock_connect (sock, "%s", opts.broker) != 0) {
             fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts.broker);
             zsock_destroy (&sock);
             free (args);
@@ -529,8 +563,7 @@ main (int argc, char *argv [])
         zsock_destroy (&sock);
     }
     else {
-        fprintf (stderr, "mandrill-ctl: unknown command %s%s (see --help)\n", command,
-                 streq (command, "keygen") ? " (no keygen: the broker has no CURVE security yet)" : "");
+        fprintf (stderr, "mandrill-ctl: unknown command %s (see --help)\n", command);
         rc = EXIT_USAGE;
     }
     free (args);

@@ -25,6 +25,7 @@
     watches signals (signalfd) and prints progress.
 */
 #include "mdl_clock.h"
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_util.h"
 #include "mmp.h"
@@ -85,6 +86,8 @@ typedef struct {
     double rate;                //  Mock: msgs/s for all publishers (0 = U[0,1) pacing)
     int64_t count;              //  Mock: total to send (-1 = forever)
     int64_t publishers;         //  Threads
+    const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
+    const char *broker_cert;    //  The broker's public certificate, or NULL
 } opts_t;
 
 //  One publisher thread: its socket, its share of the work, its batches.
@@ -595,6 +598,12 @@ s_publisher_thread (void *arg)
     publisher_t *self = (publisher_t *) arg;
     const opts_t *opts = self->opts;
     zsock_t *sock = zsock_new (ZMQ_DEALER);
+    char curve_error [300];
+    if (sock && mdl_curve_client_files (sock, opts->curve_cert, opts->broker_cert,
+                                        curve_error, sizeof curve_error) != 0) {
+        mdl_error ("CURVE: %s", curve_error);
+        zsock_destroy (&sock);
+    }
     if (!sock || zsock_connect (sock, "%s", opts->broker) != 0) {
         mdl_error ("cannot connect to %s: %s", opts->broker, zmq_strerror (zmq_errno ()));
         zsock_destroy (&sock);
@@ -700,7 +709,8 @@ s_takes_value (const char *key)
 {
     static const char *names [] = {
         "--broker", "--instance", "--hostname", "--message-id", "--file", "--rate",
-        "--count", "--publishers", "--batch", "--retries", "--timeout", NULL
+        "--count", "--publishers", "--batch", "--retries", "--timeout",
+        "--curve-cert", "--broker-cert", NULL
     };
     for (int i = 0; names [i]; i++)
         if (streq (key, names [i]))
@@ -734,6 +744,9 @@ s_usage (FILE *out)
         "                      when the body would pass the broker's 1 MiB limit)\n"
         "  --timeout D         wait for PUBACK before sending a batch again (default 5s)\n"
         "  --retries N         resends before giving up on a batch (default 10)\n"
+        "  --curve-cert FILE   own secret certificate (mandrill-ctl keygen): CURVE to the\n"
+        "                      broker; needs --broker-cert (docs/SECURITY.md)\n"
+        "  --broker-cert FILE  the broker's public certificate\n"
         "  --progress          progress every second (automatic from %d requests or 100 msgs/s)\n"
         "  -v, --verbose       debug log;  -q, --quiet  warnings and errors only\n"
         "  --version           print the version and exit\n"
@@ -807,6 +820,12 @@ main (int argc, char *argv [])
         if (streq (key, "--broker"))
             opts.broker = value;
         else
+        if (streq (key, "--curve-cert"))
+            opts.curve_cert = value;
+        else
+        if (streq (key, "--broker-cert"))
+            opts.broker_cert = value;
+        else
         if (streq (key, "--instance"))
             instance = value;
         else
@@ -866,6 +885,17 @@ main (int argc, char *argv [])
     if (!opts.mock && (opts.rate > 0 || opts.count > 0)) {
         fprintf (stderr, "mandrill-publish: --rate and --count go with --mock\n");
         return EXIT_USAGE;
+    }
+    if (opts.curve_cert || opts.broker_cert) {
+        char error [300] = "";
+        zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
+        zsock_t *probe = zsock_new (ZMQ_DEALER);
+        int curve = mdl_curve_client_files (probe, opts.curve_cert, opts.broker_cert, error, sizeof error);
+        zsock_destroy (&probe);
+        if (curve != 0) {
+            fprintf (stderr, "mandrill-publish: %s\n", error);
+            return EXIT_USAGE;
+        }
     }
 
     //  Every request is built and checked before the first socket exists.

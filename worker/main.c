@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_util.h"
 #include "wrk_db.h"
@@ -52,6 +53,9 @@ s_usage (FILE *out)
 "                         messages and have their acks confirmed by the broker\n"
 "                         before nacking the rest (default 30s)\n"
 "  --heartbeat DUR        heartbeat interval (default: the broker's)\n"
+"  --curve-cert FILE      own secret certificate (mandrill-ctl keygen): CURVE to\n"
+"                         the broker; needs --broker-cert (docs/SECURITY.md)\n"
+"  --broker-cert FILE     the broker's public certificate\n"
 "  --log-level LEVEL      error, warn, info (default), debug, trace\n"
 "  --debug                log loop handlers that take longer than 100 ms\n"
 "  --help                 this text\n"
@@ -85,7 +89,8 @@ main (int argc, char *argv [])
     enum {
         OPT_BROKER = 256, OPT_CREDIT, OPT_NAME, OPT_EXTEND_EVERY, OPT_EXTENSION, OPT_DB,
         OPT_RESTART, OPT_LATENCY, OPT_FAIL_RATE, OPT_CMD, OPT_TIMEOUT, OPT_SAVE_ATTEMPTS,
-        OPT_MAX_JOB, OPT_GRACE, OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_DEBUG, OPT_HELP, OPT_VERSION
+        OPT_MAX_JOB, OPT_GRACE, OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_DEBUG, OPT_HELP, OPT_VERSION,
+        OPT_CURVE_CERT, OPT_BROKER_CERT
     };
     static const struct option longopts [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -107,6 +112,8 @@ main (int argc, char *argv [])
         { "debug", no_argument, NULL, OPT_DEBUG },
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
+        { "curve-cert", required_argument, NULL, OPT_CURVE_CERT },
+        { "broker-cert", required_argument, NULL, OPT_BROKER_CERT },
         { NULL, 0, NULL, 0 }
     };
     wrk_options_t options;
@@ -199,6 +206,8 @@ main (int argc, char *argv [])
                 break;
             }
             case OPT_DEBUG: options.debug = true; break;
+            case OPT_CURVE_CERT: options.curve_cert = optarg; break;
+            case OPT_BROKER_CERT: options.broker_cert = optarg; break;
             case OPT_HELP: s_usage (stdout); return 0;
             case OPT_VERSION: printf ("mandrill-worker %s\n", MANDRILL_VERSION); return 0;
             default:
@@ -232,7 +241,18 @@ main (int argc, char *argv [])
                  "can take (%" PRId64 " ms)\n", longest);
         return EXIT_USAGE;
     }
-    char error [256];
+    char error [300];
+    if (options.curve_cert || options.broker_cert) {
+        zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
+        zsock_t *probe = zsock_new (ZMQ_DEALER);
+        int curve = mdl_curve_client_files (probe, options.curve_cert, options.broker_cert,
+                                            error, sizeof error);
+        zsock_destroy (&probe);
+        if (curve != 0) {
+            fprintf (stderr, "mandrill-worker: %s\n", error);
+            return EXIT_USAGE;
+        }
+    }
     char db_path [4096];
     if (wrk_db_parse_url (db_url, db_path, sizeof db_path, error, sizeof error) != 0) {
         fprintf (stderr, "mandrill-worker: --db: %s\n", error);

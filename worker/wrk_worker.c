@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mmp.h"
 #include "wrk_db.h"
@@ -182,6 +183,13 @@ s_connect (worker_t *self)
     zsock_set_sndhwm (self->dealer, 100000);
     zsock_set_rcvhwm (self->dealer, 100000);
     zsock_set_linger (self->dealer, 0);
+    char error [300];
+    if (mdl_curve_client_files (self->dealer, self->options.curve_cert, self->options.broker_cert,
+                                error, sizeof error) != 0) {
+        mdl_error ("CURVE: %s", error);
+        zsock_destroy (&self->dealer);
+        return -1;
+    }
     if (zsock_connect (self->dealer, "%s", self->options.broker) != 0) {
         mdl_error ("cannot connect to %s", self->options.broker);
         zsock_destroy (&self->dealer);
