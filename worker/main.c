@@ -56,6 +56,9 @@ s_usage (FILE *out)
 "  --curve-cert FILE      own secret certificate (mandrill-ctl keygen): CURVE to\n"
 "                         the broker; needs --broker-cert (docs/SECURITY.md)\n"
 "  --broker-cert FILE     the broker's public certificate\n"
+"  --allow-hosts GLOB     restart only hostnames matching a glob (repeatable; case\n"
+"                         ignored); any other request is never run but NACKed\n"
+"                         host_not_allowed, and ends as a dead letter saying so\n"
 "  --log-level LEVEL      error, warn, info (default), debug, trace\n"
 "  --debug                log loop handlers that take longer than 100 ms\n"
 "  --help                 this text\n"
@@ -90,7 +93,7 @@ main (int argc, char *argv [])
         OPT_BROKER = 256, OPT_CREDIT, OPT_NAME, OPT_EXTEND_EVERY, OPT_EXTENSION, OPT_DB,
         OPT_RESTART, OPT_LATENCY, OPT_FAIL_RATE, OPT_CMD, OPT_TIMEOUT, OPT_SAVE_ATTEMPTS,
         OPT_MAX_JOB, OPT_GRACE, OPT_HEARTBEAT, OPT_LOG_LEVEL, OPT_DEBUG, OPT_HELP, OPT_VERSION,
-        OPT_CURVE_CERT, OPT_BROKER_CERT
+        OPT_CURVE_CERT, OPT_BROKER_CERT, OPT_ALLOW_HOSTS
     };
     static const struct option longopts [] = {
         { "broker", required_argument, NULL, OPT_BROKER },
@@ -114,6 +117,7 @@ main (int argc, char *argv [])
         { "version", no_argument, NULL, OPT_VERSION },
         { "curve-cert", required_argument, NULL, OPT_CURVE_CERT },
         { "broker-cert", required_argument, NULL, OPT_BROKER_CERT },
+        { "allow-hosts", required_argument, NULL, OPT_ALLOW_HOSTS },
         { NULL, 0, NULL, 0 }
     };
     wrk_options_t options;
@@ -127,6 +131,13 @@ main (int argc, char *argv [])
     const char *mode = "simulate";
     const char *restart_cmd = NULL;
     bool latency_set = false, fail_set = false, timeout_set = false;
+    //  At most one glob per argument, so argc slots always suffice
+    static const char *allow_hosts [4096];
+    if (argc > 4096) {
+        fprintf (stderr, "mandrill-worker: too many arguments\n");
+        return EXIT_USAGE;
+    }
+    options.jobs.allow_hosts = allow_hosts;
 
     int opt;
     opterr = 0;
@@ -208,6 +219,11 @@ main (int argc, char *argv [])
             case OPT_DEBUG: options.debug = true; break;
             case OPT_CURVE_CERT: options.curve_cert = optarg; break;
             case OPT_BROKER_CERT: options.broker_cert = optarg; break;
+            case OPT_ALLOW_HOSTS:
+                if (!*optarg)
+                    return s_bad ("--allow-hosts", optarg, "a glob on the hostname, e.g. '*.prod.example.net'");
+                allow_hosts [options.jobs.allow_host_count++] = optarg;
+                break;
             case OPT_HELP: s_usage (stdout); return 0;
             case OPT_VERSION: printf ("mandrill-worker %s\n", MANDRILL_VERSION); return 0;
             default:

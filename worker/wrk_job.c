@@ -7,6 +7,7 @@
 
 #include <assert.h>
 #include <czmq.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,11 +32,13 @@ typedef enum {
     NACK_JOB_TIMEOUT,
     NACK_SHUTDOWN,
     NACK_REFUSED,
+    NACK_HOST_NOT_ALLOWED,
     NACK_COUNT
 } nack_reason_t;
 
 static const char *s_nack_names [NACK_COUNT] = {
-    "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused"
+    "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused",
+    "host_not_allowed"
 };
 
 //  Where a job is after its steps stopped.
@@ -570,6 +573,22 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
     const char *message_id = request->message_id ? request->message_id : "";
     const char *hostname = request->hostname ? request->hostname : "";
     const char *instance = request->instance_name ? request->instance_name : "";
+
+    //  --allow-hosts: defence in depth against a leaked publisher key. The
+    //  host is never touched (no save, no restart); the NACK's reason ends
+    //  in the dead letter once the broker runs out of attempts.
+    if (self->config.allow_host_count > 0) {
+        bool allowed = false;
+        for (size_t i = 0; i < self->config.allow_host_count && !allowed; i++)
+            allowed = fnmatch (self->config.allow_hosts [i], hostname, FNM_CASEFOLD) == 0;
+        if (!allowed) {
+            s_event (self, "Refused %s: host %s matches no --allow-hosts glob; nacked",
+                     message_id, hostname);
+            s_list_push (&self->pending_nack [NACK_HOST_NOT_ALLOWED], delivery->delivery_id);
+            self->stats.nacked++;
+            return 0;
+        }
+    }
 
     wrk_job_t *held = zhashx_lookup (self->by_delivery, &delivery->delivery_id);
     if (held && streq (held->message_id, message_id)) {

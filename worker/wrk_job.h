@@ -106,6 +106,9 @@ typedef struct {
     int64_t max_job_ms;         //  Hard ceiling per delivery
     int log_burst;              //  Per-message log lines per second before summarising
     int64_t confirm_timeout_ms; //  Resend an unanswered ACK/NACK/PROGRESS after this
+    const char *const *allow_hosts;     //  fnmatch globs on the hostname; a delivery matching
+                                        //  none is NACKed "host_not_allowed", never run
+    size_t allow_host_count;            //  0: every host allowed
 } wrk_config_t;
 
 //  Defaults as documented in mandrill-worker --help.
