@@ -1,8 +1,10 @@
 /*  ctl_keygen: key pair generation for mandrill-ctl; see ctl_keygen.h. */
 #include "ctl_keygen.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mdl_curve.h"
 
@@ -15,6 +17,11 @@ ctl_keygen (const char *dir, int argc, char **argv)
     }
     if (!dir)
         dir = ".";
+    //  A missing key directory is made private; an existing one is left as it is
+    if (mkdir (dir, 0700) != 0 && errno != EEXIST) {
+        fprintf (stderr, "mandrill-ctl: keygen: cannot make %s: %s\n", dir, strerror (errno));
+        return 2;
+    }
     char public_txt [MDL_CURVE_KEY_TXT];
     char error [512] = "";
     if (mdl_curve_keygen (dir, argv [0], public_txt, error, sizeof error) != 0) {

@@ -3,7 +3,7 @@
     Writes DIR/NAME.key (public, 0644) and DIR/NAME.key_secret (both keys,
     0600) in CZMQ's zcert format with metadata name = NAME (mdl_curve_keygen),
     prints the two paths and the public key on stdout. Refuses to overwrite
-    either file. No sockets, no broker: it works offline.
+    either file. A missing DIR is made (mode 0700; its parent must exist). No sockets, no broker: it works offline.
 */
 #ifndef CTL_KEYGEN_H_INCLUDED
 #define CTL_KEYGEN_H_INCLUDED
