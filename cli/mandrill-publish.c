@@ -936,6 +936,9 @@ main (int argc, char *argv [])
     //  Signals arrive on a signalfd read by this thread only; the
     //  publisher threads inherit the blocked mask.
     zsys_handler_set (NULL);
+    //  CZMQ's lazy zsys_init is not thread-safe: threads that make their
+    //  first sockets at once can trip its asserts, so initialise here
+    zsys_init ();
     sigset_t signals;
     sigemptyset (&signals);
     sigaddset (&signals, SIGINT);
