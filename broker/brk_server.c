@@ -479,8 +479,12 @@ s_handle_ids (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_
         mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory; send again", NULL);
 }
 
+//  user_id is the connection's ZAP User-Id ("" without CURVE): with CURVE
+//  the worker's name starts with its key's name, so events and logs say
+//  who it is by its certificate, not only by what it claims in HELLO.
 static void
-s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg)
+s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg,
+                const char *user_id)
 {
     if (!peer) {
         peer = calloc (1, sizeof (s_peer_t));
@@ -492,7 +496,14 @@ s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mm
         peer->routing_id = zframe_dup (routing_id);
         mmp_buf_init (&peer->deliver);
         char name [80];
-        snprintf (name, sizeof name, "%.63s", msg->name ? msg->name : peer->key);
+        const char *key_name = NULL;
+        if (brk_auth_role (user_id, &key_name) != BRK_ROLE_NONE && msg->name && !streq (msg->name, key_name))
+            snprintf (name, sizeof name, "%.31s/%.31s", key_name, msg->name);
+        else
+        if (brk_auth_role (user_id, &key_name) != BRK_ROLE_NONE)
+            snprintf (name, sizeof name, "%.63s", key_name);
+        else
+            snprintf (name, sizeof name, "%.63s", msg->name ? msg->name : peer->key);
         peer->worker = brk_queue_worker_add (self->queue, name, msg->credit, peer);
         if (!peer->routing_id || !peer->worker || zhashx_insert (self->peers, peer->key, peer) != 0) {
             if (peer->worker)
@@ -554,7 +565,7 @@ s_handle_backend (s_server_t *self)
         }
         switch (msg.command) {
             case MMP_HELLO:
-                s_handle_hello (self, routing_id, peer, &msg);
+                s_handle_hello (self, routing_id, peer, &msg, meta.user_id);
                 break;
             case MMP_EXTEND:
                 s_handle_ids (self, routing_id, peer, &msg, s_op_extend, MMP_EXTENDED);

@@ -64,7 +64,24 @@ mdl_curve_load (const char *path, bool need_secret, mdl_curve_cert_t *cert,
     if (info.st_size > MDL_CURVE_FILE_MAX)
         return s_fail (error, error_size, "%s: %lld bytes, a certificate has at most %d",
                        path, (long long) info.st_size, MDL_CURVE_FILE_MAX);
-    zconfig_t *root = zconfig_load (path);
+    //  Read here rather than with zconfig_load, which leaks its file
+    //  handle on text it cannot parse (CZMQ 4.2), and re-check the size
+    //  in case the file grew since the stat
+    char *text = malloc (MDL_CURVE_FILE_MAX + 1);
+    if (!text)
+        return s_fail (error, error_size, "%s: out of memory", path);
+    FILE *file = fopen (path, "rb");
+    size_t size = file ? fread (text, 1, MDL_CURVE_FILE_MAX + 1, file) : 0;
+    bool failed = !file || ferror (file);
+    if (file)
+        fclose (file);
+    if (failed || size > MDL_CURVE_FILE_MAX) {
+        free (text);
+        return s_fail (error, error_size, "%s: cannot read it, or too large", path);
+    }
+    text [size] = 0;
+    zconfig_t *root = zconfig_str_load (text);
+    free (text);
     if (!root)
         return s_fail (error, error_size, "%s: not a certificate (unreadable or not ZPL)", path);
     const char *public_txt = zconfig_get (root, "/curve/public-key", NULL);
@@ -106,7 +123,9 @@ mdl_curve_server (zsock_t *sock, const mdl_curve_cert_t *own, const char *zap_do
     }
     void *handle = zsock_resolve (sock);
     int one = 1;
-    if (zmq_setsockopt (handle, ZMQ_CURVE_SERVER, &one, sizeof one) != 0
+    int64_t max_frame = MDL_CURVE_MAX_FRAME;
+    if (zmq_setsockopt (handle, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) != 0
+    ||  zmq_setsockopt (handle, ZMQ_CURVE_SERVER, &one, sizeof one) != 0
     ||  zmq_setsockopt (handle, ZMQ_CURVE_SECRETKEY, own->secret_txt, 40) != 0
     ||  zmq_setsockopt (handle, ZMQ_ZAP_DOMAIN, zap_domain ? zap_domain : "",
                         zap_domain ? strlen (zap_domain) : 0) != 0)

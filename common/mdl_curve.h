@@ -17,7 +17,12 @@
 
     Socket options must be applied before bind / connect. A server socket
     gets CURVE_SERVER, its secret key and a ZAP domain (the broker's ZAP
-    handler, brk_auth, decides per domain which roles may connect). A
+    handler, brk_auth, decides per domain which roles may connect), and
+    refuses frames over MDL_CURVE_MAX_FRAME (ZMQ_MAXMSGSIZE: the peer is
+    disconnected). Without that limit a peer that never authenticates
+    could announce a frame of any size during the handshake and make
+    libzmq allocate it; 4 MiB is far above the protocol's 1 MiB body
+    limit, so an oversized body still gets its ERROR too_large. A
     client gets its own key pair and the server's public key; a client
     whose key the server refuses is never told: its messages are simply
     never delivered (libzmq retries the handshake in the background).
@@ -32,6 +37,7 @@
 #define MDL_CURVE_KEY_TXT   41      //  40 Z85 characters and a NUL
 #define MDL_CURVE_NAME_MAX  128     //  Longest certificate name kept
 #define MDL_CURVE_FILE_MAX  65536   //  Largest certificate file read
+#define MDL_CURVE_MAX_FRAME (4 * 1024 * 1024)   //  Largest frame a CURVE server takes
 
 typedef struct {
     char public_txt [MDL_CURVE_KEY_TXT];    //  Z85 public key

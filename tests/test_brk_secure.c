@@ -300,3 +300,36 @@ Test (brk_plain, local_endpoints, .timeout = 10)
     cr_expect_not (brk_auth_local ("pgm://127.0.0.1;239.0.0.1:5555"));
     cr_expect_not (brk_auth_local (NULL));
 }
+
+Test (brk_secure, a_worker_is_named_by_its_key, .timeout = 60)
+{
+    zsock_t *feed = s_client (ZMQ_SUB, "operator", 2);
+    zsock_set_rcvtimeo (feed, 250);
+    char *event = NULL;
+    zsock_t *workers [20] = { NULL };
+    //  The subscription takes a moment to reach the broker: a new worker
+    //  joins until the feed shows one (bounded)
+    for (int i = 0; i < 20 && !event; i++) {
+        workers [i] = s_client (ZMQ_DEALER, "worker", 1);
+        cr_assert_eq (s_ask (workers [i], MMP_HELLO, "{\"credit\":1,\"name\":\"claimed\"}", NULL), MMP_WELCOME);
+        zmsg_t *msg = zmsg_recv (feed);
+        while (msg && !event) {
+            char *topic = zmsg_popstr (msg);
+            char *body = zmsg_popstr (msg);
+            if (topic && body && streq (topic, "worker_joined"))
+                event = strdup (body);
+            zstr_free (&topic);
+            zstr_free (&body);
+            zmsg_destroy (&msg);
+            if (!event)
+                msg = zmsg_recv (feed);
+        }
+        zmsg_destroy (&msg);
+    }
+    cr_assert_not_null (event, "no worker_joined event");
+    cr_expect (strstr (event, "\"worker\":\"worker/claimed\"") != NULL, "%s", event);
+    free (event);
+    for (int i = 0; i < 20; i++)
+        zsock_destroy (&workers [i]);
+    zsock_destroy (&feed);
+}
