@@ -27,8 +27,8 @@
 #include "mdl_log.h"
 #include "mmp.h"
 
-#define S_ROUNDS    40          //  Batches, each followed by a real client's check
-#define S_PER_ROUND 50          //  Garbage connections per batch
+#define S_ROUNDS    20          //  Batches, each followed by a real client's check
+#define S_PER_ROUND 25          //  Garbage connections per batch
 
 static char s_dir [64];
 static zactor_t *s_broker;
