@@ -262,14 +262,15 @@ s_dir_lookup (s_dir_t *self, const char *key)
 //  --------------------------------------------------------------------------
 //  The ZAP handler
 
+//  Takes *request_id_p (NULL afterwards).
 static void
-s_reply (s_actor_t *self, zframe_t *request_id, const char *status, const char *text,
+s_reply (s_actor_t *self, zframe_t **request_id_p, const char *status, const char *text,
          const char *user_id, const char *key)
 {
     zmsg_t *reply = zmsg_new ();
     zmsg_addstr (reply, "1.0");
-    if (request_id)
-        zmsg_append (reply, &request_id);
+    if (*request_id_p)
+        zmsg_append (reply, request_id_p);
     else
         zmsg_addstr (reply, "");
     zmsg_addstr (reply, status);
@@ -292,13 +293,13 @@ s_reply (s_actor_t *self, zframe_t *request_id, const char *status, const char *
 }
 
 static void
-s_refuse (s_actor_t *self, zframe_t *request_id, const char *domain, const char *address,
+s_refuse (s_actor_t *self, zframe_t **request_id_p, const char *domain, const char *address,
           const char *key, const char *why)
 {
     if (s_limit_allows (&self->limit, &self->clock, "refused connections"))
         mdl_warn ("auth: refused %s connection from %s (key %s): %s",
                   domain, address, key ? key : "-", why);
-    s_reply (self, request_id, "400", why, NULL, NULL);
+    s_reply (self, request_id_p, "400", why, NULL, NULL);
 }
 
 static void
@@ -316,10 +317,10 @@ s_handle_request (s_actor_t *self)
     char *mechanism = zmsg_popstr (request);
     zframe_t *credential = zmsg_pop (request);
     if (!version || !streq (version, "1.0") || !request_id || !domain || !address || !mechanism)
-        s_reply (self, request_id, "500", "malformed ZAP request", NULL, NULL);
+        s_reply (self, &request_id, "500", "malformed ZAP request", NULL, NULL);
     else
     if (!streq (mechanism, "CURVE") || !credential || zframe_size (credential) != 32)
-        s_refuse (self, request_id, domain, address, NULL, "CURVE required");
+        s_refuse (self, &request_id, domain ? domain : "?", address ? address : "?", NULL, "CURVE required");
     else {
         char key [41];
         zmq_z85_encode (key, zframe_data (credential), 32);
@@ -336,17 +337,16 @@ s_handle_request (s_actor_t *self)
             role = roles [i];
         }
         if (!roles)
-            s_refuse (self, request_id, domain, address, key, "unknown ZAP domain");
+            s_refuse (self, &request_id, domain, address, key, "unknown ZAP domain");
         else
         if (!name)
-            s_refuse (self, request_id, domain, address, key, "key not allowed on this socket");
+            s_refuse (self, &request_id, domain, address, key, "key not allowed on this socket");
         else {
             char user_id [MDL_CURVE_NAME_MAX + 16];
             snprintf (user_id, sizeof user_id, "%s:%s", brk_role_name (role), name);
             mdl_debug ("auth: %s connection from %s is %s", domain, address, user_id);
-            s_reply (self, request_id, "200", "OK", user_id, key);
+            s_reply (self, &request_id, "200", "OK", user_id, key);
         }
-        request_id = NULL;
     }
     zstr_free (&version);
     zframe_destroy (&request_id);

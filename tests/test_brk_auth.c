@@ -306,3 +306,87 @@ Test (brk_auth, one_handler_per_process_and_forbidden_checks, .timeout = 10)
     auth = s_auth_new ();
     brk_auth_destroy (&auth);
 }
+
+//  Ask the handler directly, as libzmq does, and return the status code
+//  (user_id gets the User-Id frame). frames are the request after the
+//  version and request id.
+static char *
+s_zap (zsock_t *req, const char *version, int count, const void *frames [], const size_t sizes [],
+       char *user_id)
+{
+    zmsg_t *request = zmsg_new ();
+    zmsg_addstr (request, version);
+    zmsg_addstr (request, "42");
+    for (int i = 0; i < count; i++)
+        zmsg_addmem (request, frames [i], sizes [i]);
+    cr_assert_eq (zmsg_send (&request, req), 0);
+    zmsg_t *reply = zmsg_recv (req);
+    cr_assert_not_null (reply, "the ZAP handler did not answer");
+    cr_expect_eq (zmsg_size (reply), 6);
+    char *reply_version = zmsg_popstr (reply);
+    char *id = zmsg_popstr (reply);
+    char *status = zmsg_popstr (reply);
+    char *text = zmsg_popstr (reply);
+    char *user = zmsg_popstr (reply);
+    cr_expect_str_eq (reply_version, "1.0");
+    cr_expect_str_eq (id, "42");
+    snprintf (user_id, 128, "%s", user ? user : "");
+    zstr_free (&reply_version);
+    zstr_free (&id);
+    zstr_free (&text);
+    zstr_free (&user);
+    zmsg_destroy (&reply);
+    return status;
+}
+
+Test (brk_auth, every_zap_request_is_answered, .timeout = 20)
+{
+    s_key ("alice", BRK_ROLE_PUBLISHER, NULL);
+    brk_auth_t *auth = s_auth_new ();
+    zsock_t *req = zsock_new (ZMQ_REQ);
+    cr_assert_not_null (req);
+    zsock_set_rcvtimeo (req, 5000);
+    zsock_set_linger (req, 0);
+    cr_assert_eq (zsock_connect (req, "inproc://zeromq.zap.01"), 0);
+    char alice [41];
+    s_public_txt ("alice", alice);
+    uint8_t key [32];
+    cr_assert_not_null (zmq_z85_decode (key, alice));
+    char user_id [128];
+
+    const void *good [] = { "frontend", "127.0.0.1", "", "CURVE", key };
+    const size_t good_sizes [] = { 8, 9, 0, 5, 32 };
+    char *status = s_zap (req, "1.0", 5, good, good_sizes, user_id);
+    cr_expect_str_eq (status, "200");
+    cr_expect_str_eq (user_id, "publisher:alice");
+    zstr_free (&status);
+
+    const void *domain [] = { "nowhere", "127.0.0.1", "", "CURVE", key };
+    const size_t domain_sizes [] = { 7, 9, 0, 5, 32 };
+    status = s_zap (req, "1.0", 5, domain, domain_sizes, user_id);
+    cr_expect_str_eq (status, "400");
+    cr_expect_str_eq (user_id, "");
+    zstr_free (&status);
+
+    const void *null [] = { "frontend", "127.0.0.1", "", "NULL" };
+    const size_t null_sizes [] = { 8, 9, 0, 4 };
+    status = s_zap (req, "1.0", 4, null, null_sizes, user_id);
+    cr_expect_str_eq (status, "400");
+    zstr_free (&status);
+
+    const void *short_key [] = { "frontend", "127.0.0.1", "", "CURVE", key };
+    const size_t short_sizes [] = { 8, 9, 0, 5, 31 };
+    status = s_zap (req, "1.0", 5, short_key, short_sizes, user_id);
+    cr_expect_str_eq (status, "400");
+    zstr_free (&status);
+
+    status = s_zap (req, "9.9", 5, good, good_sizes, user_id);
+    cr_expect_str_eq (status, "500");
+    zstr_free (&status);
+    status = s_zap (req, "1.0", 0, NULL, NULL, user_id);
+    cr_expect_str_eq (status, "500");
+    zstr_free (&status);
+
+    zsock_destroy (&req);
+    brk_auth_destroy (&auth);
+}
