@@ -39,6 +39,7 @@ typedef struct {
     s_dir_t dirs [BRK_ROLE_COUNT];  //  Per role
     mdl_clock_t clock;          //  For the rate limit
     s_limit_t limit;            //  Refusal log lines
+    bool bound;                 //  handler holds the ZAP endpoint
 } s_actor_t;
 
 struct _brk_auth_t {
@@ -365,6 +366,10 @@ s_actor_free (s_actor_t *self)
         free (self->dirs [role].path);
         zhashx_destroy (&self->dirs [role].keys);
     }
+    //  Unbind first: closing alone frees the inproc name only when
+    //  libzmq's reaper gets to the socket, so a new handler could not bind yet
+    if (self->handler && self->bound)
+        zsock_unbind (self->handler, S_ZAP_ENDPOINT);
     zsock_destroy (&self->handler);
     free (self);
 }
@@ -379,6 +384,7 @@ s_actor (zsock_t *pipe, void *args)
     if (self->handler) {
         zsock_set_linger (self->handler, 0);
         rc = zsock_bind (self->handler, S_ZAP_ENDPOINT) == 0 ? 0 : -1;
+        self->bound = rc == 0;
         if (rc != 0)
             mdl_error ("auth: cannot bind %s: %s (another ZAP handler in this process?)",
                        S_ZAP_ENDPOINT, zmq_strerror (zmq_errno ()));
