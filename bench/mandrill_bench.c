@@ -28,6 +28,7 @@
     which bench/run.sh collects. Exit 0 when every message was published
     and acked, 1 usage, 2 incomplete run (timeouts, errors), 3 setup failure.
 */
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_parse.h"
 #include "mdl_uuid.h"
@@ -175,12 +176,21 @@ s_readable (zsock_t *sock, long timeout_ms)
     return rc > 0 && (item.revents & ZMQ_POLLIN);
 }
 
+static const char *s_curve_cert;    //  --curve-cert: own secret certificate, or NULL
+static const char *s_broker_cert;   //  --broker-cert: the broker's public one, or NULL
+
 static zsock_t *
 s_dealer (const char *endpoint)
 {
     zsock_t *sock = zsock_new (ZMQ_DEALER);
     if (!sock)
         return NULL;
+    char error [300];
+    if (mdl_curve_client_files (sock, s_curve_cert, s_broker_cert, error, sizeof error) != 0) {
+        fprintf (stderr, "mandrill_bench: %s\n", error);
+        zsock_destroy (&sock);
+        return NULL;
+    }
     zsock_set_sndhwm (sock, 0);
     zsock_set_rcvhwm (sock, 0);
     zsock_set_linger (sock, 0);
@@ -742,6 +752,9 @@ s_usage (FILE *out)
         "  --rate R          w2 open loop: msgs/s\n"
         "  --max-sec S       hard stop for consumers (default 120)\n"
         "  --label NAME      workload name in the RESULT line\n"
+        "  --curve-cert F    CURVE: own secret certificate, for producer and consumers\n"
+        "                    (its public key in the broker's publishers and workers dirs)\n"
+        "  --broker-cert F   CURVE: the broker's public certificate\n"
         "exit: 0 every message published and acked, 1 usage, 2 incomplete run, 3 setup failure\n",
         MAX_CONSUMERS);
 }
@@ -779,6 +792,12 @@ main (int argc, char *argv [])
         else
         if (streq (key, "--label"))
             opts.label = value;
+        else
+        if (streq (key, "--curve-cert"))
+            s_curve_cert = value;
+        else
+        if (streq (key, "--broker-cert"))
+            s_broker_cert = value;
         else
         if (streq (key, "--broker-pid"))
             bad = mdl_parse_int (value, 1, INT32_MAX, &number) || !(opts.broker_pid = (int) number);

@@ -157,8 +157,12 @@ s_handle_ids (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_
         mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory; send again", NULL);
 }
 
+//  user_id is the connection's ZAP User-Id ("" without CURVE): with CURVE
+//  the worker's name starts with its key's name, so events and logs say
+//  who it is by its certificate, not only by what it claims in HELLO.
 static void
-s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg)
+s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_msg_t *msg,
+                const char *user_id)
 {
     if (!peer) {
         peer = calloc (1, sizeof (s_peer_t));
@@ -170,7 +174,14 @@ s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mm
         peer->routing_id = zframe_dup (routing_id);
         mmp_buf_init (&peer->deliver);
         char name [80];
-        snprintf (name, sizeof name, "%.63s", msg->name ? msg->name : peer->key);
+        const char *key_name = NULL;
+        if (brk_auth_role (user_id, &key_name) != BRK_ROLE_NONE && msg->name && !streq (msg->name, key_name))
+            snprintf (name, sizeof name, "%.31s/%.31s", key_name, msg->name);
+        else
+        if (brk_auth_role (user_id, &key_name) != BRK_ROLE_NONE)
+            snprintf (name, sizeof name, "%.63s", key_name);
+        else
+            snprintf (name, sizeof name, "%.63s", msg->name ? msg->name : peer->key);
         peer->worker = brk_queue_worker_add (self->queue, name, msg->credit, peer);
         if (!peer->routing_id || !peer->worker || zhashx_insert (self->peers, peer->key, peer) != 0) {
             if (peer->worker)
@@ -200,7 +211,8 @@ brk_backend_handle (s_server_t *self)
         mmp_msg_t msg;
         mmp_msg_init (&msg);
         mmp_error_t err;
-        int rc = mmp_recv (self->backend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        mmp_meta_t meta;
+        int rc = mmp_recv_meta (self->backend, false, &routing_id, MMP_TO_BROKER, &msg, &err, &meta);
         if (rc == -1) {
             zframe_destroy (&routing_id);
             break;
@@ -220,9 +232,16 @@ brk_backend_handle (s_server_t *self)
         if (self->config.verbose)
             mdl_debug ("backend %s: %s", peer ? brk_worker_name (peer->worker) : "(new)",
                        mmp_command_name (msg.command));
+        if (self->auth && brk_auth_check (self->auth, meta.user_id, meta.key, msg.command) != 0) {
+            mmp_send_error (self->backend, routing_id, MMP_ERR_FORBIDDEN,
+                            "your role may not use this command", msg.req);
+            mmp_msg_reset (&msg);
+            zframe_destroy (&routing_id);
+            continue;
+        }
         switch (msg.command) {
             case MMP_HELLO:
-                s_handle_hello (self, routing_id, peer, &msg);
+                s_handle_hello (self, routing_id, peer, &msg, meta.user_id);
                 break;
             case MMP_EXTEND:
                 s_handle_ids (self, routing_id, peer, &msg, s_op_extend, MMP_EXTENDED);

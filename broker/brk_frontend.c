@@ -288,7 +288,8 @@ brk_frontend_handle (s_server_t *self)
         mmp_msg_t msg;
         mmp_msg_init (&msg);
         mmp_error_t err;
-        int rc = mmp_recv (self->frontend, false, &routing_id, MMP_TO_BROKER, &msg, &err);
+        mmp_meta_t meta;
+        int rc = mmp_recv_meta (self->frontend, false, &routing_id, MMP_TO_BROKER, &msg, &err, &meta);
         if (rc == -1) {
             zframe_destroy (&routing_id);
             break;
@@ -302,6 +303,13 @@ brk_frontend_handle (s_server_t *self)
         }
         if (self->config.verbose)
             mdl_debug ("frontend: %s", mmp_command_name (msg.command));
+        if (self->auth && brk_auth_check (self->auth, meta.user_id, meta.key, msg.command) != 0) {
+            mmp_send_error (self->frontend, routing_id, MMP_ERR_FORBIDDEN,
+                            "your role may not use this command", msg.req);
+            mmp_msg_reset (&msg);
+            zframe_destroy (&routing_id);
+            continue;
+        }
         switch (msg.command) {
             case MMP_PUBLISH:
                 s_handle_publish (self, routing_id, &msg);

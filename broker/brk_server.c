@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 
 void
@@ -81,7 +82,19 @@ s_handle_pipe (s_server_t *self)
         int index;
         zsock_t **sock = s_socket_named (self, name, &index);
         int port = -1;
+        if (sock && *sock && endpoint && !self->auth && !brk_auth_local (endpoint)
+        &&  !self->config.insecure)
+            mdl_error ("refusing to bind %s to %s without CURVE: give --curve-cert (see "
+                       "docs/SECURITY.md), or --insecure to accept anyone who can reach it",
+                       name, endpoint);
+        else
         if (sock && *sock && endpoint) {
+            if (!self->auth && !brk_auth_local (endpoint))
+                mdl_warn ("INSECURE: %s bound to %s without CURVE: anyone who can reach it can %s",
+                          name, endpoint, streq (name, "backend")
+                          ? "pose as a worker, take restart requests and ack them unrun"
+                          : streq (name, "events") ? "read every event"
+                          : "make Mandrill restart hosts and replay dead letters");
             port = zsock_bind (*sock, "%s", endpoint);
             if (port == -1)
                 mdl_error ("cannot bind %s to %s: %s", name, endpoint, zmq_strerror (zmq_errno ()));
@@ -123,11 +136,40 @@ s_server_destroy (s_server_t **self_p)
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
     zsock_destroy (&self->events);
+    brk_auth_destroy (&self->auth);
     free (self->flush);
     mmp_buf_free (&self->reply);
     mmp_buf_free (&self->event);
     free (self);
     *self_p = NULL;
+}
+
+//  CURVE on all three sockets, each with its side as ZAP domain, and the
+//  ZAP handler that maps keys to roles. Returns 0 or -1 (logged).
+static int
+s_curve_setup (s_server_t *self, const brk_server_config_t *config)
+{
+    mdl_curve_cert_t cert;
+    char error [300];
+    if (mdl_curve_load (config->curve_cert, true, &cert, error, sizeof error) != 0) {
+        mdl_error ("broker certificate: %s", error);
+        return -1;
+    }
+    brk_auth_config_t auth_config;
+    memset (&auth_config, 0, sizeof auth_config);
+    for (int role = 0; role < BRK_ROLE_COUNT; role++)
+        auth_config.dirs [role] = config->role_dirs [role];
+    self->auth = brk_auth_new (&auth_config);
+    if (!self->auth
+    ||  mdl_curve_server (self->frontend, &cert, "frontend") != 0
+    ||  mdl_curve_server (self->backend, &cert, "backend") != 0
+    ||  mdl_curve_server (self->events, &cert, "events") != 0) {
+        mdl_error ("cannot set up CURVE: %s", self->auth ? zmq_strerror (zmq_errno ()) : "no ZAP handler");
+        return -1;
+    }
+    mdl_info ("CURVE on every socket; broker public key %s", cert.public_txt);
+    memset (&cert, 0, sizeof cert);     //  libzmq keeps its own copy of the secret
+    return 0;
 }
 
 static s_server_t *
@@ -168,6 +210,10 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
     zsock_set_linger (self->frontend, 0);
     zsock_set_linger (self->backend, 0);
     zsock_set_linger (self->events, 0);
+    if (config->curve_cert && s_curve_setup (self, config) != 0) {
+        s_server_destroy (&self);
+        return NULL;
+    }
     brk_queue_set_event_handler (self->queue, brk_events_publish, self);
     *status = brk_durable_open (self);
     if (*status != BRK_SERVER_OK) {

@@ -19,6 +19,13 @@
     An actor that could not start answers STATUS with its reason and every
     BIND with -1, and waits for $TERM.
 
+    Security (docs/SECURITY.md): with curve_cert, every socket is a CURVE
+    server and brk_auth admits only keys in the role directories; each
+    command is checked against the sender's role (ERROR forbidden). A
+    certificate that cannot be loaded fails the start (BRK_SERVER_FAILED).
+    Without curve_cert, BIND refuses (-1) any endpoint but loopback, ipc
+    and inproc unless insecure is set.
+
     Sockets: frontend ROUTER (publishers, control), backend ROUTER
     (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY and no send
     high-water mark, so a reply to a live peer is never dropped silently
@@ -46,6 +53,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 
+#include "brk_auth.h"
 #include "brk_journal.h"
 #include "brk_queue.h"
 #include "brk_store.h"
@@ -59,6 +67,9 @@ typedef struct {
     mdl_clock_t clock;          //  Monotonic time; { NULL } is the system clock
     brk_store_open_fn *store_open;  //  Opens the store; NULL: journal in data_dir, or memory
     void *store_arg;            //  Passed to store_open
+    const char *curve_cert;     //  Broker's own (secret) certificate: CURVE on all three sockets; NULL = none
+    const char *role_dirs [BRK_ROLE_COUNT];     //  Per brk_role_t, a directory of allowed public certificates
+    bool insecure;              //  Without curve_cert, allow binding other than loopback (loudly logged)
 } brk_server_config_t;
 
 //  Start-up outcome, the answer to STATUS.

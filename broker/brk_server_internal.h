@@ -93,6 +93,7 @@ typedef struct {
     int64_t log_window;         //  Start of the current warn-rate window
     int log_count;              //  Warn lines in that window
     int64_t log_suppressed;     //  Lines held back in that window
+    brk_auth_t *auth;           //  ZAP handler and role checks, or NULL without CURVE
 } s_server_t;
 
 //  Send on the backend; a failure marks the peer gone (it is removed after

@@ -19,9 +19,10 @@
 
 static const mdl_opt_spec_t s_options [] = {
     { NULL, 0, NULL, "Sockets", NULL },
-    { "frontend", 0, "ENDPOINT", "publishers and control clients\n(default tcp://*:5555)", NULL },
-    { "backend", 0, "ENDPOINT", "workers (default tcp://*:5556)", NULL },
-    { "events", 0, "ENDPOINT", "lifecycle events, PUB (default tcp://*:5557)", NULL },
+    { "frontend", 0, "ENDPOINT", "publishers and control clients\n(default tcp://*:5555, tcp://127.0.0.1:5555\n"
+      "without --curve-cert or --insecure)", NULL },
+    { "backend", 0, "ENDPOINT", "workers (default tcp://*:5556, the same rule)", NULL },
+    { "events", 0, "ENDPOINT", "lifecycle events, PUB (default tcp://*:5557,\nthe same rule)", NULL },
     { NULL, 0, NULL, "Leases and retries (durations take a unit: 250ms, 10s, 2m)", NULL },
     { "ack-deadline", 0, "DUR", "lease length of a delivery (default 10s)", NULL },
     { "max-attempts", 0, "N", "deliveries before a message is dead-lettered\n(default 5)", NULL },
@@ -41,6 +42,15 @@ static const mdl_opt_spec_t s_options [] = {
     { "fsync-interval", 0, "DUR", "batch mode: least time between fsyncs\n(default 10ms)", NULL },
     { "salvage", 0, NULL, "start even if the journal is corrupt before its\n"
       "end, keeping what can be read (what is skipped\nis logged)", NULL },
+    { NULL, 0, NULL, "Security (docs/SECURITY.md)", NULL },
+    { "curve-cert", 0, "FILE", "the broker's secret certificate (mandrill-ctl\n"
+      "keygen): CURVE on all three sockets, only known\nkeys served", NULL },
+    { "publishers", 0, "DIR", "public certificates that may PUBLISH", NULL },
+    { "workers", 0, "DIR", "public certificates that may work (the backend)", NULL },
+    { "operators", 0, "DIR", "public certificates that may use every frontend\ncommand and the event feed", NULL },
+    { "observers", 0, "DIR", "public certificates that may ask STATS and read\nevents", NULL },
+    { "insecure", 0, NULL, "without --curve-cert, bind non-loopback endpoints\n"
+      "anyway; without either, the broker binds only\n127.0.0.1", NULL },
     { NULL, 0, NULL, "Other", NULL },
     { "verbose", 'v', NULL, "log every command at debug level", NULL },
     { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
@@ -82,6 +92,28 @@ s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints 
                      "a whole number from 0 to 100000000")
     ||  mdl_opt_string (opt, "data-dir", data_dir))
         return -1;
+    static const struct { const char *name; brk_role_t role; } roles [] = {
+        { "publishers", BRK_ROLE_PUBLISHER }, { "workers", BRK_ROLE_WORKER },
+        { "operators", BRK_ROLE_OPERATOR }, { "observers", BRK_ROLE_OBSERVER }
+    };
+    for (size_t i = 0; i < sizeof roles / sizeof roles [0]; i++) {
+        const char *dir = mdl_opt_value (opt, roles [i].name);
+        if (dir && !*dir)
+            return mdl_opt_bad (opt, roles [i].name, "a directory of public certificates");
+        config->role_dirs [roles [i].role] = dir;
+    }
+    config->curve_cert = mdl_opt_value (opt, "curve-cert");
+    if (config->curve_cert && !*config->curve_cert)
+        return mdl_opt_bad (opt, "curve-cert", "a secret certificate file (mandrill-ctl keygen)");
+    config->insecure = mdl_opt_flag (opt, "insecure");
+    //  Secure by default: without CURVE, the default endpoints are loopback.
+    //  An endpoint the operator named is kept, and BIND refuses it unless it
+    //  is local or --insecure is given (brk_server).
+    static const char *loopback [3] = { "tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556",
+                                        "tcp://127.0.0.1:5557" };
+    for (int i = 0; i < 3 && !config->curve_cert && !config->insecure; i++)
+        if (mdl_opt_source (opt, sockets [i]) == MDL_OPT_UNSET)
+            endpoints [i] = loopback [i];
     int64_t interval = config->journal.fsync_interval_ms;
     if (mdl_opt_duration (opt, "fsync-interval", 1, 10000, &interval, "a duration from 1ms to 10s"))
         return -1;

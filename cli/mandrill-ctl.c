@@ -5,10 +5,13 @@
     to the events socket and prints each event's JSON on its own line.
     Human output by default, the broker's JSON with --json.
 
-    Key generation is not offered: the broker has no CURVE security yet,
-    so there is nothing to use keys for.
+    `keygen` makes a CURVE certificate pair offline (ctl_keygen); with
+    --curve-cert and --broker-cert every other command talks CURVE to the
+    broker (docs/SECURITY.md).
 */
 #include "cli_reply.h"
+#include "ctl_keygen.h"
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "mdl_parse.h"
@@ -42,6 +45,9 @@ typedef struct {
     int64_t limit;              //  deadletters --limit (-1 = broker default: all)
     int64_t count;              //  tail --count (-1 = forever)
     bool all;                   //  replay --all
+    const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
+    const char *broker_cert;    //  The broker's public certificate, or NULL
+    const char *dir;            //  keygen --dir, or NULL (the current directory)
 } opts_t;
 
 static const mdl_opt_spec_t s_options [] = {
@@ -53,6 +59,11 @@ static const mdl_opt_spec_t s_options [] = {
     { "limit", 0, "N", "deadletters: show at most N", "deadletters" },
     { "all", 0, NULL, "replay: every dead letter", "replay" },
     { "count", 0, "N", "tail: stop after N events", "tail" },
+    { "curve-cert", 0, "FILE", "own secret certificate: CURVE to the broker\n"
+      "(with --broker-cert)", "stats deadletters replay tail" },
+    { "broker-cert", 0, "FILE", "the broker's public certificate\n(docs/SECURITY.md)",
+      "stats deadletters replay tail" },
+    { "dir", 0, "DIR", "keygen: where the files go (default .)", "keygen" },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -69,15 +80,32 @@ static const char *s_usage =
     "                         published delivered extended acked nacked expired\n"
     "                         dead_lettered replayed progress worker_joined\n"
     "                         worker_lost); says on stderr what it subscribed to\n"
-    "(no keygen: the broker has no CURVE security yet)\n";
+    "  keygen NAME [--dir DIR]\n"
+    "                         write DIR/NAME.key (public) and DIR/NAME.key_secret\n"
+    "                         (mode 0600) in zcert format; never overwrites; works\n"
+    "                         offline\n";
 
 static const char *s_epilogue =
-    "Options that go with one command (--limit, --all, --count) are refused with\n"
-    "another on the command line, and ignored for another when they come from the\n"
-    "environment or the file.\n"
+    "Options that go with some commands only (--limit, --all, --count, --dir,\n"
+    "--curve-cert, --broker-cert) are refused with another on the command line, and\n"
+    "ignored for another when they come from the environment or the file.\n"
     "Exit codes: 0 ok; 1 no answer from the broker within --timeout; 2 bad usage\n"
     "(command line, environment or configuration file; also an unknown event name\n"
-    "for tail); 4 the broker answered ERROR, or replay found unknown ids.\n";
+    "for tail; a bad keygen NAME); 4 the broker answered ERROR, or replay found\n"
+    "unknown ids. keygen: 0 written; 1 not written (a file exists, I/O, no CURVE\n"
+    "in libzmq); 2 bad usage.\n";
+
+//  CURVE options from --curve-cert and --broker-cert (none: plain TCP).
+//  Returns 0, or -1 after saying why on stderr.
+static int
+s_curve (zsock_t *sock, const opts_t *opts)
+{
+    char error [300];
+    if (mdl_curve_client_files (sock, opts->curve_cert, opts->broker_cert, error, sizeof error) == 0)
+        return 0;
+    fprintf (stderr, "mandrill-ctl: %s\n", error);
+    return -1;
+}
 
 //  Send one request (STATS, DEADLETTERS with limit > 0, or REPLAY of
 //  ids) and wait for its reply (matched by req). Returns 0 and fills
@@ -358,7 +386,7 @@ s_tail (const opts_t *opts, int argc, char **argv)
             return EXIT_USAGE;
         }
     zsock_t *sub = zsock_new (ZMQ_SUB);
-    if (!sub || zsock_connect (sub, "%s", opts->events) != 0) {
+    if (!sub || s_curve (sub, opts) != 0 || zsock_connect (sub, "%s", opts->events) != 0) {
         fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts->events);
         zsock_destroy (&sub);
         return EXIT_NO_ANSWER;
@@ -444,6 +472,9 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     }
     opts.json = mdl_opt_flag (opt, "json");
     opts.all = mdl_opt_flag (opt, "all");
+    opts.curve_cert = mdl_opt_value (opt, "curve-cert");
+    opts.broker_cert = mdl_opt_value (opt, "broker-cert");
+    opts.dir = mdl_opt_value (opt, "dir");
     const char *command = mdl_opt_arg (opt, 0);
     int nargs = mdl_opt_argc (opt) > 0 ? (int) mdl_opt_argc (opt) - 1 : 0;
     char **args = calloc ((size_t) nargs + 1, sizeof *args);
@@ -451,12 +482,15 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     for (int i = 0; i < nargs; i++)
         args [i] = (char *) mdl_opt_arg (opt, (size_t) i + 1);
     if (!command) {
-        mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail)");
+        mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail, keygen)");
         free (args);
         return EXIT_USAGE;
     }
     zsys_handler_set (NULL);
     int rc;
+    if (streq (command, "keygen"))
+        rc = ctl_keygen (opts.dir, nargs, args);
+    else
     if (streq (command, "tail"))
         rc = s_tail (&opts, nargs, args);
     else
@@ -468,7 +502,7 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
             return EXIT_USAGE;
         }
         zsock_t *sock = zsock_new (ZMQ_DEALER);
-        if (!sock || zsock_connect (sock, "%s", opts.broker) != 0) {
+        if (!sock || s_curve (sock, &opts) != 0 || zsock_connect (sock, "%s", opts.broker) != 0) {
             fprintf (stderr, "mandrill-ctl: cannot connect to %s\n", opts.broker);
             zsock_destroy (&sock);
             free (args);
@@ -486,8 +520,7 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         zsock_destroy (&sock);
     }
     else {
-        mdl_opt_fail (opt, "unknown command %s%s", command,
-                      streq (command, "keygen") ? " (no keygen: the broker has no CURVE security yet)" : "");
+        mdl_opt_fail (opt, "unknown command %s", command);
         rc = EXIT_USAGE;
     }
     free (args);

@@ -12,6 +12,7 @@
     delivery contract is in pub_window.h. This file reads the options,
     splits the work, watches signals (signalfd) and prints progress.
 */
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "mmp.h"
@@ -68,6 +69,9 @@ static const mdl_opt_spec_t s_options [] = {
       "default 100; fewer when the body would pass\nthe broker's 1 MiB limit)", NULL },
     { "timeout", 0, "DUR", "wait for PUBACK before sending a batch again\n(default 5s)", NULL },
     { "retries", 0, "N", "resends before giving up on a batch (default 10)", NULL },
+    { "curve-cert", 0, "FILE", "own secret certificate (mandrill-ctl keygen):\n"
+      "CURVE to the broker; needs --broker-cert\n(docs/SECURITY.md)", NULL },
+    { "broker-cert", 0, "FILE", "the broker's public certificate", NULL },
     { NULL, 0, NULL, "Output", NULL },
     { "progress", 0, NULL, "progress every second (automatic from 1000\nrequests or 100 msgs/s)", NULL },
     { "verbose", 'v', NULL, "debug log", NULL },
@@ -160,6 +164,19 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     if (!opts.mock && (opts.rate > 0 || opts.count > 0)) {
         mdl_opt_fail (opt, "--rate and --count go with --mock");
         return PUB_USAGE;
+    }
+    opts.curve_cert = mdl_opt_value (opt, "curve-cert");
+    opts.broker_cert = mdl_opt_value (opt, "broker-cert");
+    if (opts.curve_cert || opts.broker_cert) {
+        char error [300] = "";
+        zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
+        zsock_t *probe = zsock_new (ZMQ_DEALER);
+        int curve = mdl_curve_client_files (probe, opts.curve_cert, opts.broker_cert, error, sizeof error);
+        zsock_destroy (&probe);
+        if (curve != 0) {
+            mdl_opt_fail (opt, "%s", error);
+            return PUB_USAGE;
+        }
     }
 
     //  Every request is built and checked before the first socket exists.

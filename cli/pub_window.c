@@ -2,6 +2,7 @@
 #include "pub_window.h"
 #include "cli_reply.h"
 #include "mdl_clock.h"
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mmp.h"
 
@@ -297,6 +298,12 @@ pub_window_run (void *arg)
     pub_window_t *self = (pub_window_t *) arg;
     const pub_options_t *opts = self->opts;
     zsock_t *sock = zsock_new (ZMQ_DEALER);
+    char curve_error [300];
+    if (sock && mdl_curve_client_files (sock, opts->curve_cert, opts->broker_cert,
+                                        curve_error, sizeof curve_error) != 0) {
+        mdl_error ("CURVE: %s", curve_error);
+        zsock_destroy (&sock);
+    }
     if (!sock || zsock_connect (sock, "%s", opts->broker) != 0) {
         mdl_error ("cannot connect to %s: %s", opts->broker, zmq_strerror (zmq_errno ()));
         zsock_destroy (&sock);

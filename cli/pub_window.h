@@ -51,6 +51,8 @@ typedef struct {
     double rate;                //  Mock: msgs/s for all publishers (0 = U[0,1) pacing)
     int64_t count;              //  Mock: total to send (-1 = forever)
     int64_t publishers;         //  Threads
+    const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
+    const char *broker_cert;    //  The broker's public certificate, or NULL
 } pub_options_t;
 
 #define PUB_STOP_DRAIN      1   //  Stop taking work, wait for the batches in flight

@@ -107,6 +107,7 @@ typedef enum {
 #define MMP_ERR_UNEXPECTED        "unexpected_command" //  valid command, wrong socket or state (e.g. ACK before HELLO)
 #define MMP_ERR_UNAVAILABLE       "unavailable"        //  broker cannot take it now (journal write failed, draining)
 #define MMP_ERR_INTERNAL          "internal"           //  out of memory or similar; the broker carries on
+#define MMP_ERR_FORBIDDEN         "forbidden"          //  the sender's role may not use this command (CURVE roles)
 
 typedef struct {
     const char *code;           //  One of MMP_ERR_*, static
@@ -200,6 +201,18 @@ int mmp_decode (const void *signature, size_t signature_size,
 //  Returns 0 decoded, -1 nothing / interrupted, -2 malformed (*err set).
 int mmp_recv (zsock_t *sock, bool wait, zframe_t **routing_id,
               mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err);
+
+//  Who sent a message, as the ZAP handler (brk_auth) authenticated its
+//  connection; both "" on a socket without ZAP (no CURVE).
+typedef struct {
+    char user_id [MMP_MAX_TEXT + 1];    //  ZAP User-Id, "ROLE:NAME"
+    char key [41];                      //  Property "Curve-Key": the Z85 public key
+} mmp_meta_t;
+
+//  mmp_recv, also filling *meta (when not NULL) from the message's
+//  connection metadata, whatever the return.
+int mmp_recv_meta (zsock_t *sock, bool wait, zframe_t **routing_id,
+                   mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err, mmp_meta_t *meta);
 
 //  Send [routing_id][MMP1][command][json] (routing_id NULL on a DEALER).
 //  routing_id is not consumed. Returns 0, or -1 if the send failed

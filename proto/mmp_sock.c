@@ -10,6 +10,7 @@
 #include "mmp_decode.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
@@ -17,8 +18,26 @@ int
 mmp_recv (zsock_t *sock, bool wait, zframe_t **routing_id,
           mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err)
 {
+    return mmp_recv_meta (sock, wait, routing_id, direction, msg, err, NULL);
+}
+
+//  Copy the message property name (metadata libzmq attached to the
+//  connection) into out; "" when there is none.
+static void
+s_property (zmq_msg_t *part, const char *name, char *out, size_t size)
+{
+    const char *value = zmq_msg_gets (part, name);
+    snprintf (out, size, "%s", value ? value : "");
+}
+
+int
+mmp_recv_meta (zsock_t *sock, bool wait, zframe_t **routing_id,
+               mmp_direction_t direction, mmp_msg_t *msg, mmp_error_t *err, mmp_meta_t *meta)
+{
     assert (sock);
     assert (msg);
+    if (meta)
+        meta->user_id [0] = meta->key [0] = 0;
     mmp_error_t spare;
     if (!err)
         err = &spare;
@@ -61,6 +80,12 @@ mmp_recv (zsock_t *sock, bool wait, zframe_t **routing_id,
     if (total == 0) {
         rc = mmp_fail (err, MMP_ERR_BAD_FRAMES, "message cut short");
         goto done;
+    }
+    //  A ROUTER's routing id part is made locally and carries no metadata:
+    //  ask a part that came off the wire
+    if (meta && kept > 0) {
+        s_property (&parts [kept - 1], "User-Id", meta->user_id, sizeof meta->user_id);
+        s_property (&parts [kept - 1], "Curve-Key", meta->key, sizeof meta->key);
     }
     size_t first = 0;
     if (routing_id) {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "wrk_db.h"
@@ -38,6 +39,15 @@ static const mdl_opt_spec_t s_options [] = {
     { "heartbeat", 0, "DUR", "heartbeat interval (default: the broker's)", NULL },
     { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
     { "debug", 0, NULL, "log loop handlers that take longer than 100 ms", NULL },
+    { NULL, 0, NULL, "Security (docs/SECURITY.md)", NULL },
+    { "curve-cert", 0, "FILE", "own secret certificate (mandrill-ctl keygen):\n"
+      "CURVE to the broker; needs --broker-cert", NULL },
+    { "broker-cert", 0, "FILE", "the broker's public certificate", NULL },
+    { "allow-hosts", 0, "GLOBS", "restart only hostnames matching one of these\n"
+      "globs (comma-separated, e.g. '*.prod.example.net,\n"
+      "db-?.example.net'; case ignored); any other\n"
+      "request is never run but NACKed host_not_allowed\n"
+      "and ends as a dead letter saying so", NULL },
     { NULL, 0, NULL, NULL, NULL }
 };
 
@@ -62,10 +72,36 @@ static const char *s_epilogue =
 "Exit codes: 0 clean shutdown; 1 could not start (database, sockets); 2 bad\n"
 "usage (command line, environment or configuration file).\n";
 
-//  Everything main does with opt, which main owns, so that one place
-//  frees it on every way out.
+//  Split --allow-hosts into globs (commas and blanks separate them) in
+//  *copy_p, which the caller frees, and point config at them. Returns 0,
+//  or -1 (printed) for a list without any glob or out of memory.
 static int
-s_main (mdl_opt_t *opt, int argc, char *argv [])
+s_allow_hosts (const mdl_opt_t *opt, const char *text, wrk_config_t *config, char **copy_p,
+               const char ***globs_p)
+{
+    size_t most = strlen (text) / 2 + 1;     //  Globs are separated, so at most this many
+    char *copy = strdup (text);
+    const char **globs = calloc (most, sizeof (char *));
+    *copy_p = copy;
+    *globs_p = globs;
+    if (!copy || !globs)
+        return mdl_opt_fail (opt, "out of memory");
+    size_t count = 0;
+    char *saved = NULL;
+    for (char *glob = strtok_r (copy, ", \t", &saved); glob && count < most;
+         glob = strtok_r (NULL, ", \t", &saved))
+        globs [count++] = glob;
+    if (count == 0)
+        return mdl_opt_bad (opt, "allow-hosts", "globs on the hostname, e.g. '*.prod.example.net'");
+    config->allow_hosts = globs;
+    config->allow_host_count = count;
+    return 0;
+}
+
+//  Everything main does with opt, after parsing: checks every option and
+//  runs the worker. What --allow-hosts needs is handed back to s_main.
+static int
+s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char ***allow_globs)
 {
     wrk_options_t options;
     memset (&options, 0, sizeof options);
@@ -124,6 +160,11 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         mdl_log_set_level (level);
     }
     options.debug = mdl_opt_flag (opt, "debug");
+    const char *allow = mdl_opt_value (opt, "allow-hosts");
+    if (allow && s_allow_hosts (opt, allow, &options.jobs, allow_copy, allow_globs) != 0)
+        return MDL_EXIT_USAGE;
+    options.curve_cert = mdl_opt_value (opt, "curve-cert");
+    options.broker_cert = mdl_opt_value (opt, "broker-cert");
     bool latency_set = mdl_opt_value (opt, "restart-latency") != NULL;
     bool fail_set = mdl_opt_value (opt, "fail-rate") != NULL;
     bool timeout_set = mdl_opt_value (opt, "restart-timeout") != NULL;
@@ -146,7 +187,18 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
                       longest);
         return MDL_EXIT_USAGE;
     }
-    char error [256];
+    char error [300];
+    if (options.curve_cert || options.broker_cert) {
+        zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
+        zsock_t *probe = zsock_new (ZMQ_DEALER);
+        int curve = mdl_curve_client_files (probe, options.curve_cert, options.broker_cert,
+                                            error, sizeof error);
+        zsock_destroy (&probe);
+        if (curve != 0) {
+            mdl_opt_fail (opt, "%s", error);
+            return MDL_EXIT_USAGE;
+        }
+    }
     if (wrk_db_check_url (db_url, error, sizeof error) != 0) {
         mdl_opt_fail (opt, "--db: %s", error);
         return MDL_EXIT_USAGE;
@@ -176,6 +228,19 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     }
     mdl_log_set_name (options.name);
     rc = wrk_worker_run (&options);
+    return rc;
+}
+
+//  Everything main does with opt, which main owns, so that one place
+//  frees it (and the --allow-hosts globs) on every way out.
+static int
+s_main (mdl_opt_t *opt, int argc, char *argv [])
+{
+    char *allow_copy = NULL;            //  --allow-hosts, split in place
+    const char **allow_globs = NULL;    //  Pointers into allow_copy
+    int rc = s_run (opt, argc, argv, &allow_copy, &allow_globs);
+    free (allow_globs);
+    free (allow_copy);
     return rc;
 }
 

@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_map.h"
 
 extern char **environ;
 

@@ -22,7 +22,8 @@ typedef enum {
 } step_state_t;
 
 static const char *s_nack_names [WRK_NACK_COUNT] = {
-    "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused"
+    "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused",
+    "host_not_allowed"
 };
 
 struct _wrk_job_t {

@@ -80,6 +80,9 @@ typedef struct {
     int64_t max_job_ms;         //  Hard ceiling per delivery
     int log_burst;              //  Per-message log lines per second before summarising
     int64_t confirm_timeout_ms; //  Resend an unanswered ACK/NACK/PROGRESS after this
+    const char *const *allow_hosts;     //  fnmatch globs on the hostname; a delivery matching
+                                        //  none is NACKed "host_not_allowed", never run
+    size_t allow_host_count;            //  0: every host allowed
 } wrk_config_t;
 
 //  Defaults as documented in mandrill-worker --help.
@@ -134,6 +137,7 @@ typedef enum {
     WRK_NACK_JOB_TIMEOUT,
     WRK_NACK_SHUTDOWN,
     WRK_NACK_REFUSED,
+    WRK_NACK_HOST_NOT_ALLOWED,  //  --allow-hosts: the host matches no glob; never run
     WRK_NACK_COUNT
 } wrk_nack_t;
 

@@ -7,12 +7,13 @@
 
 #include <assert.h>
 #include <czmq.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mdl_heap.h"
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_map.h"
 
 //  A growing array of ids waiting for flush.
 typedef struct {
@@ -294,6 +295,24 @@ wrk_jobs_deliver (wrk_jobs_t *self, const mmp_delivery_t *delivery)
 {
     wrk_job_ctx_t *ctx = &self->ctx;
     const char *message_id = delivery->message.message_id ? delivery->message.message_id : "";
+
+    //  --allow-hosts: defence in depth against a leaked publisher key. The
+    //  host is never touched (no save, no restart); the NACK's reason ends
+    //  in the dead letter once the broker runs out of attempts.
+    if (ctx->config.allow_host_count > 0) {
+        const char *hostname = delivery->message.hostname ? delivery->message.hostname : "";
+        bool allowed = false;
+        for (size_t i = 0; i < ctx->config.allow_host_count && !allowed; i++)
+            allowed = fnmatch (ctx->config.allow_hosts [i], hostname, FNM_CASEFOLD) == 0;
+        if (!allowed) {
+            if (wrk_jobs_log_budget (self))
+                mdl_warn ("Refused %s: host %s matches no --allow-hosts glob; nacked",
+                          message_id, hostname);
+            wrk_jobs_queue (self, WRK_QUEUE_NACK, WRK_NACK_HOST_NOT_ALLOWED, delivery->delivery_id);
+            ctx->stats.nacked++;
+            return 0;
+        }
+    }
 
     wrk_job_t *held = zhashx_lookup (self->by_delivery, &delivery->delivery_id);
     if (held && streq (wrk_job_message_id (held), message_id)) {

@@ -6,6 +6,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "mdl_curve.h"
 #include "mdl_log.h"
 
 #define DEFAULT_HEARTBEAT   1000        //  Until WELCOME says otherwise
@@ -116,6 +117,13 @@ s_connect (wrk_link_t *self)
     zsock_set_sndhwm (self->dealer, 100000);
     zsock_set_rcvhwm (self->dealer, 100000);
     zsock_set_linger (self->dealer, 0);
+    char error [300];
+    if (mdl_curve_client_files (self->dealer, self->options.curve_cert, self->options.broker_cert,
+                                error, sizeof error) != 0) {
+        mdl_error ("CURVE: %s", error);
+        zsock_destroy (&self->dealer);
+        return -1;
+    }
     if (zsock_connect (self->dealer, "%s", self->options.broker) != 0) {
         mdl_error ("cannot connect to %s", self->options.broker);
         zsock_destroy (&self->dealer);

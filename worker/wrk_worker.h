@@ -47,6 +47,8 @@ typedef struct {
     int64_t heartbeat_ms;       //  Own heartbeat interval; -1 = broker's
     bool debug;                 //  Log loop handlers slower than 100 ms
     wrk_config_t jobs;          //  Per-message policy
+    const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
+    const char *broker_cert;    //  The broker's public certificate, or NULL
 } wrk_options_t;
 
 //  Run until a shutdown signal. Returns 0 after a clean shutdown, or 1
