@@ -46,6 +46,9 @@
 static int
 s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 
@@ -84,6 +87,7 @@ s_dir_bytes (const char *path)
 static int
 s_count (const brk_journal_message_t *message, void *arg)
 {
+    (void) message;
     (*(uint64_t *) arg)++;
     return 0;
 }

@@ -539,6 +539,7 @@ typedef int (child_fn) (const opts_t *opts, int index);
 static int
 s_run_producer (const opts_t *opts, int index)
 {
+    (void) index;
     return s_producer (opts);
 }
 
@@ -563,6 +564,7 @@ static volatile sig_atomic_t s_interrupted;
 static void
 s_on_signal (int signo)
 {
+    (void) signo;
     s_interrupted = 1;
     if (s_shared)
         atomic_store (&s_shared->stop, 1);

@@ -43,6 +43,7 @@ typedef struct {
 static void
 s_done (void *arg, const char *message_id, uint64_t token, bool ok, const char *error)
 {
+    (void) message_id;
     tally_t *tally = arg;
     if (tally->seen [token]++)
         tally->twice++;

@@ -90,6 +90,7 @@ typedef brk_result_t (s_id_op_fn) (s_server_t *self, uint64_t id, const mmp_msg_
 static brk_result_t
 s_op_ack (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
 {
+    (void) msg;
     return brk_queue_ack (self->queue, id);
 }
 

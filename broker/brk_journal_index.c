@@ -18,6 +18,7 @@
 static void *
 s_malloc (void *arg, size_t size)
 {
+    (void) arg;
     return malloc (size);
 }
 

@@ -21,42 +21,49 @@
 static int
 s_sys_open (void *arg, const char *path, int flags, mode_t mode)
 {
+    (void) arg;
     return open (path, flags, mode);
 }
 
 static ssize_t
 s_sys_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
 {
+    (void) arg;
     return pwrite (fd, data, size, offset);
 }
 
 static int
 s_sys_fsync (void *arg, int fd)
 {
+    (void) arg;
     return fsync (fd);
 }
 
 static int
 s_sys_ftruncate (void *arg, int fd, off_t size)
 {
+    (void) arg;
     return ftruncate (fd, size);
 }
 
 static int
 s_sys_rename (void *arg, const char *from, const char *to)
 {
+    (void) arg;
     return rename (from, to);
 }
 
 static int
 s_sys_unlink (void *arg, const char *path)
 {
+    (void) arg;
     return unlink (path);
 }
 
 static void *
 s_sys_alloc (void *arg, size_t size)
 {
+    (void) arg;
     return malloc (size);
 }
 

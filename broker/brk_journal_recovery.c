@@ -174,6 +174,7 @@ static int
 s_map_file (brk_journal_t *self, s_found_t *file, const char *path,
             brk_journal_report_t *report)
 {
+    (void) self;
     int fd = open (path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return brk_journal_fail (report, errno, "cannot open %s: %s", path, strerror (errno));

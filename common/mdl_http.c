@@ -134,6 +134,7 @@ __attribute__ ((format (printf, 2, 0)))
 static void
 s_log (void *arg, const char *format, va_list args)
 {
+    (void) arg;
     char line [512];
     vsnprintf (line, sizeof line, format, args);
     size_t len = strlen (line);
@@ -167,6 +168,8 @@ s_handle (void *cls, struct MHD_Connection *connection, const char *url,
           const char *method, const char *version, const char *upload_data,
           size_t *upload_data_size, void **con_cls)
 {
+    (void) upload_data;
+    (void) version;
     static int s_head_seen;
     mdl_http_t *self = (mdl_http_t *) cls;
     if (strcmp (url, "/metrics") != 0)

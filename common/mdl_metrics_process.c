@@ -21,6 +21,7 @@ static const char s_max_help [] = "Maximum number of open file descriptors.";
 static void
 s_collect (mdl_metrics_t *metrics, void *arg)
 {
+    (void) arg;
     //  The gauges are found again by name (get-or-create: a few string
     //  compares per collect), so the collector keeps no state of its own
     //  and any number of registries may have one

@@ -32,6 +32,7 @@ s_manual_now (void *arg)
 static ssize_t
 s_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
 {
+    (void) arg;
     int error = atomic_load (&s_fail_writes);
     if (error) {
         errno = error;
@@ -43,6 +44,7 @@ s_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
 static int
 s_fsync (void *arg, int fd)
 {
+    (void) arg;
     int error = atomic_load (&s_fail_writes);
     if (error) {
         errno = error;
@@ -114,6 +116,9 @@ s_advance (int64_t ms)
 static int
 s_remove (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 

@@ -27,6 +27,9 @@ static char s_dir [256];
 static int
 s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 
@@ -85,6 +88,7 @@ s_collect (const brk_journal_message_t *m, void *arg)
 static int
 s_count (const brk_journal_message_t *m, void *arg)
 {
+    (void) m;
     (*(int *) arg)++;
     return 0;
 }
@@ -570,12 +574,14 @@ static atomic_int s_writes;
 static int
 s_f_open (void *arg, const char *path, int flags, mode_t mode)
 {
+    (void) arg;
     return brk_journal_io_system ()->open (NULL, path, flags, mode);
 }
 
 static ssize_t
 s_f_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
 {
+    (void) arg;
     atomic_fetch_add (&s_writes, 1);
     int err = atomic_load (&s_fail_write);
     if (err) {
@@ -591,6 +597,7 @@ s_f_pwrite (void *arg, int fd, const void *data, size_t size, off_t offset)
 static int
 s_f_fsync (void *arg, int fd)
 {
+    (void) arg;
     int err = atomic_load (&s_fail_fsync);
     if (err) {
         errno = err;
@@ -602,18 +609,21 @@ s_f_fsync (void *arg, int fd)
 static int
 s_f_ftruncate (void *arg, int fd, off_t size)
 {
+    (void) arg;
     return brk_journal_io_system ()->ftruncate (NULL, fd, size);
 }
 
 static int
 s_f_rename (void *arg, const char *from, const char *to)
 {
+    (void) arg;
     return brk_journal_io_system ()->rename (NULL, from, to);
 }
 
 static int
 s_f_unlink (void *arg, const char *path)
 {
+    (void) arg;
     return brk_journal_io_system ()->unlink (NULL, path);
 }
 

@@ -35,6 +35,9 @@ static char s_dir [256];
 static int
 s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 
@@ -169,6 +172,7 @@ static char s_parent [256];
 static int
 s_f_open (void *arg, const char *path, int flags, mode_t mode)
 {
+    (void) arg;
     int fd = brk_journal_io_system ()->open (NULL, path, flags, mode);
     if (fd >= 0 && strcmp (path, s_parent) == 0)
         atomic_store (&s_parent_fd, fd);
@@ -181,6 +185,7 @@ static atomic_int s_slow_fsyncs;        //  Slow fsyncs started
 static int
 s_f_fsync (void *arg, int fd)
 {
+    (void) arg;
     if (fd == atomic_load (&s_parent_fd))
         atomic_store (&s_parent_fsynced, 1);
     int slow = atomic_load (&s_slow_fsync_ms);
@@ -194,6 +199,7 @@ s_f_fsync (void *arg, int fd)
 static void *
 s_f_alloc (void *arg, size_t size)
 {
+    (void) arg;
     int left = atomic_load (&s_fail_alloc);
     if (left > 0 && atomic_compare_exchange_strong (&s_fail_alloc, &left, left - 1))
         return NULL;

@@ -24,6 +24,7 @@ static void
 s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
            const brk_msg_t *msg, int64_t attempt)
 {
+    (void) arg;
     cr_assert_lt (s_delivered, 1000);
     s_delivery_t *delivery = &s_deliveries [s_delivered++];
     delivery->worker = worker;
@@ -36,6 +37,7 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
 static void
 s_event (void *arg, const brk_event_info_t *info)
 {
+    (void) arg;
     s_events [info->event]++;
 }
 
@@ -258,6 +260,7 @@ static size_t s_history_size;
 static void
 s_collect (void *arg, const brk_msg_t *msg)
 {
+    (void) arg;
     s_collected++;
     snprintf (s_dead_reason, sizeof s_dead_reason, "%s", brk_msg_dead_reason (msg));
     const brk_attempt_t *history;
@@ -357,6 +360,7 @@ static size_t s_lost_count;
 static void
 s_lost (void *arg, void *handle)
 {
+    (void) arg;
     s_lost_handles [s_lost_count++] = handle;
 }
 
@@ -502,6 +506,7 @@ static int s_stored [BRK_EVENT_COUNT];
 static void
 s_store (void *arg, const brk_event_info_t *info)
 {
+    (void) arg;
     s_stored [info->event]++;
 }
 

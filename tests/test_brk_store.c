@@ -248,6 +248,7 @@ s_rec_status (void *state)
 static void
 s_rec_stats (void *state, brk_store_stats_t *stats)
 {
+    (void) state;
     memset (stats, 0, sizeof *stats);
     stats->appended = s_appended;
     pthread_mutex_lock (&s_lock);

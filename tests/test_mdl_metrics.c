@@ -253,6 +253,7 @@ typedef struct {
 static void
 s_collect (mdl_metrics_t *metrics, void *arg)
 {
+    (void) metrics;
     collect_state_t *state = arg;
     state->runs++;
     mdl_gauge_set (state->gauge, state->value);

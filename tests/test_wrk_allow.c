@@ -12,20 +12,21 @@ static int s_nacks;
 static uint64_t s_nacked [8];
 static char s_reason [64];
 
-static void s_extend (void *arg, const uint64_t *ids, size_t count) { }
-static void s_ack (void *arg, const uint64_t *ids, size_t count) { s_acks++; }
+static void s_extend (void *arg, const uint64_t *ids, size_t count) { (void) arg; (void) ids; (void) count; }
+static void s_ack (void *arg, const uint64_t *ids, size_t count) { (void) arg; (void) ids; (void) count; s_acks++; }
 static void
 s_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
+    (void) arg;
     for (size_t i = 0; i < count && s_nacks < 8; i++)
         s_nacked [s_nacks++] = ids [i];
     snprintf (s_reason, sizeof s_reason, "%s", reason);
 }
-static void s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps) { }
-static int s_save (void *arg, const wrk_job_t *job) { s_saves++; return 0; }
-static int s_restart (void *arg, const wrk_job_t *job) { s_restarts++; return 0; }
-static void s_kill (void *arg, const wrk_job_t *job) { }
-static double s_random (void *arg) { return 0.5; }
+static void s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps) { (void) arg; (void) ids; (void) count; (void) steps; }
+static int s_save (void *arg, const wrk_job_t *job) { (void) arg; (void) job; s_saves++; return 0; }
+static int s_restart (void *arg, const wrk_job_t *job) { (void) arg; (void) job; s_restarts++; return 0; }
+static void s_kill (void *arg, const wrk_job_t *job) { (void) arg; (void) job; }
+static double s_random (void *arg) { (void) arg; return 0.5; }
 
 static mmp_delivery_t
 s_delivery (uint64_t id, const char *message_id, const char *hostname)

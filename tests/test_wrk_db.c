@@ -22,6 +22,8 @@ typedef struct {
 static void
 s_saved (void *arg, const char *message_id, uint64_t token, bool ok, const char *error)
 {
+    (void) message_id;
+    (void) token;
     saved_t *s = arg;
     s->calls++;
     s->ok += ok;

@@ -68,6 +68,7 @@ s_results_free (results_t *r)
 static void
 s_done (void *arg, const char *message_id, uint64_t token, bool ok, const char *error)
 {
+    (void) message_id;
     results_t *r = arg;
     cr_assert_lt (token, r->count, "unknown token %llu", (unsigned long long) token);
     cr_assert (r->outstanding [token], "token %llu reported twice", (unsigned long long) token);

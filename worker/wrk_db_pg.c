@@ -287,6 +287,7 @@ wrk_db_pg_handles (const char *url)
 static void
 s_notice (void *arg, const char *message)
 {
+    (void) arg;
     char line [512];
     s_one_line (line, sizeof line, message);
     mdl_info ("PostgreSQL: %s", line);

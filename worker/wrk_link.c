@@ -183,6 +183,7 @@ s_on_message (wrk_link_t *self, mmp_msg_t *msg)
 static int
 s_on_broker (zloop_t *loop, zsock_t *reader, void *arg)
 {
+    (void) loop;
     wrk_link_t *self = arg;
     for (int i = 0; i < MAX_READ_BURST && reader == self->dealer; i++) {
         mmp_msg_t msg;

@@ -255,6 +255,8 @@ s_on_saved (void *arg, const char *message_id, uint64_t token, bool ok, const ch
 static int
 s_on_db (zloop_t *loop, zsock_t *reader, void *arg)
 {
+    (void) loop;
+    (void) reader;
     worker_t *self = arg;
     HANDLER_BEGIN;
     wrk_db_service (self->db, s_on_saved, self);
@@ -264,6 +266,8 @@ s_on_db (zloop_t *loop, zsock_t *reader, void *arg)
 static int
 s_on_db_fd (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
+    (void) item;
+    (void) loop;
     worker_t *self = arg;
     HANDLER_BEGIN;
     wrk_db_service (self->db, s_on_saved, self);
@@ -332,6 +336,8 @@ s_begin_shutdown (worker_t *self, const char *name)
 static int
 s_on_signal (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
+    (void) item;
+    (void) loop;
     worker_t *self = arg;
     HANDLER_BEGIN;
     struct signalfd_siginfo info;
@@ -355,6 +361,7 @@ s_on_signal (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 static int
 s_on_job_timer (zloop_t *loop, int timer_id, void *arg)
 {
+    (void) loop;
     worker_t *self = arg;
     HANDLER_BEGIN;
     if (timer_id == self->job_timer)
@@ -366,6 +373,8 @@ s_on_job_timer (zloop_t *loop, int timer_id, void *arg)
 static int
 s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
 {
+    (void) loop;
+    (void) timer_id;
     worker_t *self = arg;
     HANDLER_BEGIN;
     int64_t now = s_now ();

@@ -52,6 +52,9 @@ e2e_dir_new (char *dir, size_t size, const char *prefix)
 static int
 s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 

@@ -181,6 +181,9 @@ s_read_pid (pg_server_t *self)
 static int
 s_remove_entry (const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void) flag;
+    (void) ftw;
+    (void) st;
     return remove (path);
 }
 

@@ -54,21 +54,24 @@ s_record (const char *kind, const uint64_t *ids, size_t count)
     return call;
 }
 
-static inline void s_extend (void *arg, const uint64_t *ids, size_t count) { s_record ("extend", ids, count); }
-static inline void s_ack (void *arg, const uint64_t *ids, size_t count) { s_record ("ack", ids, count); }
+static inline void s_extend (void *arg, const uint64_t *ids, size_t count) { (void) arg; s_record ("extend", ids, count); }
+static inline void s_ack (void *arg, const uint64_t *ids, size_t count) { (void) arg; s_record ("ack", ids, count); }
 static inline void
 s_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
+    (void) arg;
     snprintf (s_record ("nack", ids, count)->reason, 64, "%s", reason);
 }
 static inline void
 s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
+    (void) arg;
     s_record ("progress", ids, count)->steps = steps;
 }
 static inline int
 s_save (void *arg, const wrk_job_t *job)
 {
+    (void) arg;
     uint64_t id = wrk_job_delivery_id (job);
     call_t *call = s_record ("save", &id, 1);
     call->token = wrk_job_token (job);
@@ -81,6 +84,7 @@ s_save (void *arg, const wrk_job_t *job)
 static inline int
 s_restart (void *arg, const wrk_job_t *job)
 {
+    (void) arg;
     uint64_t id = wrk_job_delivery_id (job);
     s_record ("restart", &id, 1)->token = wrk_job_token (job);
     return fake->restart_result;
@@ -88,6 +92,7 @@ s_restart (void *arg, const wrk_job_t *job)
 static inline void
 s_kill (void *arg, const wrk_job_t *job)
 {
+    (void) arg;
     uint64_t id = wrk_job_delivery_id (job);
     s_record ("kill", &id, 1)->token = wrk_job_token (job);
 }
@@ -95,6 +100,7 @@ s_kill (void *arg, const wrk_job_t *job)
 static inline double
 s_random (void *arg)
 {
+    (void) arg;
     double value = fake->randoms [fake->random_next % fake->random_count];
     fake->random_next++;
     return value;
