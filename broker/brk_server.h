@@ -50,6 +50,7 @@
 #include "brk_queue.h"
 #include "brk_store.h"
 #include "mdl_clock.h"
+#include "mdl_metrics.h"
 
 typedef struct {
     brk_queue_config_t queue;   //  Lease and retry rules
@@ -59,6 +60,8 @@ typedef struct {
     mdl_clock_t clock;          //  Monotonic time; { NULL } is the system clock
     brk_store_open_fn *store_open;  //  Opens the store; NULL: journal in data_dir, or memory
     void *store_arg;            //  Passed to store_open
+    mdl_metrics_t *metrics;     //  Registry the broker's series go into (brk_metrics.h),
+                                //  borrowed: must outlive the actor; NULL: none
 } brk_server_config_t;
 
 //  Start-up outcome, the answer to STATUS.
