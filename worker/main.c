@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mdl_http.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "wrk_db.h"
@@ -36,6 +37,7 @@ static const mdl_opt_spec_t s_options [] = {
     { "grace", 0, "DUR", "on SIGTERM/SIGINT/SIGHUP/SIGQUIT, time to finish\n"
       "held messages and have their acks confirmed by\nthe broker before nacking the rest (default 30s)", NULL },
     { "heartbeat", 0, "DUR", "heartbeat interval (default: the broker's)", NULL },
+    { "metrics", 0, "HOST:PORT", "serve Prometheus metrics at\nhttp://HOST:PORT/metrics (default: off; HOST is\nan IPv4 address, localhost, * or [IPv6]; port 0\npicks a free one, which the log names)", NULL },
     { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
     { "debug", 0, NULL, "log loop handlers that take longer than 100 ms", NULL },
     { NULL, 0, NULL, NULL, NULL }
@@ -146,7 +148,17 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
                       longest);
         return MDL_EXIT_USAGE;
     }
-    char error [256];
+    char error [300];
+    options.metrics = mdl_opt_value (opt, "metrics");
+    mdl_http_address_t address;
+    if (options.metrics
+    &&  mdl_http_parse_address (options.metrics, &address, error, sizeof error) != 0) {
+        mdl_opt_source_t source = mdl_opt_source (opt, "metrics");
+        mdl_opt_fail (opt, "invalid %s: %s", source == MDL_OPT_ENV ? "MANDRILL_WORKER_METRICS"
+                      : source == MDL_OPT_FILE ? "metrics (configuration file)" : "--metrics",
+                      error);
+        return MDL_EXIT_USAGE;
+    }
     if (wrk_db_check_url (db_url, error, sizeof error) != 0) {
         mdl_opt_fail (opt, "--db: %s", error);
         return MDL_EXIT_USAGE;
