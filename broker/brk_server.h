@@ -39,6 +39,11 @@
     acted on, and its DELIVER sent (otherwise the loop looks within a
     second). Wall-clock timestamps in events
     and dead letters are not injected.
+
+    Metrics: with config.metrics, the actor registers the broker's series
+    there (brk_metrics.h), times the journal's fsyncs, and refreshes the
+    mirrored totals from its loop at most once a second; serving them
+    (mdl_http) is the owner's business.
 */
 #ifndef BRK_SERVER_H_INCLUDED
 #define BRK_SERVER_H_INCLUDED
