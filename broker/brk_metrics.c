@@ -5,6 +5,8 @@
 
 #include <czmq.h>
 
+#include "brk_policy.h"
+#include "mdl_log.h"
 #include "mdl_metrics_process.h"
 
 static const double s_fsync_buckets [] = {
@@ -15,6 +17,15 @@ static const double s_fsync_buckets [] = {
 //  The message states of mandrill_broker_messages{state}.
 enum { S_HELD, S_READY, S_DELAYED, S_IN_FLIGHT, S_DEAD, S_STATES };
 static const char *s_state_names [S_STATES] = { "held", "ready", "delayed", "in_flight", "dead" };
+
+//  One restart group's series (restart safety, docs/POLICY.md).
+typedef struct {
+    mdl_gauge_t *in_progress;           //  Open leases of the group
+    mdl_gauge_t *limit;                 //  Cap now (ramp included), -1 for none
+    mdl_gauge_t *paused;                //  0/1
+    mdl_gauge_t *failures;              //  Failures within the error window
+    mdl_gauge_t *waiting;               //  Requests waiting in the group
+} s_group_series_t;
 
 struct _brk_metrics_t {
     mdl_metrics_t *registry;            //  Borrowed
@@ -46,6 +57,9 @@ struct _brk_metrics_t {
     mdl_counter_t *refused;             //  Appends refused
     mdl_gauge_t *healthy;               //  1 while the store reports no error
     mdl_histogram_t *fsync_seconds;     //  Timed in the io seam
+    s_group_series_t *groups;           //  Per restart group, made at the first collect
+    size_t group_count;                 //  Entries in groups (the policy's count is fixed)
+    bool groups_failed;                 //  Registering them failed: logged once, not retried
 };
 
 void
@@ -53,6 +67,7 @@ brk_metrics_destroy (brk_metrics_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    free ((*self_p)->groups);
     free (*self_p);
     *self_p = NULL;
 }
@@ -194,6 +209,67 @@ brk_metrics_journal_io (brk_metrics_t *self, const brk_journal_io_t *inner)
 //  --------------------------------------------------------------------------
 //  The collector, on the actor's thread
 
+//  Register the groups' series (get-or-create, so a second broker on the
+//  same registry shares them). 0 or -1.
+static int
+s_groups_register (brk_metrics_t *self, brk_policy_t *policy)
+{
+    size_t count = brk_policy_group_count (policy);
+    self->groups = calloc (count ? count : 1, sizeof *self->groups);
+    if (!self->groups)
+        return -1;
+    mdl_metrics_t *r = self->registry;
+    for (size_t i = 0; i < count; i++) {
+        const char *name = brk_policy_group_config (policy, i)->name;
+        s_group_series_t *g = &self->groups [i];
+        g->in_progress = mdl_metrics_gauge (r, "mandrill_broker_group_restarts_in_progress",
+                                            "Open leases (restarts running) per restart group.",
+                                            "group", name, NULL);
+        g->limit = mdl_metrics_gauge (r, "mandrill_broker_group_limit",
+                                      "Concurrent restarts allowed now (ramp included), "
+                                      "-1 for no cap.", "group", name, NULL);
+        g->paused = mdl_metrics_gauge (r, "mandrill_broker_group_paused",
+                                       "1 while the group is paused (operator or error stop).",
+                                       "group", name, NULL);
+        g->failures = mdl_metrics_gauge (r, "mandrill_broker_group_failures",
+                                         "Restart failures within the group's error window.",
+                                         "group", name, NULL);
+        g->waiting = mdl_metrics_gauge (r, "mandrill_broker_group_waiting",
+                                        "Requests waiting in the group.", "group", name, NULL);
+        if (!g->in_progress || !g->limit || !g->paused || !g->failures || !g->waiting) {
+            free (self->groups);
+            self->groups = NULL;
+            return -1;
+        }
+    }
+    self->group_count = count;
+    return 0;
+}
+
+//  O(groups) per collect.
+static void
+s_collect_groups (brk_metrics_t *self)
+{
+    brk_policy_t *policy = brk_queue_policy (self->queue);
+    if (!policy || self->groups_failed)
+        return;
+    if (!self->groups && s_groups_register (self, policy) != 0) {
+        self->groups_failed = true;
+        mdl_error ("metrics: cannot register the restart groups' series; left out");
+        return;
+    }
+    for (size_t i = 0; i < self->group_count; i++) {
+        brk_group_stats_t g;
+        if (brk_queue_group_stats (self->queue, i, &g) != 0)
+            continue;
+        mdl_gauge_set (self->groups [i].in_progress, (double) g.in_flight);
+        mdl_gauge_set (self->groups [i].limit, (double) g.cap);
+        mdl_gauge_set (self->groups [i].paused, g.paused ? 1.0 : 0.0);
+        mdl_gauge_set (self->groups [i].failures, (double) g.failures);
+        mdl_gauge_set (self->groups [i].waiting, (double) g.waiting);
+    }
+}
+
 static void
 s_collect (mdl_metrics_t *metrics, void *arg)
 {
@@ -232,6 +308,7 @@ s_collect (mdl_metrics_t *metrics, void *arg)
     mdl_counter_set (self->compactions, j.compactions);
     mdl_counter_set (self->refused, j.refused);
     mdl_gauge_set (self->healthy, j.error == 0 ? 1.0 : 0.0);
+    s_collect_groups (self);
 }
 
 int

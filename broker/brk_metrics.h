@@ -17,11 +17,16 @@
     the hot paths carry no metrics code and a scrape shows them as of the
     last collect. The fsync histogram is current: the journal's io seam is
     wrapped, and its fsync is timed on the journal's writer thread.
+    Under a restart policy (brk_queue_set_policy) the collector also
+    registers, at its first run, and then sets per group:
+    mandrill_broker_group_restarts_in_progress, _limit (-1: no cap),
+    _paused (0/1), _failures (within the error window: a gauge, since the
+    window forgets) and _waiting, each labelled group="NAME".
 
     Failure: brk_metrics_new returns NULL (logged by the registry) when a
     registration fails or memory runs out; the broker then does not start.
     Cost: registration O(series) once; a collect is two stats calls and
-    about 30 stores; a timed fsync adds two zclock_usecs calls and one
+    about 30 stores, plus O(groups) under a policy; a timed fsync adds two zclock_usecs calls and one
     observation (tens of nanoseconds).
 
     Lifetime: the wrapped io's arg is the brk_metrics_t, so it must

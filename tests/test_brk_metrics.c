@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "brk_metrics.h"
+#include "brk_policy.h"
+#include "brk_store_memory.h"
 #include "brk_server.h"
 #include "mdl_log.h"
 #include "mmp.h"
@@ -216,4 +218,45 @@ Test (brk_metrics, actor_registers_and_mirrors_the_queue, .timeout = 30)
     char command [128];
     snprintf (command, sizeof command, "rm -rf '%s'", dir);
     cr_expect_eq (system (command), 0);
+}
+
+Test (brk_metrics, restart_groups_get_their_series, .timeout = 10)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    int64_t now = 1000000, wall = INT64_C (1796040000000);
+    brk_policy_t *policy = brk_policy_new (mdl_clock_manual (&now), mdl_clock_manual (&wall));
+    cr_assert_not_null (policy);
+    char err [256];
+    cr_assert_eq (brk_policy_add_spec (policy, "web:web-*:2", err, sizeof err), 0, "%s", err);
+    brk_queue_config_t config;
+    brk_queue_config_defaults (&config);
+    brk_queue_t *queue = brk_queue_new (&config, mdl_clock_manual (&now));
+    cr_assert_not_null (queue);
+    cr_assert_eq (brk_queue_set_policy (queue, policy), 0);
+    brk_store_t *store = brk_store_memory_new (1);
+    cr_assert_not_null (store);
+    mdl_metrics_t *registry = mdl_metrics_new ();
+    mdl_metrics_set_collect_interval (registry, 0);
+    brk_metrics_t *metrics = brk_metrics_new (registry);
+    cr_assert_not_null (metrics);
+    cr_assert_eq (brk_metrics_attach (metrics, queue, store, NULL, now), 0);
+
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_limit{group=\"web\"}"), 2);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_limit{group=\"default\"}"), -1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_paused{group=\"web\"}"), 0);
+    cr_expect_eq (s_rendered (registry,
+                  "mandrill_broker_group_restarts_in_progress{group=\"web\"}"), 0);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_waiting{group=\"web\"}"), 0);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_journal_healthy"), 1);
+
+    cr_assert_eq (brk_policy_pause (policy, "web", "test"), 0);
+    cr_expect_eq (mdl_metrics_collect (registry, now), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_paused{group=\"web\"}"), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_paused{group=\"default\"}"), 0);
+
+    brk_metrics_destroy (&metrics);
+    mdl_metrics_destroy (&registry);
+    brk_store_destroy (&store);
+    brk_queue_destroy (&queue);
+    brk_policy_destroy (&policy);
 }
