@@ -29,7 +29,8 @@
     and acked, 1 usage, 2 incomplete run (timeouts, errors), 3 setup failure.
 */
 #include "mdl_log.h"
-#include "mdl_util.h"
+#include "mdl_parse.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 #include <czmq.h>
@@ -192,21 +193,27 @@ s_dealer (const char *endpoint)
 
 //  ---------------------------------------------------------------- producer
 
-//  Append count requests to a PUBLISH body. ts is taken per request, just
+//  Build a PUBLISH body of count requests. ts is taken per request, just
 //  before it is written, so latency includes the time spent batching.
-static void
+//  0, or -1 when out of memory.
+static int
 s_build_publish (mmp_buf_t *buf, int64_t count)
 {
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"messages\":[");
+    mmp_buf_t request;
+    mmp_buf_init (&request);
+    mmp_encode_publish_begin (buf);
     for (int64_t i = 0; i < count; i++) {
         char uuid [37];
         mdl_uuid4 (uuid);
-        mmp_buf_printf (buf, "%s{\"message_id\":\"%s\",\"instance_name\":\"cattle-ab12\","
-                        "\"hostname\":\"cattle-ab12.example.net\",\"attributes\":{\"ts\":%" PRId64 "}}",
-                        i ? "," : "", uuid, s_now_ns ());
+        char attributes [40];
+        int size = snprintf (attributes, sizeof attributes, "{\"ts\":%" PRId64 "}", s_now_ns ());
+        mmp_encode_request (&request, uuid, "cattle-ab12", "cattle-ab12.example.net",
+                            attributes, (size_t) size);
+        mmp_encode_publish_add (buf, mmp_buf_data (&request), mmp_buf_size (&request));
     }
-    mmp_buf_puts (buf, "]}");
+    bool failed = mmp_buf_failed (&request);
+    mmp_buf_free (&request);
+    return mmp_encode_publish_end (buf, NULL) != 0 || failed ? -1 : 0;
 }
 
 //  Read one reply to a PUBLISH. Returns the number of ids confirmed, or -1.
@@ -307,9 +314,8 @@ s_producer (const opts_t *opts)
                 s_sleep_ns (100000);
             continue;
         }
-        s_build_publish (&buf, quota);
-        if (buf.failed
-        ||  mmp_send (sock, NULL, MMP_PUBLISH, buf.data, buf.size) != 0) {
+        if (s_build_publish (&buf, quota) != 0
+        ||  mmp_send (sock, NULL, MMP_PUBLISH, mmp_buf_data (&buf), mmp_buf_size (&buf)) != 0) {
             fprintf (stderr, "producer: send failed\n");
             code = 2;
             break;
@@ -371,10 +377,14 @@ s_consumer (const opts_t *opts, int index)
     }
     int64_t *lat = s_lat + (size_t) index * LAT_CAP * 2;
     int64_t lat_count = 0;
-    char hello [64];
-    int len = snprintf (hello, sizeof hello, "{\"credit\":%" PRId64 ",\"name\":\"bench-%d\"}",
-                        opts->credit, index);
-    if (mmp_send (sock, NULL, MMP_HELLO, hello, (size_t) len) != 0) {
+    char name [24];
+    snprintf (name, sizeof name, "bench-%d", index);
+    mmp_buf_t hello;
+    mmp_buf_init (&hello);
+    int sent = mmp_encode_hello (&hello, opts->credit, name, NULL) == 0
+            && mmp_send (sock, NULL, MMP_HELLO, mmp_buf_data (&hello), mmp_buf_size (&hello)) == 0;
+    if (!sent) {
+        mmp_buf_free (&hello);
         zsock_destroy (&sock);
         return 3;
     }
@@ -403,7 +413,8 @@ s_consumer (const opts_t *opts, int index)
         }
         //  Any message counts as a sign of life; only idle spells need this.
         if ((now - last_send) / 1000000 >= heartbeat_ms) {
-            if (mmp_send (sock, NULL, MMP_HEARTBEAT, "{}", 2) == 0)
+            if (mmp_encode_empty (&buf) == 0
+            &&  mmp_send (sock, NULL, MMP_HEARTBEAT, mmp_buf_data (&buf), mmp_buf_size (&buf)) == 0)
                 last_send = now;
         }
         if (!s_readable (sock, 50))
@@ -440,16 +451,14 @@ s_consumer (const opts_t *opts, int index)
                 for (size_t i = 0; i < msg.delivery_count; i++) {
                     mmp_delivery_t *delivery = &msg.deliveries [i];
                     ids [i] = delivery->delivery_id;
-                    cJSON *ts = delivery->message.attributes
-                              ? cJSON_GetObjectItemCaseSensitive (delivery->message.attributes, "ts")
-                              : NULL;
-                    slot->ts [i] = cJSON_IsNumber (ts) ? (int64_t) ts->valuedouble : -1;
+                    //  Attributes arrive as published: {"ts":N}
+                    const char *attributes = delivery->message.attributes;
+                    slot->ts [i] = attributes && delivery->message.attributes_size > 6
+                                && strncmp (attributes, "{\"ts\":", 6) == 0
+                                 ? (int64_t) strtoll (attributes + 6, NULL, 10) : -1;
                 }
-                mmp_buf_clear (&buf);
-                mmp_buf_puts (&buf, "{\"delivery_ids\":");
-                mmp_buf_id_array (&buf, ids, msg.delivery_count);
-                mmp_buf_puts (&buf, "}");
-                if (buf.failed || mmp_send (sock, NULL, MMP_ACK, buf.data, buf.size) != 0) {
+                if (mmp_encode_ack (&buf, ids, msg.delivery_count) != 0
+                ||  mmp_send (sock, NULL, MMP_ACK, mmp_buf_data (&buf), mmp_buf_size (&buf)) != 0) {
                     fprintf (stderr, "consumer %d: ACK send failed\n", index);
                     code = 2;
                 }
@@ -493,7 +502,7 @@ s_consumer (const opts_t *opts, int index)
                 fprintf (stderr, "consumer %d: ERROR %s: %s\n", index, msg.code, msg.reason);
                 //  The broker forgot us (restart): say HELLO again.
                 if (msg.code && streq (msg.code, MMP_ERR_UNEXPECTED))
-                    mmp_send (sock, NULL, MMP_HELLO, hello, (size_t) len);
+                    mmp_send (sock, NULL, MMP_HELLO, mmp_buf_data (&hello), mmp_buf_size (&hello));
             }
             //  HEARTBEAT and anything else: a sign of life, nothing to do.
             mmp_msg_reset (&msg);
@@ -501,7 +510,9 @@ s_consumer (const opts_t *opts, int index)
         if (code)
             break;
     }
-    mmp_send (sock, NULL, MMP_BYE, "{}", 2);
+    mmp_buf_free (&hello);
+    if (mmp_encode_empty (&buf) == 0)
+        mmp_send (sock, NULL, MMP_BYE, mmp_buf_data (&buf), mmp_buf_size (&buf));
     for (size_t i = 0; i < ring_cap; i++)
         free (ring [i].ts);
     free (ring);

@@ -29,7 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "mdl_util.h"
+#include "mdl_uuid.h"
 #include "mmp.h"
 
 static char s_dir [64];
@@ -86,7 +86,12 @@ static int64_t
 s_stat (zsock_t *client, cJSON **stats_p, const char *name)
 {
     if (!*stats_p) {
-        if (mmp_send (client, NULL, MMP_STATS, "{}", 2) != 0)
+        mmp_buf_t body;
+        mmp_buf_init (&body);
+        int rc = mmp_encode_request_only (&body, NULL, 0) == 0
+               ? mmp_send (client, NULL, MMP_STATS, mmp_buf_data (&body), mmp_buf_size (&body)) : -1;
+        mmp_buf_free (&body);
+        if (rc != 0)
             return -1;
         mmp_msg_t msg;
         mmp_error_t err;
@@ -112,16 +117,20 @@ static int s_instance;
 static void
 s_publish (zsock_t *client, mmp_buf_t *buf)
 {
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"messages\":[");
+    mmp_buf_t request;
+    mmp_buf_init (&request);
+    mmp_encode_publish_begin (buf);
     for (int i = 0; i < 1000; i++) {
-        char id [37];
+        char id [37], name [16];
         mdl_uuid4 (id);
-        mmp_buf_printf (buf, "%s{\"message_id\":\"%s\",\"instance_name\":\"cattle-%04x\"}",
-                        i ? "," : "", id, (unsigned) (s_instance++ & 0xffff));
+        snprintf (name, sizeof name, "cattle-%04x", (unsigned) (s_instance++ & 0xffff));
+        mmp_encode_request (&request, id, name, NULL, NULL, 0);
+        mmp_encode_publish_add (buf, mmp_buf_data (&request), mmp_buf_size (&request));
     }
-    mmp_buf_puts (buf, "]}");
-    mmp_send (client, NULL, MMP_PUBLISH, buf->data, buf->size);
+    bool failed = mmp_buf_failed (&request);
+    mmp_buf_free (&request);
+    if (mmp_encode_publish_end (buf, NULL) == 0 && !failed)
+        mmp_send (client, NULL, MMP_PUBLISH, mmp_buf_data (buf), mmp_buf_size (buf));
 }
 
 int

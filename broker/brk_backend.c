@@ -121,7 +121,7 @@ s_handle_ids (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_
               s_id_op_fn *op, mmp_command_t reply_command)
 {
     //  Results are written into three runs of one array, in input order
-    uint64_t *sorted = malloc (3 * msg->id_count * sizeof (uint64_t));
+    uint64_t *sorted = calloc (3 * msg->id_count, sizeof (uint64_t));
     if (!sorted) {
         mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
         return;
@@ -134,23 +134,17 @@ s_handle_ids (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mmp_
         runs [result][counts [result]++] = msg->ids [i];
     }
     mmp_buf_t *buf = &self->reply;
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"ok\":");
-    mmp_buf_id_array (buf, runs [BRK_OK], counts [BRK_OK]);
-    mmp_buf_puts (buf, ",\"stale\":");
-    mmp_buf_id_array (buf, runs [BRK_STALE], counts [BRK_STALE]);
-    mmp_buf_puts (buf, ",\"unknown\":");
-    mmp_buf_id_array (buf, runs [BRK_UNKNOWN], counts [BRK_UNKNOWN]);
-    if (reply_command == MMP_EXTENDED)
-        mmp_buf_printf (buf, ",\"deadline_ms\":%" PRId64,
-                        msg->extension_ms >= 0 ? msg->extension_ms : self->config.queue.ack_deadline_ms);
-    mmp_buf_puts (buf, "}");
+    int64_t deadline_ms = reply_command != MMP_EXTENDED ? -1
+                        : msg->extension_ms >= 0 ? msg->extension_ms : self->config.queue.ack_deadline_ms;
+    int failed = mmp_encode_id_reply (buf, runs [BRK_OK], counts [BRK_OK],
+                                      runs [BRK_STALE], counts [BRK_STALE],
+                                      runs [BRK_UNKNOWN], counts [BRK_UNKNOWN], deadline_ms);
     free (sorted);
     if (counts [BRK_STALE] + counts [BRK_UNKNOWN])
         mdl_debug ("%s from %s: %zu stale, %zu unknown ids", mmp_command_name (msg->command),
                    peer ? brk_worker_name (peer->worker) : "an unregistered peer",
                    counts [BRK_STALE], counts [BRK_UNKNOWN]);
-    if (buf->failed)
+    if (failed)
         return;
     //  While the disk fails, acks are answered at once: they keep working
     //  (in memory), at the price of a possible redelivery after a crash
@@ -192,12 +186,10 @@ s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mm
         mdl_info ("worker %s said HELLO again, credit %" PRId64,
                   brk_worker_name (peer->worker), msg->credit);
     }
-    char json [160];
-    int len = snprintf (json, sizeof json,
-                        "{\"ack_deadline_ms\":%" PRId64 ",\"heartbeat_ms\":%" PRId64 ",\"epoch\":%" PRId64 "}",
-                        self->config.queue.ack_deadline_ms, self->config.queue.heartbeat_ms,
-                        brk_queue_epoch (self->queue));
-    s_send_backend (self, peer, MMP_WELCOME, json, (size_t) len);
+    mmp_buf_t *buf = &self->reply;
+    if (mmp_encode_welcome (buf, self->config.queue.ack_deadline_ms, self->config.queue.heartbeat_ms,
+                            brk_queue_epoch (self->queue)) == 0)
+        s_send_backend (self, peer, MMP_WELCOME, mmp_buf_data (buf), mmp_buf_size (buf));
 }
 
 void
@@ -271,10 +263,12 @@ brk_backend_handle (s_server_t *self)
 void
 brk_backend_send_heartbeats (s_server_t *self)
 {
-    static const char empty [] = "{}";
+    mmp_buf_t *buf = &self->reply;
+    if (mmp_encode_empty (buf) != 0)
+        return;                 //  Out of memory: the next interval tries again
     s_peer_t *peer = zhashx_first (self->peers);
     while (peer) {
-        s_send_backend (self, peer, MMP_HEARTBEAT, empty, 2);
+        s_send_backend (self, peer, MMP_HEARTBEAT, mmp_buf_data (buf), mmp_buf_size (buf));
         peer = zhashx_next (self->peers);
     }
 }

@@ -4,7 +4,8 @@
     Once per loop turn the queue deals what is ready (brk_queue_dispatch);
     each lease is appended to its peer's DELIVER being assembled, and every
     peer's DELIVER is sent once at the end of the deal (or when it holds
-    MMP_MAX_DELIVERIES), so a burst costs one frame per worker, not one per
+    MMP_MAX_DELIVERIES, or the next lease would take it over MMP_MAX_BODY
+    bytes), so a burst costs one frame per worker, not one per
     message. Peers whose send failed are removed afterwards, their leases
     returned. Failure: out of memory while building a DELIVER, it is not
     sent and logged; its leases expire and are redelivered, so nothing is
@@ -22,33 +23,14 @@ s_flush_deliveries (s_server_t *self, s_peer_t *peer)
 {
     if (!peer->deliver_count)
         return;
-    mmp_buf_puts (&peer->deliver, "]}");
-    if (!peer->deliver.failed)
-        s_send_backend (self, peer, MMP_DELIVER, peer->deliver.data, peer->deliver.size);
+    if (mmp_encode_deliver_end (&peer->deliver) == 0)
+        s_send_backend (self, peer, MMP_DELIVER, mmp_buf_data (&peer->deliver),
+                        mmp_buf_size (&peer->deliver));
     else
         mdl_error ("out of memory building DELIVER for %s; leases will expire and be redelivered",
                    peer->key);
     mmp_buf_clear (&peer->deliver);
     peer->deliver_count = 0;
-}
-
-//  Copy a literal or a number's digits to cursor, returning the new end:
-//  a delivery's head is put together on the stack and appended once.
-#define S_PUT(cursor, literal) \
-    (memcpy ((cursor), (literal), sizeof (literal) - 1), (cursor) + sizeof (literal) - 1)
-
-static char *
-s_put_u64 (char *cursor, uint64_t value)
-{
-    char digits [24];
-    char *start = digits + sizeof digits;
-    do {
-        *--start = (char) ('0' + value % 10);
-        value /= 10;
-    } while (value);
-    size_t size = (size_t) (digits + sizeof digits - start);
-    memcpy (cursor, start, size);
-    return cursor + size;
 }
 
 static void
@@ -57,32 +39,24 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
 {
     s_server_t *self = (s_server_t *) arg;
     s_peer_t *peer = (s_peer_t *) brk_worker_handle (worker);
-    mmp_buf_t *buf = &peer->deliver;
-    //  Longest head: 16 + 3 * 20 digits + the literals, well under 200
-    char head [200];
-    char *cursor = head;
-    if (peer->deliver_count == 0)
-        cursor = S_PUT (cursor, "{\"deliveries\":[");
-    else
-        cursor = S_PUT (cursor, ",");
-    cursor = S_PUT (cursor, "{\"delivery_id\":");
-    cursor = s_put_u64 (cursor, delivery_id);
-    cursor = S_PUT (cursor, ",\"attempt\":");
-    cursor = s_put_u64 (cursor, (uint64_t) attempt);
-    cursor = S_PUT (cursor, ",\"deadline_ms\":");
-    cursor = s_put_u64 (cursor, (uint64_t) self->config.queue.ack_deadline_ms);
-    unsigned steps = brk_msg_steps (msg);
-    cursor = S_PUT (cursor, ",\"steps\":[");
-    if (steps & MMP_STEP_SAVE)
-        cursor = (steps & MMP_STEP_RESTART) ? S_PUT (cursor, "\"save\",") : S_PUT (cursor, "\"save\"");
-    if (steps & MMP_STEP_RESTART)
-        cursor = S_PUT (cursor, "\"restart\"");
-    cursor = S_PUT (cursor, "],\"message\":");
-    mmp_buf_append (buf, head, (size_t) (cursor - head));
     size_t len;
     const char *json = brk_msg_json (msg, &len);
-    mmp_buf_append (buf, json, len);
-    mmp_buf_append (buf, "}", 1);
+    //  A frame is closed and sent when the next lease would take it over
+    //  MMP_MAX_BODY bytes or MMP_MAX_DELIVERIES leases
+    int rc = mmp_encode_deliver_add (&peer->deliver, peer->deliver_count, delivery_id, attempt,
+                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                     json, len);
+    if (rc == 1) {
+        s_flush_deliveries (self, peer);
+        rc = mmp_encode_deliver_add (&peer->deliver, 0, delivery_id, attempt,
+                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                     json, len);
+    }
+    if (rc != 0) {
+        mdl_error ("out of memory building DELIVER for %s; the lease will expire and be redelivered",
+                   peer->key);
+        return;
+    }
     peer->deliver_count++;
     if (!peer->pending) {
         if (self->flush_count == self->flush_capacity) {

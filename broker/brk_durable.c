@@ -52,13 +52,13 @@ s_store (void *arg, const brk_event_info_t *info)
             record.kind = BRK_STORE_DEAD;
             record.reason = info->reason ? info->reason : "";
             s_history_json (&history, info->msg);
-            record.history = history.data;
+            record.history = mmp_buf_data (&history);
             record.dead_ms = (uint64_t) brk_msg_dead_at (info->msg);
             break;
         default:
             return;
     }
-    uint64_t seq = history.failed ? 0 : brk_store_append (self->store, &record);
+    uint64_t seq = mmp_buf_failed (&history) ? 0 : brk_store_append (self->store, &record);
     mmp_buf_free (&history);
     if (seq) {
         self->store_dirty = true;
@@ -161,15 +161,15 @@ s_reply_when_durable (s_server_t *self, zsock_t *sock, zframe_t *routing_id,
                       mmp_command_t command, const mmp_buf_t *buf, uint64_t seq)
 {
     if (seq == 0 || seq <= self->durable) {
-        mmp_send (sock, routing_id, command, buf->data, buf->size);
+        mmp_send (sock, routing_id, command, mmp_buf_data (buf), mmp_buf_size (buf));
         return 0;
     }
     brk_reply_t *reply = calloc (1, sizeof (brk_reply_t));
     if (reply) {
         reply->routing_id = zframe_dup (routing_id);
-        reply->json = malloc (buf->size);
+        reply->json = malloc (mmp_buf_size (buf));
         if (reply->json)
-            memcpy (reply->json, buf->data, buf->size);
+            memcpy (reply->json, mmp_buf_data (buf), mmp_buf_size (buf));
     }
     if (!reply || !reply->routing_id || !reply->json) {
         if (reply) {
@@ -181,7 +181,7 @@ s_reply_when_durable (s_server_t *self, zsock_t *sock, zframe_t *routing_id,
     }
     reply->sock = sock;
     reply->command = command;
-    reply->size = buf->size;
+    reply->size = mmp_buf_size (buf);
     reply->seq = seq;
     if (self->replies_tail)
         self->replies_tail->next = reply;

@@ -36,12 +36,12 @@ brk_events_publish (void *arg, const brk_event_info_t *info)
         mmp_buf_json_string (buf, info->reason);
     }
     mmp_buf_puts (buf, "}");
-    if (buf->failed)
+    if (mmp_buf_failed (buf))
         return;
     void *handle = zsock_resolve (self->events);
     //  A slow subscriber loses events (PUB semantics), never the broker's time
     if (zmq_send (handle, name, strlen (name), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
-        zmq_send (handle, buf->data, buf->size, ZMQ_DONTWAIT);
+        zmq_send (handle, mmp_buf_data (buf), mmp_buf_size (buf), ZMQ_DONTWAIT);
 }
 
 void

@@ -15,180 +15,11 @@
 #include "brk_server_internal.h"
 
 #include <ctype.h>
-#include <float.h>
-#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mdl_log.h"
-#include "mdl_util.h"
-
-//  --------------------------------------------------------------------------
-//  Attributes, printed as cJSON_PrintUnformatted prints them (the text a
-//  worker receives must not depend on how the broker got it), straight
-//  into the request being built: no intermediate allocation, and no
-//  printf for the common number, an integral one. cJSON prints a number
-//  that is not a small int with "%1.15g", reads it back, and uses
-//  "%1.17g" when that does not come back close enough; for an integer of
-//  16 to 19 digits (a nanosecond timestamp) both texts are worked out
-//  here in integer arithmetic with the same rounding. Anything else, and
-//  the rare exact tie where rounding direction would matter, is left to
-//  cJSON itself.
-
-static const uint64_t s_pow10 [20] = {
-    UINT64_C (1), UINT64_C (10), UINT64_C (100), UINT64_C (1000), UINT64_C (10000),
-    UINT64_C (100000), UINT64_C (1000000), UINT64_C (10000000), UINT64_C (100000000),
-    UINT64_C (1000000000), UINT64_C (10000000000), UINT64_C (100000000000),
-    UINT64_C (1000000000000), UINT64_C (10000000000000), UINT64_C (100000000000000),
-    UINT64_C (1000000000000000), UINT64_C (10000000000000000),
-    UINT64_C (100000000000000000), UINT64_C (1000000000000000000),
-    UINT64_C (10000000000000000000)
-};
-
-//  value (of digits digits) rounded to keep significant digits, to the
-//  nearest: *mantissa has keep digits, *exponent is the decimal exponent
-//  of its first digit. Returns -1 on an exact tie.
-static int
-s_round_digits (uint64_t value, int digits, int keep, uint64_t *mantissa, int *exponent)
-{
-    *exponent = digits - 1;
-    if (digits <= keep) {
-        *mantissa = value * s_pow10 [keep - digits];
-        return 0;
-    }
-    uint64_t unit = s_pow10 [digits - keep];
-    uint64_t rest = value % unit;
-    uint64_t kept = value / unit;
-    if (rest == unit / 2)
-        return -1;
-    if (rest > unit / 2 && ++kept == s_pow10 [keep]) {
-        kept /= 10;
-        (*exponent)++;
-    }
-    *mantissa = kept;
-    return 0;
-}
-
-//  Writes "%1.<keep>g" of the rounded integer: exponent notation when the
-//  exponent reaches the precision, trailing zeros dropped as %g drops them.
-static size_t
-s_format_g (char *text, bool negative, uint64_t mantissa, int keep, int exponent)
-{
-    char digits [20] = "";      //  Zeroed only to calm the sanitizer build's flow analysis
-    for (int i = keep - 1; i >= 0; i--) {
-        digits [i] = (char) ('0' + mantissa % 10);
-        mantissa /= 10;
-    }
-    size_t size = 0;
-    if (negative)
-        text [size++] = '-';
-    if (exponent < keep) {
-        //  Fixed notation; an integer has no fraction to print
-        memcpy (text + size, digits, (size_t) exponent + 1);
-        return size + (size_t) exponent + 1;
-    }
-    int last = keep - 1;
-    while (last > 0 && digits [last] == '0')
-        last--;
-    text [size++] = digits [0];
-    if (last > 0) {
-        text [size++] = '.';
-        memcpy (text + size, digits + 1, (size_t) last);
-        size += (size_t) last;
-    }
-    text [size++] = 'e';
-    text [size++] = '+';
-    text [size++] = (char) ('0' + exponent / 10);
-    text [size++] = (char) ('0' + exponent % 10);
-    return size;
-}
-
-//  cJSON's text of an integral number, or 0 when it is one left to cJSON.
-static size_t
-s_format_integral (double number, char *text)
-{
-    double magnitude = fabs (number);
-    if (!(magnitude >= 1 && magnitude < 1e19) || magnitude != floor (magnitude))
-        return 0;
-    uint64_t value = (uint64_t) magnitude;
-    int digits = 1;
-    while (digits < 20 && value >= s_pow10 [digits])
-        digits++;
-    bool negative = number < 0;
-    if (digits <= 15)
-        //  Both "%d" and "%1.15g" print its plain digits
-        return s_format_g (text, negative, value, digits, digits - 1);
-    uint64_t mantissa;
-    int exponent;
-    if (s_round_digits (value, digits, 15, &mantissa, &exponent))
-        return 0;
-    //  What reading the 15-digit text back gives, compared as cJSON does
-    double back = (double) (mantissa * s_pow10 [exponent - 14]);
-    double larger = back > magnitude ? back : magnitude;
-    if (fabs (back - magnitude) <= larger * DBL_EPSILON)
-        return s_format_g (text, negative, mantissa, 15, exponent);
-    if (s_round_digits (value, digits, 17, &mantissa, &exponent))
-        return 0;
-    return s_format_g (text, negative, mantissa, 17, exponent);
-}
-
-
-//  Recursion is bounded by the codec's nesting limit (MMP_MAX_DEPTH).
-static void
-s_print_attributes (mmp_buf_t *buf, const cJSON *item)
-{
-    if (cJSON_IsNumber (item)) {
-        char text [32];
-        size_t size = s_format_integral (item->valuedouble, text);
-        if (size) {
-            mmp_buf_append (buf, text, size);
-            return;
-        }
-    }
-    else
-    if (cJSON_IsString (item)) {
-        mmp_buf_json_string_valid (buf, item->valuestring);
-        return;
-    }
-    else
-    if (cJSON_IsTrue (item)) {
-        mmp_buf_append (buf, "true", 4);
-        return;
-    }
-    else
-    if (cJSON_IsFalse (item)) {
-        mmp_buf_append (buf, "false", 5);
-        return;
-    }
-    else
-    if (cJSON_IsNull (item)) {
-        mmp_buf_append (buf, "null", 4);
-        return;
-    }
-    else
-    if (cJSON_IsArray (item) || cJSON_IsObject (item)) {
-        bool object = cJSON_IsObject (item);
-        mmp_buf_append (buf, object ? "{" : "[", 1);
-        for (const cJSON *child = item->child; child; child = child->next) {
-            if (child != item->child)
-                mmp_buf_append (buf, ",", 1);
-            if (object) {
-                mmp_buf_json_string_valid (buf, child->string);
-                mmp_buf_append (buf, ":", 1);
-            }
-            s_print_attributes (buf, child);
-        }
-        mmp_buf_append (buf, object ? "}" : "]", 1);
-        return;
-    }
-    //  Other numbers (and anything unexpected): cJSON's own printer
-    char *text = cJSON_PrintUnformatted (item);
-    if (!text) {
-        buf->failed = true;
-        return;
-    }
-    mmp_buf_puts (buf, text);
-    cJSON_free (text);
-}
+#include "mdl_uuid.h"
 
 static void
 s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
@@ -226,25 +57,13 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     size_t accepted = 0;
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
-        mmp_buf_clear (&json);
-        mmp_buf_append (&json, "{\"message_id\":\"", 15);
-        mmp_buf_append (&json, ids [i], 36);
-        mmp_buf_append (&json, "\",\"instance_name\":", 18);
-        mmp_buf_json_string (&json, request->instance_name);
-        mmp_buf_puts (&json, ",\"hostname\":");
-        if (request->hostname)
-            mmp_buf_json_string (&json, request->hostname);
-        else {
-            mmp_buf_puts (&json, "\"");
-            mmp_buf_puts (&json, request->instance_name);
-            mmp_buf_puts (&json, ".example.net\"");
-        }
-        if (request->attributes) {
-            mmp_buf_puts (&json, ",\"attributes\":");
-            s_print_attributes (&json, request->attributes);
-        }
-        mmp_buf_puts (&json, "}");
-        int rc = json.failed ? -1 : 0;
+        //  Attributes are stored and forwarded as the publisher's bytes
+        char hostname [MMP_MAX_INSTANCE + 16];
+        if (!request->hostname)
+            snprintf (hostname, sizeof hostname, "%s.example.net", request->instance_name);
+        int rc = mmp_encode_request (&json, ids [i], request->instance_name,
+                                     request->hostname ? request->hostname : hostname,
+                                     request->attributes, request->attributes_size);
         brk_msg_t *known = brk_queue_lookup (self->queue, ids [i]);
         if (known) {
             rc = 1;
@@ -256,7 +75,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         else
         if (rc == 0) {
             brk_store_record_t record = {
-                .kind = BRK_STORE_PUBLISH, .message_id = ids [i], .request = json.data,
+                .kind = BRK_STORE_PUBLISH, .message_id = ids [i], .request = mmp_buf_data (&json),
                 .published_ms = (uint64_t) mdl_clock_wall ()
             };
             uint64_t seq = brk_store_append (self->store, &record);
@@ -276,7 +95,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
                 wait_for = seq;
             else
                 seq = 0;        //  No promise to wait for: deliver at once
-            rc = brk_queue_publish (self->queue, ids [i], json.data, json.size, seq);
+            rc = brk_queue_publish (self->queue, ids [i], mmp_buf_data (&json), mmp_buf_size (&json), seq);
         }
         if (rc < 0) {
             //  Out of memory part-way: what was queued stays queued (the
@@ -295,33 +114,13 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     mmp_buf_free (&json);
 
     mmp_buf_t *buf = &self->reply;
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"message_ids\":[");
-    for (size_t i = 0; i < msg->message_count; i++) {
-        mmp_buf_puts (buf, i ? ",\"" : "\"");
-        mmp_buf_append (buf, ids [i], 36);
-        mmp_buf_puts (buf, "\"");
-    }
-    mmp_buf_puts (buf, "],\"duplicates\":[");
-    bool first = true;
-    for (size_t i = 0; i < msg->message_count; i++)
-        if (duplicate [i]) {
-            mmp_buf_puts (buf, first ? "\"" : ",\"");
-            mmp_buf_append (buf, ids [i], 36);
-            mmp_buf_puts (buf, "\"");
-            first = false;
-        }
-    mmp_buf_printf (buf, "],\"durability\":\"%s\"", self->durability);
-    if (msg->req) {
-        mmp_buf_puts (buf, ",\"req\":");
-        mmp_buf_json_string (buf, msg->req);
-    }
-    mmp_buf_puts (buf, "}");
+    int failed = mmp_encode_puback (buf, ids [0], sizeof ids [0], duplicate, msg->message_count,
+                                    self->durability, msg->req);
     if (msg->message_count - accepted)
         mdl_debug ("PUBLISH: %zu accepted, %zu duplicates", accepted, msg->message_count - accepted);
     free (ids);
     free (duplicate);
-    if (buf->failed) {
+    if (failed) {
         mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
                         "out of memory building PUBACK; retry the batch", msg->req);
         return;
@@ -332,62 +131,52 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
 }
 
 static void
-s_add_req (cJSON *reply, const char *req)
-{
-    if (req)
-        cJSON_AddStringToObject (reply, "req", req);
-}
-
-static void
 s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
 {
     brk_queue_stats_t stats;
     brk_queue_stats (self->queue, &stats);
-    cJSON *reply = cJSON_CreateObject ();
-    if (!reply) {
-        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
-        return;
-    }
-    cJSON_AddNumberToObject (reply, "published", (double) stats.published);
-    cJSON_AddNumberToObject (reply, "duplicates", (double) (stats.duplicates + self->duplicates));
-    cJSON_AddNumberToObject (reply, "delivered", (double) stats.delivered);
-    cJSON_AddNumberToObject (reply, "redelivered", (double) stats.redelivered);
-    cJSON_AddNumberToObject (reply, "acked", (double) stats.acked);
-    cJSON_AddNumberToObject (reply, "nacked", (double) stats.nacked);
-    cJSON_AddNumberToObject (reply, "expired", (double) stats.expired);
-    cJSON_AddNumberToObject (reply, "dead_lettered", (double) stats.dead_lettered);
-    cJSON_AddNumberToObject (reply, "replayed", (double) stats.replayed);
-    cJSON_AddNumberToObject (reply, "workers_lost", (double) stats.workers_lost);
-    cJSON_AddNumberToObject (reply, "workers_left", (double) stats.workers_left);
-    cJSON_AddNumberToObject (reply, "ready", (double) stats.ready);
-    cJSON_AddNumberToObject (reply, "delayed", (double) stats.delayed);
-    cJSON_AddNumberToObject (reply, "in_flight", (double) stats.in_flight);
-    cJSON_AddNumberToObject (reply, "dead_letters", (double) stats.dead);
-    cJSON_AddNumberToObject (reply, "workers", (double) stats.workers);
-    cJSON_AddNumberToObject (reply, "oldest_unacked_ms", (double) stats.oldest_unacked_ms);
-    cJSON_AddNumberToObject (reply, "uptime_ms", (double) (mdl_clock_now (&self->clock) - self->started));
-    cJSON_AddNumberToObject (reply, "epoch", (double) brk_queue_epoch (self->queue));
-    cJSON_AddNumberToObject (reply, "held", (double) stats.held);
-    cJSON_AddStringToObject (reply, "durability", self->durability);
-    cJSON_AddNumberToObject (reply, "replies_waiting", (double) self->reply_count);
+    mmp_buf_t *buf = &self->reply;
+    mmp_encode_open (buf);
+    mmp_encode_member_int (buf, "published", (int64_t) stats.published);
+    mmp_encode_member_int (buf, "duplicates", (int64_t) (stats.duplicates + self->duplicates));
+    mmp_encode_member_int (buf, "delivered", (int64_t) stats.delivered);
+    mmp_encode_member_int (buf, "redelivered", (int64_t) stats.redelivered);
+    mmp_encode_member_int (buf, "acked", (int64_t) stats.acked);
+    mmp_encode_member_int (buf, "nacked", (int64_t) stats.nacked);
+    mmp_encode_member_int (buf, "expired", (int64_t) stats.expired);
+    mmp_encode_member_int (buf, "dead_lettered", (int64_t) stats.dead_lettered);
+    mmp_encode_member_int (buf, "replayed", (int64_t) stats.replayed);
+    mmp_encode_member_int (buf, "workers_lost", (int64_t) stats.workers_lost);
+    mmp_encode_member_int (buf, "workers_left", (int64_t) stats.workers_left);
+    mmp_encode_member_int (buf, "ready", (int64_t) stats.ready);
+    mmp_encode_member_int (buf, "delayed", (int64_t) stats.delayed);
+    mmp_encode_member_int (buf, "in_flight", (int64_t) stats.in_flight);
+    mmp_encode_member_int (buf, "dead_letters", (int64_t) stats.dead);
+    mmp_encode_member_int (buf, "workers", (int64_t) stats.workers);
+    mmp_encode_member_int (buf, "oldest_unacked_ms", (int64_t) stats.oldest_unacked_ms);
+    mmp_encode_member_int (buf, "uptime_ms", (int64_t) (mdl_clock_now (&self->clock) - self->started));
+    mmp_encode_member_int (buf, "epoch", (int64_t) brk_queue_epoch (self->queue));
+    mmp_encode_member_int (buf, "held", (int64_t) stats.held);
+    mmp_encode_member_string (buf, "durability", self->durability);
+    mmp_encode_member_int (buf, "replies_waiting", (int64_t) self->reply_count);
     brk_store_stats_t journal;
     brk_store_stats (self->store, &journal);
     if (journal.persistent) {
-        cJSON *object = cJSON_AddObjectToObject (reply, "journal");
-        if (object) {
-            cJSON_AddStringToObject (object, "dir", self->data_dir);
-            cJSON_AddNumberToObject (object, "disk_bytes", (double) journal.disk_bytes);
-            cJSON_AddNumberToObject (object, "files", (double) journal.files);
-            cJSON_AddNumberToObject (object, "live_messages", (double) journal.live_messages);
-            cJSON_AddNumberToObject (object, "fsyncs", (double) journal.fsyncs);
-            cJSON_AddNumberToObject (object, "compactions", (double) journal.compactions);
-            cJSON_AddStringToObject (object, "status", journal.error ? strerror (journal.error) : "ok");
-        }
+        mmp_encode_member_object (buf, "journal");
+        mmp_encode_member_string (buf, "dir", self->data_dir);
+        mmp_encode_member_int (buf, "disk_bytes", (int64_t) journal.disk_bytes);
+        mmp_encode_member_int (buf, "files", (int64_t) journal.files);
+        mmp_encode_member_int (buf, "live_messages", (int64_t) journal.live_messages);
+        mmp_encode_member_int (buf, "fsyncs", (int64_t) journal.fsyncs);
+        mmp_encode_member_int (buf, "compactions", (int64_t) journal.compactions);
+        mmp_encode_member_string (buf, "status", journal.error ? strerror (journal.error) : "ok");
+        mmp_encode_close_object (buf);
     }
-    cJSON_AddStringToObject (reply, "version", MANDRILL_VERSION);
-    s_add_req (reply, msg->req);
-    mmp_send_json (self->frontend, routing_id, MMP_STATS, reply);
-    cJSON_Delete (reply);
+    mmp_encode_member_string (buf, "version", MANDRILL_VERSION);
+    if (mmp_encode_close (buf, msg->req) == 0)
+        mmp_send (self->frontend, routing_id, MMP_STATS, mmp_buf_data (buf), mmp_buf_size (buf));
+    else
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
 }
 
 typedef struct {
@@ -402,14 +191,15 @@ s_dead_letter_json (void *arg, const brk_msg_t *msg)
     mmp_buf_t *buf = ctx->buf;
     size_t len;
     const char *json = brk_msg_json (msg, &len);
-    mmp_buf_puts (buf, ctx->count++ ? ",{\"message\":" : "{\"message\":");
-    mmp_buf_append (buf, json, len);
-    mmp_buf_puts (buf, ",\"reason\":");
-    mmp_buf_json_string (buf, brk_msg_dead_reason (msg) ? brk_msg_dead_reason (msg) : "");
-    mmp_buf_printf (buf, ",\"attempts\":%" PRId64 ",\"dead_at_ms\":%" PRId64 ",\"history\":",
-                    brk_msg_attempts (msg), brk_msg_dead_at (msg));
+    ctx->count++;
+    mmp_encode_item_object (buf);
+    mmp_encode_member_raw (buf, "message", json, len);
+    mmp_encode_member_string (buf, "reason", brk_msg_dead_reason (msg) ? brk_msg_dead_reason (msg) : "");
+    mmp_encode_member_int (buf, "attempts", brk_msg_attempts (msg));
+    mmp_encode_member_int (buf, "dead_at_ms", brk_msg_dead_at (msg));
+    mmp_encode_member_raw (buf, "history", "", 0);
     s_history_json (buf, msg);
-    mmp_buf_puts (buf, "}");
+    mmp_encode_close_object (buf);
 }
 
 //  The attempt history of a message as a JSON array: the live one, or the
@@ -423,20 +213,12 @@ s_history_json (mmp_buf_t *buf, const brk_msg_t *msg)
         mmp_buf_puts (buf, brk_msg_history_json (msg));
         return;
     }
-    mmp_buf_puts (buf, "[");
-    for (size_t i = 0; i < entries; i++) {
-        mmp_buf_printf (buf, "%s{\"attempt\":%" PRId64 ",\"delivery_id\":", i ? "," : "", history [i].attempt);
-        mmp_buf_u64 (buf, history [i].delivery_id);
-        mmp_buf_puts (buf, ",\"worker\":");
-        mmp_buf_json_string (buf, history [i].worker);
-        mmp_buf_printf (buf, ",\"outcome\":\"%s\"", history [i].outcome);
-        if (history [i].reason [0]) {
-            mmp_buf_puts (buf, ",\"reason\":");
-            mmp_buf_json_string (buf, history [i].reason);
-        }
-        mmp_buf_printf (buf, ",\"at_ms\":%" PRId64 "}", history [i].at_ms);
-    }
-    mmp_buf_puts (buf, "]");
+    mmp_buf_append (buf, "[", 1);
+    for (size_t i = 0; i < entries; i++)
+        mmp_encode_history_entry (buf, history [i].attempt, history [i].delivery_id,
+                                  history [i].worker, history [i].outcome, history [i].reason,
+                                  history [i].at_ms);
+    mmp_encode_close_array (buf);
 }
 
 static void
@@ -449,47 +231,53 @@ s_handle_dead_letters (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *
     if (limit > 1000)
         limit = 1000;
     mmp_buf_t *buf = &self->reply;
-    mmp_buf_clear (buf);
-    mmp_buf_puts (buf, "{\"dead_letters\":[");
+    mmp_encode_open (buf);
+    mmp_encode_member_array (buf, "dead_letters");
     s_dead_ctx_t ctx = { buf, 0 };
     brk_queue_dead_letters (self->queue, limit, s_dead_letter_json, &ctx);
-    mmp_buf_printf (buf, "],\"total\":%" PRIu64, stats.dead);
-    if (msg->req) {
-        mmp_buf_puts (buf, ",\"req\":");
-        mmp_buf_json_string (buf, msg->req);
-    }
-    mmp_buf_puts (buf, "}");
-    if (buf->failed || buf->size > MMP_MAX_BODY)
+    mmp_encode_close_array (buf);
+    mmp_encode_member_int (buf, "total", (int64_t) stats.dead);
+    if (mmp_encode_close (buf, msg->req) != 0 || mmp_buf_size (buf) > MMP_MAX_BODY)
         mmp_send_error (self->frontend, routing_id, MMP_ERR_TOO_LARGE,
                         "dead letters do not fit one reply; ask with a smaller limit", msg->req);
     else
-        mmp_send (self->frontend, routing_id, MMP_DEADLETTERS, buf->data, buf->size);
+        mmp_send (self->frontend, routing_id, MMP_DEADLETTERS, mmp_buf_data (buf), mmp_buf_size (buf));
 }
 
 static void
 s_handle_replay (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
 {
-    cJSON *reply = cJSON_CreateObject ();
-    cJSON *replayed = cJSON_AddArrayToObject (reply, "replayed");
-    cJSON *unknown = cJSON_AddArrayToObject (reply, "unknown");
-    if (!reply || !replayed || !unknown) {
-        cJSON_Delete (reply);
+    //  Ids lower-cased into one block; replayed ones fill it from the front,
+    //  unknown ones from the back
+    size_t count = msg->message_id_count;
+    char (*ids) [37] = malloc ((count ? count : 1) * sizeof *ids);
+    const char **lists = malloc ((count ? count : 1) * sizeof *lists);
+    if (!ids || !lists) {
+        free (ids);
+        free (lists);
         mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
         return;
     }
-    for (size_t i = 0; i < msg->message_id_count; i++) {
-        char id [37];
+    size_t replayed = 0, unknown = 0;
+    for (size_t i = 0; i < count; i++) {
         for (size_t c = 0; c < 36; c++)
-            id [c] = (char) tolower ((unsigned char) msg->message_ids [i][c]);
-        id [36] = 0;
-        bool done = brk_queue_replay (self->queue, id) == 0;
-        cJSON_AddItemToArray (done ? replayed : unknown, cJSON_CreateString (id));
-        if (done)
-            mdl_info ("replayed dead letter %s", id);
+            ids [i][c] = (char) tolower ((unsigned char) msg->message_ids [i][c]);
+        ids [i][36] = 0;
+        bool done = brk_queue_replay (self->queue, ids [i]) == 0;
+        if (done) {
+            lists [replayed++] = ids [i];
+            mdl_info ("replayed dead letter %s", ids [i]);
+        }
+        else
+            lists [count - ++unknown] = ids [i];
     }
-    s_add_req (reply, msg->req);
-    mmp_send_json (self->frontend, routing_id, MMP_REPLAYED, reply);
-    cJSON_Delete (reply);
+    mmp_buf_t *buf = &self->reply;
+    if (mmp_encode_replayed (buf, lists, replayed, lists + count - unknown, unknown, msg->req) == 0)
+        mmp_send (self->frontend, routing_id, MMP_REPLAYED, mmp_buf_data (buf), mmp_buf_size (buf));
+    else
+        mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
+    free (ids);
+    free (lists);
 }
 
 void
@@ -507,7 +295,8 @@ brk_frontend_handle (s_server_t *self)
         }
         if (rc == -2) {
             if (routing_id)
-                s_reject (self, self->frontend, "frontend", routing_id, err.code, err.reason, NULL);
+                s_reject (self, self->frontend, "frontend", routing_id, err.code, err.reason,
+                          err.req [0] ? err.req : NULL);
             zframe_destroy (&routing_id);
             continue;
         }

@@ -18,10 +18,10 @@
 
     Some shared functions and types keep their s_ names (s_server_t,
     s_peer_t, s_send_backend, s_reject, s_reply_when_durable,
-    s_history_json) although they are not static: the DELIVER, PUBACK,
-    STATS and dead-letter builders that use them are moving to proto/
-    encoders, and keeping the names lets that change apply unchanged.
-    Give them brk_ names once it has landed.
+    s_history_json) although they are not static: they kept them while
+    the DELIVER, PUBACK, STATS and dead-letter builders moved to the
+    proto/ encoders (mmp_encode_*), so that change applied unchanged.
+    Give them brk_ names in a change of their own.
 */
 #ifndef BRK_SERVER_INTERNAL_H_INCLUDED
 #define BRK_SERVER_INTERNAL_H_INCLUDED

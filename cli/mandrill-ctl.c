@@ -79,17 +79,25 @@ static const char *s_epilogue =
     "(command line, environment or configuration file; also an unknown event name\n"
     "for tail); 4 the broker answered ERROR, or replay found unknown ids.\n";
 
-//  Send one request and wait for its reply (matched by req). Returns 0 and
-//  fills *reply, EXIT_FAILED for an ERROR reply (printed), EXIT_NO_ANSWER.
+//  Send one request (STATS, DEADLETTERS with limit > 0, or REPLAY of
+//  ids) and wait for its reply (matched by req). Returns 0 and fills
+//  *reply, EXIT_FAILED for an ERROR reply (printed), EXIT_NO_ANSWER.
 static int
-s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, cJSON *body, mmp_msg_t *reply)
+s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, int64_t limit,
+           const char *const *ids, size_t id_count, mmp_msg_t *reply)
 {
     static uint64_t sequence;
     char prefix [24], req [48];
     snprintf (prefix, sizeof prefix, "ctl-%d", (int) getpid ());
     cli_req_make (req, sizeof req, prefix, ++sequence);
-    cJSON_AddStringToObject (body, "req", req);
-    if (mmp_send_json (sock, NULL, command, body) != 0) {
+    mmp_buf_t body;
+    mmp_buf_init (&body);
+    int rc = command == MMP_REPLAY ? mmp_encode_replay (&body, ids, id_count, req)
+                                   : mmp_encode_request_only (&body, req, limit);
+    if (rc == 0)
+        rc = mmp_send (sock, NULL, command, mmp_buf_data (&body), mmp_buf_size (&body));
+    mmp_buf_free (&body);
+    if (rc != 0) {
         fprintf (stderr, "mandrill-ctl: cannot send to %s\n", opts->broker);
         return EXIT_NO_ANSWER;
     }
@@ -154,9 +162,7 @@ static int
 s_stats (zsock_t *sock, const opts_t *opts)
 {
     mmp_msg_t reply;
-    cJSON *body = cJSON_CreateObject ();
-    int rc = s_request (sock, opts, MMP_STATS, body, &reply);
-    cJSON_Delete (body);
+    int rc = s_request (sock, opts, MMP_STATS, 0, NULL, 0, &reply);
     if (rc != EXIT_OK)
         return rc;
     if (opts->json) {
@@ -233,12 +239,7 @@ s_print_dead_letter (const cJSON *letter)
 static int
 s_fetch_dead_letters (zsock_t *sock, const opts_t *opts, int64_t limit, mmp_msg_t *reply)
 {
-    cJSON *body = cJSON_CreateObject ();
-    if (limit > 0)
-        cJSON_AddNumberToObject (body, "limit", (double) limit);
-    int rc = s_request (sock, opts, MMP_DEADLETTERS, body, reply);
-    cJSON_Delete (body);
-    return rc;
+    return s_request (sock, opts, MMP_DEADLETTERS, limit, NULL, 0, reply);
 }
 
 static int
@@ -298,16 +299,14 @@ s_replay (zsock_t *sock, const opts_t *opts, int argc, char **argv)
         }
     size_t replayed = 0, unknown = 0;
     while (zlist_size (ids) > 0 && rc == EXIT_OK) {
-        cJSON *body = cJSON_CreateObject ();
-        cJSON *array = cJSON_AddArrayToObject (body, "message_ids");
-        for (int i = 0; i < REPLAY_CHUNK && zlist_size (ids) > 0; i++) {
-            char *id = (char *) zlist_pop (ids);
-            cJSON_AddItemToArray (array, cJSON_CreateString (id));
-            free (id);
-        }
+        static char *chunk [REPLAY_CHUNK];
+        size_t count = 0;
+        while (count < REPLAY_CHUNK && zlist_size (ids) > 0)
+            chunk [count++] = (char *) zlist_pop (ids);
         mmp_msg_t reply;
-        rc = s_request (sock, opts, MMP_REPLAY, body, &reply);
-        cJSON_Delete (body);
+        rc = s_request (sock, opts, MMP_REPLAY, 0, (const char *const *) chunk, count, &reply);
+        for (size_t i = 0; i < count; i++)
+            free (chunk [i]);
         if (rc != EXIT_OK)
             break;
         if (opts->json) {

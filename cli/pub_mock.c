@@ -1,6 +1,7 @@
 /*  pub_mock: see pub_mock.h. */
 #include "pub_mock.h"
 #include "mdl_uuid.h"
+#include "mmp.h"
 
 #include <assert.h>
 #include <czmq.h>
@@ -50,8 +51,11 @@ s_mock_request (pub_mock_t *self, pub_request_t *request)
     suffix [4] = 0;
     snprintf (request->name, sizeof request->name, "cattle-%s", suffix);
     mdl_uuid4 (request->id);
-    request->json = zsys_sprintf ("{\"message_id\":\"%s\",\"instance_name\":\"%s\"}",
-                                  request->id, request->name);
+    mmp_buf_t json;
+    mmp_buf_init (&json);
+    if (mmp_encode_request (&json, request->id, request->name, NULL, NULL, 0) == 0)
+        request->json = mmp_buf_detach (&json, NULL);
+    mmp_buf_free (&json);
 }
 
 int

@@ -17,13 +17,13 @@ pub_request_free (pub_request_t *request)
 
 //  A line is checked by the protocol's own decoder, as the body of a
 //  one-request PUBLISH, so the publisher and the broker cannot disagree on
-//  what is valid. The wrapper's bytes come before the line's.
+//  what is valid. The wrapper (mmp_encode_publish_begin, whose bytes are
+//  CHECK_PREFIX) comes before the line's bytes, which offsets account for.
 #define CHECK_PREFIX        "{\"messages\":["
-#define CHECK_SUFFIX        "]}"
 
 //  Decode body as a PUBLISH the broker would receive. Returns the decoded
-//  request object (owned by *msg) or NULL with err filled.
-static cJSON *
+//  request (owned by *msg) or NULL with err filled.
+static const mmp_request_t *
 s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
 {
     mmp_msg_init (msg);
@@ -39,7 +39,7 @@ s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
         snprintf (err->reason, sizeof err->reason, "body is not one JSON object");
         return NULL;
     }
-    return cJSON_GetArrayItem (cJSON_GetObjectItemCaseSensitive (msg->body, "messages"), 0);
+    return &msg->messages [0];
 }
 
 //  Turn the decoder's error on a wrapped line into text about the line:
@@ -103,37 +103,38 @@ pub_request_from_json (const char *text, size_t size, size_t column_base,
     memset (request, 0, sizeof *request);
     mmp_buf_t body;
     mmp_buf_init (&body);
-    mmp_buf_puts (&body, CHECK_PREFIX);
-    mmp_buf_append (&body, text, size);
-    mmp_buf_puts (&body, CHECK_SUFFIX);
-    if (body.failed) {
+    mmp_encode_publish_begin (&body);
+    mmp_encode_publish_add (&body, text, size);
+    mmp_encode_publish_end (&body, NULL);
+    if (mmp_buf_failed (&body)) {
         mmp_buf_free (&body);
         snprintf (error, error_size, "out of memory");
         return -1;
     }
     mmp_msg_t msg;
     mmp_error_t err;
-    cJSON *item = s_decode_one (body.data, body.size, &msg, &err);
+    const mmp_request_t *decoded = s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
-    if (!item) {
+    if (!decoded) {
         s_explain (&err, column_base, error, error_size);
         return -1;
     }
-    //  The decoder checked every field; item is one valid request object.
+    //  The decoder checked every field; decoded is one valid request.
     int rc = -1;
-    const mmp_request_t *decoded = &msg.messages [0];
     if (decoded->message_id) {
         //  The broker lower-cases ids; so do we, to match its replies.
         for (int i = 0; i < 36; i++)
             request->id [i] = (char) tolower ((unsigned char) decoded->message_id [i]);
-        cJSON_ReplaceItemInObjectCaseSensitive (item, "message_id", cJSON_CreateString (request->id));
     }
-    else {
+    else
         mdl_uuid4 (request->id);
-        cJSON_AddStringToObject (item, "message_id", request->id);
-    }
     snprintf (request->name, sizeof request->name, "%s", decoded->instance_name);
-    request->json = cJSON_PrintUnformatted (item);
+    //  Attributes go out as the bytes read, never re-printed
+    mmp_buf_init (&body);
+    if (mmp_encode_request (&body, request->id, decoded->instance_name, decoded->hostname,
+                            decoded->attributes, decoded->attributes_size) == 0)
+        request->json = mmp_buf_detach (&body, NULL);
+    mmp_buf_free (&body);
     mmp_msg_reset (&msg);
     if (!request->json) {
         snprintf (error, error_size, "out of memory");
@@ -143,13 +144,13 @@ pub_request_from_json (const char *text, size_t size, size_t column_base,
     //  difference between the input and its reprint can never reach the
     //  broker unchecked.
     mmp_buf_init (&body);
-    mmp_buf_puts (&body, CHECK_PREFIX);
-    mmp_buf_puts (&body, request->json);
-    mmp_buf_puts (&body, CHECK_SUFFIX);
-    bool failed = body.failed;
-    item = failed ? NULL : s_decode_one (body.data, body.size, &msg, &err);
+    mmp_encode_publish_begin (&body);
+    mmp_encode_publish_add (&body, request->json, strlen (request->json));
+    mmp_encode_publish_end (&body, NULL);
+    bool failed = mmp_buf_failed (&body);
+    decoded = failed ? NULL : s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
-    if (!item) {
+    if (!decoded) {
         if (failed)
             snprintf (error, error_size, "out of memory");
         else {
@@ -173,14 +174,11 @@ int
 pub_request_instance (const char *instance, const char *hostname, const char *message_id,
                       pub_request_t *request, char *error, size_t error_size)
 {
-    cJSON *root = cJSON_CreateObject ();
-    cJSON_AddStringToObject (root, "instance_name", instance);
-    if (hostname)
-        cJSON_AddStringToObject (root, "hostname", hostname);
-    if (message_id)
-        cJSON_AddStringToObject (root, "message_id", message_id);
-    char *text = cJSON_PrintUnformatted (root);
-    cJSON_Delete (root);
+    mmp_buf_t json;
+    mmp_buf_init (&json);
+    char *text = mmp_encode_request (&json, message_id, instance, hostname, NULL, 0) == 0
+               ? mmp_buf_detach (&json, NULL) : NULL;
+    mmp_buf_free (&json);
     snprintf (error, error_size, "out of memory");
     int rc = text ? pub_request_from_json (text, strlen (text), 0, request, error, error_size) : -1;
     free (text);

@@ -153,16 +153,13 @@ s_fill_batch (zsock_t *sock, pub_window_t *self, batch_t *batch, int64_t now)
     cli_req_make (batch->req, sizeof batch->req, prefix, self->seq++);
     mmp_buf_t buf;
     mmp_buf_init (&buf);
-    mmp_buf_printf (&buf, "{\"req\":\"%s\",\"messages\":[", batch->req);
-    for (size_t i = 0; i < batch->count; i++) {
-        if (i)
-            mmp_buf_puts (&buf, ",");
-        mmp_buf_puts (&buf, batch->requests [i].json);
-    }
-    mmp_buf_puts (&buf, "]}");
-    assert (!buf.failed);
-    batch->body = buf.data;             //  Ownership of the text moves to the batch
-    batch->body_size = buf.size;
+    mmp_encode_publish_begin (&buf);
+    for (size_t i = 0; i < batch->count; i++)
+        mmp_encode_publish_add (&buf, batch->requests [i].json, strlen (batch->requests [i].json));
+    int failed = mmp_encode_publish_end (&buf, batch->req);
+    assert (!failed);
+    //  Ownership of the text moves to the batch
+    batch->body = mmp_buf_detach (&buf, &batch->body_size);
     atomic_fetch_add (&self->totals->sent, (int64_t) batch->count);
     s_send_batch (sock, self, batch, now);
     return (int) batch->count;

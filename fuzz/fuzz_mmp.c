@@ -1,13 +1,18 @@
-/*  fuzz_mmp: libFuzzer target for the MMP/1 decoder and JSON string escaper.
+/*  fuzz_mmp: libFuzzer target for the MMP/1 decoder, its encoders and the
+    JSON string escaper.
 
     The input is split into the three MMP frames at its first two newline
     bytes: "MMP1\nACK\n{...}" is [MMP1][ACK][{...}], so the seed corpus is
     readable text. Missing frames are empty. Each input is decoded in both
     directions; a decoded message has every string and array it reports
     read in full, so a wrong count or a dangling pointer shows up under
-    AddressSanitizer. The body is also run through mmp_buf_json_string,
-    whose output must always parse back, and must equal the input when the
-    input is plain ASCII.
+    AddressSanitizer. What the decoder accepts, cJSON (a lenient parser)
+    must accept too; every string it hands out, and the req kept for an
+    ERROR, must be valid UTF-8; a request's attributes span must parse as
+    an object of at most MMP_MAX_ATTRIBUTES bytes, and survive a trip
+    through mmp_encode_request and a DELIVER unchanged. The body is also
+    run through mmp_buf_json_string, whose output must always parse back,
+    and must equal the input when the input is plain ASCII.
 */
 #include "mmp.h"
 
@@ -19,6 +24,55 @@
 //  Results are added here so the reads cannot be optimised away.
 volatile size_t fuzz_mmp_sink;
 
+static bool
+s_utf8 (const char *text, size_t size)
+{
+    const unsigned char *cursor = (const unsigned char *) text;
+    const unsigned char *end = cursor + size;
+    while (cursor < end) {
+        size_t len = mmp_utf8_length (cursor, end);
+        if (len == 0)
+            return false;
+        cursor += len;
+    }
+    return true;
+}
+
+//  A request's attributes: a JSON object as sent, carried unchanged
+//  through the broker's encoder and a DELIVER.
+static void
+s_attributes (const mmp_request_t *request)
+{
+    if (!request->attributes)
+        return;
+    assert (request->attributes_size >= 2 && request->attributes_size <= MMP_MAX_ATTRIBUTES);
+    assert (s_utf8 (request->attributes, request->attributes_size));
+    cJSON *parsed = cJSON_ParseWithLength (request->attributes, request->attributes_size);
+    assert (parsed && cJSON_IsObject (parsed));
+    cJSON_Delete (parsed);
+    mmp_buf_t json, deliver;
+    mmp_buf_init (&json);
+    mmp_buf_init (&deliver);
+    int rc = mmp_encode_request (&json, "0b9c8f8e-1f2a-4c3d-9e8f-0a1b2c3d4e5f",
+                                 request->instance_name, "fuzz.example.net",
+                                 request->attributes, request->attributes_size);
+    assert (rc == 0);
+    rc = mmp_encode_deliver_add (&deliver, 0, 1, 1, 0, 0, mmp_buf_data (&json), mmp_buf_size (&json));
+    assert (rc == 0 && mmp_encode_deliver_end (&deliver) == 0);
+    mmp_msg_t msg;
+    mmp_msg_init (&msg);
+    mmp_error_t err;
+    rc = mmp_decode ("MMP1", 4, "DELIVER", 7, mmp_buf_data (&deliver), mmp_buf_size (&deliver),
+                     MMP_FROM_BROKER, &msg, &err);
+    assert (rc == 0);
+    assert (msg.deliveries [0].message.attributes_size == request->attributes_size);
+    assert (memcmp (msg.deliveries [0].message.attributes, request->attributes,
+                    request->attributes_size) == 0);
+    mmp_msg_reset (&msg);
+    mmp_buf_free (&json);
+    mmp_buf_free (&deliver);
+}
+
 //  Read everything a decoded message points to.
 static size_t
 s_touch (const mmp_msg_t *msg)
@@ -27,8 +81,10 @@ s_touch (const mmp_msg_t *msg)
     const char *texts [] = { msg->req, msg->name, msg->subscription, msg->reason,
                              msg->code, msg->durability };
     for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
-        if (texts [i])
+        if (texts [i]) {
             sum += strlen (texts [i]);
+            assert (s_utf8 (texts [i], strlen (texts [i])));
+        }
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
         assert (request->instance_name);
@@ -37,6 +93,7 @@ s_touch (const mmp_msg_t *msg)
             assert (strlen (request->message_id) == 36);
         if (request->hostname)
             assert (mmp_valid_hostname (request->hostname, strlen (request->hostname)));
+        s_attributes (request);
     }
     for (size_t i = 0; i < msg->delivery_count; i++) {
         const mmp_delivery_t *delivery = &msg->deliveries [i];
@@ -44,6 +101,7 @@ s_touch (const mmp_msg_t *msg)
         assert (delivery->attempt >= 1);
         assert (delivery->message.message_id && delivery->message.hostname);
         sum += strlen (delivery->message.instance_name) + delivery->steps;
+        s_attributes (&delivery->message);
     }
     for (size_t i = 0; i < msg->id_count; i++)
         sum += (size_t) msg->ids [i];
@@ -73,8 +131,9 @@ s_escape (const uint8_t *data, size_t size)
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_json_string (&buf, text);
-    assert (!buf.failed);
-    cJSON *parsed = cJSON_ParseWithLength (buf.data, buf.size);
+    assert (!mmp_buf_failed (&buf));
+    assert (s_utf8 (mmp_buf_data (&buf), mmp_buf_size (&buf)));
+    cJSON *parsed = cJSON_ParseWithLength (mmp_buf_data (&buf), mmp_buf_size (&buf));
     assert (parsed && cJSON_IsString (parsed));
     if (ascii)
         assert (strcmp (parsed->valuestring, text) == 0);
@@ -107,11 +166,18 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         int rc = mmp_decode (frame [0], frame_size [0], frame [1], frame_size [1],
                              frame [2], frame_size [2],
                              way? MMP_FROM_BROKER: MMP_TO_BROKER, &msg, &err);
-        if (rc == 0)
+        if (rc == 0) {
             fuzz_mmp_sink += s_touch (&msg);
+            //  Strict accepts only what the lenient parser accepts too
+            cJSON *parsed = cJSON_ParseWithLength ((const char *) frame [2], frame_size [2]);
+            assert (parsed && cJSON_IsObject (parsed));
+            cJSON_Delete (parsed);
+        }
         else {
             assert (rc == -2 && err.code && err.reason [0]);
-            assert (msg.body == NULL);
+            assert (msg.body == NULL && msg.raw == NULL);
+            assert (s_utf8 (err.reason, strlen (err.reason)));
+            assert (strlen (err.req) <= MMP_MAX_TEXT && s_utf8 (err.req, strlen (err.req)));
         }
         mmp_msg_reset (&msg);
     }

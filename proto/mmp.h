@@ -10,8 +10,16 @@
     It never asserts on input; a bad message yields an mmp_error_t with a
     stable code (see MMP_ERR_*) and a human reason.
 
-    Ownership: mmp_msg_t owns its parsed body and the arrays it fills;
-    strings in it point into the body and live until mmp_msg_reset ().
+    Ownership: mmp_msg_t owns its copy of the body and the arrays it fills;
+    strings and attribute spans in it point into that copy and live until
+    mmp_msg_reset (). No cJSON tree is built on any hot path: only the
+    frontend replies that tools read (PUBACK, STATS, DEADLETTERS,
+    REPLAYED) also get one in body.
+
+    Files: mmp_decode.c (commands and their bodies), mmp_scan.c (the RFC
+    8259 / UTF-8 pass), mmp_walk.c (reading values in place), mmp_encode.c
+    (every body sent), mmp_json.c / mmp_json.h (the JSON writer and
+    escaper), mmp_sock.c (recv/send).
 */
 #ifndef MMP_H_INCLUDED
 #define MMP_H_INCLUDED
@@ -21,6 +29,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "mmp_json.h"
 
 #define MMP_SIGNATURE       "MMP1"
 
@@ -32,7 +42,7 @@
 #define MMP_MAX_IDS         10000           //  Ids per EXTEND/ACK/NACK/PROGRESS/REPLAY and their replies [too_many]
 #define MMP_MAX_INSTANCE    63              //  instance_name, RFC 1123 label [bad_instance_name]
 #define MMP_MAX_HOSTNAME    253             //  hostname, DNS name [bad_hostname]
-#define MMP_MAX_ATTRIBUTES  4096            //  attributes, printed JSON bytes [too_large]
+#define MMP_MAX_ATTRIBUTES  4096            //  attributes, JSON bytes as sent [too_large]
 #define MMP_MAX_TEXT        256             //  reason, name, subscription, req, code, durability [too_long]
 #define MMP_MAX_CREDIT      1000000         //  HELLO/CREDIT credit [bad_value]
 #define MMP_MAX_DELAY_MS    86400000        //  NACK delay_ms, 24 h [bad_value]
@@ -101,6 +111,7 @@ typedef enum {
 typedef struct {
     const char *code;           //  One of MMP_ERR_*, static
     char reason [200];          //  Human text, names the field
+    char req [MMP_MAX_TEXT + 1];//  The body's top-level "req" when it could be read, else ""
 } mmp_error_t;
 
 //  A restart request, as published and as delivered.
@@ -108,7 +119,8 @@ typedef struct {
     const char *message_id;     //  Canonical uuid, or NULL when a publisher left it out
     const char *instance_name;  //  RFC 1123 label
     const char *hostname;       //  DNS name, or NULL when left out
-    cJSON *attributes;          //  An object, or NULL; points into the body
+    const char *attributes;     //  The attributes object exactly as sent (not null-terminated), or NULL
+    size_t attributes_size;     //  Bytes of attributes, at most MMP_MAX_ATTRIBUTES
 } mmp_request_t;
 
 //  One lease, as DELIVER carries it.
@@ -125,7 +137,9 @@ typedef struct {
 typedef struct {
     mmp_command_t command;      //  What it is
     mmp_direction_t direction;  //  Which way it was decoded
-    cJSON *body;                //  Owned: the parsed JSON object
+    char *raw;                  //  Owned: the decoder's copy of the body; strings point into it
+    size_t raw_size;            //  Bytes of the body
+    cJSON *body;                //  Owned: a tree of the body, only for PUBACK, STATS, DEADLETTERS, REPLAYED
     const char *req;            //  Client correlation string, or NULL
 
     mmp_request_t *messages;    //  PUBLISH: the requests
@@ -201,33 +215,99 @@ int mmp_send_json (zsock_t *sock, zframe_t *routing_id, mmp_command_t command,
 int mmp_send_error (zsock_t *sock, zframe_t *routing_id, const char *code,
                     const char *reason, const char *req);
 
+//  --------------------------------------------------------------------------
+//  Encoders (mmp_encode.c): every body Mandrill sends. Each clears buf,
+//  writes one JSON object and returns 0, or -1 when an allocation failed
+//  (buf must then not be sent).
+
+//  Strings from outside are escaped and cut to the peer's limits; a req
+//  of NULL is left out. Request objects and attributes are bytes a decoder
+//  already validated, carried as they are.
+
+//  ERROR {code, reason, req?}; each string cut to MMP_MAX_TEXT bytes.
+int mmp_encode_error (mmp_buf_t *buf, const char *code, const char *reason, const char *req);
+
+//  A request object {message_id?, instance_name, hostname?, attributes?}:
+//  message_id or hostname NULL is left out; attributes (NULL for none)
+//  are attributes_size bytes of a JSON object, copied as they are.
+int mmp_encode_request (mmp_buf_t *buf, const char *message_id, const char *instance_name,
+                        const char *hostname, const char *attributes, size_t attributes_size);
+//  PUBLISH {messages, req?} of count request objects (sizes NULL: strlen).
+int mmp_encode_publish (mmp_buf_t *buf, const char *req, const char *const *requests,
+                        const size_t *sizes, size_t count);
+//  The same, request by request: begin, add each (size bytes of a request
+//  object), end (returns 0 or -1).
+void mmp_encode_publish_begin (mmp_buf_t *buf);
+void mmp_encode_publish_add (mmp_buf_t *buf, const char *request, size_t size);
+int mmp_encode_publish_end (mmp_buf_t *buf, const char *req);
+//  PUBACK {message_ids, duplicates, durability, req?}: id i is the 36
+//  bytes at ids + i * stride; duplicates [i] (or NULL: none) marks those
+//  also listed in duplicates.
+int mmp_encode_puback (mmp_buf_t *buf, const char *ids, size_t stride, const bool *duplicates,
+                       size_t count, const char *durability, const char *req);
+//  STATS or DEADLETTERS request {req?, limit?} (limit <= 0: left out).
+int mmp_encode_request_only (mmp_buf_t *buf, const char *req, int64_t limit);
+//  REPLAY {message_ids, req?}.
+int mmp_encode_replay (mmp_buf_t *buf, const char *const *ids, size_t count, const char *req);
+//  REPLAYED {replayed, unknown, req?}.
+int mmp_encode_replayed (mmp_buf_t *buf, const char *const *replayed, size_t replayed_count,
+                         const char *const *unknown, size_t unknown_count, const char *req);
+
+//  Open-ended objects (the STATS and DEADLETTERS replies), member by
+//  member: mmp_encode_open, then members, nested objects and arrays
+//  (closed with close_object / close_array), then mmp_encode_close, which
+//  adds req and the final brace and returns 0 or -1. Commas are placed
+//  by the writer. Names are literals of the protocol.
+void mmp_encode_open (mmp_buf_t *buf);
+void mmp_encode_member_int (mmp_buf_t *buf, const char *name, int64_t value);
+void mmp_encode_member_string (mmp_buf_t *buf, const char *name, const char *value);
+void mmp_encode_member_object (mmp_buf_t *buf, const char *name);
+void mmp_encode_member_array (mmp_buf_t *buf, const char *name);
+//  A member whose value is JSON text already validated (a stored request).
+void mmp_encode_member_raw (mmp_buf_t *buf, const char *name, const char *json, size_t size);
+//  An object as the next item of the array being written.
+void mmp_encode_item_object (mmp_buf_t *buf);
+void mmp_encode_close_object (mmp_buf_t *buf);
+void mmp_encode_close_array (mmp_buf_t *buf);
+int mmp_encode_close (mmp_buf_t *buf, const char *req);
+//  One attempt of a dead letter's history, as the next item of an array.
+void mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
+                               const char *worker, const char *outcome, const char *reason,
+                               int64_t at_ms);
+
+//  HELLO {credit, name?, subscription?}, WELCOME, CREDIT, and the empty
+//  body {} of HEARTBEAT and BYE.
+int mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription);
+int mmp_encode_welcome (mmp_buf_t *buf, int64_t ack_deadline_ms, int64_t heartbeat_ms, int64_t epoch);
+int mmp_encode_credit (mmp_buf_t *buf, int64_t credit);
+int mmp_encode_empty (mmp_buf_t *buf);
+//  ACK, EXTEND (extension_ms < 0: left out), NACK (delay_ms < 0 and
+//  reason NULL: left out), PROGRESS.
+int mmp_encode_ack (mmp_buf_t *buf, const uint64_t *ids, size_t count);
+int mmp_encode_extend (mmp_buf_t *buf, const uint64_t *ids, size_t count, int64_t extension_ms);
+int mmp_encode_nack (mmp_buf_t *buf, const uint64_t *ids, size_t count, int64_t delay_ms,
+                     const char *reason);
+int mmp_encode_progress (mmp_buf_t *buf, const uint64_t *ids, size_t count, unsigned steps);
+//  EXTENDED (deadline_ms >= 0), ACKED, NACKED, PROGRESSED (deadline_ms < 0).
+int mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,
+                         const uint64_t *stale, size_t stale_count,
+                         const uint64_t *unknown, size_t unknown_count, int64_t deadline_ms);
+
+//  DELIVER, built lease by lease with a byte budget. count is the number
+//  of leases already in buf (0 starts a new frame: buf is cleared).
+//  Returns 0 added; 1 the frame is full (MMP_MAX_DELIVERIES leases, or
+//  this lease would take the closed frame over MMP_MAX_BODY bytes):
+//  nothing was added, so close and send the frame and add the lease again
+//  with count 0; -1 out of memory, or one lease alone is over the limit.
+//  mmp_encode_deliver_end closes the frame ("]}"): the body never exceeds
+//  MMP_MAX_BODY.
+int mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int64_t attempt,
+                            int64_t deadline_ms, unsigned steps,
+                            const char *request, size_t request_size);
+int mmp_encode_deliver_end (mmp_buf_t *buf);
+
 //  Validators shared with the tools.
 bool mmp_valid_instance_name (const char *text, size_t len);   //  RFC 1123 label, 1..63
 bool mmp_valid_hostname (const char *text, size_t len);        //  dot-separated labels, 1..253
-
-//  A reusable growing text buffer for building JSON bodies by hand on hot
-//  paths (DELIVER, ACKED) where a cJSON tree per message would cost too much.
-typedef struct {
-    char *data;                 //  Null-terminated text
-    size_t size;                //  Bytes used, excluding the null
-    size_t capacity;            //  Bytes allocated
-    bool failed;                //  An allocation failed; text is incomplete
-} mmp_buf_t;
-
-void mmp_buf_init (mmp_buf_t *buf);
-void mmp_buf_free (mmp_buf_t *buf);
-void mmp_buf_clear (mmp_buf_t *buf);
-void mmp_buf_append (mmp_buf_t *buf, const char *text, size_t len);
-void mmp_buf_puts (mmp_buf_t *buf, const char *text);
-void mmp_buf_printf (mmp_buf_t *buf, const char *format, ...) __attribute__ ((format (printf, 2, 3)));
-void mmp_buf_u64 (mmp_buf_t *buf, uint64_t value);
-//  Append text as a JSON string literal, quotes and escapes included.
-//  Invalid UTF-8 becomes U+FFFD.
-void mmp_buf_json_string (mmp_buf_t *buf, const char *text);
-//  The same for text already known to be valid UTF-8 (a decoded string),
-//  without the check, giving the text cJSON prints for it.
-void mmp_buf_json_string_valid (mmp_buf_t *buf, const char *text);
-//  Append [a,b,c] of ids.
-void mmp_buf_id_array (mmp_buf_t *buf, const uint64_t *ids, size_t count);
 
 #endif

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every Mandrill test: the release build's suite (ctest), the same suite
 # built with AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests
-# under valgrind, and a short fuzzing run of the protocol decoder.
+# under valgrind, short fuzzing runs of the protocol decoder and the journal
+# reader, and the docker compose stack brought up for real
+# (scripts/compose-test.sh: its own dockerd, images, 3 workers on PostgreSQL).
 # Usage: scripts/test.sh [--quick]   (--quick: release suite only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,22 +30,27 @@ step "sanitizer tests"
 
 step "valgrind (unit tests and the in-process broker tests)"
 for t in build/release/tests/test_mdl_* build/release/tests/test_mmp_* build/release/tests/test_brk_* \
-         build/release/tests/test_wrk_job; do
+         build/release/tests/test_cli_* build/release/tests/test_wrk_job build/release/tests/test_wrk_jobs; do
     [ -x "$t" ] || continue
     echo "-- $t"
     # Criterion runs each test in a child process, whose exit code it keeps
     # to itself: judge by valgrind's own report instead.
     log=$(mktemp)
     valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-        --trace-children=yes "$t" --jobs 1 > /dev/null 2> "$log" || { cat "$log"; exit 1; }
+        --trace-children=yes --trace-children-skip='*/promtool' "$t" --jobs 1 > /dev/null 2> "$log" || { cat "$log"; exit 1; }
     if grep -q '^==[0-9]*== ' "$log"; then cat "$log"; echo "valgrind found errors in $t"; exit 1; fi
     rm -f "$log"
 done
 echo "valgrind: clean"
 
 if [ -x fuzz/run.sh ]; then
-    step "fuzzing the decoder (60 s)"
+    step "fuzzing the decoder (60 s) and the journal reader (30 s)"
     fuzz/run.sh 60 build/fuzz
+    fuzz/run.sh 30 build/fuzz fuzz_journal
+fi
+if [ -x scripts/compose-test.sh ]; then
+    step "docker compose: the real stack (engine, images, 3 workers on PostgreSQL)"
+    scripts/compose-test.sh
 fi
 echo
 echo "All test stages passed."

@@ -215,6 +215,29 @@ s_ack (zsock_t *worker, uint64_t id, size_t expect_ok)
     mmp_msg_reset (&acked);
 }
 
+//  Make the broker quiet before a fault is switched on: the lease on id
+//  is extended well past the test (so the ack below is answered ok however
+//  slow the machine), and a PROGRESS is waited for. PROGRESSED comes only
+//  once its record is durable, and the journal makes records durable in
+//  order, so the ATTEMPT record of the delivery is on disk too: nothing is
+//  left for the writer, and the first write the fault meets is the test's.
+static void
+s_settle (zsock_t *worker, uint64_t id)
+{
+    char json [128];
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"extension_ms\":20000}", id);
+    s_send (worker, MMP_EXTEND, json);
+    mmp_msg_t reply;
+    s_expect (worker, MMP_EXTENDED, &reply);
+    cr_assert_eq (reply.id_count, 1, "the lease to settle is not open");
+    mmp_msg_reset (&reply);
+    snprintf (json, sizeof json, "{\"delivery_ids\":[%" PRIu64 "],\"steps\":[\"save\"]}", id);
+    s_send (worker, MMP_PROGRESS, json);
+    s_expect (worker, MMP_PROGRESSED, &reply);
+    cr_assert_eq (reply.id_count, 1, "PROGRESS on the lease to settle was refused");
+    mmp_msg_reset (&reply);
+}
+
 TestSuite (brk_durable, .init = s_setup, .fini = s_teardown, .timeout = 30);
 
 Test (brk_durable, pending_messages_survive_a_restart)
@@ -322,6 +345,7 @@ Test (brk_durable, full_disk_refuses_publish_keeps_acks_and_recovers)
     s_expect (worker, MMP_DELIVER, &deliver);
     uint64_t leased = deliver.deliveries [0].delivery_id;
     mmp_msg_reset (&deliver);
+    s_settle (worker, leased);
 
     atomic_store (&s_fail_writes, ENOSPC);
     //  This batch cannot be made durable: no PUBACK while the disk is full
@@ -329,7 +353,9 @@ Test (brk_durable, full_disk_refuses_publish_keeps_acks_and_recovers)
                                     "\"instance_name\":\"b\"}],\"req\":\"two\"}");
     zsock_set_rcvtimeo (publisher, 300);
     mmp_msg_t reply;
-    cr_assert_neq (s_recv (publisher, &reply), 0, "a PUBACK came for a batch the disk refused");
+    int rc = s_recv (publisher, &reply);
+    cr_assert_neq (rc, 0, "%s came for a batch the disk refused (%s)",
+                   mmp_command_name (reply.command), reply.code ? reply.code : "");
     //  Once the broker knows, a new batch is refused outright
     bool refused = false;
     for (int i = 0; i < 20 && !refused; i++) {

@@ -379,6 +379,9 @@ Test (e2e_worker, sigterm_mid_flight_finishes_within_grace, .timeout = 60)
     cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
     s_publish (N);
     cr_assert_eq (s_wait_stat ("in_flight", N, 10000), N);
+    //  The broker counts a lease in flight when it sends DELIVER; wait until
+    //  the worker holds every one, so "mid flight" means in the worker.
+    cr_assert_eq (s_wait_log_count ("wa.log", "Consumed", N, 10000), N);
     int64_t start = zclock_mono ();
     kill (a, SIGTERM);
     int status = s_wait_exit (a, 12000);

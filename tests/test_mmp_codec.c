@@ -1,4 +1,4 @@
-/*  test_mmp_codec: the MMP/1 codec (proto/mmp.c).
+/*  test_mmp_codec: the MMP/1 codec (proto/mmp_*.c).
 
     Round trips of every command in both directions over a real DEALER /
     ROUTER pair on 127.0.0.1, a corpus of malformed bodies each checked for
@@ -63,7 +63,7 @@ static void
 s_to_broker (mmp_command_t command, const char *body, mmp_msg_t *msg)
 {
     cr_assert_eq (mmp_send (s_dealer, NULL, command, body, strlen (body)), 0);
-    mmp_error_t err = { NULL, "" };
+    mmp_error_t err = { NULL, "", "" };
     zframe_t *peer = NULL;
     mmp_msg_init (msg);
     int rc = mmp_recv (s_router, true, &peer, MMP_TO_BROKER, msg, &err);
@@ -74,7 +74,7 @@ s_to_broker (mmp_command_t command, const char *body, mmp_msg_t *msg)
     zframe_destroy (&peer);
     cr_assert_eq (msg->command, command);
     cr_assert_eq (msg->direction, MMP_TO_BROKER);
-    cr_assert_not_null (msg->body);
+    cr_assert_not_null (msg->raw);
 }
 
 //  Broker -> peer: the router sends, the dealer receives and decodes.
@@ -82,7 +82,7 @@ static void
 s_from_broker (mmp_command_t command, const char *body, mmp_msg_t *msg)
 {
     cr_assert_eq (mmp_send (s_router, s_peer, command, body, strlen (body)), 0);
-    mmp_error_t err = { NULL, "" };
+    mmp_error_t err = { NULL, "", "" };
     mmp_msg_init (msg);
     int rc = mmp_recv (s_dealer, true, NULL, MMP_FROM_BROKER, msg, &err);
     cr_assert_eq (rc, 0, "%s %s: %s %s", mmp_command_name (command), body,
@@ -101,7 +101,7 @@ s_decode_code (mmp_direction_t direction, const char *command, const char *body,
     int rc = mmp_decode ("MMP1", 4, command, strlen (command), body, body_size,
                          direction, &msg, err);
     if (rc == 0) {
-        cr_assert_not_null (msg.body);
+        cr_assert_not_null (msg.raw);
         mmp_msg_reset (&msg);
         return "ok";
     }
@@ -109,6 +109,7 @@ s_decode_code (mmp_direction_t direction, const char *command, const char *body,
     cr_assert_not_null (err->code);
     cr_assert_gt (strlen (err->reason), 0);
     //  A failed decode leaves the message empty
+    cr_assert_null (msg.raw);
     cr_assert_null (msg.body);
     cr_assert_null (msg.messages);
     cr_assert_null (msg.deliveries);
@@ -121,7 +122,7 @@ s_decode_code (mmp_direction_t direction, const char *command, const char *body,
 static void
 s_expect (mmp_direction_t direction, const char *command, const char *body, const char *code)
 {
-    mmp_error_t err = { NULL, "" };
+    mmp_error_t err = { NULL, "", "" };
     const char *got = s_decode_code (direction, command, body, strlen (body), &err);
     cr_expect_str_eq (got, code, "%s %s %s: got %s (%s), want %s",
                       direction == MMP_TO_BROKER ? "to" : "from", command, body,
@@ -151,13 +152,17 @@ Test (mmp_to_broker, publish)
     cr_assert_str_eq (msg.messages [0].instance_name, "cattle-ab12");
     cr_assert_str_eq (msg.messages [0].hostname, "cattle-ab12.example.net");
     cr_assert_not_null (msg.messages [0].attributes);
-    cr_assert_str_eq (cJSON_GetObjectItemCaseSensitive (msg.messages [0].attributes, "zone")->valuestring, "eu");
+    //  Attributes are a span of the bytes as sent
+    cr_assert_eq (msg.messages [0].attributes_size, strlen ("{\"zone\":\"eu\",\"n\":[1,2]}"));
+    cr_assert_eq (memcmp (msg.messages [0].attributes, "{\"zone\":\"eu\",\"n\":[1,2]}",
+                          msg.messages [0].attributes_size), 0);
     cr_assert_null (msg.messages [1].message_id);
     cr_assert_str_eq (msg.messages [1].instance_name, "Cattle-0");
     cr_assert_null (msg.messages [1].hostname);
     cr_assert_null (msg.messages [1].attributes);
     mmp_msg_reset (&msg);
     mmp_msg_reset (&msg);       //  Safe twice
+    cr_assert_null (msg.raw);
     cr_assert_null (msg.body);
 }
 
@@ -452,8 +457,8 @@ Test (mmp_from_broker, buf_built_deliver)
     mmp_buf_puts (&buf, ",\"stale\":");
     mmp_buf_id_array (&buf, NULL, 0);
     mmp_buf_printf (&buf, ",\"unknown\":[%d]}", 77);
-    cr_assert_not (buf.failed);
-    cr_assert_eq (mmp_send (s_router, s_peer, MMP_ACKED, buf.data, buf.size), 0);
+    cr_assert_not (mmp_buf_failed (&buf));
+    cr_assert_eq (mmp_send (s_router, s_peer, MMP_ACKED, mmp_buf_data (&buf), mmp_buf_size (&buf)), 0);
     mmp_buf_free (&buf);
     mmp_msg_t msg;
     mmp_msg_init (&msg);
@@ -476,7 +481,7 @@ s_recv_bad (zsock_t *sock, bool router, const char *code)
 {
     mmp_msg_t msg;
     mmp_msg_init (&msg);
-    mmp_error_t err = { NULL, "" };
+    mmp_error_t err = { NULL, "", "" };
     zframe_t *peer = NULL;
     int rc = mmp_recv (sock, true, router ? &peer : NULL,
                        router ? MMP_TO_BROKER : MMP_FROM_BROKER, &msg, &err);
@@ -496,7 +501,7 @@ s_recv_ok (zsock_t *sock, bool router, mmp_command_t command)
 {
     mmp_msg_t msg;
     mmp_msg_init (&msg);
-    mmp_error_t err = { NULL, "" };
+    mmp_error_t err = { NULL, "", "" };
     zframe_t *peer = NULL;
     int rc = mmp_recv (sock, true, router ? &peer : NULL,
                        router ? MMP_TO_BROKER : MMP_FROM_BROKER, &msg, &err);
@@ -926,8 +931,8 @@ s_publish_body (size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s{\"instance_name\":\"cattle-%zu\"%s}", i ? "," : "", i, extra);
     mmp_buf_puts (&buf, "]}");
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 //  An id list of count ids: {"<field>":[1,2,...]}
@@ -940,8 +945,8 @@ s_ids_body (const char *field, size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s%zu", i ? "," : "", i + 1);
     mmp_buf_printf (&buf, "]%s}", extra);
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 static char *
@@ -953,8 +958,8 @@ s_uuids_body (const char *field, size_t count, const char *extra)
     for (size_t i = 0; i < count; i++)
         mmp_buf_printf (&buf, "%s\"%08zx-1f2a-4c3d-9e8f-0a1b2c3d4e5f\"", i ? "," : "", i);
     mmp_buf_printf (&buf, "]%s}", extra);
-    cr_assert_not (buf.failed);
-    return buf.data;
+    cr_assert_not (mmp_buf_failed (&buf));
+    return mmp_buf_detach (&buf, NULL);
 }
 
 Test (mmp_decode, array_limits, .timeout = 30)
@@ -1011,7 +1016,7 @@ Test (mmp_decode, array_limits, .timeout = 30)
                             "\"message\":{\"message_id\":\"" U1 "\",\"instance_name\":\"c-%zu\",\"hostname\":\"c.example.net\"}}",
                             i ? "," : "", i + 1, i);
         mmp_buf_puts (&buf, "]}");
-        FROM ("DELIVER", buf.data, count == MMP_MAX_DELIVERIES ? "ok" : MMP_ERR_TOO_MANY);
+        FROM ("DELIVER", mmp_buf_data (&buf), count == MMP_MAX_DELIVERIES ? "ok" : MMP_ERR_TOO_MANY);
         mmp_buf_free (&buf);
     }
 }
@@ -1064,11 +1069,20 @@ Test (mmp_decode, deep_garbage, .timeout = 10)
     memset (body, '[', size);
     mmp_error_t err;
     cr_assert_str_eq (s_decode_code (MMP_TO_BROKER, "ACK", body, size, &err), MMP_ERR_TOO_DEEP);
+    //  The first problem in the text is reported: "{{" is a syntax error
+    //  at byte 1, before any depth is reached
     memset (body, '{', size);
-    cr_assert_str_eq (s_decode_code (MMP_FROM_BROKER, "STATS", body, size, &err), MMP_ERR_TOO_DEEP);
-    //  1000 levels, each in its own value
-    for (size_t i = 0; i < size; i++)
-        body [i] = (i % 2) ? '[' : '{';
+    cr_assert_str_eq (s_decode_code (MMP_FROM_BROKER, "STATS", body, size, &err), MMP_ERR_BAD_JSON);
+    //  {"a":{"a":{... 20000 levels deep
+    size_t used = 0;
+    while (used + 5 <= size) {
+        memcpy (body + used, "{\"a\":", 5);
+        used += 5;
+    }
+    cr_assert_str_eq (s_decode_code (MMP_FROM_BROKER, "STATS", body, used, &err), MMP_ERR_TOO_DEEP);
+    //  Deep inside a valid start: {"messages":[[[[...
+    memset (body, '[', 1000);
+    memcpy (body, "{\"messages\":", 12);
     cr_assert_str_eq (s_decode_code (MMP_TO_BROKER, "PUBLISH", body, 1000, &err), MMP_ERR_TOO_DEEP);
     free (body);
 }
@@ -1186,44 +1200,52 @@ Test (mmp_decode, attributes, .timeout = 10)
     for (int i = 0; i < 2000; i++)
         mmp_buf_printf (&buf, "%s%d", i ? "," : "", i);
     mmp_buf_puts (&buf, "]}}]}");
-    TO ("PUBLISH", buf.data, MMP_ERR_TOO_LARGE);
+    TO ("PUBLISH", mmp_buf_data (&buf), MMP_ERR_TOO_LARGE);
     mmp_buf_free (&buf);
     TO ("PUBLISH", "{\"messages\":[{\"instance_name\":\"a\",\"attributes\":{}}]}", "ok");
 }
 
-//  The attributes limit is cJSON's compact printed size, whatever the
-//  content: pad each shape to exactly the limit, then one byte over.
-Test (mmp_decode, attributes_printed_size, .timeout = 10)
+//  The attributes limit is on the bytes as sent, whatever they hold: pad
+//  each shape to exactly the limit, then one byte over. White space and
+//  escapes count as written; numbers are never re-printed.
+Test (mmp_decode, attributes_bytes_as_sent, .timeout = 10)
 {
     const char *shapes [] = {
-        "1", "-0", "0.1", "1e300", "-123456789012345", "1234567890123456789", "3.141592653589793",
+        "1", "-0", "0.1", "1e300", "1e400", "0.30000000000000004", "123456789012345678",
         "2.5e-8", "true", "false", "null", "\"\\n\\t\\\"\\\\\\u0001\\u001f\"", "\"caf\\u00e9 \xe2\x82\xac\"",
-        "[]", "{}", "[1,[2,[3,{\"a\":[]}]],\"x\"]", "{\"k\":{\"k2\":{\"k3\":null}},\"e\":\"\"}",
+        "[]", "{}", "[1,[2,[3,{\"a\":[]}]],\"x\"]", "{ \"k\" : { \"k2\" :\n{\"k3\":null}},\"e\":\"\"}",
         "[0.5,100,1e15,1e16,-1e-300,123.456,9007199254740993]"
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
         for (int over = 0; over <= 1; over++) {
-            //  Measure the shape with an empty pad, then size the pad
-            char *probe_text = NULL;
-            if (asprintf (&probe_text, "{\"p\":\"\",\"s\":%s}", shapes [i]) < 0)
-                cr_assert_fail ("asprintf");
-            cJSON *probe = cJSON_Parse (probe_text);
-            cr_assert_not_null (probe, "%s", probe_text);
-            char *printed = cJSON_PrintUnformatted (probe);
-            size_t base = strlen (printed);
-            cJSON_free (printed);
-            cJSON_Delete (probe);
-            free (probe_text);
+            size_t base = strlen ("{\"p\":\"\",\"s\":}") + strlen (shapes [i]);
             size_t pad = MMP_MAX_ATTRIBUTES - base + (size_t) over;
             char *padding = malloc (pad + 1);
+            cr_assert_not_null (padding);
             memset (padding, 'p', pad);
             padding [pad] = 0;
+            char *attributes = NULL;
+            if (asprintf (&attributes, "{\"p\":\"%s\",\"s\":%s}", padding, shapes [i]) < 0)
+                cr_assert_fail ("asprintf");
+            cr_assert_eq (strlen (attributes), MMP_MAX_ATTRIBUTES + (size_t) over);
             char *body = NULL;
-            if (asprintf (&body, "{\"messages\":[{\"instance_name\":\"a\",\"attributes\":{\"p\":\"%s\",\"s\":%s}}]}",
-                          padding, shapes [i]) < 0)
+            if (asprintf (&body, "{\"messages\":[{\"instance_name\":\"a\",\"attributes\":%s}]}",
+                          attributes) < 0)
                 cr_assert_fail ("asprintf");
             TO ("PUBLISH", body, over ? MMP_ERR_TOO_LARGE : "ok");
+            if (!over) {
+                //  The span is exactly the bytes sent
+                mmp_msg_t msg;
+                mmp_msg_init (&msg);
+                mmp_error_t err;
+                cr_assert_eq (mmp_decode ("MMP1", 4, "PUBLISH", 7, body, strlen (body),
+                                          MMP_TO_BROKER, &msg, &err), 0);
+                cr_assert_eq (msg.messages [0].attributes_size, strlen (attributes));
+                cr_assert_eq (memcmp (msg.messages [0].attributes, attributes, strlen (attributes)), 0);
+                mmp_msg_reset (&msg);
+            }
             free (body);
+            free (attributes);
             free (padding);
         }
     }
@@ -1276,9 +1298,9 @@ s_round_trip_string (const char *text)
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_json_string (&buf, text);
-    cr_assert_not (buf.failed);
-    cJSON *parsed = cJSON_Parse (buf.data);
-    cr_assert_not_null (parsed, "not JSON: %s", buf.data);
+    cr_assert_not (mmp_buf_failed (&buf));
+    cJSON *parsed = cJSON_Parse (mmp_buf_data (&buf));
+    cr_assert_not_null (parsed, "not JSON: %s", mmp_buf_data (&buf));
     cr_assert (cJSON_IsString (parsed));
     cr_assert_str_eq (parsed->valuestring, text);
     cJSON_Delete (parsed);
@@ -1291,8 +1313,8 @@ s_expect_escaped (const char *text, const char *expected)
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     mmp_buf_json_string (&buf, text);
-    cr_assert_str_eq (buf.data, expected);
-    cr_assert_eq (buf.size, strlen (expected));
+    cr_assert_str_eq (mmp_buf_data (&buf), expected);
+    cr_assert_eq (mmp_buf_size (&buf), strlen (expected));
     mmp_buf_free (&buf);
 }
 
@@ -1343,14 +1365,14 @@ Test (mmp_buf, numbers_arrays_printf, .timeout = 10)
     mmp_buf_u64 (&buf, 0);
     mmp_buf_puts (&buf, " ");
     mmp_buf_u64 (&buf, UINT64_MAX);
-    cr_assert_str_eq (buf.data, "0 18446744073709551615");
+    cr_assert_str_eq (mmp_buf_data (&buf), "0 18446744073709551615");
     mmp_buf_clear (&buf);
-    cr_assert_eq (buf.size, 0);
-    cr_assert_str_eq (buf.data, "");
+    cr_assert_eq (mmp_buf_size (&buf), 0);
+    cr_assert_str_eq (mmp_buf_data (&buf), "");
     mmp_buf_id_array (&buf, NULL, 0);
     uint64_t ids [] = { 1, 22, 333 };
     mmp_buf_id_array (&buf, ids, 3);
-    cr_assert_str_eq (buf.data, "[][1,22,333]");
+    cr_assert_str_eq (mmp_buf_data (&buf), "[][1,22,333]");
     mmp_buf_clear (&buf);
 
     //  printf growing past the first allocation
@@ -1358,21 +1380,21 @@ Test (mmp_buf, numbers_arrays_printf, .timeout = 10)
     memset (big, 'z', sizeof big - 1);
     big [sizeof big - 1] = 0;
     mmp_buf_printf (&buf, "<%s|%d>", big, 42);
-    cr_assert_eq (buf.size, strlen (big) + 5);
-    cr_assert_eq (buf.data [0], '<');
-    cr_assert_str_eq (buf.data + buf.size - 4, "|42>");
-    cr_assert_not (buf.failed);
-    cr_assert_geq (buf.capacity, buf.size + 1);
+    cr_assert_eq (mmp_buf_size (&buf), strlen (big) + 5);
+    cr_assert_eq (mmp_buf_data (&buf) [0], '<');
+    cr_assert_str_eq (mmp_buf_data (&buf) + mmp_buf_size (&buf) - 4, "|42>");
+    cr_assert_not (mmp_buf_failed (&buf));
 
     //  Many small appends
     mmp_buf_clear (&buf);
     for (int i = 0; i < 100000; i++)
         mmp_buf_append (&buf, "ab", 2);
-    cr_assert_eq (buf.size, 200000);
-    cr_assert_eq (strlen (buf.data), 200000);
+    cr_assert_eq (mmp_buf_size (&buf), 200000);
+    cr_assert_eq (strlen (mmp_buf_data (&buf)), 200000);
     mmp_buf_append (&buf, "", 0);
-    cr_assert_eq (buf.size, 200000);
+    cr_assert_eq (mmp_buf_size (&buf), 200000);
     mmp_buf_free (&buf);
-    cr_assert_null (buf.data);
+    cr_assert_str_eq (mmp_buf_data (&buf), "");
+    cr_assert_eq (mmp_buf_size (&buf), 0);
     mmp_buf_free (&buf);        //  Safe twice
 }

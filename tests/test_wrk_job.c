@@ -322,24 +322,27 @@ Test (wrk_job, shutdown_nacks_all_after_progress, .timeout = 10)
     s_end (&jobs);
 }
 
-//  The attributes of a request go to the save as JSON text.
+//  The attributes of a request go to the save as the publisher's bytes,
+//  unchanged (spacing and number spelling included).
 Test (wrk_job, attributes_reach_the_save_as_json_text, .timeout = 10)
 {
     wrk_config_t config = s_config (WRK_RESTART_SIMULATE);
     wrk_jobs_t *jobs = s_new (&config);
-    cJSON *attributes = cJSON_Parse ("{\"zone\":\"eu-1\",\"tags\":[\"db\",2]}");
+    //  A span that is not null-terminated, as the decoder hands it out
+    char *attributes = strdup ("{\"zone\":\"eu-1\", \"n\":0.30000000000000004}XYZ");
     cr_assert_not_null (attributes);
     mmp_delivery_t delivery = {
         .delivery_id = 5, .attempt = 2, .deadline_ms = 10000,
         .message = { .message_id = "00000000-0000-4000-8000-000000000005",
                      .instance_name = "cattle-5", .hostname = "cattle-5.example.net",
-                     .attributes = attributes }
+                     .attributes = attributes, .attributes_size = strlen (attributes) - 3 }
     };
     cr_assert_eq (wrk_jobs_deliver (jobs, &delivery), 0);
-    cJSON_Delete (attributes);          //  The job keeps its own copy
+    memset (attributes, 'x', strlen (attributes));   //  The job keeps its own copy
+    free (attributes);
     s_deliver (jobs, 6, 6, 0, 10000);   //  One without attributes
     cr_assert_eq (s_count ("save"), 2);
-    cr_assert_str_eq (s_find ("save", 0)->attributes, "{\"zone\":\"eu-1\",\"tags\":[\"db\",2]}");
+    cr_assert_str_eq (s_find ("save", 0)->attributes, "{\"zone\":\"eu-1\", \"n\":0.30000000000000004}");
     cr_assert_str_eq (s_find ("save", 1)->attributes, "");
     s_end (&jobs);
 }

@@ -19,7 +19,7 @@ static const mdl_opt_spec_t s_options [] = {
     { NULL, 0, NULL, "Options (durations take a unit: 250ms, 2s, 1.5m, 1h)", NULL },
     { "broker", 0, "URL", "broker backend endpoint\n(default tcp://localhost:5556)", NULL },
     { "credit", 0, "N", "most messages in flight, 1..1000000 (default 100)", NULL },
-    { "name", 0, "NAME", "worker name in the broker, the database and the\nlog (default HOSTNAME-PID)", NULL },
+    { "name", 0, "NAME", "worker name in the broker, the database and the\nlog (default HOSTNAME-PID-R, R: 8 random hex\ndigits)", NULL },
     { "extend-every", 0, "DUR", "extend leases this often while work runs\n(default 2s; at least twice per lease if the\nlease is shorter)", NULL },
     { "extension", 0, "DUR", "lease length each extend asks for (default: the\nbroker's ack deadline from WELCOME)", NULL },
     { "db", 0, "sqlite:PATH", "where saves go (default sqlite:./mandrill.db)", NULL },
@@ -178,7 +178,12 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         char host [256] = "worker";
         gethostname (host, sizeof host - 1);
         host [sizeof host - 1] = 0;
-        snprintf (name, sizeof name, "%.200s-%d", host, (int) getpid ());
+        //  Containers share a hostname under host networking and all run as
+        //  pid 1: a random suffix keeps their names apart.
+        zuuid_t *uuid = zuuid_new ();
+        snprintf (name, sizeof name, "%.200s-%d-%.8s", host, (int) getpid (),
+                  uuid ? zuuid_str_canonical (uuid) : "0");
+        zuuid_destroy (&uuid);
         options.name = name;
     }
     mdl_log_set_name (options.name);

@@ -365,17 +365,13 @@ wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token)
     const char *message_id = request->message_id ? request->message_id : "";
     const char *hostname = request->hostname ? request->hostname : "";
     const char *instance = request->instance_name ? request->instance_name : "";
-    char *attributes = request->attributes ? cJSON_PrintUnformatted (request->attributes)
-                                           : NULL;
-    if (request->attributes && !attributes)
-        return NULL;
+    //  The publisher's bytes, carried unchanged (not null-terminated)
+    const char *attributes = request->attributes;
     size_t lm = strlen (message_id) + 1, li = strlen (instance) + 1, lh = strlen (hostname) + 1;
-    size_t la = attributes ? strlen (attributes) + 1 : 0;
+    size_t la = attributes ? request->attributes_size + 1 : 0;
     wrk_job_t *job = calloc (1, sizeof *job + lm + li + lh + la);
-    if (!job) {
-        cJSON_free (attributes);
+    if (!job)
         return NULL;
-    }
     job->message_id = job->strings;
     job->instance_name = job->strings + lm;
     job->hostname = job->strings + lm + li;
@@ -384,9 +380,9 @@ wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token)
     memcpy (job->hostname, hostname, lh);
     if (attributes) {
         job->attributes = job->strings + lm + li + lh;
-        memcpy (job->attributes, attributes, la);
+        memcpy (job->attributes, attributes, la - 1);
+        job->attributes [la - 1] = '\0';
         job->attributes_size = la - 1;
-        cJSON_free (attributes);
     }
     job->delivery_id = delivery->delivery_id;
     job->token = token;

@@ -1,6 +1,5 @@
-/*  wrk_link: see wrk_link.h. The functions that build command bodies
-    (s_send, s_ids_body, s_hello, s_effect_*) came here unchanged from
-    wrk_worker.c.
+/*  wrk_link: see wrk_link.h. Every command body is built by proto/'s
+    encoders (mmp_encode_*); this file only sends them.
 */
 #include "wrk_link.h"
 
@@ -47,30 +46,18 @@ s_send (wrk_link_t *self, mmp_command_t command)
 {
     if (!self->dealer)
         return;
-    if (self->buf.failed) {
+    if (mmp_buf_failed (&self->buf)) {
         mdl_error ("out of memory building %s", mmp_command_name (command));
         return;
     }
-    if (mmp_send (self->dealer, NULL, command, self->buf.data, self->buf.size) != 0)
+    if (mmp_send (self->dealer, NULL, command, mmp_buf_data (&self->buf), mmp_buf_size (&self->buf)) != 0)
         mdl_debug ("could not send %s (broker unreachable)", mmp_command_name (command));
-}
-
-static void
-s_ids_body (wrk_link_t *self, const uint64_t *ids, size_t count)
-{
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"delivery_ids\":");
-    mmp_buf_id_array (&self->buf, ids, count);
 }
 
 static void
 s_hello (wrk_link_t *self)
 {
-    mmp_buf_clear (&self->buf);
-    mmp_buf_printf (&self->buf, "{\"credit\":%" PRId64 ",\"name\":",
-                    self->draining ? 0 : self->options.credit);
-    mmp_buf_json_string (&self->buf, self->options.name);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_hello (&self->buf, self->draining ? 0 : self->options.credit, self->options.name, NULL);
     s_send (self, MMP_HELLO);
     self->last_hello = s_now ();
 }
@@ -79,10 +66,8 @@ static void
 s_effect_extend (void *arg, const uint64_t *ids, size_t count)
 {
     wrk_link_t *self = arg;
-    s_ids_body (self, ids, count);
-    if (self->options.jobs.extension_ms > 0)
-        mmp_buf_printf (&self->buf, ",\"extension_ms\":%" PRId64, self->options.jobs.extension_ms);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_extend (&self->buf, ids, count,
+                       self->options.jobs.extension_ms > 0 ? self->options.jobs.extension_ms : -1);
     s_send (self, MMP_EXTEND);
     if (count > 1)
         mdl_debug ("EXTEND sent for %zu leases", count);
@@ -92,8 +77,7 @@ static void
 s_effect_ack (void *arg, const uint64_t *ids, size_t count)
 {
     wrk_link_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_ack (&self->buf, ids, count);
     s_send (self, MMP_ACK);
 }
 
@@ -101,10 +85,7 @@ static void
 s_effect_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
     wrk_link_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"reason\":");
-    mmp_buf_json_string (&self->buf, reason);
-    mmp_buf_puts (&self->buf, "}");
+    mmp_encode_nack (&self->buf, ids, count, -1, reason);
     s_send (self, MMP_NACK);
 }
 
@@ -112,16 +93,7 @@ static void
 s_effect_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
     wrk_link_t *self = arg;
-    s_ids_body (self, ids, count);
-    mmp_buf_puts (&self->buf, ",\"steps\":[");
-    bool comma = false;
-    if (steps & MMP_STEP_SAVE) {
-        mmp_buf_puts (&self->buf, "\"save\"");
-        comma = true;
-    }
-    if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (&self->buf, comma ? ",\"restart\"" : "\"restart\"");
-    mmp_buf_puts (&self->buf, "]}");
+    mmp_encode_progress (&self->buf, ids, count, steps);
     s_send (self, MMP_PROGRESS);
 }
 
@@ -295,16 +267,14 @@ void
 wrk_link_stop_taking_work (wrk_link_t *self)
 {
     self->draining = true;
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{\"credit\":0}");
+    mmp_encode_credit (&self->buf, 0);
     s_send (self, MMP_CREDIT);
 }
 
 void
 wrk_link_bye (wrk_link_t *self)
 {
-    mmp_buf_clear (&self->buf);
-    mmp_buf_puts (&self->buf, "{}");
+    mmp_encode_empty (&self->buf);
     s_send (self, MMP_BYE);
 }
 
@@ -313,8 +283,7 @@ wrk_link_tick (wrk_link_t *self)
 {
     int64_t now = s_now ();
     if (now - self->last_sent >= self->heartbeat_ms) {
-        mmp_buf_clear (&self->buf);
-        mmp_buf_puts (&self->buf, "{}");
+        mmp_encode_empty (&self->buf);
         s_send (self, MMP_HEARTBEAT);
         self->last_sent = now;
     }

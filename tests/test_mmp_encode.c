@@ -1,0 +1,225 @@
+/*  test_mmp_encode: the encoders of proto/mmp_encode.c. Every body they
+    build decodes with the codec's own strict decoder to what was put in;
+    DELIVER keeps to its byte budget (issue: 300 requests with 4 KB
+    attributes at credit 1000 must all arrive, each frame at most
+    MMP_MAX_BODY bytes).
+*/
+#include "mmp.h"
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define U1 "0b9c8f8e-1f2a-4c3d-9e8f-0a1b2c3d4e5f"
+#define U2 "a0b1c2d3-e4f5-4a6b-8c7d-8e9fa0b1c2d3"
+
+//  Decode buf as command in direction into *msg (must be reset by the caller).
+static void
+s_decode (const mmp_buf_t *buf, const char *command, mmp_direction_t direction, mmp_msg_t *msg)
+{
+    mmp_error_t err;
+    mmp_msg_init (msg);
+    int rc = mmp_decode ("MMP1", 4, command, strlen (command), mmp_buf_data (buf), mmp_buf_size (buf),
+                         direction, msg, &err);
+    cr_assert_eq (rc, 0, "%s %s: %s %s", command, mmp_buf_data (buf), rc ? err.code : "",
+                  rc ? err.reason : "");
+}
+
+Test (mmp_encode, deliver_byte_budget, .timeout = 30)
+{
+    //  300 requests, each with attributes of 4 KB, at credit 1000: the old
+    //  count-only cap put them all in one frame of about 1.3 MB
+    char attributes [MMP_MAX_ATTRIBUTES + 1];
+    memset (attributes, 'x', sizeof attributes);
+    memcpy (attributes, "{\"pad\":\"", 8);
+    memcpy (attributes + MMP_MAX_ATTRIBUTES - 2, "\"}", 2);
+    attributes [MMP_MAX_ATTRIBUTES] = 0;
+    mmp_buf_t request, frame;
+    mmp_buf_init (&request);
+    mmp_buf_init (&frame);
+    cr_assert_eq (mmp_encode_request (&request, U1, "cattle-ab12", "cattle-ab12.example.net", attributes,
+                                      MMP_MAX_ATTRIBUTES), 0);
+    size_t frames = 0, arrived = 0, count = 0;
+    uint64_t next_id = 1, expect_id = 1;
+    for (int i = 0; i < 300; i++) {
+        int rc = mmp_encode_deliver_add (&frame, count, next_id, 1, 10000, MMP_STEP_SAVE,
+                                         mmp_buf_data (&request), mmp_buf_size (&request));
+        if (rc == 1) {
+            //  Full: close, "send" (decode as the worker would), start again
+            cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
+            cr_assert_leq (mmp_buf_size (&frame), (size_t) MMP_MAX_BODY);
+            mmp_msg_t msg;
+            s_decode (&frame, "DELIVER", MMP_FROM_BROKER, &msg);
+            cr_assert_eq (msg.delivery_count, count);
+            for (size_t d = 0; d < msg.delivery_count; d++) {
+                cr_assert_eq (msg.deliveries [d].delivery_id, expect_id++);
+                cr_assert_eq (msg.deliveries [d].message.attributes_size, (size_t) MMP_MAX_ATTRIBUTES);
+                cr_assert_eq (msg.deliveries [d].steps, MMP_STEP_SAVE);
+            }
+            arrived += msg.delivery_count;
+            mmp_msg_reset (&msg);
+            frames++;
+            count = 0;
+            rc = mmp_encode_deliver_add (&frame, 0, next_id, 1, 10000, MMP_STEP_SAVE,
+                                         mmp_buf_data (&request), mmp_buf_size (&request));
+        }
+        cr_assert_eq (rc, 0);
+        count++;
+        next_id++;
+    }
+    cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
+    cr_assert_leq (mmp_buf_size (&frame), (size_t) MMP_MAX_BODY);
+    mmp_msg_t msg;
+    s_decode (&frame, "DELIVER", MMP_FROM_BROKER, &msg);
+    arrived += msg.delivery_count;
+    cr_assert_eq (msg.deliveries [msg.delivery_count - 1].delivery_id, 300);
+    mmp_msg_reset (&msg);
+    frames++;
+    cr_assert_eq (arrived, 300);
+    cr_assert_geq (frames, 2, "300 x 4 KB cannot fit one frame");
+    mmp_buf_free (&request);
+    mmp_buf_free (&frame);
+}
+
+Test (mmp_encode, deliver_count_cap, .timeout = 10)
+{
+    mmp_buf_t frame;
+    mmp_buf_init (&frame);
+    const char *request = "{\"message_id\":\"" U1 "\",\"instance_name\":\"a\",\"hostname\":\"a\"}";
+    size_t count = 0;
+    while (mmp_encode_deliver_add (&frame, count, count + 1, 1, 0, 0, request, strlen (request)) == 0)
+        count++;
+    cr_assert_eq (count, MMP_MAX_DELIVERIES);
+    cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
+    mmp_msg_t msg;
+    s_decode (&frame, "DELIVER", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.delivery_count, MMP_MAX_DELIVERIES);
+    mmp_msg_reset (&msg);
+    //  A single lease that cannot fit any frame is refused, not sent
+    char *huge = malloc (MMP_MAX_BODY);
+    cr_assert_not_null (huge);
+    memset (huge, ' ', MMP_MAX_BODY);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 0, 0, huge, MMP_MAX_BODY), -1);
+    free (huge);
+    mmp_buf_free (&frame);
+}
+
+Test (mmp_encode, bodies_round_trip, .timeout = 10)
+{
+    mmp_buf_t buf;
+    mmp_buf_init (&buf);
+    mmp_msg_t msg;
+    uint64_t ids [] = { 1, 22, 9007199254740991ULL };
+
+    cr_assert_eq (mmp_encode_hello (&buf, 100, "w\"1", "restarts"), 0);
+    s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.credit, 100);
+    cr_assert_str_eq (msg.name, "w\"1");
+    cr_assert_str_eq (msg.subscription, "restarts");
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_welcome (&buf, 10000, 1000, 3), 0);
+    s_decode (&buf, "WELCOME", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.epoch, 3);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_credit (&buf, 0), 0);
+    s_decode (&buf, "CREDIT", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.credit, 0);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_empty (&buf), 0);
+    s_decode (&buf, "HEARTBEAT", MMP_TO_BROKER, &msg);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_ack (&buf, ids, 3), 0);
+    s_decode (&buf, "ACK", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.id_count, 3);
+    cr_assert_eq (msg.ids [2], 9007199254740991ULL);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_extend (&buf, ids, 1, 5000), 0);
+    s_decode (&buf, "EXTEND", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.extension_ms, 5000);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_nack (&buf, ids, 2, 0, "db\nfailed"), 0);
+    s_decode (&buf, "NACK", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.delay_ms, 0);
+    cr_assert_str_eq (msg.reason, "db\nfailed");
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_progress (&buf, ids, 1, MMP_STEP_SAVE | MMP_STEP_RESTART), 0);
+    s_decode (&buf, "PROGRESS", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.steps, MMP_STEP_SAVE | MMP_STEP_RESTART);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_id_reply (&buf, ids, 1, ids + 1, 1, ids + 2, 1, 7000), 0);
+    s_decode (&buf, "EXTENDED", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.deadline_ms, 7000);
+    cr_assert_eq (msg.stale [0], 22);
+    mmp_msg_reset (&msg);
+
+    char block [2][37] = { U1, U2 };
+    bool duplicates [2] = { false, true };
+    cr_assert_eq (mmp_encode_puback (&buf, block [0], sizeof block [0], duplicates, 2, "sync", "b1"), 0);
+    s_decode (&buf, "PUBACK", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.message_id_count, 2);
+    cr_assert_eq (msg.other_id_count, 1);
+    cr_assert_str_eq (msg.other_ids [0], U2);
+    cr_assert_str_eq (msg.req, "b1");
+    mmp_msg_reset (&msg);
+
+    const char *list [] = { U1, U2 };
+    cr_assert_eq (mmp_encode_replay (&buf, list, 2, "r"), 0);
+    s_decode (&buf, "REPLAY", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.message_id_count, 2);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_replayed (&buf, list, 1, list + 1, 1, NULL), 0);
+    s_decode (&buf, "REPLAYED", MMP_FROM_BROKER, &msg);
+    cr_assert_str_eq (msg.other_ids [0], U2);
+    mmp_msg_reset (&msg);
+
+    const char *requests [] = {
+        "{\"message_id\":\"" U1 "\",\"instance_name\":\"a\"}", "{\"instance_name\":\"b\"}"
+    };
+    cr_assert_eq (mmp_encode_publish (&buf, "p-1", requests, NULL, 2), 0);
+    s_decode (&buf, "PUBLISH", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.message_count, 2);
+    cr_assert_str_eq (msg.req, "p-1");
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_request_only (&buf, "s", 0), 0);
+    s_decode (&buf, "STATS", MMP_TO_BROKER, &msg);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_request_only (&buf, NULL, 5), 0);
+    s_decode (&buf, "DEADLETTERS", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.limit, 5);
+    mmp_msg_reset (&msg);
+
+    //  Open-ended objects: commas placed by the writer
+    mmp_encode_open (&buf);
+    mmp_encode_member_array (&buf, "dead_letters");
+    mmp_encode_item_object (&buf);
+    mmp_encode_member_raw (&buf, "message", requests [0], strlen (requests [0]));
+    mmp_encode_member_raw (&buf, "history", "", 0);
+    mmp_buf_append (&buf, "[", 1);
+    mmp_encode_history_entry (&buf, 1, 5, "w1", "expired", "", 10);
+    mmp_encode_history_entry (&buf, 2, 6, "w2", "nacked", "exit 3", 20);
+    mmp_encode_close_array (&buf);
+    mmp_encode_close_object (&buf);
+    mmp_encode_item_object (&buf);
+    mmp_encode_close_object (&buf);
+    mmp_encode_close_array (&buf);
+    mmp_encode_member_int (&buf, "total", 2);
+    cr_assert_eq (mmp_encode_close (&buf, "d1"), 0);
+    s_decode (&buf, "DEADLETTERS", MMP_FROM_BROKER, &msg);
+    cr_assert_str_eq (msg.req, "d1");
+    cJSON *letters = cJSON_GetObjectItemCaseSensitive (msg.body, "dead_letters");
+    cr_assert_eq (cJSON_GetArraySize (letters), 2);
+    cJSON *history = cJSON_GetObjectItemCaseSensitive (cJSON_GetArrayItem (letters, 0), "history");
+    cr_assert_eq (cJSON_GetArraySize (history), 2);
+    mmp_msg_reset (&msg);
+    mmp_buf_free (&buf);
+}
