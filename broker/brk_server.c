@@ -130,6 +130,7 @@ s_server_destroy (s_server_t **self_p)
         return;
     brk_durable_drop_replies (self);
     brk_store_destroy (&self->store);
+    brk_metrics_destroy (&self->metrics);       //  After the journal: its io seam
     free (self->data_dir);
     zhashx_destroy (&self->peers);
     brk_queue_destroy (&self->queue);
@@ -215,8 +216,25 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
         return NULL;
     }
     brk_queue_set_event_handler (self->queue, brk_events_publish, self);
+    if (config->metrics) {
+        self->metrics = brk_metrics_new (config->metrics);
+        if (!self->metrics) {
+            s_server_destroy (&self);
+            return NULL;
+        }
+        //  Time the journal's fsyncs (a test's own store is left alone)
+        if (!config->store_open && self->data_dir)
+            self->config.journal.io = brk_metrics_journal_io (self->metrics, config->journal.io);
+    }
     *status = brk_durable_open (self);
     if (*status != BRK_SERVER_OK) {
+        s_server_destroy (&self);
+        return NULL;
+    }
+    if (self->metrics
+    &&  brk_metrics_attach (self->metrics, self->queue, self->store, &self->duplicates,
+                            mdl_clock_now (&self->clock)) != 0) {
+        *status = BRK_SERVER_FAILED;
         s_server_destroy (&self);
         return NULL;
     }
@@ -295,6 +313,10 @@ brk_server (zsock_t *pipe, void *args)
             brk_backend_send_heartbeats (self);
             self->next_heartbeat = now + self->config.queue.heartbeat_ms;
         }
+        //  Due at most once a second (the registry keeps the time), and
+        //  the poll wakes at least that often, whatever the heartbeat
+        if (self->config.metrics)
+            mdl_metrics_collect (self->config.metrics, now);
     }
     //  Make everything durable, then answer the peers still waiting
     if (brk_store_sync (self->store) == 0)

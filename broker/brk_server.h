@@ -46,6 +46,11 @@
     acted on, and its DELIVER sent (otherwise the loop looks within a
     second). Wall-clock timestamps in events
     and dead letters are not injected.
+
+    Metrics: with config.metrics, the actor registers the broker's series
+    there (brk_metrics.h), times the journal's fsyncs, and refreshes the
+    mirrored totals from its loop at most once a second; serving them
+    (mdl_http) is the owner's business.
 */
 #ifndef BRK_SERVER_H_INCLUDED
 #define BRK_SERVER_H_INCLUDED
@@ -58,6 +63,7 @@
 #include "brk_queue.h"
 #include "brk_store.h"
 #include "mdl_clock.h"
+#include "mdl_metrics.h"
 
 typedef struct {
     brk_queue_config_t queue;   //  Lease and retry rules
@@ -70,6 +76,8 @@ typedef struct {
     const char *curve_cert;     //  Broker's own (secret) certificate: CURVE on all three sockets; NULL = none
     const char *role_dirs [BRK_ROLE_COUNT];     //  Per brk_role_t, a directory of allowed public certificates
     bool insecure;              //  Without curve_cert, allow binding other than loopback (loudly logged)
+    mdl_metrics_t *metrics;     //  Registry the broker's series go into (brk_metrics.h),
+                                //  borrowed: must outlive the actor; NULL: none
 } brk_server_config_t;
 
 //  Start-up outcome, the answer to STATUS.

@@ -29,6 +29,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 
+#include "brk_metrics.h"
 #include "brk_queue.h"
 #include "brk_server.h"
 #include "brk_store.h"
@@ -94,6 +95,7 @@ typedef struct {
     int log_count;              //  Warn lines in that window
     int64_t log_suppressed;     //  Lines held back in that window
     brk_auth_t *auth;           //  ZAP handler and role checks, or NULL without CURVE
+    brk_metrics_t *metrics;     //  Series in config.metrics, or NULL
 } s_server_t;
 
 //  Send on the backend; a failure marks the peer gone (it is removed after

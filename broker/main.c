@@ -7,12 +7,15 @@
     (see --salvage), 4 data directory in use.
 */
 #include <czmq.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "brk_server.h"
+#include "mdl_http.h"
 #include "mdl_log.h"
+#include "mdl_metrics.h"
 #include "mdl_opt.h"
 
 #define EXIT_LOCKED 4
@@ -52,6 +55,7 @@ static const mdl_opt_spec_t s_options [] = {
     { "insecure", 0, NULL, "without --curve-cert, bind non-loopback endpoints\n"
       "anyway; without either, the broker binds only\n127.0.0.1", NULL },
     { NULL, 0, NULL, "Other", NULL },
+    { "metrics", 0, "HOST:PORT", "serve Prometheus metrics at\nhttp://HOST:PORT/metrics (default: off; HOST is\nan IPv4 address, localhost, * or [IPv6]; port 0\npicks a free one, which the log names)", NULL },
     { "verbose", 'v', NULL, "log every command at debug level", NULL },
     { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
     { NULL, 0, NULL, NULL, NULL }
@@ -137,6 +141,24 @@ s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints 
     return 0;
 }
 
+//  --metrics must parse before anything starts: a usage error, not a
+//  start-up failure. Returns 0 or -1 (printed).
+static int
+s_check_metrics (mdl_opt_t *opt, const char **metrics)
+{
+    *metrics = mdl_opt_value (opt, "metrics");
+    if (!*metrics)
+        return 0;
+    mdl_http_address_t address;
+    char error [300];
+    if (mdl_http_parse_address (*metrics, &address, error, sizeof error) == 0)
+        return 0;
+    mdl_opt_source_t source = mdl_opt_source (opt, "metrics");
+    return mdl_opt_fail (opt, "invalid %s: %s", source == MDL_OPT_ENV ? "MANDRILL_BROKER_METRICS"
+                         : source == MDL_OPT_FILE ? "metrics (configuration file)" : "--metrics",
+                         error);
+}
+
 //  Everything main does with opt, which main owns, so that one place
 //  frees it on every way out.
 static int
@@ -155,6 +177,9 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         rc = mdl_opt_fail (opt, "unexpected argument '%s'", mdl_opt_arg (opt, 0));
     if (rc == 0)
         rc = s_configure (opt, &config, endpoints, &data_dir, &memory, &level);
+    const char *metrics_address = NULL;
+    if (rc == 0)
+        rc = s_check_metrics (opt, &metrics_address);
     if (rc != 0)
         return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
 
@@ -180,26 +205,41 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     if (config.queue.epoch < 1)
         config.queue.epoch = 1;
 
+    //  The registry always exists (counting is nearly free); only
+    //  --metrics serves it. It outlives the actor, which registers into it.
+    mdl_metrics_t *metrics = mdl_metrics_new ();
+    if (!metrics) {
+        mdl_error ("cannot start the broker: out of memory");
+        return MDL_EXIT_FAILURE;
+    }
+    config.metrics = metrics;
     zactor_t *broker = zactor_new (brk_server, &config);
     if (!broker) {
         mdl_error ("cannot start the broker");
+        mdl_metrics_destroy (&metrics);
         return MDL_EXIT_FAILURE;
     }
+    mdl_http_t *http = NULL;
     zstr_send (broker, "STATUS");
     int status = BRK_SERVER_FAILED;
     if (zsock_recv (broker, "i", &status) != 0 || status != BRK_SERVER_OK) {
-        zactor_destroy (&broker);
-        return status == BRK_SERVER_CORRUPT ? MDL_EXIT_DATA
-             : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : MDL_EXIT_FAILURE;
+        rc = status == BRK_SERVER_CORRUPT ? MDL_EXIT_DATA
+           : status == BRK_SERVER_LOCKED ? EXIT_LOCKED : MDL_EXIT_FAILURE;
+        goto stop;
     }
+    rc = MDL_EXIT_FAILURE;
     for (int i = 0; i < 3; i++) {
         zstr_sendx (broker, "BIND", names [i], endpoints [i], NULL);
         int port = -1;
         if (zsock_recv (broker, "i", &port) != 0 || port == -1) {
             mdl_error ("cannot bind the %s socket to %s", names [i], endpoints [i]);
-            zactor_destroy (&broker);
-            return MDL_EXIT_FAILURE;
+            goto stop;
         }
+    }
+    //  After the sockets, as a bind failure; its thread blocks every signal
+    if (metrics_address && !(http = mdl_http_new (metrics_address, metrics))) {
+        mdl_error ("cannot serve metrics on %s: %s", metrics_address, strerror (errno));
+        goto stop;
     }
     mdl_info ("mandrill-broker %s ready: ack deadline %" PRId64 " ms, max attempts %" PRId64
               ", heartbeat %" PRId64 " ms, durability %s%s%s",
@@ -211,9 +251,14 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     while (sigwait (&signals, &signal_number) != 0)
         ;
     mdl_info ("received %s, stopping", strsignal (signal_number));
+    rc = MDL_EXIT_OK;
+stop:
+    mdl_http_destroy (&http);
     zactor_destroy (&broker);
-    mdl_info ("stopped");
-    return MDL_EXIT_OK;
+    mdl_metrics_destroy (&metrics);
+    if (rc == MDL_EXIT_OK)
+        mdl_info ("stopped");
+    return rc;
 }
 
 int

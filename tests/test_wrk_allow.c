@@ -52,7 +52,7 @@ Test (wrk_allow, hosts_outside_every_glob_are_nacked_never_run, .timeout = 10)
     static const char *globs [] = { "*.prod.example.net", "db-?.example.net" };
     config.allow_hosts = globs;
     config.allow_host_count = 2;
-    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL };
+    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (&config, &effects, mdl_clock_manual (&now), random);
     cr_assert_not_null (jobs);
@@ -83,7 +83,7 @@ Test (wrk_allow, no_globs_allow_every_host, .timeout = 10)
     wrk_config_t config;
     wrk_config_defaults (&config);
     config.restart_mode = WRK_RESTART_EXTERNAL;
-    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL };
+    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (&config, &effects, mdl_clock_manual (&now), random);
     cr_assert_not_null (jobs);

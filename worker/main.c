@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "mdl_curve.h"
+#include "mdl_http.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
 #include "wrk_db.h"
@@ -37,6 +38,7 @@ static const mdl_opt_spec_t s_options [] = {
     { "grace", 0, "DUR", "on SIGTERM/SIGINT/SIGHUP/SIGQUIT, time to finish\n"
       "held messages and have their acks confirmed by\nthe broker before nacking the rest (default 30s)", NULL },
     { "heartbeat", 0, "DUR", "heartbeat interval (default: the broker's)", NULL },
+    { "metrics", 0, "HOST:PORT", "serve Prometheus metrics at\nhttp://HOST:PORT/metrics (default: off; HOST is\nan IPv4 address, localhost, * or [IPv6]; port 0\npicks a free one, which the log names)", NULL },
     { "log-level", 0, "LEVEL", "error, warn, info (default), debug, trace", NULL },
     { "debug", 0, NULL, "log loop handlers that take longer than 100 ms", NULL },
     { NULL, 0, NULL, "Security (docs/SECURITY.md)", NULL },
@@ -198,6 +200,16 @@ s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char **
             mdl_opt_fail (opt, "%s", error);
             return MDL_EXIT_USAGE;
         }
+    }
+    options.metrics = mdl_opt_value (opt, "metrics");
+    mdl_http_address_t address;
+    if (options.metrics
+    &&  mdl_http_parse_address (options.metrics, &address, error, sizeof error) != 0) {
+        mdl_opt_source_t source = mdl_opt_source (opt, "metrics");
+        mdl_opt_fail (opt, "invalid %s: %s", source == MDL_OPT_ENV ? "MANDRILL_WORKER_METRICS"
+                      : source == MDL_OPT_FILE ? "metrics (configuration file)" : "--metrics",
+                      error);
+        return MDL_EXIT_USAGE;
     }
     if (wrk_db_check_url (db_url, error, sizeof error) != 0) {
         mdl_opt_fail (opt, "--db: %s", error);

@@ -33,6 +33,8 @@ struct _wrk_job_t {
     int64_t attempt;            //  Delivery attempt (1 = first)
     int64_t received_at;        //  Monotonic ms of delivery
     int64_t received_wall;      //  Unix ms of delivery, for the database
+    int64_t restart_started;    //  Monotonic ms the restart started (timed effect)
+    int64_t save_started;       //  Monotonic ms the current save try started (timed effect)
     int64_t extend_at;          //  Next extend due; NEVER when not extending
     int64_t restart_at;         //  Simulated completion or external timeout; NEVER
     int64_t retry_at;           //  Save retry due; NEVER
@@ -313,6 +315,7 @@ s_start_save (wrk_job_ctx_t *ctx, wrk_job_t *job)
     job->save = STEP_RUNNING;
     job->retry_at = NEVER;
     job->save_tries++;
+    job->save_started = mdl_clock_now (&ctx->clock);
     if (ctx->effects.save (ctx->effects.arg, job) != 0)
         wrk_job_saved (job, ctx, false, "could not queue the save");
     else
@@ -325,6 +328,9 @@ s_restart_done (wrk_job_ctx_t *ctx, wrk_job_t *job, bool ok, wrk_nack_t kind,
                 const char *reason)
 {
     job->restart_at = NEVER;
+    if (ctx->effects.timed)
+        ctx->effects.timed (ctx->effects.arg, WRK_TIMED_RESTART, ok,
+                            mdl_clock_now (&ctx->clock) - job->restart_started);
     if (ok) {
         job->restart = STEP_DONE;
         ctx->stats.restarted++;
@@ -421,6 +427,7 @@ wrk_job_start (wrk_job_t *job, wrk_job_ctx_t *ctx, unsigned steps)
     }
     else {
         job->restart = STEP_RUNNING;
+        job->restart_started = now;
         if (ctx->config.restart_mode == WRK_RESTART_SIMULATE) {
             double u = mdl_random_next (&ctx->random);
             job->restart_at = now + (int64_t) (u * (double) ctx->config.restart_latency_ms);
@@ -522,6 +529,9 @@ wrk_job_saved (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok, const char *error)
 {
     if (job->final != WRK_FINAL_NONE || job->save != STEP_RUNNING)
         return;             //  Already decided
+    if (ctx->effects.timed)
+        ctx->effects.timed (ctx->effects.arg, WRK_TIMED_SAVE, ok,
+                            mdl_clock_now (&ctx->clock) - job->save_started);
     if (ok) {
         job->save = STEP_DONE;
         ctx->stats.saved++;

@@ -88,7 +88,14 @@ typedef struct {
 //  Defaults as documented in mandrill-worker --help.
 void wrk_config_defaults (wrk_config_t *config);
 
-//  What the core asks the outside world to do. Every pointer must be set.
+//  A step whose duration the timed effect reports.
+typedef enum {
+    WRK_TIMED_RESTART,          //  Start of the restart to its outcome (ok, failed, timed out)
+    WRK_TIMED_SAVE              //  One save try, handed to the store until its result
+} wrk_timed_t;
+
+//  What the core asks the outside world to do. Every pointer must be set,
+//  except the ones marked optional.
 typedef struct {
     void *arg;                  //  Passed to every effect
     //  Send one command with ids (count <= MMP_MAX_IDS).
@@ -107,6 +114,8 @@ typedef struct {
     void (*restart_kill) (void *arg, const wrk_job_t *job);
     //  Record the final restart outcome of a saved message (may be NULL).
     void (*outcome) (void *arg, const wrk_job_t *job, const char *outcome);
+    //  A step ended after ms (the clock's): metrics (may be NULL).
+    void (*timed) (void *arg, wrk_timed_t step, bool ok, int64_t ms);
 } wrk_effects_t;
 
 //  Defaults as documented in mandrill-worker --help.

@@ -7,11 +7,14 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "mdl_http.h"
 #include "mdl_log.h"
+#include "mdl_metrics.h"
 #include "mmp.h"
 #include "wrk_db.h"
 #include "wrk_exec.h"
 #include "wrk_link.h"
+#include "wrk_metrics.h"
 
 #define HOUSEKEEPING_MS     100         //  Heartbeat, liveness and grace checks
 #define SLOW_HANDLER_US     100000      //  --debug threshold
@@ -30,6 +33,9 @@ typedef struct {
     int64_t job_timer_at;       //  When it fires
     bool draining;              //  Shutdown started
     int64_t drain_deadline;     //  End of the grace period
+    mdl_metrics_t *registry;    //  Every series of the process
+    wrk_metrics_t *metrics;     //  The worker's series in it
+    mdl_http_t *http;           //  Serves registry with --metrics, or NULL
 } worker_t;
 
 static int64_t
@@ -110,6 +116,13 @@ s_effect_outcome (void *arg, const wrk_job_t *job, const char *outcome)
     worker_t *self = arg;
     if (wrk_db_outcome (self->db, wrk_job_message_id (job), outcome, mdl_clock_wall ()) != 0)
         mdl_warn ("out of memory recording the outcome of %s", wrk_job_message_id (job));
+}
+
+static void
+s_effect_timed (void *arg, wrk_timed_t step, bool ok, int64_t ms)
+{
+    worker_t *self = arg;
+    wrk_metrics_timed (self->metrics, step, ok, ms);
 }
 
 static void s_rearm (worker_t *self);
@@ -249,6 +262,8 @@ static void
 s_on_saved (void *arg, const char *message_id, uint64_t token, bool ok, const char *error)
 {
     worker_t *self = arg;
+    if (!ok)
+        wrk_metrics_db_error (self->metrics);
     wrk_jobs_saved (self->jobs, message_id, token, ok, error);
 }
 
@@ -386,6 +401,7 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     //  The job timer may have been lost to a failed zloop_timer
     if (self->job_timer != -1 && now > self->job_timer_at + 1000)
         self->job_timer = -1;
+    mdl_metrics_collect (self->registry, now);
     HANDLER_END ("housekeeping");
 }
 
@@ -436,7 +452,7 @@ wrk_worker_run (const wrk_options_t *options)
     }
     wrk_effects_t effects = {
         self, s_effect_extend, s_effect_ack, s_effect_nack, s_effect_progress,
-        s_effect_save, s_effect_restart, s_effect_kill, s_effect_outcome
+        s_effect_save, s_effect_restart, s_effect_kill, s_effect_outcome, s_effect_timed
     };
     wrk_config_t config = options->jobs;
     config.restart_mode = self->exec ? WRK_RESTART_EXTERNAL : WRK_RESTART_SIMULATE;
@@ -444,7 +460,10 @@ wrk_worker_run (const wrk_options_t *options)
     self->jobs = wrk_jobs_new (&config, &effects, mdl_clock_system (),
                                mdl_random_system (&self->random_state));
     self->loop = zloop_new ();
-    if (!self->jobs || !self->loop) {
+    self->registry = mdl_metrics_new ();
+    self->metrics = self->registry ? wrk_metrics_new (self->registry) : NULL;
+    if (!self->jobs || !self->loop || !self->metrics
+    ||  wrk_metrics_attach (self->metrics, self->jobs, s_now ()) != 0) {
         mdl_error ("out of memory");
         goto done;
     }
@@ -458,6 +477,11 @@ wrk_worker_run (const wrk_options_t *options)
         mdl_error ("cannot set up the loop");
         goto done;
     }
+    //  After the signal mask: the server's thread blocks every signal
+    if (options->metrics && !(self->http = mdl_http_new (options->metrics, self->registry))) {
+        mdl_error ("cannot serve metrics on %s: %s", options->metrics, strerror (errno));
+        goto done;
+    }
     char db_safe [512];
     wrk_db_url_redact (options->db_url ? options->db_url : wrk_db_name (self->db),
                        db_safe, sizeof db_safe);
@@ -469,6 +493,7 @@ wrk_worker_run (const wrk_options_t *options)
     rc = 0;
 
 done:
+    mdl_http_destroy (&self->http);     //  No scrape from here on
     wrk_link_destroy (&self->link);     //  Before the loop it is registered with
     zloop_destroy (&self->loop);
     if (self->db) {
@@ -477,6 +502,8 @@ done:
     }
     wrk_db_destroy (&self->db);
     wrk_jobs_destroy (&self->jobs);
+    wrk_metrics_destroy (&self->metrics);
+    mdl_metrics_destroy (&self->registry);
     wrk_exec_destroy (&self->exec);
     if (self->sigfd >= 0)
         close (self->sigfd);

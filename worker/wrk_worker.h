@@ -13,6 +13,10 @@
                  after every handler when it changes, and services its own
                  timers at housekeeping pace (100 ms).
       wrk_exec   the restart children (exec mode).
+      metrics    the registry (always; wrk_metrics: the series) and, with
+                 options.metrics, its HTTP server (mdl_http, own thread);
+                 collected from the housekeeping timer, at most once a
+                 second. A port that cannot be had is a start-up failure.
       signalfd   SIGTERM, SIGINT, SIGHUP, SIGQUIT start the shutdown;
                  SIGUSR1 dumps the in-flight table; SIGCHLD reaps restart
                  children. All are blocked before any thread exists.
@@ -46,6 +50,7 @@ typedef struct {
     int64_t grace_ms;           //  Shutdown grace period
     int64_t heartbeat_ms;       //  Own heartbeat interval; -1 = broker's
     bool debug;                 //  Log loop handlers slower than 100 ms
+    const char *metrics;        //  Serve Prometheus metrics at HOST:PORT (mdl_http), or NULL
     wrk_config_t jobs;          //  Per-message policy
     const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
     const char *broker_cert;    //  The broker's public certificate, or NULL
