@@ -25,21 +25,12 @@ brk_server_hex (const zframe_t *frame, char *out, size_t size)
 bool
 brk_server_warn_allowed (s_server_t *self)
 {
-    int64_t now = mdl_clock_now (&self->clock);
-    if (now - self->log_window >= 1000) {
-        if (self->log_suppressed)
-            mdl_warn ("%" PRId64 " more bad-input warnings suppressed in the last second",
-                      self->log_suppressed);
-        self->log_window = now;
-        self->log_count = 0;
-        self->log_suppressed = 0;
-    }
-    if (self->log_count < 20) {
-        self->log_count++;
-        return true;
-    }
-    self->log_suppressed++;
-    return false;
+    mdl_rate_window_t window;
+    bool allowed = mdl_rate_allow (self->warn_rate, &window);
+    if (window.closed && window.dropped)
+        mdl_warn ("%" PRId64 " more bad-input warnings suppressed in the last second",
+                  window.dropped);
+    return allowed;
 }
 
 void

@@ -138,6 +138,7 @@ s_server_destroy (s_server_t **self_p)
     zsock_destroy (&self->backend);
     zsock_destroy (&self->events);
     brk_auth_destroy (&self->auth);
+    mdl_rate_destroy (&self->warn_rate);
     free (self->flush);
     mmp_buf_free (&self->reply);
     mmp_buf_free (&self->event);
@@ -192,9 +193,11 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
     self->events = zsock_new (ZMQ_XPUB);
     self->peers = zhashx_new ();
     self->queue = brk_queue_new (&config->queue, self->clock);
+    self->warn_rate = mdl_rate_new (self->clock, 20, 1000);
     self->data_dir = config->data_dir ? strdup (config->data_dir) : NULL;
     self->config.data_dir = self->data_dir;
     if (!self->frontend || !self->backend || !self->events || !self->peers || !self->queue
+    ||  !self->warn_rate
     ||  (config->data_dir && !self->data_dir)) {
         s_server_destroy (&self);
         return NULL;

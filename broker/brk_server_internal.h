@@ -34,6 +34,7 @@
 #include "brk_server.h"
 #include "brk_store.h"
 #include "mdl_clock.h"
+#include "mdl_rate.h"
 #include "mmp.h"
 
 #define BRK_DRAIN_BATCH 256     //  Messages taken from one socket per turn
@@ -91,9 +92,7 @@ typedef struct {
     int64_t started;            //  Monotonic ms at start
     int ports [3];              //  Last bound port per socket
     bool terminated;            //  $TERM received
-    int64_t log_window;         //  Start of the current warn-rate window
-    int log_count;              //  Warn lines in that window
-    int64_t log_suppressed;     //  Lines held back in that window
+    mdl_rate_t *warn_rate;      //  Bad-input warnings: 20 a second
     brk_auth_t *auth;           //  ZAP handler and role checks, or NULL without CURVE
     brk_metrics_t *metrics;     //  Series in config.metrics, or NULL
 } s_server_t;

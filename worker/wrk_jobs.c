@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdl_array.h"
 #include "mdl_heap.h"
 #include "mdl_log.h"
 #include "mdl_map.h"
+#include "mdl_rate.h"
 
 //  A growing array of ids waiting for flush.
 typedef struct {
@@ -37,9 +39,7 @@ struct _wrk_jobs_t {
     size_t finished_acks;       //  Of which waiting for ACKED
     size_t gone;                //  Done jobs whose ACK was refused, remembered
     bool unarmed;               //  A job is out of the heap (insert failed): re-arm at tick
-    int64_t log_window;         //  Start of the current one-second log window
-    int log_lines;              //  Per-message lines printed in this window
-    uint64_t log_dropped;       //  Per-message lines dropped in this window
+    mdl_rate_t *log_rate;       //  Per-message lines: log_burst a second
     wrk_stats_t log_mark;       //  Counters at the start of the window
 };
 
@@ -75,9 +75,10 @@ wrk_jobs_new (const wrk_config_t *config, const wrk_effects_t *effects,
     self->ctx.random = random;
     self->ctx.jobs = self;
     self->heap = mdl_heap_new ();
+    self->log_rate = mdl_rate_new (clock, config->log_burst > 0 ? config->log_burst : 0, 1000);
     self->by_delivery = zhashx_new ();
     self->by_message = zhashx_new ();
-    if (!self->heap || !self->by_delivery || !self->by_message) {
+    if (!self->heap || !self->log_rate || !self->by_delivery || !self->by_message) {
         wrk_jobs_destroy (&self);
         return NULL;
     }
@@ -90,7 +91,6 @@ wrk_jobs_new (const wrk_config_t *config, const wrk_effects_t *effects,
     zhashx_set_key_hasher (self->by_message, s_hash_str);
     zhashx_set_key_comparator (self->by_message, s_compare_str);
     self->next_token = 1;
-    self->log_window = mdl_clock_now (&self->ctx.clock);
     return self;
 }
 
@@ -110,6 +110,7 @@ wrk_jobs_destroy (wrk_jobs_t **self_p)
         }
         zhashx_destroy (&self->by_delivery);
         zhashx_destroy (&self->by_message);
+        mdl_rate_destroy (&self->log_rate);
         free (self->pending_extend.ids);
         free (self->pending_ack.ids);
         for (int i = 0; i < WRK_NACK_COUNT; i++)
@@ -166,15 +167,9 @@ wrk_jobs_stats (wrk_jobs_t *self, wrk_stats_t *stats)
 static int
 s_list_push (id_list_t *list, uint64_t id)
 {
-    if (list->size == list->capacity) {
-        size_t capacity = list->capacity ? list->capacity * 2 : 64;
-        uint64_t *ids = realloc (list->ids, capacity * sizeof *ids);
-        if (!ids) {
-            mdl_error ("out of memory queueing delivery %" PRIu64, id);
-            return -1;
-        }
-        list->ids = ids;
-        list->capacity = capacity;
+    if (mdl_array_reserve (&list->ids, &list->capacity, list->size + 1, sizeof *list->ids) != 0) {
+        mdl_error ("out of memory queueing delivery %" PRIu64, id);
+        return -1;
     }
     list->ids [list->size++] = id;
     return 0;
@@ -250,31 +245,24 @@ wrk_jobs_log_budget (wrk_jobs_t *self)
 {
     if (!mdl_log_enabled (MDL_LOG_INFO))
         return false;
-    int64_t now = mdl_clock_now (&self->ctx.clock);
-    if (now - self->log_window >= 1000) {
-        if (self->log_dropped) {
+    mdl_rate_window_t window;
+    bool allowed = mdl_rate_allow (self->log_rate, &window);
+    if (window.closed) {
+        if (window.dropped) {
             wrk_stats_t *a = &self->ctx.stats, *b = &self->log_mark;
-            mdl_info ("Busy: %" PRIu64 " per-message lines not shown; last %.1fs: "
+            mdl_info ("Busy: %" PRId64 " per-message lines not shown; last %.1fs: "
                       "consumed %" PRIu64 ", saved %" PRIu64 ", restarted %" PRIu64
                       ", extended %" PRIu64 ", acked %" PRIu64 ", nacked %" PRIu64
                       ", in flight %zu",
-                      self->log_dropped, (double) (now - self->log_window) / 1000.0,
+                      window.dropped, (double) window.elapsed_ms / 1000.0,
                       a->consumed - b->consumed, a->saved - b->saved,
                       a->restarted - b->restarted, a->extends - b->extends,
                       a->acked - b->acked, a->nacked - b->nacked,
                       wrk_jobs_size (self));
         }
-        self->log_window = now;
-        self->log_lines = 0;
-        self->log_dropped = 0;
         self->log_mark = self->ctx.stats;
     }
-    if (self->log_lines < self->ctx.config.log_burst) {
-        self->log_lines++;
-        return true;
-    }
-    self->log_dropped++;
-    return false;
+    return allowed;
 }
 
 //  --------------------------------------------------------------------------
