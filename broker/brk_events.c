@@ -16,27 +16,11 @@ brk_events_publish (void *arg, const brk_event_info_t *info)
     s_server_t *self = (s_server_t *) arg;
     mmp_buf_t *buf = &self->event;
     const char *name = brk_event_name (info->event);
-    mmp_buf_clear (buf);
-    mmp_buf_printf (buf, "{\"event\":\"%s\",\"at_ms\":%" PRId64, name, mdl_clock_wall ());
-    if (info->msg) {
-        mmp_buf_printf (buf, ",\"message_id\":\"%s\"", brk_msg_id (info->msg));
-        if (info->attempt)
-            mmp_buf_printf (buf, ",\"attempt\":%" PRId64, info->attempt);
-    }
-    if (info->delivery_id) {
-        mmp_buf_puts (buf, ",\"delivery_id\":");
-        mmp_buf_u64 (buf, info->delivery_id);
-    }
-    if (info->worker) {
-        mmp_buf_puts (buf, ",\"worker\":");
-        mmp_buf_json_string (buf, brk_worker_name (info->worker));
-    }
-    if (info->reason) {
-        mmp_buf_puts (buf, ",\"reason\":");
-        mmp_buf_json_string (buf, info->reason);
-    }
-    mmp_buf_puts (buf, "}");
-    if (mmp_buf_failed (buf))
+    if (mmp_encode_event (buf, name, mdl_clock_wall (),
+                          info->msg ? brk_msg_id (info->msg) : NULL,
+                          info->attempt, info->delivery_id,
+                          info->worker ? brk_worker_name (info->worker) : NULL,
+                          info->reason) != 0)
         return;
     void *handle = zsock_resolve (self->events);
     //  A slow subscriber loses events (PUB semantics), never the broker's time

@@ -17,9 +17,8 @@ pub_request_free (pub_request_t *request)
 
 //  A line is checked by the protocol's own decoder, as the body of a
 //  one-request PUBLISH, so the publisher and the broker cannot disagree on
-//  what is valid. The wrapper (mmp_encode_publish_begin, whose bytes are
-//  CHECK_PREFIX) comes before the line's bytes, which offsets account for.
-#define CHECK_PREFIX        "{\"messages\":["
+//  what is valid. The wrapper (mmp_encode_publish_begin)
+//  comes before the line's bytes, which offsets account for.
 
 //  Decode body as a PUBLISH the broker would receive. Returns the decoded
 //  request (owned by *msg) or NULL with err filled.
@@ -44,9 +43,10 @@ s_decode_one (const char *body, size_t size, mmp_msg_t *msg, mmp_error_t *err)
 
 //  Turn the decoder's error on a wrapped line into text about the line:
 //  field paths lose their "messages[0]." and byte offsets become columns.
-//  column_base is the line's column of the request's first byte, minus 1.
+//  column_base is the line's column of the request's first byte, minus 1;
+//  wrapper is the size of the PUBLISH text before it.
 static void
-s_explain (const mmp_error_t *err, size_t column_base, char *error, size_t error_size)
+s_explain (const mmp_error_t *err, size_t wrapper, size_t column_base, char *error, size_t error_size)
 {
     const char *reason = err->reason;
     const char *prefix = "messages[0]";
@@ -72,9 +72,9 @@ s_explain (const mmp_error_t *err, size_t column_base, char *error, size_t error
     char *at = strstr (text, " at byte ");
     size_t offset;
     char rest;
-    if (at && sscanf (at + 9, "%zu%c", &offset, &rest) == 1 && offset >= strlen (CHECK_PREFIX))
+    if (at && sscanf (at + 9, "%zu%c", &offset, &rest) == 1 && offset >= wrapper)
         snprintf (at, sizeof text - (size_t) (at - text), " at column %zu",
-                  offset - strlen (CHECK_PREFIX) + column_base + 1);
+                  offset - wrapper + column_base + 1);
     if (streq (err->code, MMP_ERR_BAD_INSTANCE_NAME))
         //  The codec's reason text names lower case only; upper case is
         //  valid too (RFC 1123 names are case-insensitive).
@@ -104,6 +104,7 @@ pub_request_from_json (const char *text, size_t size, size_t column_base,
     mmp_buf_t body;
     mmp_buf_init (&body);
     mmp_encode_publish_begin (&body);
+    size_t prefix = mmp_buf_size (&body);
     mmp_encode_publish_add (&body, text, size);
     mmp_encode_publish_end (&body, NULL);
     if (mmp_buf_failed (&body)) {
@@ -116,7 +117,7 @@ pub_request_from_json (const char *text, size_t size, size_t column_base,
     const mmp_request_t *decoded = s_decode_one (mmp_buf_data (&body), mmp_buf_size (&body), &msg, &err);
     mmp_buf_free (&body);
     if (!decoded) {
-        s_explain (&err, column_base, error, error_size);
+        s_explain (&err, prefix, column_base, error, error_size);
         return -1;
     }
     //  The decoder checked every field; decoded is one valid request.
@@ -155,7 +156,7 @@ pub_request_from_json (const char *text, size_t size, size_t column_base,
             snprintf (error, error_size, "out of memory");
         else {
             char reason [240];
-            s_explain (&err, 0, reason, sizeof reason);
+            s_explain (&err, prefix, 0, reason, sizeof reason);
             snprintf (error, error_size, "as reprinted for sending: %s", reason);
         }
         goto done;

@@ -288,6 +288,13 @@ void mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t deliver
                                const char *worker, const char *outcome, const char *reason,
                                int64_t at_ms);
 
+//  An event frame's body: {event, at_ms, message_id?, attempt?,
+//  delivery_id?, worker?, reason?} in that order. Each optional member is
+//  left out when NULL or 0; attempt only appears with a message_id.
+//  Strings are escaped (ids and names the broker made print as they are).
+int mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
+                      int64_t attempt, uint64_t delivery_id, const char *worker, const char *reason);
+
 //  HELLO {credit, name?, subscription?}, WELCOME, CREDIT, and the empty
 //  body {} of HEARTBEAT and BYE.
 int mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription);

@@ -325,6 +325,43 @@ mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
 
 
 //  --------------------------------------------------------------------------
+//  Events
+
+int
+mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
+                  int64_t attempt, uint64_t delivery_id, const char *worker, const char *reason)
+{
+    assert (buf && event);
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"event\":");
+    mmp_buf_json_string (buf, event);
+    mmp_buf_puts (buf, ",\"at_ms\":");
+    mmp_buf_i64 (buf, at_ms);
+    if (message_id) {
+        mmp_buf_puts (buf, ",\"message_id\":");
+        mmp_buf_json_string (buf, message_id);
+        if (attempt) {
+            mmp_buf_puts (buf, ",\"attempt\":");
+            mmp_buf_i64 (buf, attempt);
+        }
+    }
+    if (delivery_id) {
+        mmp_buf_puts (buf, ",\"delivery_id\":");
+        mmp_buf_u64 (buf, delivery_id);
+    }
+    if (worker) {
+        mmp_buf_puts (buf, ",\"worker\":");
+        mmp_buf_json_string (buf, worker);
+    }
+    if (reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string (buf, reason);
+    }
+    mmp_buf_puts (buf, "}");
+    return s_done (buf);
+}
+
+//  --------------------------------------------------------------------------
 //  Backend
 
 int

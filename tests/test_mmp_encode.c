@@ -2,11 +2,13 @@
     build decodes with the codec's own strict decoder to what was put in;
     DELIVER keeps to its byte budget (issue: 300 requests with 4 KB
     attributes at credit 1000 must all arrive, each frame at most
-    MMP_MAX_BODY bytes).
+    MMP_MAX_BODY bytes). Event bodies are checked byte for byte.
 */
 #include "mmp.h"
 
+#include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,4 +224,55 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     cr_assert_eq (cJSON_GetArraySize (history), 2);
     mmp_msg_reset (&msg);
     mmp_buf_free (&buf);
+}
+
+//  Event bodies, byte for byte as brk_events has always sent them, with
+//  each optional member left out in turn; each one parses as JSON.
+static void
+s_check_event (const char *expected, int members, const char *event, int64_t at_ms,
+               const char *message_id, int64_t attempt, uint64_t delivery_id,
+               const char *worker, const char *reason)
+{
+    mmp_buf_t buf;
+    mmp_buf_init (&buf);
+    cr_assert_eq (mmp_encode_event (&buf, event, at_ms, message_id, attempt, delivery_id,
+                                    worker, reason), 0);
+    cr_assert_eq (mmp_buf_size (&buf), strlen (expected), "%s", mmp_buf_data (&buf));
+    cr_assert_str_eq (mmp_buf_data (&buf), expected);
+    cJSON *json = cJSON_ParseWithLength (mmp_buf_data (&buf), mmp_buf_size (&buf));
+    cr_assert_not_null (json, "not JSON: %s", mmp_buf_data (&buf));
+    cr_assert (cJSON_IsObject (json));
+    cr_assert_eq (cJSON_GetArraySize (json), members, "%s", mmp_buf_data (&buf));
+    cJSON_Delete (json);
+    mmp_buf_free (&buf);
+}
+
+Test (mmp_encode, event_bodies, .timeout = 10)
+{
+    s_check_event ("{\"event\":\"acked\",\"at_ms\":1700000000123,\"message_id\":\"" U1 "\","
+                   "\"attempt\":2,\"delivery_id\":18446744073709551615,"
+                   "\"worker\":\"w-1\",\"reason\":\"timeout\"}", 7,
+                   "acked", 1700000000123, U1, 2, UINT64_MAX, "w-1", "timeout");
+    //  No message: no attempt either, even when one is given
+    s_check_event ("{\"event\":\"worker_lost\",\"at_ms\":5,\"delivery_id\":7,"
+                   "\"worker\":\"w-1\",\"reason\":\"heartbeat\"}", 5,
+                   "worker_lost", 5, NULL, 3, 7, "w-1", "heartbeat");
+    s_check_event ("{\"event\":\"published\",\"at_ms\":5,\"message_id\":\"" U1 "\","
+                   "\"delivery_id\":7,\"worker\":\"w-1\",\"reason\":\"r\"}", 6,
+                   "published", 5, U1, 0, 7, "w-1", "r");
+    s_check_event ("{\"event\":\"expired\",\"at_ms\":5,\"message_id\":\"" U1 "\","
+                   "\"attempt\":1,\"worker\":\"w-1\",\"reason\":\"r\"}", 6,
+                   "expired", 5, U1, 1, 0, "w-1", "r");
+    s_check_event ("{\"event\":\"nacked\",\"at_ms\":5,\"message_id\":\"" U1 "\","
+                   "\"attempt\":1,\"delivery_id\":7,\"reason\":\"r\"}", 6,
+                   "nacked", 5, U1, 1, 7, NULL, "r");
+    s_check_event ("{\"event\":\"delivered\",\"at_ms\":5,\"message_id\":\"" U1 "\","
+                   "\"attempt\":1,\"delivery_id\":7,\"worker\":\"w-1\"}", 6,
+                   "delivered", 5, U1, 1, 7, "w-1", NULL);
+    s_check_event ("{\"event\":\"worker_joined\",\"at_ms\":0}", 2,
+                   "worker_joined", 0, NULL, 0, 0, NULL, NULL);
+    //  Outside text is escaped, so the body stays JSON
+    s_check_event ("{\"event\":\"dead_lettered\",\"at_ms\":-1,\"worker\":\"a\\\"b\","
+                   "\"reason\":\"line\\nnext\"}", 4,
+                   "dead_lettered", -1, NULL, 0, 0, "a\"b", "line\nnext");
 }
