@@ -16,6 +16,7 @@
 
 #include <string.h>
 
+#include "mdl_array.h"
 #include "mdl_log.h"
 
 static void
@@ -59,16 +60,11 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     }
     peer->deliver_count++;
     if (!peer->pending) {
-        if (self->flush_count == self->flush_capacity) {
-            size_t capacity = self->flush_capacity ? self->flush_capacity * 2 : 16;
-            s_peer_t **flush = realloc (self->flush, capacity * sizeof *flush);
-            if (!flush) {
-                //  Send at once instead of later
-                s_flush_deliveries (self, peer);
-                return;
-            }
-            self->flush = flush;
-            self->flush_capacity = capacity;
+        if (mdl_array_reserve (&self->flush, &self->flush_capacity, self->flush_count + 1,
+                               sizeof *self->flush) != 0) {
+            //  Send at once instead of later
+            s_flush_deliveries (self, peer);
+            return;
         }
         self->flush [self->flush_count++] = peer;
         peer->pending = true;

@@ -21,6 +21,7 @@
     The files keep growing until a restart rebuilds the index from them.
 */
 #include "brk_journal_internal.h"
+#include "mdl_array.h"
 #include "mdl_log.h"
 
 #include <errno.h>
@@ -41,6 +42,7 @@ typedef struct {
     brk_journal_t *self;        //  For paths and the file list
     s_open_file_t *fds;         //  Open files
     size_t nfds;                //  How many
+    size_t fds_cap;             //  Slots allocated in fds
     uint8_t *chunk;             //  Read-ahead buffer
     size_t chunk_cap;           //  Its capacity
     uint32_t chunk_file;        //  File the chunk holds
@@ -68,16 +70,16 @@ s_reader_get (s_reader_t *r, uint32_t number, uint64_t off, uint32_t len)
         fd = open (path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return NULL;
-        s_open_file_t *fds = realloc (r->fds, (r->nfds + 1) * sizeof (s_open_file_t));
-        if (!fds) {
+        if (mdl_array_reserve (&r->fds, &r->fds_cap, r->nfds + 1, sizeof (s_open_file_t)) != 0) {
             close (fd);
             errno = ENOMEM;
             return NULL;
         }
-        r->fds = fds;
         r->fds [r->nfds++] = (s_open_file_t) { number, fd };
     }
     size_t want = len > CHUNK_SIZE? len: CHUNK_SIZE;
+    //  Not mdl_array_reserve: the read-ahead is refilled, never appended
+    //  to, so it takes exactly the size of the largest read, not a doubling
     if (r->chunk_cap < want) {
         uint8_t *chunk = realloc (r->chunk, want);
         if (!chunk) {

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+//  Not mdl_array_reserve: this is a byte buffer that reserves room for
+//  "more" bytes past its fill, starting at 64 KiB (a group commit's worth)
+//  rather than at 16 items, so the first records never pay for growth.
 int
 brk_journal_bytes_reserve (brk_journal_bytes_t *bytes, size_t more)
 {

@@ -7,6 +7,7 @@
     brk_journal_files_add (amortised O(1)).
 */
 #include "brk_journal_internal.h"
+#include "mdl_array.h"
 #include "mdl_log.h"
 
 #include <errno.h>
@@ -127,14 +128,8 @@ int
 brk_journal_files_add (brk_journal_files_t *files, uint32_t number, uint32_t kind,
                        uint64_t size)
 {
-    if (files->count == files->capacity) {
-        size_t capacity = files->capacity? files->capacity * 2: 16;
-        brk_journal_file_t *items = realloc (files->items, capacity * sizeof (*items));
-        if (!items)
-            return -1;
-        files->items = items;
-        files->capacity = capacity;
-    }
+    if (mdl_array_reserve (&files->items, &files->capacity, files->count + 1, sizeof (*files->items)) != 0)
+        return -1;
     files->items [files->count++] = (brk_journal_file_t) { number, kind, size };
     return 0;
 }

@@ -17,6 +17,7 @@
     a message naming the file and offset.
 */
 #include "brk_journal_internal.h"
+#include "mdl_array.h"
 #include "mdl_crc32c.h"
 #include "mdl_log.h"
 
@@ -101,14 +102,9 @@ s_list_dir (brk_journal_t *self, s_found_list_t *found, brk_journal_report_t *re
             }
             continue;
         }
-        if (found->count == capacity) {
-            capacity = capacity? capacity * 2: 16;
-            s_found_t *files = realloc (found->files, capacity * sizeof (s_found_t));
-            if (!files) {
-                rc = brk_journal_fail (report, ENOMEM, "out of memory");
-                break;
-            }
-            found->files = files;
+        if (mdl_array_reserve (&found->files, &capacity, found->count + 1, sizeof (s_found_t)) != 0) {
+            rc = brk_journal_fail (report, ENOMEM, "out of memory");
+            break;
         }
         found->files [found->count++] = (s_found_t) { .number = number, .kind = kind };
     }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mdl_array.h"
 #include "mdl_log.h"
 #include "wrk_db_pg_schema.h"
 
@@ -204,14 +205,9 @@ s_batch (wrk_db_pg_t *self)
 static int
 s_add_outcome (batch_t *batch, const char *message_id, char *outcome, int64_t wall, int tries)
 {
-    if (batch->outcome_count == batch->outcome_capacity) {
-        size_t capacity = batch->outcome_capacity ? batch->outcome_capacity * 2 : 32;
-        outcome_t *outcomes = realloc (batch->outcomes, capacity * sizeof *outcomes);
-        if (!outcomes)
-            return -1;
-        batch->outcomes = outcomes;
-        batch->outcome_capacity = capacity;
-    }
+    if (mdl_array_reserve (&batch->outcomes, &batch->outcome_capacity, batch->outcome_count + 1,
+                           sizeof *batch->outcomes) != 0)
+        return -1;
     outcome_t *entry = &batch->outcomes [batch->outcome_count++];
     snprintf (entry->message_id, sizeof entry->message_id, "%s", message_id);
     entry->outcome = outcome;
@@ -760,14 +756,9 @@ wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
     batch_t *batch = s_batch (self);
     if (!batch)
         return -1;
-    if (batch->save_count == batch->save_capacity) {
-        size_t capacity = batch->save_capacity ? batch->save_capacity * 2 : 32;
-        save_t *saves = realloc (batch->saves, capacity * sizeof *saves);
-        if (!saves)
-            return -1;
-        batch->saves = saves;
-        batch->save_capacity = capacity;
-    }
+    if (mdl_array_reserve (&batch->saves, &batch->save_capacity, batch->save_count + 1,
+                           sizeof *batch->saves) != 0)
+        return -1;
     save_t *save = &batch->saves [batch->save_count];
     memset (save, 0, sizeof *save);
     snprintf (save->message_id, sizeof save->message_id, "%s", message_id);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mdl_array.h"
 #include "mdl_clock.h"
 #include "mdl_log.h"
 
@@ -376,8 +377,8 @@ s_db_actor (zsock_t *pipe, void *args)
     if (start->status != 0)
         s_close (&self);
 
-    size_t capacity = 64;
-    batch_t **batches = malloc (capacity * sizeof *batches);
+    size_t capacity = 0;
+    batch_t **batches = NULL;
     bool terminated = false;
     while (!terminated) {
         char *command = NULL;
@@ -391,14 +392,7 @@ s_db_actor (zsock_t *pipe, void *args)
                 terminated = true;
             else
             if (streq (command, "BATCH") && pointer) {
-                if (count == capacity) {
-                    batch_t **more = realloc (batches, capacity * 2 * sizeof *batches);
-                    if (more) {
-                        batches = more;
-                        capacity *= 2;
-                    }
-                }
-                if (batches && count < capacity)
+                if (mdl_array_reserve (&batches, &capacity, count + 1, sizeof *batches) == 0)
                     batches [count++] = pointer;
                 else {
                     batch_t *batch = pointer;
@@ -512,14 +506,9 @@ s_save (void *self_, const wrk_db_row_t *row)
     batch_t *batch = s_batch (self);
     if (!batch)
         return -1;
-    if (batch->save_count == batch->save_capacity) {
-        size_t capacity = batch->save_capacity ? batch->save_capacity * 2 : 32;
-        save_t *saves = realloc (batch->saves, capacity * sizeof *saves);
-        if (!saves)
-            return -1;
-        batch->saves = saves;
-        batch->save_capacity = capacity;
-    }
+    if (mdl_array_reserve (&batch->saves, &batch->save_capacity, batch->save_count + 1,
+                           sizeof *batch->saves) != 0)
+        return -1;
     save_t *save = &batch->saves [batch->save_count];
     memset (save, 0, sizeof *save);
     snprintf (save->message_id, sizeof save->message_id, "%s", row->message_id);
@@ -553,14 +542,9 @@ s_outcome (void *self_, const char *message_id, const char *outcome, int64_t out
     batch_t *batch = s_batch (self);
     if (!batch)
         return -1;
-    if (batch->outcome_count == batch->outcome_capacity) {
-        size_t capacity = batch->outcome_capacity ? batch->outcome_capacity * 2 : 32;
-        outcome_t *outcomes = realloc (batch->outcomes, capacity * sizeof *outcomes);
-        if (!outcomes)
-            return -1;
-        batch->outcomes = outcomes;
-        batch->outcome_capacity = capacity;
-    }
+    if (mdl_array_reserve (&batch->outcomes, &batch->outcome_capacity, batch->outcome_count + 1,
+                           sizeof *batch->outcomes) != 0)
+        return -1;
     outcome_t *entry = &batch->outcomes [batch->outcome_count];
     snprintf (entry->message_id, sizeof entry->message_id, "%s", message_id);
     entry->outcome = strdup (outcome);
