@@ -320,3 +320,33 @@ Test (wrk_jobs, shutdown_keeps_unconfirmed_acks_and_nacks_only_working_jobs, .ti
     cr_assert_eq (acks, 0);
     s_end (&jobs);
 }
+
+//  --------------------------------------------------------------------------
+//  Per-message log lines: log_burst a second on the injected clock; a new
+//  window starts from the first line after the last one ended
+
+Test (wrk_jobs, log_budget_is_log_burst_a_second, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.log_burst = 3;
+    wrk_jobs_t *jobs = s_new (&config);
+    mdl_log_level_t level = mdl_log_level ();
+    mdl_log_set_level (MDL_LOG_INFO);
+    int shown = 0;
+    for (int i = 0; i < 10; i++)
+        shown += wrk_jobs_log_budget (jobs);
+    cr_assert_eq (shown, 3);
+    fake->now = 999;
+    cr_assert_not (wrk_jobs_log_budget (jobs), "still the first window");
+    fake->now = 1000;
+    shown = 0;
+    for (int i = 0; i < 10; i++)
+        shown += wrk_jobs_log_budget (jobs);
+    cr_assert_eq (shown, 3, "a new window, with the summary of the old one");
+    fake->now = 5000;
+    cr_assert (wrk_jobs_log_budget (jobs), "a quiet period banks nothing but opens a window");
+    mdl_log_set_level (MDL_LOG_WARN);
+    cr_assert_not (wrk_jobs_log_budget (jobs), "no budget when INFO is off");
+    mdl_log_set_level (level);
+    s_end (&jobs);
+}
