@@ -4,7 +4,8 @@
     The actor thread owns the role directories' key tables; the broker
     thread only calls brk_auth_check, which reads the User-Id libzmq
     attached to a message and shares nothing with the actor but the
-    (read-only) configuration. So there is no lock anywhere.
+    (read-only) configuration. So there is no lock anywhere: each thread
+    has its own mdl_rate limiter for its log lines (10 a second each).
 */
 #include "brk_auth.h"
 
@@ -15,15 +16,10 @@
 
 #include "mdl_curve.h"
 #include "mdl_log.h"
+#include "mdl_rate.h"
 
 #define S_ZAP_ENDPOINT  "inproc://zeromq.zap.01"
 #define S_LOG_PER_SEC   10          //  Refusal lines per second, the rest counted
-
-typedef struct {
-    int64_t window;             //  Start of the current second
-    int count;                  //  Lines written in it
-    int64_t suppressed;         //  Lines held back in it
-} s_limit_t;
 
 typedef struct {
     brk_role_t role;            //  Whose keys
@@ -37,15 +33,13 @@ typedef struct {
     zsock_t *pipe;              //  Actor pipe
     zsock_t *handler;           //  REP on the ZAP endpoint
     s_dir_t dirs [BRK_ROLE_COUNT];  //  Per role
-    mdl_clock_t clock;          //  For the rate limit
-    s_limit_t limit;            //  Refusal log lines
+    mdl_rate_t *limit;          //  Refusal log lines
     bool bound;                 //  handler holds the ZAP endpoint
 } s_actor_t;
 
 struct _brk_auth_t {
     zactor_t *actor;            //  The handler thread
-    mdl_clock_t clock;          //  For the rate limit
-    s_limit_t limit;            //  Forbidden-command log lines
+    mdl_rate_t *limit;          //  Forbidden-command log lines
 };
 
 static const char *s_role_names [BRK_ROLE_COUNT] = {
@@ -105,22 +99,13 @@ brk_auth_allows (brk_role_t role, mmp_command_t command)
 //  True if a line may be logged now; rolls the window over, reporting
 //  what the last one held back.
 static bool
-s_limit_allows (s_limit_t *limit, const mdl_clock_t *clock, const char *what)
+s_limit_allows (mdl_rate_t *limit, const char *what)
 {
-    int64_t now = mdl_clock_now (clock);
-    if (now - limit->window >= 1000) {
-        if (limit->suppressed)
-            mdl_warn ("%" PRId64 " more %s suppressed in the last second", limit->suppressed, what);
-        limit->window = now;
-        limit->count = 0;
-        limit->suppressed = 0;
-    }
-    if (limit->count < S_LOG_PER_SEC) {
-        limit->count++;
-        return true;
-    }
-    limit->suppressed++;
-    return false;
+    mdl_rate_window_t window;
+    bool allowed = mdl_rate_allow (limit, &window);
+    if (window.closed && window.dropped)
+        mdl_warn ("%" PRId64 " more %s suppressed in the last second", window.dropped, what);
+    return allowed;
 }
 
 //  --------------------------------------------------------------------------
@@ -297,7 +282,7 @@ static void
 s_refuse (s_actor_t *self, zframe_t **request_id_p, const char *domain, const char *address,
           const char *key, const char *why)
 {
-    if (s_limit_allows (&self->limit, &self->clock, "refused connections"))
+    if (s_limit_allows (self->limit, "refused connections"))
         mdl_warn ("auth: refused %s connection from %s (key %s): %s",
                   domain, address, key ? key : "-", why);
     s_reply (self, request_id_p, "400", why, NULL, NULL);
@@ -371,6 +356,7 @@ s_actor_free (s_actor_t *self)
     if (self->handler && self->bound)
         zsock_unbind (self->handler, S_ZAP_ENDPOINT);
     zsock_destroy (&self->handler);
+    mdl_rate_destroy (&self->limit);
     free (self);
 }
 
@@ -429,9 +415,10 @@ brk_auth_new (const brk_auth_config_t *config)
         free (state);
         return NULL;
     }
-    self->clock = config->clock.now ? config->clock : mdl_clock_system ();
-    state->clock = self->clock;
-    bool failed = false;
+    mdl_clock_t clock = config->clock.now ? config->clock : mdl_clock_system ();
+    self->limit = mdl_rate_new (clock, S_LOG_PER_SEC, 1000);
+    state->limit = mdl_rate_new (clock, S_LOG_PER_SEC, 1000);
+    bool failed = !self->limit || !state->limit;
     for (int role = 0; role < BRK_ROLE_COUNT; role++) {
         s_dir_t *dir = &state->dirs [role];
         dir->role = (brk_role_t) role;
@@ -445,6 +432,7 @@ brk_auth_new (const brk_auth_config_t *config)
     }
     if (failed) {
         s_actor_free (state);
+        mdl_rate_destroy (&self->limit);
         free (self);
         return NULL;
     }
@@ -471,6 +459,7 @@ brk_auth_destroy (brk_auth_t **self_p)
     if (!self)
         return;
     zactor_destroy (&self->actor);
+    mdl_rate_destroy (&self->limit);
     free (self);
     *self_p = NULL;
 }
@@ -483,7 +472,7 @@ brk_auth_check (brk_auth_t *self, const char *user_id, const char *key, mmp_comm
     brk_role_t role = brk_auth_role (user_id, &name);
     if (brk_auth_allows (role, command))
         return 0;
-    if (s_limit_allows (&self->limit, &self->clock, "forbidden-command warnings"))
+    if (s_limit_allows (self->limit, "forbidden-command warnings"))
         mdl_warn ("auth: forbidden: %s %s (key %s) sent %s", brk_role_name (role),
                   name && *name ? name : "-", key && *key ? key : "-", mmp_command_name (command));
     return -1;

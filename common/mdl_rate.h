@@ -8,8 +8,9 @@
     request closes a window, the caller is told what that window dropped
     and how long it lasted, so it can print one summary line.
 
-    Used by the broker (warnings about peers' bad input, 20 a second) and
-    the worker (per-message INFO lines, --log-burst a second).
+    Used by the broker (warnings about peers' bad input, 20 a second; CURVE
+    refusals and forbidden commands, 10 a second) and the worker
+    (per-message INFO lines, --log-burst a second).
 
     Cost: O(1), one clock read per request; no allocation after new.
     Not thread-safe: one limiter per thread (or per loop).
