@@ -41,6 +41,10 @@ mmp_recv_meta (zsock_t *sock, bool wait, zframe_t **routing_id,
     mmp_error_t spare;
     if (!err)
         err = &spare;
+    //  Frame errors are found before the body is read: no req to echo
+    err->code = NULL;
+    err->reason [0] = 0;
+    err->req [0] = 0;
     if (routing_id)
         *routing_id = NULL;
     void *handle = zsock_resolve (sock);
