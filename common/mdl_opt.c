@@ -117,6 +117,9 @@ mdl_opt_set_output (mdl_opt_t *self, FILE *out, FILE *err)
 //  --------------------------------------------------------------------------
 //  Errors
 
+static int s_vfail (const mdl_opt_t *self, const char *format, va_list args)
+    __attribute__ ((format (printf, 2, 0)));
+
 static int
 s_vfail (const mdl_opt_t *self, const char *format, va_list args)
 {

@@ -204,6 +204,8 @@ s_remove_dir (void)
 int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
+    (void) argc;
+    (void) argv;
     mdl_log_set_level (MDL_LOG_ERROR);
     const char *base = access ("/dev/shm", W_OK) == 0? "/dev/shm": "/tmp";
     snprintf (s_dir, sizeof (s_dir), "%s/fuzz_journal.XXXXXX", base);
