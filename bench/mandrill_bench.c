@@ -1,5 +1,9 @@
 /*  mandrill_bench: load tool for a running mandrill-broker.
 
+    About 870 lines, over the house limit: it is one program whose three
+    workloads share the producer, the consumers and the shared-memory side
+    channel; split, each file would need all of them.
+
     Implements the workloads of the peer comparison (shared/peers/README.md)
     against Mandrill, so the figures sit beside the peers' in one table:
 
