@@ -8,8 +8,11 @@
 #                [--dur 10] [--rate 10000] [--backlog 2000]
 #                [--durability memory|none|batch|sync]
 #                [--broker-args "--ack-deadline 30s"] [--out DIR]
-#                [--peers redis-aof,zmq] [--peers-install]
+#                [--peers redis-aof,zmq] [--peers-install] [--curve]
 #
+# --curve: generate a broker key and one client key (OUT/keys), run the
+# broker with CURVE on every socket and the driver with that key as both
+# publisher and worker: the same workloads, encrypted.
 # --build: the CMake build directory holding broker/mandrill-broker and
 # bench/mandrill_bench (default: $BUILD_DIR, else ./build).
 # Ports are free ones on 127.0.0.1; every broker is stopped by its PID.
@@ -20,7 +23,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD_DIR:-$PWD/build}
 REPS=3 N=200000 N1=50000 K1=0 DUR=10 RATE=10000 BACKLOG=2000
-BROKER_ARGS="" PEERS="" PEERS_INSTALL=0 DURABILITY=
+BROKER_ARGS="" PEERS="" PEERS_INSTALL=0 DURABILITY= CURVE=0
 OUT=""
 PEERS_DIR=${PEERS_DIR:-/work/shared/peers}
 while [ $# -gt 0 ]; do
@@ -38,6 +41,7 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --peers) PEERS=$2; shift ;;
     --peers-install) PEERS_INSTALL=1 ;;
+    --curve) CURVE=1 ;;
     -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 1 ;;
     esac
@@ -55,6 +59,18 @@ RESULTS=$OUT/results.txt
 HAS_JOURNAL=0
 "$BROKER" --help 2>&1 | grep -q -- --data-dir && HAS_JOURNAL=1
 [ -n "$DURABILITY" ] && BROKER_ARGS="--durability $DURABILITY $BROKER_ARGS"
+# --curve: every socket CurveZMQ; the driver's one key is publisher and worker.
+BENCH_ARGS=()
+if [ "$CURVE" = 1 ]; then
+    CTL=$BUILD/cli/mandrill-ctl
+    KEYS=$OUT/keys
+    mkdir -p "$KEYS/publishers" "$KEYS/workers"
+    "$CTL" keygen broker --dir "$KEYS" >/dev/null && "$CTL" keygen bench --dir "$KEYS" >/dev/null ||
+        { echo "run.sh: $CTL keygen failed" >&2; exit 1; }
+    cp "$KEYS/bench.key" "$KEYS/publishers/" && cp "$KEYS/bench.key" "$KEYS/workers/"
+    BROKER_ARGS="--curve-cert $KEYS/broker.key_secret --publishers $KEYS/publishers --workers $KEYS/workers $BROKER_ARGS"
+    BENCH_ARGS=(--curve-cert "$KEYS/bench.key_secret" --broker-cert "$KEYS/broker.key")
+fi
 
 BPID=
 cleanup() {
@@ -108,7 +124,7 @@ bench() { # label args...
     local label=$1
     shift
     start_broker "$label"
-    timeout 300 "$BENCH" "$@" --frontend "tcp://127.0.0.1:$PF" --backend "tcp://127.0.0.1:$PB" \
+    timeout 300 "$BENCH" "$@" "${BENCH_ARGS[@]}" --frontend "tcp://127.0.0.1:$PF" --backend "tcp://127.0.0.1:$PB" \
         --broker-pid "$BPID" >>"$RESULTS" 2>"$OUT/bench-$label.log"
     local rc=$?
     stop_broker
