@@ -126,6 +126,7 @@ typedef struct {
     const char *json;           //  Request as delivered
     size_t json_len;            //  Bytes of json
     int64_t published_ms;       //  Unix ms of the publish
+    const char *publisher;      //  Authenticated publisher name, or NULL
     int64_t attempts;           //  Deliveries before the restart
     uint64_t delivery_id;       //  Last lease before the restart, 0 if none
     unsigned steps;             //  Progress reported

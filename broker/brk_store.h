@@ -45,7 +45,7 @@ typedef struct _brk_store_t brk_store_t;
 //  What changed. The epoch is not a record: a store that persists fixes
 //  the run's epoch when it opens (brk_store_epoch ()).
 typedef enum {
-    BRK_STORE_PUBLISH,          //  message_id, request, published_ms
+    BRK_STORE_PUBLISH,          //  message_id, request, published_ms, publisher
     BRK_STORE_ACK,              //  message_id
     BRK_STORE_ATTEMPT,          //  message_id, attempt, delivery_id
     BRK_STORE_DEAD,             //  message_id, reason, history, dead_ms
@@ -59,6 +59,7 @@ typedef struct {
     const char *message_id;     //  Canonical lower-case uuid
     const char *request;        //  PUBLISH: the request's JSON text
     uint64_t published_ms;      //  PUBLISH: unix ms
+    const char *publisher;      //  PUBLISH: authenticated publisher name, or NULL
     uint32_t attempt;           //  ATTEMPT: delivery number
     uint64_t delivery_id;       //  ATTEMPT: the lease
     uint32_t steps;             //  PROGRESS: steps done
