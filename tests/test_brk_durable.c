@@ -416,3 +416,49 @@ Test (brk_durable, a_second_broker_on_the_same_dir_is_refused)
     cr_assert_eq (status, BRK_SERVER_LOCKED);
     zactor_destroy (&second);
 }
+
+//  A publisher that retries across a restart must not queue a finished
+//  request again: the acked id is still a duplicate after the restart,
+//  and after the next one (snapshots: test_brk_journal_v3).
+Test (brk_durable, acked_ids_stay_duplicates_after_a_restart)
+{
+    s_start (BRK_JOURNAL_BATCH);
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish (publisher, 1, "batch");
+    s_publish (publisher, 2, "batch");
+    zsock_t *worker = s_worker ();
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 2);
+    uint64_t first = deliver.deliveries [0].delivery_id;
+    cr_assert_str_eq (deliver.deliveries [0].message.message_id, s_id (1));
+    mmp_msg_reset (&deliver);
+    s_ack (worker, first, 1);
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+    zactor_destroy (&s_broker);
+
+    for (int run = 0; run < 2; run++) {
+        s_start (BRK_JOURNAL_BATCH);
+        publisher = s_dealer (s_frontend);
+        char json [256];
+        snprintf (json, sizeof json, "{\"messages\":[{\"message_id\":\"%s\","
+                  "\"instance_name\":\"cattle-0001\"}],\"req\":\"again\"}", s_id (1));
+        s_send (publisher, MMP_PUBLISH, json);
+        mmp_msg_t ack;
+        s_expect (publisher, MMP_PUBACK, &ack);
+        cr_assert_eq (ack.message_id_count, 1);
+        cr_assert_eq (ack.other_id_count, 1, "run %d: the acked id is a duplicate", run);
+        cr_assert_str_eq (ack.other_ids [0], s_id (1));
+        mmp_msg_reset (&ack);
+        //  Only message 2 is pending: the retry queued nothing
+        s_send (publisher, MMP_STATS, "{}");
+        mmp_msg_t stats;
+        s_expect (publisher, MMP_STATS, &stats);
+        cr_assert_eq (cJSON_GetObjectItem (stats.body, "ready")->valuedouble
+                      + cJSON_GetObjectItem (stats.body, "in_flight")->valuedouble, 1);
+        mmp_msg_reset (&stats);
+        zsock_destroy (&publisher);
+        zactor_destroy (&s_broker);
+    }
+}
