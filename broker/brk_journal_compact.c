@@ -9,7 +9,10 @@
     are the files it replaces deleted. Any failure before the rename
     removes the tmp file and changes nothing.
 
-    Cost: O(live messages) records, sequential reads with 1 MiB read-ahead
+    The acked ids the index keeps (done_window) are written first, oldest
+    first, as ACK records, so replay puts them back on the done list.
+
+    Cost: O(live messages + acked ids kept) records, sequential reads with 1 MiB read-ahead
     (random reads when the live set is scattered over many files), 1 MiB
     writes, and two arrays of 8 bytes per live message for the new offsets.
     Offsets are 64-bit, so a live set (and a snapshot) may pass 4 GiB;
