@@ -16,7 +16,7 @@
     Live state: the module keeps its own index of live messages (id ->
     where its PUBLISH/DEAD records are, attempt count, progress steps), so
     compaction needs nothing from the broker. It costs about 120 bytes of
-    memory per live message, on the writer thread, and about 140 bytes per
+    memory per live message, on the writer thread, and about 160 bytes per
     acked id kept for duplicate detection (at most done_window of them).
 
     Recovery: brk_journal_new () reads the journal, truncates a torn tail,

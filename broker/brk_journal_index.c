@@ -14,7 +14,7 @@
     second list, in ack order, so that duplicate detection survives a
     restart (snapshots write them as ACK records, replay hands them over).
     At most done_window of them are kept, the oldest forgotten first; each
-    costs the same as a live entry, about 140 bytes with a 36-byte id
+    costs the same as a live entry, about 160 bytes with a 36-byte id
     (the entry is reused, so an ack allocates nothing), and 50 bytes in
     a snapshot.
 */
