@@ -28,9 +28,10 @@ counterexample (the ids, times and lines that break it):
                 event feed is best-effort (PUB drops at its high-water mark):
                 a lost event can hide a reuse, never invent one.
   unattributed  every duplicate completed restart (the second and later
-                `end` of one id) is attributed to the nearest fault that
-                began between the first restart's start and the duplicate's
-                start; a duplicate with no such fault is a violation.
+                `end` of one id) is attributed to the latest fault that
+                began before the duplicate's start and lasted at least
+                until the first restart's start; a duplicate with no such
+                fault is a violation.
   memory        the broker's RSS (sampled every 100 ms) stayed under
                 --rss-limit-mb (no limit: reported only).
 
@@ -163,6 +164,23 @@ def s_pubacked(h):
     return out
 
 
+def s_spans(h):
+    """Faults as (begin, end, record): each begin paired with the next end
+    of the same kind and target; a fault never ended lasts to the end."""
+    spans = []
+    for k, f in enumerate(h.faults):
+        if f.get("phase") != "begin":
+            continue
+        key = (f.get("kind"), f.get("name"), f.get("host"))
+        end = h.end_t
+        for g in h.faults[k + 1:]:
+            if g.get("phase") == "end" and (g.get("kind"), g.get("name"), g.get("host")) == key:
+                end = g["t"]
+                break
+        spans.append((f["t"], end, f))
+    return spans
+
+
 def s_broker_kills(h):
     return [f["t"] for f in h.faults if f.get("kind") == "kill_broker" and f.get("phase") == "begin"]
 
@@ -219,8 +237,7 @@ def s_intervals(h):
 
 
 def s_check_overlap(h, rep, intervals):
-    kills = [(f["t"], f.get("name")) for f in h.faults
-             if f.get("kind") == "kill_worker" and f.get("phase") == "begin"]
+    kills = [(b, e, f.get("name")) for b, e, f in s_spans(h) if f.get("kind") == "kill_worker"]
     begins = [f for f in h.faults if f.get("phase") == "begin"]
     bad, orphans = [], []
     for i, ivs in intervals.items():
@@ -234,7 +251,11 @@ def s_check_overlap(h, rep, intervals):
                        " (no end)" if a[3] else "", a[4], b[2], s_fmt_t(h, b[0]), b[4],
                        "%s %s at %s" % (cause[-1].get("kind"), cause[-1].get("name", ""),
                                         s_fmt_t(h, cause[-1]["t"])) if cause else "none"))
-            if any(a[0] <= t <= b[0] and name == a[2] for t, name in kills):
+            # An orphan: a's worker was killed while a ran, or before a's
+            # start line was stamped by a child forked before the kill (the
+            # line comes from the child, so it can follow the kill by a few
+            # ms) but before the worker was started again.
+            if any(name == a[2] and a[0] < e and a[1] > t and t <= b[0] for t, e, name in kills):
                 orphans.append(text)
             else:
                 bad.append(text)
@@ -302,17 +323,18 @@ def s_check_reuse(h, rep):
 
 def s_check_duplicates(h, rep, intervals):
     """Duplicates by cause; returns {cause: count}."""
-    begins = [f for f in h.faults if f.get("phase") == "begin"]
-    times = [f["t"] for f in begins]
+    spans = s_spans(h)
     by_cause, bad = {}, []
     for i, ivs in intervals.items():
         done = [iv for iv in ivs if not iv[3]]
         for dup in done[1:]:
             first_start = done[0][0]
-            k = bisect.bisect_right(times, dup[0]) - 1
-            if k >= 0 and times[k] >= first_start:
-                f = begins[k]
-                cause = f.get("kind", "?")
+            # The culprit: the latest fault that began before the duplicate
+            # started and was still going on (or began) after the first
+            # restart started.
+            cands = [f for b, e, f in spans if b <= dup[0] and e >= first_start]
+            if cands:
+                cause = cands[-1].get("kind", "?")
                 by_cause[cause] = by_cause.get(cause, 0) + 1
             else:
                 bad.append("%s: duplicate restart by %s at %s, no fault since its first "
@@ -445,3 +467,37 @@ def check(hdir, known_open=(), rss_limit_mb=None, out=sys.stdout):
     except OSError:
         pass
     return 1 if rep.failed else 0
+
+
+def table(hdir, out=sys.stdout):
+    """Prints the soak table from HISTORY_DIR/check.json (written by check);
+    returns 0, or 2 when there is none."""
+    try:
+        with open(os.path.join(hdir, "check.json"), encoding="utf-8") as f:
+            s = json.load(f)
+    except (OSError, ValueError) as e:
+        print("mandrill-chaos table: %s" % e, file=sys.stderr)
+        return 2
+
+    def row(k, v):
+        print("| %-44s | %s |" % (k, v), file=out)
+
+    print("| %-44s | %s |" % ("mandrill-chaos (seed %s, %s)" % (s.get("seed"), s.get("durability")),
+                              "value"), file=out)
+    print("|%s|%s|" % ("-" * 46, "-" * 7), file=out)
+    for kind, n in sorted(s.get("faults", {}).items()):
+        row("faults: " + kind, n)
+    row("requests published", s.get("published"))
+    row("requests PUBACKed", s.get("pubacked"))
+    row("lost", s.get("lost"))
+    row("dead-lettered", s.get("dead_lettered"))
+    dups = s.get("duplicates_by_cause", {})
+    row("duplicate completed restarts", sum(dups.values()))
+    for cause, n in sorted(dups.items()):
+        row("  caused by " + cause, n)
+    row("broker restart -> first delivery", s_summary(s.get("recovery_broker_s", [])))
+    row("worker kill -> its leases redelivered", s_summary(s.get("recovery_worker_s", [])))
+    row("broker RSS max", "%.1f MiB" % (s.get("rss_max_kb", 0) / 1024.0))
+    for name, verdict in sorted(s.get("invariants", {}).items()):
+        row("invariant " + name, verdict)
+    return 0

@@ -154,8 +154,9 @@ def main():
     h["faults"] = [{"t": T0 + 4 * S, "kind": "kill_broker", "phase": "begin"}]
     s_case("a duplicate restart is attributed to its fault", h, 0,
            ["1 duplicate completed restart(s): kill_broker 1", "RESULT PASS"])
-    h["faults"] = [{"t": T0 + S, "kind": "kill_broker", "phase": "begin"}]
-    s_case("a fault before the first restart explains nothing", h, 1, ["VIOLATION unattributed"])
+    h["faults"] = [{"t": T0 + S, "kind": "kill_broker", "phase": "begin"},
+                   {"t": T0 + S + S // 2, "kind": "kill_broker", "phase": "end"}]
+    s_case("a fault over before the first restart explains nothing", h, 1, ["VIOLATION unattributed"])
 
     h = s_base()
     h["rss"].append({"t": T0 + 2 * S, "pid": 1, "rss_kb": 300 * 1024})
