@@ -235,6 +235,17 @@ def s_netns_possible():
     return True
 
 
+def s_netem_possible():
+    """tc netem needs the kernel's sch_netem; probed in a throwaway netns."""
+    name = "mchnetem%d" % os.getpid()
+    if s_sh(["ip", "netns", "add", name], check=False) != 0:
+        return False
+    ok = s_sh(["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root",
+               "netem", "delay", "1ms"], check=False) == 0
+    s_sh(["ip", "netns", "del", name], check=False)
+    return ok
+
+
 class Run:
     def __init__(self, args):
         self.a = args
@@ -480,6 +491,9 @@ class Run:
         if "disk_full" in self.kinds and os.geteuid() != 0:
             s_log("disk_full needs root (a tmpfs under the journal): left out of this run")
             self.kinds.remove("disk_full")
+        if a.hosts and "netem_host" in self.kinds and not s_netem_possible():
+            s_log("tc netem is not available in this kernel (sch_netem): netem_host left out")
+            self.kinds.remove("netem_host")
         if not a.hosts:
             for k in chaos_plan.HOST_KINDS:
                 if k in self.kinds:

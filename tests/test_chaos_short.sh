@@ -17,7 +17,7 @@ rc=0
 for seed in 11 12; do
     out=$(mktemp -d /tmp/mandrill-chaos-ci-XXXXXX)
     if "$py" "$src/chaos/mandrill-chaos" run --seed "$seed" --duration 25 --durability batch \
-        --workers 3 --publishers 2 --ack-deadline 3 \
+        --workers 3 --publishers 2 --ack-deadline 5 \
         --faults kill_broker,kill_worker,stop_worker_hb,stop_worker_deadline \
         --known-open "$known" --timeout 170 --out "$out"; then
         rm -rf "$out"
