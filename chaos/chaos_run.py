@@ -5,7 +5,8 @@ history, settles the run and hands the history to the checker.
 Contract:
 - Every process it starts is a child it knows by PID; it kills and reaps
   exactly those (SIGCONT first, so a stopped one can die), on a normal end,
-  on SIGINT/SIGTERM and on --timeout. Network namespaces, veth links, qdiscs
+  on SIGINT/SIGTERM/SIGHUP and on --timeout; a child also gets SIGKILL
+  from the kernel if the harness itself dies (PR_SET_PDEATHSIG). Network namespaces, veth links, qdiscs
   and the tmpfs it made are removed again; the history directory stays.
 - Ports are free ports of 127.0.0.1 found by binding port 0. With --hosts N
   the broker binds 0.0.0.0 (--insecure) and each host i is a network
@@ -20,6 +21,7 @@ Contract:
 Cost: a few threads (event feed, RSS sampler); one STATS round trip per
 poll while settling.
 """
+import ctypes
 import json
 import os
 import shutil
@@ -64,6 +66,15 @@ def s_program(bin_dir, env_name, rel):
     return path
 
 
+def s_die_with_parent():
+    """Child side of fork: SIGKILL when the harness dies, even by kill -9,
+    so that no process of a run outlives it (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
 class Proc:
     """One child process, known by PID; started again with the same argv."""
 
@@ -77,7 +88,7 @@ class Proc:
     def start(self):
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, preexec_fn=s_die_with_parent)
         log.close()
         self.starts += 1
         self.stopped = self.down = False
@@ -557,7 +568,8 @@ def run(args):
     def s_stop(signum, _frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
-    old = {s: signal.signal(s, s_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    old = {s: signal.signal(s, s_stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                             signal.SIGALRM)}
     if args.timeout:
         signal.alarm(int(args.timeout))
     try:

@@ -131,6 +131,18 @@ def main():
            ["KNOWN OPEN: orphan", "RESULT PASS"], known_open=["orphan"])
 
     h = s_base()
+    h["restarts"] += ["start %s a.example.net w1 %d" % (A, T0 + 2 * S + S // 2),
+                      "end %s a.example.net w1 %d" % (A, T0 + 4 * S)]
+    h["faults"] = [{"t": T0 + 2 * S - S // 100, "kind": "kill_worker", "phase": "begin", "name": "w0"},
+                   {"t": T0 + 2 * S + S // 5, "kind": "kill_worker", "phase": "end", "name": "w0"}]
+    s_case("an orphan whose start line follows the kill is still an orphan", h, 1,
+           ["VIOLATION orphan", "HOLDS overlap"])
+    h["faults"] = [{"t": T0 + S, "kind": "kill_worker", "phase": "begin", "name": "w0"},
+                   {"t": T0 + S + S // 2, "kind": "kill_worker", "phase": "end", "name": "w0"}]
+    s_case("a kill of an earlier life of the worker makes no orphan", h, 1,
+           ["VIOLATION overlap", "HOLDS orphan"])
+
+    h = s_base()
     h["events"][1]["body"]["delivery_id"] = 4294967297
     s_case("a reused delivery id is caught", h, 1, ["VIOLATION delivery_reuse", "4294967297"])
 
