@@ -6,7 +6,7 @@
 # restart -> first delivery; worker kill -> its leases delivered again),
 # the broker's peak RSS and each invariant's verdict.
 #   bench/chaos_soak.sh [SECONDS [SEED [DURABILITY]]]    (default 600, random, batch)
-# Environment: BUILD_DIR (default build), CHAOS_KNOWN_OPEN (default orphan:
+# Environment: BUILD_DIR (default build), CHAOS_KNOWN_OPEN (default orphan,stalled:
 # see chaos/README.md), CHAOS_OUT (history directory, default a new temp dir).
 # Exit: the checker's (0 all hold, 1 a violation), 77 no python3-zmq.
 set -uo pipefail
@@ -23,7 +23,7 @@ fi
 out="${CHAOS_OUT:-$(mktemp -d /tmp/mandrill-chaos-soak-XXXXXX)}"
 "$py" chaos/mandrill-chaos run --seed "$seed" --duration "$seconds" --durability "$durability" \
     --hosts "$hosts" --workers 3 --publishers 3 --faults all --ack-deadline 5 \
-    --known-open "${CHAOS_KNOWN_OPEN-orphan}" --bin-dir "${BUILD_DIR:-build}" \
+    --known-open "${CHAOS_KNOWN_OPEN-orphan,stalled}" --bin-dir "${BUILD_DIR:-build}" \
     --timeout $((seconds + 600)) --out "$out"
 rc=$?
 echo

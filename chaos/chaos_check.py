@@ -22,6 +22,11 @@ counterexample (the ids, times and lines that break it):
                 delivers the request again at once. Kept apart from
                 `overlap` so that it can be marked known open by itself
                 (the in-doubt rule of docs/DESIGN "Restart safety").
+  stalled       the same, for a pair whose second restart came from a worker
+                that was stopped (SIGSTOP) while the first was delivered:
+                the broker rightly gave the stalled worker's lease away,
+                and the worker, resumed, started the restart of the lease
+                it no longer held. Kept apart for the same reason.
   saved_once    every acked (not dead-lettered) id has exactly one row.
   restarted     every acked id has at least one completed restart.
   delivery_reuse  no delivery id appears in two `delivered` events. The
@@ -46,7 +51,7 @@ import json
 import os
 import sys
 
-INVARIANTS = ("lost", "overlap", "orphan", "saved_once", "restarted", "delivery_reuse",
+INVARIANTS = ("lost", "overlap", "orphan", "stalled", "saved_once", "restarted", "delivery_reuse",
               "unattributed", "memory")
 SHOW = 5                            # counterexamples printed per invariant
 
@@ -238,8 +243,10 @@ def s_intervals(h):
 
 def s_check_overlap(h, rep, intervals):
     kills = [(b, e, f.get("name")) for b, e, f in s_spans(h) if f.get("kind") == "kill_worker"]
+    stops = [(b, e, f.get("name")) for b, e, f in s_spans(h)
+             if f.get("kind") in ("stop_worker_hb", "stop_worker_deadline")]
     begins = [f for f in h.faults if f.get("phase") == "begin"]
-    bad, orphans = [], []
+    bad, orphans, stalled = [], [], []
     for i, ivs in intervals.items():
         for a, b in zip(ivs, ivs[1:]):
             if b[0] >= a[1]:
@@ -257,6 +264,8 @@ def s_check_overlap(h, rep, intervals):
             # ms) but before the worker was started again.
             if any(name == a[2] and a[0] < e and a[1] > t and t <= b[0] for t, e, name in kills):
                 orphans.append(text)
+            elif any(name == b[2] and t <= a[0] <= e <= b[0] for t, e, name in stops):
+                stalled.append(text)
             else:
                 bad.append(text)
     if bad:
@@ -264,12 +273,17 @@ def s_check_overlap(h, rep, intervals):
     else:
         rep.holds("overlap", "%d restart intervals over %d ids, none overlapping%s"
                   % (sum(len(v) for v in intervals.values()), len(intervals),
-                     " (but for the orphans below)" if orphans else ""))
+                     " (but for the cases below)" if orphans or stalled else ""))
     if orphans:
         rep.violated("orphan", "%d restart(s) of a killed worker still ran when the request "
                      "was restarted again" % len(orphans), orphans)
     else:
         rep.holds("orphan", "no restart of a killed worker overlapped a redelivery")
+    if stalled:
+        rep.violated("stalled", "%d restart(s) started by a worker resumed from a stop, "
+                     "for a lease given away while it was stopped" % len(stalled), stalled)
+    else:
+        rep.holds("stalled", "no worker resumed from a stop restarted a lease it had lost")
 
 
 def s_check_saved_restarted(h, rep, pubacked, acked, completed):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tests of the mandrill-chaos history checker (chaos/chaos_check.py) on
 hand-made histories: a clean one must pass, and each broken one (a lost id,
-overlapping leases, a restart orphaned by a worker kill, a reused delivery
+overlapping leases, a restart orphaned by a worker kill, one from a stalled worker, a reused delivery
 id, a double save, a request never restarted, an unattributed duplicate, a
 run that did not settle, memory over its limit) must fail naming the broken
 invariant, or pass with "KNOWN OPEN" when that invariant is marked so.
@@ -141,6 +141,16 @@ def main():
                    {"t": T0 + S + S // 2, "kind": "kill_worker", "phase": "end", "name": "w0"}]
     s_case("a kill of an earlier life of the worker makes no orphan", h, 1,
            ["VIOLATION overlap", "HOLDS orphan"])
+
+    h = s_base()
+    h["restarts"] += ["start %s a.example.net w1 %d" % (A, T0 + 2 * S + S // 2),
+                      "end %s a.example.net w1 %d" % (A, T0 + 4 * S)]
+    h["faults"] = [{"t": T0 + S, "kind": "stop_worker_hb", "phase": "begin", "name": "w1"},
+                   {"t": T0 + 2 * S + S // 4, "kind": "stop_worker_hb", "phase": "end", "name": "w1"}]
+    s_case("a stalled worker restarting a lease it lost is caught", h, 1,
+           ["VIOLATION stalled", "HOLDS overlap", "HOLDS orphan"])
+    s_case("... and reported KNOWN OPEN when marked", h, 0,
+           ["KNOWN OPEN: stalled", "RESULT PASS"], known_open=["stalled"])
 
     h = s_base()
     h["events"][1]["body"]["delivery_id"] = 4294967297
