@@ -208,10 +208,12 @@ def s_check_lost(h, rep, pubacked, acked):
         for key in ("ready", "delayed", "in_flight", "held"):
             if isinstance(h.stats.get(key), int) and h.stats[key] > 0:
                 unsettled.append("final STATS %s = %d" % (key, h.stats[key]))
-    if lost or unsettled:
-        rep.violated("lost", "%d PUBACKed id(s) lost%s" % (
-            len(lost), "; run did not settle: " + ", ".join(unsettled) if unsettled else ""),
-            lost + unsettled)
+    if unsettled:
+        rep.violated("lost", "the run did not settle (%s): %d PUBACKed id(s) not acked or "
+                     "dead-lettered yet, so none lost cannot be proved"
+                     % (", ".join(unsettled), len(lost)), unsettled + lost)
+    elif lost:
+        rep.violated("lost", "%d PUBACKed id(s) lost" % len(lost), lost)
     else:
         rep.holds("lost", "%d PUBACKed ids: %d acked, %d dead-lettered"
                   % (len(pubacked), len([i for i in pubacked if i in acked]),

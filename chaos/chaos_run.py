@@ -313,7 +313,8 @@ class Run:
         for i in range(a.workers):
             name = "w%d" % i
             host_be = "tcp://%s:%d" % (self.net.addr(i % a.hosts, 1), be) if a.hosts else self.ep["be"]
-            cmd = "sh %s %s %s {message_id} {hostname}" % (os.path.join(HERE, "chaos_restart.sh"), hist, name)
+            cmd = "sh %s %s %s {message_id} {hostname}%s" % (
+                os.path.join(HERE, "chaos_restart.sh"), hist, name, " fast" if a.flood else "")
             argv = [self.progs["worker"], "--broker", host_be, "--name", name, "--db", db,
                     "--restart", "exec", "--restart-cmd", cmd, "--credit", str(a.credit),
                     "--extend-every", "1s", "--restart-timeout", "20s", "--grace", "5s"]
