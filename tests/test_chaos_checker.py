@@ -17,6 +17,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "..", "chaos"))
 import chaos_check  # noqa: E402
+import chaos_plan   # noqa: E402
 
 S = 1000000000                      # one second in ns
 T0 = 1700000000 * S
@@ -184,6 +185,16 @@ def main():
     h["rss"].append({"t": T0 + 2 * S, "pid": 1, "rss_kb": 300 * 1024})
     s_case("memory under no limit is reported", h, 0, ["RSS max 300.0 MiB", "RESULT PASS"])
     s_case("memory over the limit is caught", h, 1, ["VIOLATION memory"], rss_limit_mb=256)
+
+    # The same seed replays the same plan; another seed gives another
+    args = (60.0, chaos_plan.KINDS, 3, 2, 3, 1.0, 5.0)
+    one, again, other = (chaos_plan.plan(7, *args), chaos_plan.plan(7, *args),
+                         chaos_plan.plan(8, *args))
+    ok = one == again and one != other and len(one) > 5 \
+        and all(f["kind"] in chaos_plan.KINDS for f in one)
+    print("%s a seed replays its plan (%d faults)" % ("ok  " if ok else "FAIL", len(one)))
+    if not ok:
+        FAILURES.append("plan replay")
 
     rc = chaos_check.check("/nonexistent/chaos/history", out=io.StringIO())
     print("%s a missing directory is a usage error (rc %d)" % ("ok  " if rc == 2 else "FAIL", rc))
