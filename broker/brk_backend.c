@@ -3,7 +3,10 @@
 
     A peer is known from its HELLO on (a map of routing id -> s_peer_t,
     each with its queue worker). EXTEND/ACK/NACK/PROGRESS are served for
-    any peer, registered or not (delivery ids are the authority); CREDIT,
+    any peer, registered or not (delivery ids are the authority); PROGRESS
+    ["started"] goes to brk_queue_started (stored, so PROGRESSED waits for
+    the store like any progress); HELLO's features are the worker's
+    (brk_queue_worker_set_features); CREDIT,
     HEARTBEAT and BYE need a HELLO first. Every message from a known peer
     counts as a sign of life. A peer whose send fails is marked gone and
     removed after the turn (brk_dispatch); one silent for 3 heartbeats is
