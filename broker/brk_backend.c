@@ -3,7 +3,10 @@
 
     A peer is known from its HELLO on (a map of routing id -> s_peer_t,
     each with its queue worker). EXTEND/ACK/NACK/PROGRESS are served for
-    any peer, registered or not (delivery ids are the authority); CREDIT,
+    any peer, registered or not (delivery ids are the authority); PROGRESS
+    ["started"] goes to brk_queue_started (stored, so PROGRESSED waits for
+    the store like any progress); HELLO's features are the worker's
+    (brk_queue_worker_set_features); CREDIT,
     HEARTBEAT and BYE need a HELLO first. Every message from a known peer
     counts as a sign of life. A peer whose send fails is marked gone and
     removed after the turn (brk_dispatch); one silent for 3 heartbeats is
@@ -16,6 +19,9 @@
 #include <string.h>
 
 #include "mdl_log.h"
+
+_Static_assert (MMP_FEATURE_IN_DOUBT == BRK_FEATURE_IN_DOUBT && MMP_FEATURE_VERIFY == BRK_FEATURE_VERIFY
+                && MMP_STEP_STARTED == BRK_STEP_STARTED, "feature and step bits agree");
 
 static void
 s_peer_destroy (s_peer_t **peer_p)
@@ -106,10 +112,20 @@ s_op_nack (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
     return brk_queue_nack (self->queue, id, msg->delay_ms, msg->reason);
 }
 
+//  "started" (the restart command is about to run) goes to
+//  brk_queue_started, the finished steps to brk_queue_progress; both are
+//  stored, so PROGRESSED (sent once the store is durable) tells the worker
+//  that the broker will remember the start across a crash.
 static brk_result_t
 s_op_progress (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
 {
-    return brk_queue_progress (self->queue, id, msg->steps);
+    unsigned done = msg->steps & ~MMP_STEP_STARTED;
+    brk_result_t result = BRK_OK;
+    if (msg->steps & MMP_STEP_STARTED)
+        result = brk_queue_started (self->queue, id);
+    if (done && result == BRK_OK)
+        result = brk_queue_progress (self->queue, id, done);
+    return result;
 }
 
 //  Delivery ids are the authority, so these are served for any peer,
@@ -191,13 +207,17 @@ s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mm
             mmp_send_error (self->backend, routing_id, MMP_ERR_INTERNAL, "out of memory", NULL);
             return;
         }
-        mdl_info ("worker %s (%s) joined with credit %" PRId64, name, peer->key, msg->credit);
+        mdl_info ("worker %s (%s) joined with credit %" PRId64 "%s%s", name, peer->key, msg->credit,
+                  msg->features & MMP_FEATURE_IN_DOUBT ? ", in_doubt" : "",
+                  msg->features & MMP_FEATURE_VERIFY ? ", verify" : "");
     }
     else {
         brk_queue_worker_set_credit (self->queue, peer->worker, msg->credit);
         mdl_info ("worker %s said HELLO again, credit %" PRId64,
                   brk_worker_name (peer->worker), msg->credit);
     }
+    //  MMP_FEATURE_* and BRK_FEATURE_* are the same bits
+    brk_queue_worker_set_features (self->queue, peer->worker, msg->features);
     mmp_buf_t *buf = &self->reply;
     if (mmp_encode_welcome (buf, self->config.queue.ack_deadline_ms, self->config.queue.heartbeat_ms,
                             brk_queue_epoch (self->queue)) == 0)

@@ -44,14 +44,17 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     const char *json = brk_msg_json (msg, &len);
     //  A frame is closed and sent when the next lease would take it over
     //  MMP_MAX_BODY bytes or MMP_MAX_DELIVERIES leases
-    int rc = mmp_encode_deliver_add (&peer->deliver, peer->deliver_count, delivery_id, attempt,
-                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                     json, len);
+    //  The in-doubt mark goes only to workers that declared they read it
+    bool doubt = (brk_worker_features (worker) & MMP_FEATURE_IN_DOUBT)
+              && brk_queue_msg_in_doubt (msg) && !(brk_msg_steps (msg) & MMP_STEP_RESTART);
+    int rc = mmp_encode_deliver_add_doubt (&peer->deliver, peer->deliver_count, delivery_id, attempt,
+                                           self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                           doubt, json, len);
     if (rc == 1) {
         s_flush_deliveries (self, peer);
-        rc = mmp_encode_deliver_add (&peer->deliver, 0, delivery_id, attempt,
-                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                     json, len);
+        rc = mmp_encode_deliver_add_doubt (&peer->deliver, 0, delivery_id, attempt,
+                                           self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                           doubt, json, len);
     }
     if (rc != 0) {
         mdl_error ("out of memory building DELIVER for %s; the lease will expire and be redelivered",

@@ -67,6 +67,13 @@ typedef struct {
 #define BRK_POLICY_NAME_MAX 64
 #define BRK_POLICY_RESTART_TIMEOUT_DEFAULT 300000
 
+//  What becomes of a request in doubt whose next worker has no verify
+//  command (policy key in_doubt).
+typedef enum {
+    BRK_IN_DOUBT_RESTART = 0,           //  "restart": delivered, restarted again (default)
+    BRK_IN_DOUBT_DEAD_LETTER            //  "dead_letter": dead-lettered "in_doubt" for an operator
+} brk_in_doubt_t;
+
 typedef struct {
     char name [BRK_POLICY_NAME_MAX];    //  Group name
     char glob [256];                    //  fnmatch pattern on the folded target
@@ -78,6 +85,7 @@ typedef struct {
     int64_t min_interval_ms;            //  Least time between restarts of a target
     int64_t max_age_ms;                 //  Dead-letter requests older, 0 = never
     int64_t restart_timeout_ms;         //  In-doubt hold after a started restart
+    brk_in_doubt_t in_doubt;            //  In doubt, to a worker without verify
     char zone [64];                     //  TZ name of the windows ("" = UTC)
     brk_window_t windows [BRK_POLICY_MAX_WINDOWS];
     size_t window_count;                //  0 = always open

@@ -156,6 +156,14 @@ s_group (brk_policy_t *policy, zconfig_t *node, char *err, size_t size)
             rc = s_duration (v, &config.max_age_ms);
         else if (strcmp (k, "restart_timeout") == 0)
             rc = s_duration (v, &config.restart_timeout_ms);
+        else if (strcmp (k, "in_doubt") == 0) {
+            if (v && strcmp (v, "restart") == 0)
+                config.in_doubt = BRK_IN_DOUBT_RESTART;
+            else if (v && strcmp (v, "dead_letter") == 0)
+                config.in_doubt = BRK_IN_DOUBT_DEAD_LETTER;
+            else
+                rc = -1;
+        }
         else if (strcmp (k, "zone") == 0) {
             if (!v || strlen (v) >= sizeof config.zone || !brk_window_zone_valid (v))
                 return s_fail (err, size, "groups/%s/zone: unknown time zone '%s'",

@@ -16,13 +16,15 @@
     request, its body and history) and brk_worker (a registration and its
     lease list); their fields are shared through brk_queue_internal.h. The
     lease has no file of its own: only the queue opens and closes leases.
-    At about 1,180 lines this file is over the house's 800 on purpose: it is
+    At about 1,280 lines this file is over the house's 800 on purpose: it is
     one state machine whose transitions all touch the same lists, heaps
     and maps, and cutting it would spread one transition over files. The
     restart policy added about 290 of them (dispatch under a policy, the
     host lock and in-doubt hold on every lease end); its rules live in
     brk_policy.c and its waiting lists in brk_group.c, so what is here is
-    only where the policy meets a transition.
+    only where the policy meets a transition. The in-doubt rule (the
+    recorded start, restore in doubt, dead_letter at lease time) is
+    about 100 more.
 
     Under a policy (brk_queue_set_policy) a READY message is not on the
     ready list but in its group's list or parked on its leased target
@@ -115,6 +117,7 @@ brk_queue_config_defaults (brk_queue_config_t *config)
     config->dedup_window = 100000;
     config->epoch = 1;
     config->first_seq = 1;
+    config->restart_timeout_ms = BRK_POLICY_RESTART_TIMEOUT_DEFAULT;
 }
 
 //  --------------------------------------------------------------------------
@@ -219,6 +222,8 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
         self->config.epoch = 1;
     if (self->config.first_seq < 1 || self->config.first_seq > S_SEQ_MASK + 1)
         self->config.first_seq = 1;
+    if (self->config.restart_timeout_ms <= 0)
+        self->config.restart_timeout_ms = BRK_POLICY_RESTART_TIMEOUT_DEFAULT;
     self->clock = clock;
     self->messages = mdl_strmap_new ();
     self->leases = mdl_map_new ();
@@ -393,6 +398,24 @@ brk_queue_release (brk_queue_t *self, uint64_t durable_seq)
 
 static int s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker,
                          uint64_t delivery_id, int64_t now);
+static int64_t s_restart_timeout (brk_queue_t *self, const brk_msg_t *msg);
+
+//  A restored request in doubt without a lease to reopen: marked, and
+//  delayed restart_timeout from now. 0, or -1 out of memory (then it is
+//  ready at once, as before this rule).
+static int
+s_restore_doubt (brk_queue_t *self, brk_msg_t *msg, int64_t now)
+{
+    if (!msg->policy && !(msg->policy = calloc (1, sizeof (brk_msg_policy_t))))
+        return -1;
+    msg->policy->in_doubt = true;
+    brk_msg_extra_t *extra = brk_msg_extra (msg);
+    if (!extra || mdl_heap_insert (self->delay_heap, &extra->delay,
+                                   now + s_restart_timeout (self, msg)) != 0)
+        return -1;
+    msg->state = BRK_MSG_DELAYED;
+    return 0;
+}
 
 int
 brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
@@ -448,8 +471,16 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
     //  Under a policy a target holds one lease: a second recovered lease
     //  for it waits as a fresh delivery instead
     bool locked = msg->policy && msg->policy->target && msg->policy->target->leased;
+    bool doubt = (msg->steps & BRK_STEP_STARTED) && !(msg->steps & BRK_STEP_RESTART);
     if (restore->delivery_id && restore->attempts > 0 && !locked
-    &&  s_lease_open (self, msg, NULL, restore->delivery_id, now) == 0)
+    &&  s_lease_open (self, msg, NULL, restore->delivery_id, now) == 0) {
+        //  Its restart may still run: counted as started at the recovery,
+        //  so the lease's end holds it for restart_timeout from now
+        if (doubt)
+            msg->lease->started_at = now ? now : 1;
+        return 0;
+    }
+    if (doubt && s_restore_doubt (self, msg, now) == 0)
         return 0;
     s_make_ready (self, msg);
     return 0;
@@ -821,6 +852,14 @@ s_dispatch_policy (brk_queue_t *self, brk_deliver_fn *deliver, void *arg, int64_
                     spare = 0;
                 break;
             }
+            //  in_doubt = dead_letter: only a worker that verifies may
+            //  decide whether an in-doubt restart happened; else an operator
+            if (msg->policy->in_doubt && !(msg->steps & BRK_STEP_RESTART)
+            &&  !(worker->features & BRK_FEATURE_VERIFY)
+            &&  brk_policy_group_config (self->policy, group)->in_doubt == BRK_IN_DOUBT_DEAD_LETTER) {
+                s_dead_letter_as (self, msg, "in_doubt");
+                continue;
+            }
             if (!s_lease_to (self, worker, msg, now, deliver, arg)) {
                 brk_room_push_front (self->room, msg);
                 return leased;
@@ -968,12 +1007,18 @@ s_in_doubt (brk_queue_t *self, brk_lease_t *lease, int64_t now)
             return 0;       //  Not marked, but still held below
     }
     msg->policy->in_doubt = true;
-    int64_t timeout = BRK_POLICY_RESTART_TIMEOUT_DEFAULT;
-    if (self->policy && msg->policy->target)
-        timeout = brk_policy_group_config (self->policy,
-                                           (size_t) msg->policy->target->group)->restart_timeout_ms;
-    int64_t left = lease->started_at + timeout - now;
+    int64_t left = lease->started_at + s_restart_timeout (self, msg) - now;
     return left > 0 ? left : 0;
+}
+
+//  A started restart's own time limit: its group's, or the queue's.
+static int64_t
+s_restart_timeout (brk_queue_t *self, const brk_msg_t *msg)
+{
+    if (self->policy && msg->policy && msg->policy->target)
+        return brk_policy_group_config (self->policy,
+                                        (size_t) msg->policy->target->group)->restart_timeout_ms;
+    return self->config.restart_timeout_ms;
 }
 
 //  A lease ended without an ack (outcome, reason for the history).
@@ -1104,7 +1149,18 @@ brk_queue_started (brk_queue_t *self, uint64_t delivery_id)
     //  0 means "not started": a clock at 0 still counts as started
     if (lease->started_at == 0 && !(lease->msg->steps & BRK_STEP_RESTART))
         lease->started_at = 1;
+    //  Stored like any progress (the journal's PROGRESS ORs it in), so a
+    //  broker that restarts knows the restart may be running
+    lease->msg->steps |= BRK_STEP_STARTED;
+    s_emit (self, BRK_EVENT_PROGRESS, lease->msg, lease->worker, delivery_id, "started");
     return BRK_OK;
+}
+
+void
+brk_queue_worker_set_features (brk_queue_t *self, brk_worker_t *worker, unsigned features)
+{
+    assert (self && worker);
+    worker->features = features;
 }
 
 const char *

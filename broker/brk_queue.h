@@ -36,6 +36,7 @@ typedef struct {
     int64_t dedup_window;       //  Acked message ids remembered for duplicate detection (100000)
     int64_t epoch;              //  Upper bits of delivery ids, unique per broker run (>= 1)
     uint64_t first_seq;         //  Low bits of the run's first delivery id (1; tests start near 2^32)
+    int64_t restart_timeout_ms; //  In-doubt hold without a policy (BRK_POLICY_RESTART_TIMEOUT_DEFAULT)
 } brk_queue_config_t;
 
 //  Fill config with the defaults above.
@@ -143,7 +144,10 @@ typedef struct {
 
 //  Put a recovered message back. A message that had been delivered keeps
 //  its last lease open for one ack deadline (its worker may still ack it
-//  by its old delivery id); then it is redelivered as usual. With
+//  by its old delivery id); then it is redelivered as usual. One whose
+//  steps have STARTED without RESTART is in doubt: its restart may still
+//  run as an orphan, so it is not delivered again before restart_timeout
+//  from now (the recovery), and its next delivery is marked. With
 //  restore->done, the id goes on the done list instead (its publish is a
 //  duplicate until dedup_window later acks push it out). Returns 0,
 //  1 for an id already known, -1 when out of memory.
@@ -247,12 +251,27 @@ int brk_queue_group_stats (brk_queue_t *self, size_t group, brk_group_stats_t *s
 
 //  The restart step bit (MMP_STEP_RESTART in proto/mmp.h).
 #define BRK_STEP_RESTART 2u
+//  The "restart started" bit (MMP_STEP_STARTED): kept in the steps (and so
+//  in the journal's PROGRESS records) once reported; a request restored
+//  with it and without BRK_STEP_RESTART is in doubt.
+#define BRK_STEP_STARTED 4u
+
+//  What a worker declared it can do (MMP_FEATURE_* in proto/mmp.h).
+#define BRK_FEATURE_IN_DOUBT 1u     //  Understands the in-doubt mark on a delivery
+#define BRK_FEATURE_VERIFY   2u     //  Runs a verify command for an in-doubt delivery
+
+//  Set a worker's features (HELLO). Under a group with in_doubt =
+//  dead_letter, an in-doubt request about to be leased to a worker without
+//  BRK_FEATURE_VERIFY is dead-lettered with reason "in_doubt" instead.
+void brk_queue_worker_set_features (brk_queue_t *self, brk_worker_t *worker, unsigned features);
 
 //  The worker reports that delivery_id's restart started (before it runs
-//  the command). If that lease then ends (expired, worker lost) before
+//  the command). The STARTED step is added to the request's steps and
+//  stored (a PROGRESS record: the reply waits until it is durable). If
+//  that lease then ends (expired, worker lost) before
 //  progress reports the restart step, the request is in doubt: it is not
 //  delivered again before its group's restart_timeout has passed since the
-//  start (BRK_POLICY_RESTART_TIMEOUT_DEFAULT without a policy), its target
+//  start (config restart_timeout_ms without a policy), its target
 //  stays locked and its group slot taken until then, and its next delivery
 //  says so (brk_queue_msg_in_doubt). A NACK is the worker's own word that
 //  the restart did not run on: it does not put a request in doubt.

@@ -89,6 +89,7 @@ struct _brk_worker_t {
     int64_t credit;             //  Most leases held at once
     int64_t in_flight;          //  Leases held now
     int64_t last_seen;          //  Monotonic ms of the last sign of life
+    unsigned features;          //  BRK_FEATURE_* declared in HELLO
     brk_lease_t *leases;        //  Open leases held
     brk_worker_t *next, *prev;  //  All workers, in dispatch order
 };

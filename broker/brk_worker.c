@@ -80,3 +80,9 @@ brk_worker_credit (const brk_worker_t *worker)
 {
     return worker->credit;
 }
+
+unsigned
+brk_worker_features (const brk_worker_t *worker)
+{
+    return worker->features;
+}

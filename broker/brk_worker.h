@@ -19,5 +19,7 @@ void *brk_worker_handle (const brk_worker_t *worker);
 const char *brk_worker_name (const brk_worker_t *worker);
 int64_t brk_worker_in_flight (const brk_worker_t *worker);
 int64_t brk_worker_credit (const brk_worker_t *worker);
+//  BRK_FEATURE_* it declared in HELLO (brk_queue.h).
+unsigned brk_worker_features (const brk_worker_t *worker);
 
 #endif

@@ -32,6 +32,7 @@ static const mdl_opt_spec_t s_options [] = {
     { "backoff-base", 0, "DUR", "redelivery delay after a first failure\n(default 500ms)", NULL },
     { "backoff-max", 0, "DUR", "cap of the exponential backoff (default 30s)", NULL },
     { "heartbeat", 0, "DUR", "heartbeat interval; a worker silent for 3 is\nlost (default 1s)", NULL },
+    { "restart-timeout", 0, "DUR", "a started restart's own time limit without a\npolicy: a request whose worker died mid-restart\n(in doubt) is not delivered again before it\npassed (default 5m; see docs/POLICY.md)", NULL },
     { "dedup-window", 0, "N", "acked ids remembered to refuse re-publishes\n(default 100000)", NULL },
     { NULL, 0, NULL, "Durability", NULL },
     { "data-dir", 0, "DIR", "journal directory (default ./mandrill-data)", NULL },
@@ -86,6 +87,7 @@ s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints 
     const char *day = "a duration with a unit, e.g. 500ms or 10s (at most 24h)";
     if (mdl_opt_duration (opt, "ack-deadline", 1, 86400000, &config->queue.ack_deadline_ms,
                           "a duration from 1ms to 24h, e.g. 10s")
+    ||  mdl_opt_duration (opt, "restart-timeout", 1, 86400000, &config->queue.restart_timeout_ms, day)
     ||  mdl_opt_duration (opt, "backoff-base", 0, 86400000, &config->queue.backoff_base_ms, day)
     ||  mdl_opt_duration (opt, "backoff-max", 0, 86400000, &config->queue.backoff_max_ms, day)
     ||  mdl_opt_duration (opt, "heartbeat", 10, 86400000, &config->queue.heartbeat_ms,

@@ -57,7 +57,7 @@ typedef enum {
     MMP_DEADLETTERS,    //  both ways          request {req?, limit?}; reply {dead_letters, req?}
     MMP_REPLAY,         //  client -> broker   {message_ids, req?}
     MMP_REPLAYED,       //  broker -> client   {replayed, unknown, req?}
-    MMP_HELLO,          //  worker -> broker   {credit, subscription?, name?}
+    MMP_HELLO,          //  worker -> broker   {credit, subscription?, name?, features?}
     MMP_WELCOME,        //  broker -> worker   {ack_deadline_ms, heartbeat_ms, epoch}
     MMP_DELIVER,        //  broker -> worker   {deliveries}
     MMP_CREDIT,         //  worker -> broker   {credit}
@@ -84,6 +84,16 @@ typedef enum {
 //  Work steps a worker reports done (PROGRESS) and a delivery carries.
 #define MMP_STEP_SAVE       1u
 #define MMP_STEP_RESTART    2u
+//  PROGRESS only: the restart command is about to run. The broker records
+//  it durably before PROGRESSED; a lease that then ends before "restart"
+//  puts the request in doubt. Never sent in DELIVER.
+#define MMP_STEP_STARTED    4u
+
+//  Features a worker declares in HELLO {features} (names on the wire in
+//  brackets); names the codec does not know are ignored.
+#define MMP_FEATURE_IN_DOUBT 1u     //  ["in_doubt"] DELIVER may mark a delivery in_doubt
+#define MMP_FEATURE_VERIFY   2u     //  ["verify"] it runs a verify command for such a delivery
+#define MMP_MAX_FEATURES     32     //  Items in HELLO features [too_many]
 
 //  Error codes, as sent in ERROR {code} and returned by the decoder.
 #define MMP_ERR_BAD_FRAMES        "bad_frames"         //  not 3 frames (4 on a ROUTER)
@@ -130,6 +140,7 @@ typedef struct {
     int64_t attempt;            //  1 for the first delivery
     int64_t deadline_ms;        //  Lease length from the moment of sending
     unsigned steps;             //  MMP_STEP_* already done by earlier attempts
+    bool in_doubt;              //  "in_doubt": true: an earlier attempt's restart may have run
     mmp_request_t message;      //  The request; message_id and hostname always set
 } mmp_delivery_t;
 
@@ -169,6 +180,7 @@ typedef struct {
     int64_t epoch;              //  WELCOME
     int64_t limit;              //  DEADLETTERS request (-1 = all)
     unsigned steps;             //  PROGRESS
+    unsigned features;          //  HELLO: MMP_FEATURE_* declared (unknown names ignored)
     const char *name;           //  HELLO: worker name
     const char *subscription;   //  HELLO
     const char *reason;         //  NACK, ERROR
@@ -298,6 +310,10 @@ int mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const ch
 //  HELLO {credit, name?, subscription?}, WELCOME, CREDIT, and the empty
 //  body {} of HEARTBEAT and BYE.
 int mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription);
+//  HELLO with "features": the names of the MMP_FEATURE_* bits set (none:
+//  the field is left out, as mmp_encode_hello does).
+int mmp_encode_hello_features (mmp_buf_t *buf, int64_t credit, const char *name,
+                               const char *subscription, unsigned features);
 int mmp_encode_welcome (mmp_buf_t *buf, int64_t ack_deadline_ms, int64_t heartbeat_ms, int64_t epoch);
 int mmp_encode_credit (mmp_buf_t *buf, int64_t credit);
 int mmp_encode_empty (mmp_buf_t *buf);
@@ -324,6 +340,11 @@ int mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,
 int mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int64_t attempt,
                             int64_t deadline_ms, unsigned steps,
                             const char *request, size_t request_size);
+//  The same with "in_doubt": true when in_doubt (send it only to a worker
+//  that declared MMP_FEATURE_IN_DOUBT). steps never carries STARTED.
+int mmp_encode_deliver_add_doubt (mmp_buf_t *buf, size_t count, uint64_t delivery_id,
+                                  int64_t attempt, int64_t deadline_ms, unsigned steps,
+                                  bool in_doubt, const char *request, size_t request_size);
 int mmp_encode_deliver_end (mmp_buf_t *buf);
 
 //  Validators shared with the tools.

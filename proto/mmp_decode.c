@@ -485,7 +485,34 @@ s_replayed (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error
     return 0;
 }
 
-static const mmp_schema_t s_hello_schema = { { "credit", "subscription", "name", NULL } };
+static const mmp_schema_t s_hello_schema = { { "credit", "subscription", "name", "features", NULL } };
+
+//  HELLO features: an array of strings; names this codec does not know
+//  are ignored (a newer worker may declare more), so only the shape is
+//  checked: at most MMP_MAX_FEATURES strings of at most MMP_MAX_TEXT bytes.
+static int
+s_features (mmp_pos_t *p, unsigned *features, mmp_error_t *err)
+{
+    size_t count;
+    if (mmp_read_array (p, "features", 0, MMP_MAX_FEATURES, &count, &mmp_top, err))
+        return -2;
+    unsigned seen = 0;
+    for (mmp_pos_t *item = mmp_first (p), *next; item; item = next) {
+        next = mmp_next (item);
+        if (*item != '"')
+            return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &mmp_top, "features", "items must be strings");
+        const char *text;
+        if (mmp_read_text (item, "features", MMP_MAX_TEXT, &text, NULL, &mmp_top, err))
+            return -2;
+        if (strcmp (text, "in_doubt") == 0)
+            seen |= MMP_FEATURE_IN_DOUBT;
+        else
+        if (strcmp (text, "verify") == 0)
+            seen |= MMP_FEATURE_VERIFY;
+    }
+    *features = seen;
+    return 0;
+}
 
 static int
 s_hello (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
@@ -500,6 +527,8 @@ s_hello (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t 
     if (slot [1] && mmp_read_text (slot [1], "subscription", MMP_MAX_TEXT, &msg->subscription, NULL, &mmp_top, err))
         return -2;
     if (slot [2] && mmp_read_text (slot [2], "name", MMP_MAX_TEXT, &msg->name, NULL, &mmp_top, err))
+        return -2;
+    if (slot [3] && s_features (slot [3], &msg->features, err))
         return -2;
     return 0;
 }
@@ -526,7 +555,7 @@ s_welcome (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
 
 static const mmp_schema_t s_deliver_schema = { { "deliveries", NULL } };
 static const mmp_schema_t s_delivery_schema = {
-    { "delivery_id", "attempt", "deadline_ms", "steps", "message", NULL }
+    { "delivery_id", "attempt", "deadline_ms", "steps", "message", "in_doubt", NULL }
 };
 
 static int
@@ -551,6 +580,7 @@ s_deliver (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
         if (*item != '{')
             return mmp_fail_at (err, MMP_ERR_NOT_OBJECT, &where, NULL, "a delivery must be an object");
         mmp_pos_t *field [MMP_MAX_FIELDS];
+        delivery->in_doubt = false;
         if (mmp_collect (item, &s_delivery_schema, field, &next, &where, err))
             return -2;
         next = mmp_space (next);
@@ -569,6 +599,12 @@ s_deliver (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
         mmp_pos_t *message_end;
         if (s_request (field [4], true, &delivery->message, &message_end, &inner, err))
             return -2;
+        if (field [5]) {
+            //  The scan pass validated the JSON: a literal starts with t or f
+            if (*field [5] != 't' && *field [5] != 'f')
+                return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &where, "in_doubt", "must be true or false");
+            delivery->in_doubt = *field [5] == 't';
+        }
     }
     if (where.index == 0)
         return mmp_fail_at (err, MMP_ERR_BAD_VALUE, &mmp_top, "deliveries", "must not be empty");

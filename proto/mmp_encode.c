@@ -46,11 +46,19 @@ s_uuid_list (mmp_buf_t *buf, const char *const *ids, size_t count)
 static void
 s_steps (mmp_buf_t *buf, unsigned steps)
 {
+    static const struct { unsigned bit; const char *name; } names [] = {
+        { MMP_STEP_SAVE, "\"save\"" }, { MMP_STEP_RESTART, "\"restart\"" },
+        { MMP_STEP_STARTED, "\"started\"" }
+    };
+    bool first = true;
     mmp_buf_append (buf, "[", 1);
-    if (steps & MMP_STEP_SAVE)
-        mmp_buf_puts (buf, (steps & MMP_STEP_RESTART)? "\"save\",": "\"save\"");
-    if (steps & MMP_STEP_RESTART)
-        mmp_buf_puts (buf, "\"restart\"");
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++)
+        if (steps & names [i].bit) {
+            if (!first)
+                mmp_buf_append (buf, ",", 1);
+            mmp_buf_puts (buf, names [i].name);
+            first = false;
+        }
     mmp_buf_append (buf, "]", 1);
 }
 
@@ -367,6 +375,13 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
 int
 mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription)
 {
+    return mmp_encode_hello_features (buf, credit, name, subscription, 0);
+}
+
+int
+mmp_encode_hello_features (mmp_buf_t *buf, int64_t credit, const char *name,
+                           const char *subscription, unsigned features)
+{
     assert (buf);
     mmp_buf_clear (buf);
     mmp_buf_puts (buf, "{\"credit\":");
@@ -378,6 +393,14 @@ mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *
     if (subscription) {
         mmp_buf_puts (buf, ",\"subscription\":");
         mmp_buf_json_string_max (buf, subscription, MMP_MAX_TEXT);
+    }
+    if (features & (MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY)) {
+        mmp_buf_puts (buf, ",\"features\":[");
+        if (features & MMP_FEATURE_IN_DOUBT)
+            mmp_buf_puts (buf, (features & MMP_FEATURE_VERIFY)? "\"in_doubt\",": "\"in_doubt\"");
+        if (features & MMP_FEATURE_VERIFY)
+            mmp_buf_puts (buf, "\"verify\"");
+        mmp_buf_puts (buf, "]");
     }
     mmp_buf_puts (buf, "}");
     return s_done (buf);
@@ -510,7 +533,17 @@ mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int6
                         int64_t deadline_ms, unsigned steps,
                         const char *request, size_t request_size)
 {
+    return mmp_encode_deliver_add_doubt (buf, count, delivery_id, attempt, deadline_ms, steps,
+                                         false, request, request_size);
+}
+
+int
+mmp_encode_deliver_add_doubt (mmp_buf_t *buf, size_t count, uint64_t delivery_id,
+                              int64_t attempt, int64_t deadline_ms, unsigned steps,
+                              bool in_doubt, const char *request, size_t request_size)
+{
     assert (buf && request);
+    steps &= MMP_STEP_SAVE | MMP_STEP_RESTART;
     if (count >= MMP_MAX_DELIVERIES)
         return 1;
     if (count == 0) {
@@ -528,6 +561,8 @@ mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int6
     mmp_buf_i64 (buf, deadline_ms);
     mmp_buf_puts (buf, ",\"steps\":");
     s_steps (buf, steps);
+    if (in_doubt)
+        mmp_buf_puts (buf, ",\"in_doubt\":true");
     mmp_buf_puts (buf, ",\"message\":");
     mmp_buf_append (buf, request, request_size);
     mmp_buf_append (buf, "}", 1);

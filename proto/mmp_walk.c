@@ -486,7 +486,7 @@ mmp_read_uuids (mmp_pos_t *p, const char *field, size_t min, size_t max,
     return 0;
 }
 
-//  Steps: ["save"|"restart"], each at most once, min..2 of them.
+//  Steps: ["save"|"restart"|"started"], each at most once, min..3 of them.
 int
 mmp_read_steps (mmp_pos_t *p, size_t min, unsigned *steps, const mmp_where_t *where, mmp_error_t *err)
 {
@@ -496,8 +496,8 @@ mmp_read_steps (mmp_pos_t *p, size_t min, unsigned *steps, const mmp_where_t *wh
     size_t size = 0;
     for (mmp_pos_t *item = mmp_first (p), *next; item; item = next) {
         next = mmp_next (item);
-        if (++size > 2)
-            return mmp_fail_at (err, MMP_ERR_TOO_MANY, where, "steps", "more than 2 items");
+        if (++size > 3)
+            return mmp_fail_at (err, MMP_ERR_TOO_MANY, where, "steps", "more than 3 items");
         if (*item != '"')
             return mmp_fail_at (err, MMP_ERR_BAD_TYPE, where, "steps", "items must be strings");
         const char *text;
@@ -509,8 +509,11 @@ mmp_read_steps (mmp_pos_t *p, size_t min, unsigned *steps, const mmp_where_t *wh
         if (strcmp (text, "restart") == 0)
             step = MMP_STEP_RESTART;
         else
+        if (strcmp (text, "started") == 0)
+            step = MMP_STEP_STARTED;
+        else
             return mmp_fail_at (err, MMP_ERR_BAD_VALUE, where, "steps",
-                           "items must be \"save\" or \"restart\"");
+                           "items must be \"save\", \"restart\" or \"started\"");
         if (seen & step)
             return mmp_fail_at (err, MMP_ERR_BAD_VALUE, where, "steps", "a step is listed twice");
         seen |= step;

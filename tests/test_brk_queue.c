@@ -1,5 +1,6 @@
 /*  Tests for brk_queue: the lease table and its rules, on a manual clock. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -568,4 +569,114 @@ Test (brk_queue, restored_lease_accepts_its_old_ack_then_expires_after_one_deadl
     cr_assert_eq (s_deliveries [0].attempt, 3);
     cr_assert_eq (s_deliveries [0].steps, 2, "progress survives");
     cr_assert_str_eq (brk_msg_history_json (brk_queue_lookup (s_queue, s_id (3))), "[]");
+}
+
+//  --------------------------------------------------------------------------
+//  In doubt: the start is stored with the steps, and a restored request
+//  whose restart started and did not finish waits restart_timeout from
+//  the recovery before it is delivered again, marked.
+
+static unsigned s_stored_steps;
+
+static void
+s_store_steps (void *arg, const brk_event_info_t *info)
+{
+    (void) arg;
+    s_stored [info->event]++;
+    if (info->event == BRK_EVENT_PROGRESS)
+        s_stored_steps = brk_msg_steps (info->msg);
+}
+
+//  The queue again, with this restart timeout (no policy).
+static void
+s_requeue (int64_t restart_timeout_ms)
+{
+    brk_queue_destroy (&s_queue);
+    brk_queue_config_t config;
+    brk_queue_config_defaults (&config);
+    cr_assert_eq (config.restart_timeout_ms, 300000);
+    config.ack_deadline_ms = 10000;
+    config.backoff_base_ms = 100;
+    config.backoff_max_ms = 1000;
+    config.epoch = 7;
+    config.restart_timeout_ms = restart_timeout_ms;
+    s_queue = brk_queue_new (&config, mdl_clock_manual (&s_now));
+    cr_assert_not_null (s_queue);
+    s_delivered = 0;
+}
+
+Test (brk_queue, started_is_stored_in_the_steps)
+{
+    memset (s_stored, 0, sizeof s_stored);
+    brk_queue_set_store_handler (s_queue, s_store_steps, NULL);
+    s_publish (1);
+    brk_queue_worker_add (s_queue, "a", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (brk_queue_started (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    cr_assert_eq (s_stored [BRK_EVENT_PROGRESS], 1, "the start is not stored");
+    cr_assert_eq (s_stored_steps, BRK_STEP_STARTED);
+    cr_assert_eq (brk_queue_progress (s_queue, s_deliveries [0].delivery_id, BRK_STEP_RESTART), BRK_OK);
+    cr_assert_eq (s_stored_steps, BRK_STEP_STARTED | BRK_STEP_RESTART);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    //  Stale and unknown ids are answered as such, nothing stored
+    cr_assert_eq (brk_queue_started (s_queue, s_deliveries [0].delivery_id), BRK_STALE);
+    cr_assert_eq (brk_queue_started (s_queue, (UINT64_C (7) << 32) | 999), BRK_UNKNOWN);
+    cr_assert_eq (s_stored [BRK_EVENT_PROGRESS], 2);
+}
+
+Test (brk_queue, restored_started_restart_is_held_in_doubt)
+{
+    s_requeue (30000);
+    int64_t recovered = s_now;
+    //  1: started, lease reopened; 2: started and finished; 3: started, no
+    //  lease to reopen (its ATTEMPT record was lost)
+    brk_restore_t restore = {
+        .message_id = s_id (1), .json = "{}", .json_len = 2,
+        .attempts = 1, .delivery_id = (UINT64_C (5) << 32) | 42, .steps = BRK_STEP_STARTED
+    };
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    restore.message_id = s_id (2);
+    restore.delivery_id = (UINT64_C (5) << 32) | 43;
+    restore.steps = BRK_STEP_STARTED | BRK_STEP_RESTART;
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    restore.message_id = s_id (3);
+    restore.delivery_id = 0;
+    restore.attempts = 0;
+    restore.steps = BRK_STEP_STARTED;
+    cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
+    cr_assert_not (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (2))));
+    cr_assert (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (3))));
+
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "b", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0, "in doubt delivered at once");
+    //  The reopened leases run out after one ack deadline: 2 comes back
+    //  (its restart is done), 1 stays held
+    s_now = recovered + 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    s_now += 1000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_str_eq (s_deliveries [0].message_id, s_id (2));
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    cr_assert (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (1))));
+    //  Until restart_timeout from the recovery, nothing else
+    while (s_now < recovered + 29999) {
+        s_now += 1000;
+        if (s_now > recovered + 29999)
+            s_now = recovered + 29999;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0, "at %" PRId64,
+                      s_now - recovered);
+    }
+    s_now = recovered + 30000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    for (size_t i = 1; i < 3; i++)
+        cr_assert (strcmp (s_deliveries [i].message_id, s_id (1)) == 0
+                || strcmp (s_deliveries [i].message_id, s_id (3)) == 0);
+    cr_assert_eq (s_deliveries [1].steps & BRK_STEP_RESTART, 0);
 }

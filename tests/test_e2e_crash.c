@@ -380,6 +380,8 @@ s_broker_spawn (bool salvage)
     argv [argc++] = "--max-attempts";   argv [argc++] = "1000";
     argv [argc++] = "--backoff-base";   argv [argc++] = "50ms";
     argv [argc++] = "--backoff-max";    argv [argc++] = "200ms";
+    //  The workers' --restart-timeout: a restart in doubt waits that long
+    argv [argc++] = "--restart-timeout"; argv [argc++] = "10s";
     if (salvage)
         argv [argc++] = "--salvage";
     argv [argc] = NULL;

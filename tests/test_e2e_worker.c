@@ -514,6 +514,8 @@ Test (e2e_worker, sigterm_waits_for_acked_then_reports_unconfirmed, .timeout = 6
     cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
     s_publish (3);
     cr_assert_eq (s_wait_stat ("in_flight", 3, 10000), 3);
+    //  A restart runs only once the broker recorded its start
+    cr_assert_eq (s_wait_log_count ("wa.log", "Broker recorded the start", 3, 10000), 3);
     s_kill (env.broker);        //  Nobody will ever answer the ACKs
     int64_t start = zclock_mono ();
     while (s_restart_lines () < 3 && zclock_mono () - start < 10000)

@@ -1257,7 +1257,11 @@ Test (mmp_decode, steps, .timeout = 10)
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"reboot\"]}", MMP_ERR_BAD_VALUE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"Save\"]}", MMP_ERR_BAD_VALUE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"save\",\"save\"]}", MMP_ERR_BAD_VALUE);
-    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"save\",\"restart\",\"save\"]}", MMP_ERR_TOO_MANY);
+    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"save\",\"restart\",\"save\"]}", MMP_ERR_BAD_VALUE);
+    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"save\",\"restart\",\"started\",\"save\"]}", MMP_ERR_TOO_MANY);
+    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"started\"]}", "ok");
+    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"started\",\"started\"]}", MMP_ERR_BAD_VALUE);
+    TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"Started\"]}", MMP_ERR_BAD_VALUE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[null]}", MMP_ERR_BAD_TYPE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[\"save\",\"restart\"]}", "ok");
 #undef DELIVER_FMT
@@ -1271,6 +1275,47 @@ Test (mmp_decode, steps, .timeout = 10)
     FROM ("DELIVER", body, MMP_ERR_BAD_TYPE);
     snprintf (body, sizeof body, DELIVER_FMT, "[\"save\",\"restart\"]");
     FROM ("DELIVER", body, "ok");
+}
+
+//  The optional fields of this round: HELLO features, DELIVER in_doubt
+Test (mmp_decode, features_and_in_doubt, .timeout = 10)
+{
+    TO ("HELLO", "{\"credit\":1,\"features\":[]}", "ok");
+    TO ("HELLO", "{\"credit\":1,\"features\":[\"in_doubt\",\"verify\",\"teleport\"]}", "ok");
+    TO ("HELLO", "{\"credit\":1,\"features\":\"verify\"}", MMP_ERR_BAD_TYPE);
+    TO ("HELLO", "{\"credit\":1,\"features\":[1]}", MMP_ERR_BAD_TYPE);
+    TO ("HELLO", "{\"credit\":1,\"feature\":[]}", MMP_ERR_UNKNOWN_FIELD);
+    char body [2048];
+    size_t at = (size_t) snprintf (body, sizeof body, "{\"credit\":1,\"features\":[");
+    for (int i = 0; i < MMP_MAX_FEATURES + 1; i++)
+        at += (size_t) snprintf (body + at, sizeof body - at, "%s\"f%d\"", i ? "," : "", i);
+    snprintf (body + at, sizeof body - at, "]}");
+    TO ("HELLO", body, MMP_ERR_TOO_MANY);
+
+    mmp_msg_t msg;
+    mmp_error_t err;
+    mmp_msg_init (&msg);
+    const char *hello = "{\"credit\":1,\"features\":[\"verify\",\"x\",\"in_doubt\"]}";
+    cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, hello, strlen (hello), MMP_TO_BROKER, &msg, &err), 0);
+    cr_assert_eq (msg.features, MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY);
+    mmp_msg_reset (&msg);
+    hello = "{\"credit\":1}";
+    cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, hello, strlen (hello), MMP_TO_BROKER, &msg, &err), 0);
+    cr_assert_eq (msg.features, 0);
+    mmp_msg_reset (&msg);
+
+#define DOUBT_FMT "{\"deliveries\":[{\"delivery_id\":1,\"attempt\":2,\"deadline_ms\":1,\"steps\":[]," "\"in_doubt\":%s,\"message\":{\"message_id\":\"" U1 "\",\"instance_name\":\"a\",\"hostname\":\"a\"}}," "{\"delivery_id\":2,\"attempt\":1,\"deadline_ms\":1,\"steps\":[]," "\"message\":{\"message_id\":\"" U1 "\",\"instance_name\":\"a\",\"hostname\":\"a\"}}]}"
+    snprintf (body, sizeof body, DOUBT_FMT, "1");
+    FROM ("DELIVER", body, MMP_ERR_BAD_TYPE);
+    snprintf (body, sizeof body, DOUBT_FMT, "\"yes\"");
+    FROM ("DELIVER", body, MMP_ERR_BAD_TYPE);
+    snprintf (body, sizeof body, DOUBT_FMT, "true");
+    cr_assert_eq (mmp_decode ("MMP1", 4, "DELIVER", 7, body, strlen (body), MMP_FROM_BROKER, &msg, &err), 0,
+                  "%s", err.reason);
+    cr_assert_eq (msg.delivery_count, 2);
+    cr_assert (msg.deliveries [0].in_doubt);
+    cr_assert_not (msg.deliveries [1].in_doubt);
+    mmp_msg_reset (&msg);
 }
 
 Test (mmp_decode, reason_names_the_field, .timeout = 10)

@@ -119,6 +119,47 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     cr_assert_eq (msg.credit, 100);
     cr_assert_str_eq (msg.name, "w\"1");
     cr_assert_str_eq (msg.subscription, "restarts");
+    cr_assert_eq (msg.features, 0);
+    mmp_msg_reset (&msg);
+
+    cr_assert_eq (mmp_encode_hello_features (&buf, 5, NULL, NULL,
+                                             MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY), 0);
+    cr_assert (strstr (mmp_buf_data (&buf), "\"features\":[\"in_doubt\",\"verify\"]"));
+    s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.features, MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_hello_features (&buf, 5, NULL, NULL, MMP_FEATURE_IN_DOUBT), 0);
+    s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.features, MMP_FEATURE_IN_DOUBT);
+    mmp_msg_reset (&msg);
+
+    //  DELIVER: in_doubt only when asked; "started" never leaves the broker
+    const char *request = "{\"message_id\":\"0b9c8f8e-1f2a-4c3d-9e8f-0a1b2c3d4e5f\","
+                          "\"instance_name\":\"a\",\"hostname\":\"a\"}";
+    cr_assert_eq (mmp_encode_deliver_add_doubt (&buf, 0, 7, 2, 1000,
+                                                MMP_STEP_SAVE | MMP_STEP_STARTED, true,
+                                                request, strlen (request)), 0);
+    cr_assert_eq (mmp_encode_deliver_add_doubt (&buf, 1, 8, 1, 1000, MMP_STEP_STARTED, false,
+                                                request, strlen (request)), 0);
+    cr_assert_eq (mmp_encode_deliver_end (&buf), 0);
+    cr_assert_null (strstr (mmp_buf_data (&buf), "started"));
+    s_decode (&buf, "DELIVER", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.delivery_count, 2);
+    cr_assert (msg.deliveries [0].in_doubt);
+    cr_assert_eq (msg.deliveries [0].steps, MMP_STEP_SAVE);
+    cr_assert_not (msg.deliveries [1].in_doubt);
+    cr_assert_eq (msg.deliveries [1].steps, 0);
+    mmp_msg_reset (&msg);
+
+    uint64_t one = 9;
+    cr_assert_eq (mmp_encode_progress (&buf, &one, 1, MMP_STEP_STARTED), 0);
+    cr_assert (strstr (mmp_buf_data (&buf), "\"steps\":[\"started\"]"));
+    s_decode (&buf, "PROGRESS", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.steps, MMP_STEP_STARTED);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_progress (&buf, &one, 1, MMP_STEP_SAVE | MMP_STEP_RESTART | MMP_STEP_STARTED), 0);
+    s_decode (&buf, "PROGRESS", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.steps, MMP_STEP_SAVE | MMP_STEP_RESTART | MMP_STEP_STARTED);
     mmp_msg_reset (&msg);
 
     cr_assert_eq (mmp_encode_welcome (&buf, 10000, 1000, 3), 0);

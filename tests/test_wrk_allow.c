@@ -22,11 +22,35 @@ s_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
         s_nacked [s_nacks++] = ids [i];
     snprintf (s_reason, sizeof s_reason, "%s", reason);
 }
-static void s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps) { (void) arg; (void) ids; (void) count; (void) steps; }
+//  PROGRESS [started] ids, answered ok by s_flush as a broker would
+static uint64_t s_started [8];
+static size_t s_started_count;
+static void
+s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
+{
+    (void) arg;
+    for (size_t i = 0; i < count && steps == MMP_STEP_STARTED && s_started_count < 8; i++)
+        s_started [s_started_count++] = ids [i];
+}
 static int s_save (void *arg, const wrk_job_t *job) { (void) arg; (void) job; s_saves++; return 0; }
 static int s_restart (void *arg, const wrk_job_t *job) { (void) arg; (void) job; s_restarts++; return 0; }
 static void s_kill (void *arg, const wrk_job_t *job) { (void) arg; (void) job; }
 static double s_random (void *arg) { (void) arg; return 0.5; }
+
+//  Flush, then answer the starts (the restarts run on PROGRESSED ok)
+static void
+s_flush (wrk_jobs_t *jobs)
+{
+    wrk_jobs_flush (jobs);
+    mmp_msg_t reply;
+    memset (&reply, 0, sizeof reply);
+    reply.command = MMP_PROGRESSED;
+    reply.ids = s_started;
+    reply.id_count = s_started_count;
+    wrk_jobs_reply (jobs, &reply);
+    s_started_count = 0;
+    wrk_jobs_flush (jobs);
+}
 
 static mmp_delivery_t
 s_delivery (uint64_t id, const char *message_id, const char *hostname)
@@ -52,7 +76,7 @@ Test (wrk_allow, hosts_outside_every_glob_are_nacked_never_run, .timeout = 10)
     static const char *globs [] = { "*.prod.example.net", "db-?.example.net" };
     config.allow_hosts = globs;
     config.allow_host_count = 2;
-    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL };
+    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL, NULL, NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (&config, &effects, mdl_clock_manual (&now), random);
     cr_assert_not_null (jobs);
@@ -65,7 +89,7 @@ Test (wrk_allow, hosts_outside_every_glob_are_nacked_never_run, .timeout = 10)
     cr_assert_eq (wrk_jobs_deliver (jobs, &also), 0);
     cr_assert_eq (wrk_jobs_deliver (jobs, &denied), 0);
     cr_assert_eq (wrk_jobs_deliver (jobs, &near), 0);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_expect_eq (s_saves, 2, "only allowed hosts are saved");
     cr_expect_eq (s_restarts, 2, "only allowed hosts are restarted");
     cr_assert_eq (s_nacks, 2);
@@ -83,13 +107,13 @@ Test (wrk_allow, no_globs_allow_every_host, .timeout = 10)
     wrk_config_t config;
     wrk_config_defaults (&config);
     config.restart_mode = WRK_RESTART_EXTERNAL;
-    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL };
+    wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress, s_save, s_restart, s_kill, NULL, NULL, NULL, NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (&config, &effects, mdl_clock_manual (&now), random);
     cr_assert_not_null (jobs);
     mmp_delivery_t any = s_delivery (1, "00000000-0000-4000-8000-000000000001", "anything.example.org");
     cr_assert_eq (wrk_jobs_deliver (jobs, &any), 0);
-    wrk_jobs_flush (jobs);
+    s_flush (jobs);
     cr_expect_eq (s_restarts, 1);
     cr_expect_eq (s_nacks, 0);
     wrk_jobs_destroy (&jobs);

@@ -346,3 +346,191 @@ Test (wrk_job, attributes_reach_the_save_as_json_text, .timeout = 10)
     cr_assert_str_eq (s_find ("save", 1)->attributes, "");
     s_end (&jobs);
 }
+
+//  --------------------------------------------------------------------------
+//  Restart safety: the start is recorded before the command runs, an
+//  in-doubt delivery is verified first, a restart is followed by health.
+
+//  Deliver message index as delivery_id, marked in doubt or not.
+static void
+s_deliver_doubt (wrk_jobs_t *jobs, uint64_t delivery_id, int index, bool in_doubt)
+{
+    snprintf (s_ids [index], 37, "00000000-0000-4000-8000-%012d", index);
+    mmp_delivery_t delivery = {
+        .delivery_id = delivery_id, .attempt = 2, .deadline_ms = 10000, .in_doubt = in_doubt,
+        .message = { .message_id = s_ids [index], .instance_name = "cattle-0001",
+                     .hostname = "cattle-0001.example.net" }
+    };
+    cr_assert_eq (wrk_jobs_deliver (jobs, &delivery), 0);
+    s_flush (jobs);
+}
+
+Test (wrk_job, restart_runs_only_after_the_start_is_recorded, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    wrk_jobs_t *jobs = s_new (&config);
+    fake->hold_started = true;
+    s_deliver (jobs, 7, 1, 0, 10000);
+    //  PROGRESS [started] is out, the save runs, the command does not yet
+    cr_assert_eq (s_count ("started"), 1);
+    cr_assert_eq (s_find ("started", 0)->steps, MMP_STEP_STARTED);
+    cr_assert_eq (s_find ("started", 0)->ids [0], 7);
+    cr_assert_eq (s_count ("save"), 1);
+    cr_assert_eq (s_count ("restart"), 0, "restart ran before the broker recorded its start");
+    //  Waiting, the lease is extended and the start resent until answered
+    s_run_until (jobs, 2500);
+    cr_assert_eq (s_count ("restart"), 0);
+    cr_assert_geq (s_count ("extend"), 1);
+    cr_assert_geq (s_count ("started"), 2, "unanswered start not resent");
+    //  The broker's ok: the command runs now
+    fake->now = 2600;
+    s_reply_call (jobs, s_find ("started", 0), "ok");
+    s_flush (jobs);
+    cr_assert_eq (s_count ("restart"), 1);
+    cr_assert_eq (s_find ("restart", 0)->at, 2600);
+    fake->hold_started = false;
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    cr_assert_eq (s_count ("restart"), 1);
+    s_end (&jobs);
+}
+
+Test (wrk_job, stale_start_answer_runs_no_restart, .timeout = 10)
+{
+    const char *verdicts [] = { "stale", "unknown" };
+    for (int v = 0; v < 2; v++) {
+        wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+        wrk_jobs_t *jobs = s_new (&config);
+        fake->hold_started = true;
+        s_deliver (jobs, 9, 1, 0, 10000);
+        cr_assert_eq (s_count ("started"), 1);
+        //  The broker lost the lease (e.g. restarted before its ATTEMPT
+        //  was durable): the restart must not run under no lease
+        s_reply_call (jobs, s_find ("started", 0), verdicts [v]);
+        s_flush (jobs);
+        cr_assert_eq (s_count ("restart"), 0, "%s: restart ran", verdicts [v]);
+        cr_assert_eq (s_count ("ack") + s_count ("nack"), 0, "%s: lease answered", verdicts [v]);
+        cr_assert_eq (wrk_jobs_size (jobs), 0, "%s: job kept", verdicts [v]);
+        wrk_stats_t stats;
+        wrk_jobs_stats (jobs, &stats);
+        cr_assert_eq (stats.starts_refused, 1);
+        //  The save's late outcome is ignored
+        wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+        s_run_until (jobs, 30000);
+        cr_assert_eq (s_count ("restart") + s_count ("ack") + s_count ("extend"), 0);
+        cr_assert_eq (wrk_jobs_next_wake (jobs), -1);
+        s_end (&jobs);
+    }
+}
+
+Test (wrk_job, in_doubt_verified_is_not_restarted, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    wrk_jobs_t *jobs = s_new_with (&config, true, false);
+    s_deliver_doubt (jobs, 11, 1, true);
+    //  Verify first; no start announced, no restart
+    cr_assert_eq (s_count ("verify"), 1);
+    cr_assert_eq (s_count ("started") + s_count ("restart"), 0);
+    fake->now = 300;
+    wrk_jobs_verified (jobs, s_ids [1], s_token ("verify", 0), true, NULL);
+    s_flush (jobs);
+    //  The restart counts as done: PROGRESS [restart], then ACK once saved
+    cr_assert_eq (s_count ("progress"), 1);
+    cr_assert_eq (s_find ("progress", 0)->steps, MMP_STEP_RESTART);
+    cr_assert_eq (s_count ("ack"), 0);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    cr_assert_eq (s_count ("restart") + s_count ("started"), 0, "restarted although verified");
+    wrk_stats_t stats;
+    wrk_jobs_stats (jobs, &stats);
+    cr_assert_eq (stats.verified, 1);
+    cr_assert_eq (stats.restarted, 0);
+    s_end (&jobs);
+}
+
+Test (wrk_job, in_doubt_verify_failure_restarts, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.restart_timeout_ms = 5000;
+    wrk_jobs_t *jobs = s_new_with (&config, true, false);
+    s_deliver_doubt (jobs, 12, 1, true);
+    wrk_jobs_verified (jobs, s_ids [1], s_token ("verify", 0), false, "exit 1");
+    s_flush (jobs);
+    cr_assert_eq (s_count ("started"), 1, "no start announced after a failed verify");
+    cr_assert_eq (s_count ("restart"), 1);
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    s_end (&jobs);
+
+    //  A verify that hangs is killed at the restart timeout and counts as "not restarted"
+    jobs = s_new_with (&config, true, false);
+    s_deliver_doubt (jobs, 13, 2, true);
+    s_run_until (jobs, 5000);
+    cr_assert_eq (s_count ("kill"), 1);
+    cr_assert_eq (s_count ("restart"), 1);
+    cr_assert_eq (s_find ("restart", 0)->at, 5000);
+    s_end (&jobs);
+
+    //  Not marked in doubt: no verify even with the effect
+    jobs = s_new_with (&config, true, false);
+    s_deliver_doubt (jobs, 14, 3, false);
+    cr_assert_eq (s_count ("verify"), 0);
+    cr_assert_eq (s_count ("restart"), 1);
+    s_end (&jobs);
+}
+
+Test (wrk_job, health_keeps_the_lease_until_healthy_or_timeout, .timeout = 10)
+{
+    wrk_config_t config = s_config (WRK_RESTART_EXTERNAL);
+    config.health_interval_ms = 1000;
+    config.health_timeout_ms = 4500;
+    wrk_jobs_t *jobs = s_new_with (&config, false, true);
+    s_deliver (jobs, 21, 1, 0, 10000);
+    wrk_jobs_saved (jobs, s_ids [1], s_token ("save", 0), true, NULL);
+    fake->now = 100;
+    wrk_jobs_restarted (jobs, s_ids [1], s_token ("restart", 0), true, NULL);
+    s_flush (jobs);
+    //  Restart reported, health asked, not acked
+    cr_assert_eq (s_find ("progress", 0)->steps, MMP_STEP_RESTART);
+    cr_assert_eq (s_count ("health"), 1);
+    cr_assert_eq (s_count ("ack"), 0);
+    //  Two failed tries, one second apart, then healthy
+    wrk_jobs_healthy (jobs, s_ids [1], s_token ("health", 0), false, "exit 1");
+    s_run_until (jobs, 1100);
+    cr_assert_eq (s_count ("health"), 2);
+    cr_assert_eq (s_find ("health", 1)->at, 1100);
+    wrk_jobs_healthy (jobs, s_ids [1], s_token ("health", 1), false, "exit 1");
+    s_run_until (jobs, 2100);
+    cr_assert_eq (s_count ("health"), 3);
+    cr_assert_eq (s_count ("ack"), 0);
+    cr_assert_geq (s_count ("extend"), 1, "lease not kept during the health wait");
+    fake->now = 2200;
+    wrk_jobs_healthy (jobs, s_ids [1], s_token ("health", 2), true, NULL);
+    s_flush (jobs);
+    cr_assert_eq (s_count ("ack"), 1);
+    cr_assert_eq (s_find ("ack", 0)->at, 2200);
+    s_end (&jobs);
+
+    //  Never healthy: the try running at the timeout is killed, NACK health_timeout
+    jobs = s_new_with (&config, false, true);
+    s_deliver (jobs, 22, 2, 0, 10000);
+    wrk_jobs_saved (jobs, s_ids [2], s_token ("save", 0), true, NULL);
+    wrk_jobs_restarted (jobs, s_ids [2], s_token ("restart", 0), true, NULL);
+    s_flush (jobs);
+    for (int i = 0; i < 4; i++) {
+        wrk_jobs_healthy (jobs, s_ids [2], s_token ("health", i), false, "exit 1");
+        s_run_until (jobs, 1000 * (i + 1));
+    }
+    cr_assert_eq (s_count ("health"), 5);
+    s_run_until (jobs, 5000);
+    cr_assert_eq (s_count ("nack"), 1);
+    cr_assert_str_eq (s_find ("nack", 0)->reason, "health_timeout");
+    cr_assert_eq (s_find ("nack", 0)->at, 4500);
+    cr_assert_eq (s_count ("kill"), 1);
+    s_end (&jobs);
+}

@@ -28,7 +28,7 @@ s_new_timed (wrk_config_t *config)
     fake->randoms [0] = 0.5;
     fake->random_count = 1;
     wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress,
-                              s_save, s_restart, s_kill, NULL, s_timed };
+                              s_save, s_restart, s_kill, NULL, s_timed, NULL, NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (config, &effects, mdl_clock_manual (&fake->now), random);
     cr_assert_not_null (jobs);

@@ -31,6 +31,17 @@ static const mdl_opt_spec_t s_options [] = {
       "words split on blanks, quotes group;\n{hostname}, {instance_name} and {message_id}\n"
       "are replaced. Exit 0 means success", NULL },
     { "restart-timeout", 0, "DUR", "exec: kill the command's process group after\nthis (default 60s)", NULL },
+    { "verify-cmd", 0, "'ARGV'", "exec: for a delivery the broker marks in doubt\n"
+      "(an earlier attempt's restart may have run), run\nthis first, placeholders as --restart-cmd;\n"
+      "exit 0: the host was restarted, the restart\ncounts as done; else (or after\n"
+      "--restart-timeout) restart it. Without it an\nin-doubt request is restarted again, or\n"
+      "dead-lettered if the broker's policy says\nin_doubt = dead_letter. Before every restart the\n"
+      "worker has the broker record it as started and\nruns it only on the broker's ok", NULL },
+    { "health-cmd", 0, "'ARGV'", "exec: after a restart (also one done earlier or\n"
+      "verified) run this until it exits 0, keeping\nthe lease, then ack; placeholders as\n--restart-cmd", NULL },
+    { "health-timeout", 0, "DUR", "exec: give up waiting for health after this and\n"
+      "nack health_timeout (default 5m; the next\nattempt checks health again, without restarting)", NULL },
+    { "health-interval", 0, "DUR", "exec: between two health tries (default 5s)", NULL },
     { "save-attempts", 0, "N", "tries of a failing save per delivery before it\n"
       "is nacked, 1..100 (default 5; retries back off\nfrom 200ms)", NULL },
     { "max-job-time", 0, "DUR", "hard ceiling per delivery: whatever still runs\n"
@@ -115,6 +126,8 @@ s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char **
     const char *db_url = "sqlite:./mandrill.db";
     const char *mode = "simulate";
     const char *restart_cmd = NULL;
+    const char *verify_cmd = NULL;
+    const char *health_cmd = NULL;
 
     int rc = mdl_opt_parse (opt, argc, argv);
     if (rc != 0)
@@ -136,6 +149,12 @@ s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char **
                           "a duration, e.g. 1s")
     ||  mdl_opt_double (opt, "fail-rate", 0, 1, &options.jobs.fail_rate, "a number from 0 to 1")
     ||  mdl_opt_string (opt, "restart-cmd", &restart_cmd)
+    ||  mdl_opt_string (opt, "verify-cmd", &verify_cmd)
+    ||  mdl_opt_string (opt, "health-cmd", &health_cmd)
+    ||  mdl_opt_duration (opt, "health-timeout", 1, INT64_MAX, &options.jobs.health_timeout_ms,
+                          "a duration, e.g. 5m")
+    ||  mdl_opt_duration (opt, "health-interval", 1, INT64_MAX, &options.jobs.health_interval_ms,
+                          "a duration, e.g. 5s")
     ||  mdl_opt_duration (opt, "restart-timeout", 1, INT64_MAX, &options.jobs.restart_timeout_ms,
                           "a duration above 0, e.g. 60s")
     ||  mdl_opt_int (opt, "save-attempts", 1, 100, &save_attempts, "a whole number 1..100")
@@ -177,6 +196,11 @@ s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char **
     }
     if (!exec && (restart_cmd || timeout_set)) {
         mdl_opt_fail (opt, "--restart-cmd and --restart-timeout need --restart exec");
+        return MDL_EXIT_USAGE;
+    }
+    if (!exec && (verify_cmd || health_cmd || mdl_opt_value (opt, "health-timeout")
+                  || mdl_opt_value (opt, "health-interval"))) {
+        mdl_opt_fail (opt, "--verify-cmd and --health-* need --restart exec");
         return MDL_EXIT_USAGE;
     }
     if (exec && (latency_set || fail_set)) {
@@ -224,6 +248,19 @@ s_run (mdl_opt_t *opt, int argc, char *argv [], char **allow_copy, const char **
         }
         wrk_exec_destroy (&check);
         options.restart_cmd = restart_cmd;
+        const char *names [2] = { "--verify-cmd", "--health-cmd" };
+        const char *templates [2] = { verify_cmd, health_cmd };
+        for (int i = 0; i < 2; i++) {
+            if (!templates [i])
+                continue;
+            if (!(check = wrk_exec_new (templates [i], error, sizeof error))) {
+                mdl_opt_fail (opt, "%s: %s", names [i], error);
+                return MDL_EXIT_USAGE;
+            }
+            wrk_exec_destroy (&check);
+        }
+        options.verify_cmd = verify_cmd;
+        options.health_cmd = health_cmd;
     }
     char name [300];
     if (!options.name) {

@@ -222,7 +222,14 @@ int
 wrk_exec_start (wrk_exec_t *self, uint64_t token, const char *hostname,
                 const char *instance_name, const char *message_id)
 {
-    char **argv = wrk_exec_expand (self, hostname, instance_name, message_id);
+    return wrk_exec_start_as (self, self, token, hostname, instance_name, message_id);
+}
+
+int
+wrk_exec_start_as (wrk_exec_t *self, wrk_exec_t *command, uint64_t token,
+                   const char *hostname, const char *instance_name, const char *message_id)
+{
+    char **argv = wrk_exec_expand (command, hostname, instance_name, message_id);
     child_t *child = calloc (1, sizeof *child);
     if (!argv || !child) {
         mdl_error ("out of memory starting restart of %s", hostname);

@@ -50,6 +50,12 @@ void wrk_exec_argv_free (char ***argv_p);
 int wrk_exec_start (wrk_exec_t *self, uint64_t token, const char *hostname,
                     const char *instance_name, const char *message_id);
 
+//  The same with the template of command (another wrk_exec_t, e.g. the
+//  verify or health command), tracked, killed and reaped by self: one
+//  table per process, since reaping takes any exited child.
+int wrk_exec_start_as (wrk_exec_t *self, wrk_exec_t *command, uint64_t token,
+                       const char *hostname, const char *instance_name, const char *message_id);
+
 //  SIGKILL the process group of the child started for token, if it still
 //  runs. Its exit is still reaped, but not reported.
 void wrk_exec_kill (wrk_exec_t *self, uint64_t token);

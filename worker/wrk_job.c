@@ -1,6 +1,12 @@
 /*  wrk_job: see wrk_job.h. A job costs one allocation holding the struct,
     its strings and its attributes; its heap node is its first member, so
     the table's heap hands back the job itself.
+
+    At about 960 lines this file is over the house's 800 on purpose: it is
+    one state machine, and the restart-safety steps (the recorded start,
+    verify, health wait: about 200 lines) are transitions of the same
+    restart step, sharing its timers and its finish; apart, every one of
+    them would need the struct and the statics through a private header.
 */
 #include "wrk_job.h"
 
@@ -18,12 +24,23 @@ typedef enum {
     STEP_RUNNING,               //  Handed to the effect (save) or running (restart)
     STEP_WAITING,               //  Save: waiting for the retry timer
     STEP_DONE,                  //  Finished now or by an earlier attempt
-    STEP_FAILED                 //  Gave up
+    STEP_FAILED,                //  Gave up
+    STEP_STARTING,              //  Restart: PROGRESS [started] sent, waiting for PROGRESSED
+    STEP_VERIFYING              //  Restart: the verify command runs (delivery in doubt)
 } step_state_t;
+
+//  The health wait after a restart (only with a health effect).
+typedef enum {
+    HEALTH_NONE,                //  Not asked (no effect, or the restart not done yet)
+    HEALTH_RUNNING,             //  A try runs
+    HEALTH_WAITING,             //  Between two tries
+    HEALTH_DONE,                //  Answered healthy
+    HEALTH_FAILED               //  Timed out
+} health_state_t;
 
 static const char *s_nack_names [WRK_NACK_COUNT] = {
     "restart_failed", "restart_timeout", "save_failed", "job_timeout", "shutdown", "refused",
-    "host_not_allowed"
+    "host_not_allowed", "health_timeout"
 };
 
 struct _wrk_job_t {
@@ -44,6 +61,10 @@ struct _wrk_job_t {
     uint8_t save;               //  step_state_t of the save
     uint8_t restart;            //  step_state_t of the restart
     bool restart_prior;         //  Restart was done by an earlier attempt
+    bool in_doubt;              //  The delivery said an earlier restart may have run
+    uint8_t health;             //  health_state_t
+    int64_t health_at;          //  Next health try, or the health deadline while one runs; NEVER
+    int64_t health_until;       //  Health wait ends (health_timeout_ms after the restart)
     bool lease_lost;            //  Broker called the lease stale/unknown: no extends
     uint8_t fail_kind;          //  wrk_nack_t when the restart failed
     uint8_t final;              //  wrk_final_t: working, or which reply it waits for
@@ -81,6 +102,8 @@ wrk_config_defaults (wrk_config_t *config)
     config->max_job_ms = 300000;
     config->log_burst = 200;
     config->confirm_timeout_ms = 1000;
+    config->health_timeout_ms = 300000;
+    config->health_interval_ms = 5000;
 }
 
 const char *
@@ -125,11 +148,18 @@ wrk_job_wake (const wrk_job_t *job)
         key = job->confirm_at;
     if (job->give_up_at < key)
         key = job->give_up_at;
+    if (job->health_at < key)
+        key = job->health_at;
     return key;
 }
 
 #define s_event(ctx, ...) \
     do { if (wrk_jobs_log_budget ((ctx)->jobs)) mdl_info (__VA_ARGS__); } while (0)
+
+static void s_check (wrk_job_ctx_t *ctx, wrk_job_t *job);
+static void s_restart_done (wrk_job_ctx_t *ctx, wrk_job_t *job, bool ok, wrk_nack_t kind,
+                            const char *reason);
+static void s_health_begin (wrk_job_ctx_t *ctx, wrk_job_t *job);
 
 //  --------------------------------------------------------------------------
 //  Timers
@@ -155,7 +185,19 @@ static bool
 s_working (const wrk_job_t *job)
 {
     return job->save == STEP_RUNNING || job->save == STEP_WAITING
-        || job->restart == STEP_RUNNING;
+        || job->restart == STEP_RUNNING || job->restart == STEP_STARTING
+        || job->restart == STEP_VERIFYING
+        || job->health == HEALTH_RUNNING || job->health == HEALTH_WAITING;
+}
+
+//  A child of this job may run (restart, verify or health command): the
+//  kill effect stops every one of them.
+static bool
+s_child_running (wrk_job_ctx_t *ctx, const wrk_job_t *job)
+{
+    return ctx->config.restart_mode == WRK_RESTART_EXTERNAL
+        && (job->restart == STEP_RUNNING || job->restart == STEP_VERIFYING
+            || job->health == HEALTH_RUNNING);
 }
 
 static double
@@ -188,6 +230,7 @@ s_progress (wrk_job_ctx_t *ctx, wrk_job_t *job, unsigned step)
     if (!job->delivery_id)
         return;
     wrk_jobs_queue (ctx->jobs, step == MMP_STEP_RESTART ? WRK_QUEUE_PROGRESS_RESTART
+                             : step == MMP_STEP_STARTED ? WRK_QUEUE_PROGRESS_STARTED
                                                         : WRK_QUEUE_PROGRESS_SAVE,
                     0, job->delivery_id);
     job->progress_sent |= (uint8_t) step;
@@ -219,6 +262,7 @@ s_finalize (wrk_job_ctx_t *ctx, wrk_job_t *job, wrk_final_t final, wrk_nack_t re
     job->restart_at = NEVER;
     job->retry_at = NEVER;
     job->hard_deadline = NEVER;
+    job->health_at = NEVER;
     job->give_up_at = (job->lease_until > now ? job->lease_until : now)
                     + ctx->config.ack_deadline_ms;
     s_expect_reply (ctx, job);
@@ -233,6 +277,8 @@ wrk_job_resend (wrk_job_t *job, wrk_job_ctx_t *ctx)
     job->progress_waiting = 0;
     job->confirm_at = NEVER;
     if (job->delivery_id) {
+        if (steps & MMP_STEP_STARTED)
+            s_progress (ctx, job, MMP_STEP_STARTED);
         if (steps & MMP_STEP_RESTART)
             s_progress (ctx, job, MMP_STEP_RESTART);
         if (steps & MMP_STEP_SAVE)
@@ -254,8 +300,7 @@ wrk_job_resend (wrk_job_t *job, wrk_job_ctx_t *ctx)
 static void
 s_finish (wrk_job_ctx_t *ctx, wrk_job_t *job, wrk_nack_t reason, const char *why)
 {
-    if (job->restart == STEP_RUNNING
-    &&  ctx->config.restart_mode == WRK_RESTART_EXTERNAL)
+    if (s_child_running (ctx, job))
         ctx->effects.restart_kill (ctx->effects.arg, job);
 
     if (job->delivery_id == 0) {
@@ -266,7 +311,8 @@ s_finish (wrk_job_ctx_t *ctx, wrk_job_t *job, wrk_nack_t reason, const char *why
         wrk_jobs_remove (ctx->jobs, job);
         return;
     }
-    if (job->save == STEP_DONE && job->restart == STEP_DONE) {
+    if (job->save == STEP_DONE && job->restart == STEP_DONE
+    &&  (job->health == HEALTH_NONE || job->health == HEALTH_DONE)) {
         ctx->stats.acked++;
         if (ctx->effects.outcome)
             ctx->effects.outcome (ctx->effects.arg, job, job->restart_prior
@@ -306,6 +352,9 @@ s_check (wrk_job_ctx_t *ctx, wrk_job_t *job)
     if (job->save == STEP_FAILED)
         s_finish (ctx, job, WRK_NACK_SAVE_FAILED, "save failed");
     else
+    if (job->health == HEALTH_FAILED)
+        s_finish (ctx, job, WRK_NACK_HEALTH_TIMEOUT, "host not healthy before the health timeout");
+    else
         s_finish (ctx, job, WRK_NACK_REFUSED, "done");
 }
 
@@ -320,6 +369,100 @@ s_start_save (wrk_job_ctx_t *ctx, wrk_job_t *job)
         wrk_job_saved (job, ctx, false, "could not queue the save");
     else
         wrk_jobs_rearm (ctx->jobs, job);
+}
+
+//  --------------------------------------------------------------------------
+//  Restart safety: started, verify, health (wrk_job.h)
+
+//  One health try, or the timeout when the wait is over.
+static void
+s_health_try (wrk_job_ctx_t *ctx, wrk_job_t *job)
+{
+    int64_t now = mdl_clock_now (&ctx->clock);
+    if (now >= job->health_until) {
+        if (job->health == HEALTH_RUNNING)
+            ctx->effects.restart_kill (ctx->effects.arg, job);
+        job->health = HEALTH_FAILED;
+        job->health_at = NEVER;
+        ctx->stats.health_timeouts++;
+        mdl_warn ("Health of %s (%s) not confirmed within %.1fs; giving the request back",
+                  job->hostname, job->message_id, (double) ctx->config.health_timeout_ms / 1000.0);
+        s_check (ctx, job);
+        return;
+    }
+    job->health = HEALTH_RUNNING;
+    job->health_at = job->health_until;     //  A try that hangs ends with the wait
+    if (ctx->effects.health (ctx->effects.arg, job) != 0) {
+        wrk_job_healthy (job, ctx, false, "health command could not start");
+        return;
+    }
+    wrk_jobs_rearm (ctx->jobs, job);
+}
+
+//  The restart is done (now, earlier, or verified): wait for health if asked.
+static void
+s_health_begin (wrk_job_ctx_t *ctx, wrk_job_t *job)
+{
+    if (!ctx->effects.health || job->health != HEALTH_NONE || !job->delivery_id)
+        return;
+    job->health_until = mdl_clock_now (&ctx->clock) + ctx->config.health_timeout_ms;
+    s_event (ctx, "Health-checking %s (%s) every %.1fs for up to %.1fs before acking",
+             job->hostname, job->message_id, (double) ctx->config.health_interval_ms / 1000.0,
+             (double) ctx->config.health_timeout_ms / 1000.0);
+    s_health_try (ctx, job);
+}
+
+//  The broker recorded the start durably: run the restart command.
+static void
+s_restart_run (wrk_job_ctx_t *ctx, wrk_job_t *job)
+{
+    int64_t now = mdl_clock_now (&ctx->clock);
+    job->restart = STEP_RUNNING;
+    job->restart_started = now;
+    job->restart_at = now + ctx->config.restart_timeout_ms;
+    if (ctx->effects.restart (ctx->effects.arg, job) != 0) {
+        s_restart_done (ctx, job, false, WRK_NACK_RESTART_FAILED, "restart could not start");
+        return;
+    }
+    wrk_jobs_rearm (ctx->jobs, job);
+}
+
+//  Ask the broker to record that the restart is about to run; the command
+//  runs only once it says ok (wrk_job_confirm_progress).
+static void
+s_restart_announce (wrk_job_ctx_t *ctx, wrk_job_t *job)
+{
+    job->restart = STEP_STARTING;
+    job->restart_at = NEVER;
+    s_event (ctx, "Waiting for the broker to record the start of the restart of %s (%s)",
+             job->hostname, job->message_id);
+    s_progress (ctx, job, MMP_STEP_STARTED);
+    wrk_jobs_rearm (ctx->jobs, job);
+}
+
+//  The restart step of a delivery starts: verify first when in doubt.
+static void
+s_restart_begin (wrk_job_ctx_t *ctx, wrk_job_t *job)
+{
+    if (!job->in_doubt || !ctx->effects.verify) {
+        if (job->in_doubt)
+            mdl_warn ("Restart of %s (%s) is in doubt (an earlier attempt may have run it) "
+                      "and there is no --verify-cmd: restarting again", job->hostname,
+                      job->message_id);
+        s_restart_announce (ctx, job);
+        return;
+    }
+    int64_t now = mdl_clock_now (&ctx->clock);
+    job->restart = STEP_VERIFYING;
+    job->restart_started = now;
+    job->restart_at = now + ctx->config.restart_timeout_ms;
+    mdl_info ("Verifying %s (%s): an earlier attempt's restart is in doubt",
+              job->hostname, job->message_id);
+    if (ctx->effects.verify (ctx->effects.arg, job) != 0) {
+        wrk_job_verified (job, ctx, false, "verify command could not start");
+        return;
+    }
+    wrk_jobs_rearm (ctx->jobs, job);
 }
 
 //  reason is static text; kind the NACK reason if it failed.
@@ -337,6 +480,7 @@ s_restart_done (wrk_job_ctx_t *ctx, wrk_job_t *job, bool ok, wrk_nack_t kind,
         s_progress (ctx, job, MMP_STEP_RESTART);
         s_event (ctx, "Restarted %s (%s) in %.3fs", job->hostname,
                  job->message_id, s_age (ctx, job));
+        s_health_begin (ctx, job);
     }
     else {
         job->restart = STEP_FAILED;
@@ -393,10 +537,15 @@ wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token)
     job->extend_at = now + s_extend_period (ctx, delivery->deadline_ms);
     job->restart_at = NEVER;
     job->retry_at = NEVER;
-    job->hard_deadline = now + ctx->config.max_job_ms;
+    //  The ceiling covers the restart; a verify and a health wait come on top
+    job->hard_deadline = now + ctx->config.max_job_ms
+                       + (ctx->effects.health ? ctx->config.health_timeout_ms : 0)
+                       + (ctx->effects.verify && delivery->in_doubt ? ctx->config.restart_timeout_ms : 0);
     job->lease_until = now + delivery->deadline_ms;
     job->confirm_at = NEVER;
     job->give_up_at = NEVER;
+    job->health_at = NEVER;
+    job->in_doubt = delivery->in_doubt;
     return job;
 }
 
@@ -425,26 +574,18 @@ wrk_job_start (wrk_job_t *job, wrk_job_ctx_t *ctx, unsigned steps)
         job->restart_prior = true;
         ctx->stats.restarts_skipped++;
     }
+    else
+    if (ctx->config.restart_mode == WRK_RESTART_EXTERNAL)
+        s_restart_begin (ctx, job);     //  Runs beside the save, which starts below
     else {
+        //  Simulated: no command, so nothing to announce or verify
         job->restart = STEP_RUNNING;
         job->restart_started = now;
-        if (ctx->config.restart_mode == WRK_RESTART_SIMULATE) {
-            double u = mdl_random_next (&ctx->random);
-            job->restart_at = now + (int64_t) (u * (double) ctx->config.restart_latency_ms);
-        }
-        else {
-            job->restart_at = now + ctx->config.restart_timeout_ms;
-            if (ctx->effects.restart (ctx->effects.arg, job) != 0) {
-                if (steps & MMP_STEP_SAVE)
-                    job->save = STEP_DONE;
-                else
-                    job->save = STEP_FAILED;   //  Nothing queued yet
-                s_restart_done (ctx, job, false, WRK_NACK_RESTART_FAILED,
-                                "restart could not start");
-                return;
-            }
-        }
+        double u = mdl_random_next (&ctx->random);
+        job->restart_at = now + (int64_t) (u * (double) ctx->config.restart_latency_ms);
     }
+    if (job->final != WRK_FINAL_NONE)
+        return;                 //  The restart (or verify) could not start
     if (steps & MMP_STEP_SAVE)
         job->save = STEP_DONE;
     else {
@@ -455,6 +596,12 @@ wrk_job_start (wrk_job_t *job, wrk_job_ctx_t *ctx, unsigned steps)
         if (job->final != WRK_FINAL_NONE)
             return;
     }
+    //  A restart done by an earlier attempt is health-checked too: a
+    //  health timeout gave the request back with its restart recorded
+    if (job->restart == STEP_DONE)
+        s_health_begin (ctx, job);
+    if (job->final != WRK_FINAL_NONE)
+        return;
     s_check (ctx, job);
 }
 
@@ -507,6 +654,10 @@ wrk_job_redeliver (wrk_job_t *held, wrk_job_ctx_t *ctx, const mmp_delivery_t *de
     if (held->restart == STEP_DONE && !held->restart_prior
     &&  !(delivery->steps & MMP_STEP_RESTART))
         s_progress (ctx, held, MMP_STEP_RESTART);
+    //  Still waiting to run the restart: the start must be recorded under
+    //  the new lease, or the command would run under none
+    if (held->restart == STEP_STARTING)
+        s_progress (ctx, held, MMP_STEP_STARTED);
     wrk_jobs_rearm (ctx->jobs, held);
     return true;
 }
@@ -569,6 +720,52 @@ wrk_job_restarted (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok, const char *reas
 }
 
 void
+wrk_job_verified (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok, const char *reason)
+{
+    if (job->final != WRK_FINAL_NONE || job->restart != STEP_VERIFYING)
+        return;
+    job->restart_at = NEVER;
+    if (!ok) {
+        mdl_info ("Verify of %s (%s) says it was not restarted (%s); restarting",
+                  job->hostname, job->message_id, reason ? reason : "failed");
+        s_restart_announce (ctx, job);
+        return;
+    }
+    job->restart = STEP_DONE;
+    job->restart_prior = true;
+    ctx->stats.verified++;
+    mdl_info ("Verified %s (%s): restarted by an earlier attempt; not restarting again",
+              job->hostname, job->message_id);
+    s_progress (ctx, job, MMP_STEP_RESTART);
+    s_health_begin (ctx, job);
+    s_check (ctx, job);
+}
+
+void
+wrk_job_healthy (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok, const char *reason)
+{
+    if (job->final != WRK_FINAL_NONE || job->health != HEALTH_RUNNING)
+        return;
+    if (ok) {
+        job->health = HEALTH_DONE;
+        job->health_at = NEVER;
+        s_event (ctx, "Healthy: %s (%s) after %.3fs", job->hostname, job->message_id,
+                 s_age (ctx, job));
+        s_check (ctx, job);
+        return;
+    }
+    int64_t now = mdl_clock_now (&ctx->clock);
+    job->health = HEALTH_WAITING;
+    job->health_at = now + ctx->config.health_interval_ms;
+    if (job->health_at > job->health_until)
+        job->health_at = job->health_until;
+    s_event (ctx, "Not healthy yet: %s (%s): %s; next check in %.1fs", job->hostname,
+             job->message_id, reason ? reason : "failed",
+             (double) (job->health_at - now) / 1000.0);
+    wrk_jobs_rearm (ctx->jobs, job);
+}
+
+void
 wrk_job_lease_lost (wrk_job_t *job, wrk_job_ctx_t *ctx)
 {
     if (!job->lease_lost && job->final == WRK_FINAL_NONE) {
@@ -609,9 +806,22 @@ wrk_job_tick (wrk_job_t *job, wrk_job_ctx_t *ctx, int64_t now)
     if (job->hard_deadline <= now) {
         mdl_warn ("%s (%s) hit its ceiling of %" PRId64 " ms; giving up",
                   job->message_id, job->instance_name, ctx->config.max_job_ms);
-        if (job->restart == STEP_RUNNING)
+        if (job->restart == STEP_RUNNING || job->restart == STEP_STARTING
+        ||  job->restart == STEP_VERIFYING)
             ctx->stats.restart_failures++;
         s_finish (ctx, job, WRK_NACK_JOB_TIMEOUT, "job exceeded its time ceiling");
+        return;
+    }
+    if (job->health_at <= now) {
+        job->health_at = NEVER;
+        s_health_try (ctx, job);
+        return;
+    }
+    if (job->restart_at <= now && job->restart == STEP_VERIFYING) {
+        ctx->effects.restart_kill (ctx->effects.arg, job);
+        mdl_warn ("Verify of %s timed out after %" PRId64 " ms; killed",
+                  job->hostname, ctx->config.restart_timeout_ms);
+        wrk_job_verified (job, ctx, false, "verify timed out");
         return;
     }
     if (job->restart_at <= now) {
@@ -655,8 +865,7 @@ wrk_job_tick (wrk_job_t *job, wrk_job_ctx_t *ctx, int64_t now)
 void
 wrk_job_shutdown (wrk_job_t *job, wrk_job_ctx_t *ctx)
 {
-    if (job->restart == STEP_RUNNING
-    &&  ctx->config.restart_mode == WRK_RESTART_EXTERNAL)
+    if (s_child_running (ctx, job))
         ctx->effects.restart_kill (ctx->effects.arg, job);
     ctx->stats.nacked++;
     if (!job->delivery_id) {
@@ -708,6 +917,30 @@ wrk_job_confirm_progress (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok)
 {
     if (!job->progress_waiting)
         return;
+    if (job->restart == STEP_STARTING && (job->progress_sent & MMP_STEP_STARTED)
+    &&  job->final == WRK_FINAL_NONE) {
+        //  The answer to PROGRESS [started]: the only one a starting job
+        //  has out (finished steps are reported later)
+        job->progress_sent &= (uint8_t) ~MMP_STEP_STARTED;
+        job->progress_waiting--;
+        if (!job->progress_sent) {
+            job->progress_waiting = 0;
+            job->confirm_at = NEVER;
+        }
+        if (!ok) {
+            ctx->stats.starts_refused++;
+            mdl_warn ("Not restarting %s (%s): the broker no longer holds delivery %" PRIu64
+                      " (it may have restarted and lost the lease); dropping the job, the "
+                      "request will be delivered again", job->hostname, job->message_id,
+                      job->delivery_id);
+            wrk_jobs_remove (ctx->jobs, job);
+            return;
+        }
+        s_event (ctx, "Broker recorded the start; restarting %s (%s)", job->hostname,
+                 job->message_id);
+        s_restart_run (ctx, job);
+        return;
+    }
     job->progress_waiting = ok ? job->progress_waiting - 1 : 0;
     if (job->progress_waiting == 0) {
         job->progress_sent = 0;
@@ -721,7 +954,8 @@ wrk_job_confirm_progress (wrk_job_t *job, wrk_job_ctx_t *ctx, bool ok)
 void
 wrk_job_dump (const wrk_job_t *job, int64_t now)
 {
-    static const char *names [] = { "running", "retry-wait", "done", "failed" };
+    static const char *names [] = { "running", "retry-wait", "done", "failed",
+                                    "waiting for start record", "verifying" };
     static const char *finals [] = { "", " waiting for ACKED", " waiting for NACKED",
                                      " done, ack refused" };
     mdl_info ("  %s %s delivery %" PRIu64 " attempt %" PRId64 " save %s restart %s%s "

@@ -15,6 +15,24 @@
                reports the outcome; after restart_timeout_ms the job calls
                the kill effect and counts it as failed.
 
+    Restart safety (docs/POLICY.md, "In doubt"). In external mode the job
+    first sends PROGRESS [started] and runs the restart effect only once
+    the broker answered it ok: PROGRESSED comes only after the broker's
+    record of the start is durable, so a restart only ever runs under a
+    lease the broker knows may have started it (after a crash the broker
+    holds the request in doubt instead of leasing it again at once). A
+    stale or unknown answer means the lease is gone: the restart is not
+    run and the job is dropped (the save's late result is ignored; the
+    broker delivers the request again). A delivery marked in_doubt, with
+    a verify effect, runs verify first (bounded by restart_timeout_ms):
+    success means the host was restarted, so the restart step counts as
+    done (PROGRESS [restart], then ACK once saved); failure or timeout
+    runs the restart as above. With a health effect, a restart that
+    succeeded (also one done by an earlier attempt or verified) is
+    followed by the health effect, again every health_interval_ms while
+    it fails, keeping the lease, until it succeeds (then ACK) or
+    health_timeout_ms pass (its child killed, NACK "health_timeout").
+
     While either step runs, the lease is extended every extend_every_ms
     (or every half lease if that is shorter). When both steps are done the
     delivery is ACKed; a restart failure NACKs it (no delay_ms: the
@@ -25,7 +43,9 @@
     precedes it.
 
     Bounded by construction (the tutorial's extend-forever deadlock cannot
-    happen): every job has a hard ceiling, max_job_ms after delivery, at
+    happen): every job has a hard ceiling, max_job_ms after delivery
+    (plus health_timeout_ms with a health effect, plus restart_timeout_ms
+    for an in-doubt delivery with a verify effect), at
     which whatever still runs is killed and the delivery NACKed; a restart
     is bounded by restart_timeout_ms (external) or restart_latency_ms
     (simulated); a save by save_attempts.
@@ -83,6 +103,8 @@ typedef struct {
     const char *const *allow_hosts;     //  fnmatch globs on the hostname; a delivery matching
                                         //  none is NACKed "host_not_allowed", never run
     size_t allow_host_count;            //  0: every host allowed
+    int64_t health_timeout_ms;  //  Health wait after a restart before NACK health_timeout (5 min)
+    int64_t health_interval_ms; //  Between two health tries (5 s)
 } wrk_config_t;
 
 //  Defaults as documented in mandrill-worker --help.
@@ -116,6 +138,13 @@ typedef struct {
     void (*outcome) (void *arg, const wrk_job_t *job, const char *outcome);
     //  A step ended after ms (the clock's): metrics (may be NULL).
     void (*timed) (void *arg, wrk_timed_t step, bool ok, int64_t ms);
+    //  Optional (NULL: none). Start the verify command of an in-doubt
+    //  delivery; outcome through wrk_jobs_verified (). 0, or -1 if it
+    //  could not be started (counts as "not restarted").
+    int (*verify) (void *arg, const wrk_job_t *job);
+    //  Optional. Start one health try; outcome through wrk_jobs_healthy ().
+    //  0, or -1 if it could not be started (counts as a failed try).
+    int (*health) (void *arg, const wrk_job_t *job);
 } wrk_effects_t;
 
 //  Defaults as documented in mandrill-worker --help.
@@ -136,6 +165,9 @@ typedef struct {
     uint64_t acks_refused;      //  ACKs the broker answered stale or unknown
     uint64_t acks_abandoned;    //  ACKs never answered, dropped after the lease
     uint64_t resent;            //  Jobs whose unconfirmed commands were sent again
+    uint64_t starts_refused;    //  Restarts not run: the broker no longer held the lease
+    uint64_t verified;          //  In-doubt restarts a verify command confirmed done
+    uint64_t health_timeouts;   //  Restarts whose host never answered healthy
 } wrk_stats_t;
 
 //  NACK reasons; the table sends one NACK per reason per flush.
@@ -147,6 +179,7 @@ typedef enum {
     WRK_NACK_SHUTDOWN,
     WRK_NACK_REFUSED,
     WRK_NACK_HOST_NOT_ALLOWED,  //  --allow-hosts: the host matches no glob; never run
+    WRK_NACK_HEALTH_TIMEOUT,    //  --health-cmd never succeeded within --health-timeout
     WRK_NACK_COUNT
 } wrk_nack_t;
 
@@ -167,7 +200,8 @@ typedef enum {
     WRK_QUEUE_ACK,
     WRK_QUEUE_NACK,             //  With a wrk_nack_t
     WRK_QUEUE_PROGRESS_RESTART,
-    WRK_QUEUE_PROGRESS_SAVE
+    WRK_QUEUE_PROGRESS_SAVE,
+    WRK_QUEUE_PROGRESS_STARTED  //  The restart command is about to run
 } wrk_queue_t;
 
 //  What a job reads from its table: the table owns it, jobs change only
@@ -208,6 +242,8 @@ void wrk_job_drop_lease (wrk_job_t *self, wrk_job_ctx_t *ctx);
 //  Completions (a finished job, or one of another token, ignores them).
 void wrk_job_saved (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *error);
 void wrk_job_restarted (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *reason);
+void wrk_job_verified (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *reason);
+void wrk_job_healthy (wrk_job_t *self, wrk_job_ctx_t *ctx, bool ok, const char *reason);
 
 //  The broker no longer holds this lease: stop extending.
 void wrk_job_lease_lost (wrk_job_t *self, wrk_job_ctx_t *ctx);

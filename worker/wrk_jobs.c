@@ -35,6 +35,7 @@ struct _wrk_jobs_t {
     id_list_t pending_nack [WRK_NACK_COUNT];    //  Ids to NACK at flush, by reason
     id_list_t pending_restart;  //  Ids for PROGRESS [restart]
     id_list_t pending_saved;    //  Ids for PROGRESS [save]
+    id_list_t pending_started;  //  Ids for PROGRESS [started]
     size_t finished;            //  Jobs waiting for ACKED or NACKED
     size_t finished_acks;       //  Of which waiting for ACKED
     size_t gone;                //  Done jobs whose ACK was refused, remembered
@@ -117,6 +118,7 @@ wrk_jobs_destroy (wrk_jobs_t **self_p)
             free (self->pending_nack [i].ids);
         free (self->pending_restart.ids);
         free (self->pending_saved.ids);
+        free (self->pending_started.ids);
         free (self);
         *self_p = NULL;
     }
@@ -183,6 +185,7 @@ wrk_jobs_queue (wrk_jobs_t *self, wrk_queue_t what, int reason, uint64_t id)
         case WRK_QUEUE_ACK: return s_list_push (&self->pending_ack, id);
         case WRK_QUEUE_PROGRESS_RESTART: return s_list_push (&self->pending_restart, id);
         case WRK_QUEUE_PROGRESS_SAVE: return s_list_push (&self->pending_saved, id);
+        case WRK_QUEUE_PROGRESS_STARTED: return s_list_push (&self->pending_started, id);
         case WRK_QUEUE_NACK:
             if (reason < 0 || reason >= WRK_NACK_COUNT)
                 reason = WRK_NACK_REFUSED;
@@ -386,6 +389,24 @@ wrk_jobs_restarted (wrk_jobs_t *self, const char *message_id, uint64_t token,
 }
 
 void
+wrk_jobs_verified (wrk_jobs_t *self, const char *message_id, uint64_t token,
+                   bool ok, const char *reason)
+{
+    wrk_job_t *job = s_find (self, message_id, token);
+    if (job)
+        wrk_job_verified (job, &self->ctx, ok, reason);
+}
+
+void
+wrk_jobs_healthy (wrk_jobs_t *self, const char *message_id, uint64_t token,
+                  bool ok, const char *reason)
+{
+    wrk_job_t *job = s_find (self, message_id, token);
+    if (job)
+        wrk_job_healthy (job, &self->ctx, ok, reason);
+}
+
+void
 wrk_jobs_lease_lost (wrk_jobs_t *self, const uint64_t *ids, size_t count)
 {
     for (size_t i = 0; i < count; i++) {
@@ -448,6 +469,7 @@ wrk_jobs_flush (wrk_jobs_t *self)
 {
     //  Progress before the NACK it may precede, so the broker records the
     //  steps while the lease is still open.
+    s_flush_list (self, &self->pending_started, 0, NULL, MMP_STEP_STARTED);
     s_flush_list (self, &self->pending_restart, 0, NULL, MMP_STEP_RESTART);
     s_flush_list (self, &self->pending_saved, 0, NULL, MMP_STEP_SAVE);
     s_flush_list (self, &self->pending_ack, 1, NULL, 0);

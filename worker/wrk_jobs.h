@@ -14,7 +14,7 @@
     O(log n) per timer change, O(1) per lookup.
 
     Outgoing commands are collected and handed to the effects in batches by
-    wrk_jobs_flush (): PROGRESS first, then ACK, then NACK (one per reason),
+    wrk_jobs_flush (): PROGRESS first ([started] before the others), then ACK, then NACK (one per reason),
     then EXTEND, each split at MMP_MAX_IDS. All due extends of one tick go
     out as one EXTEND. The loop calls flush after every handler.
 
@@ -77,6 +77,13 @@ void wrk_jobs_saved (wrk_jobs_t *self, const char *message_id, uint64_t token,
 //  Outcome of an external restart.
 void wrk_jobs_restarted (wrk_jobs_t *self, const char *message_id, uint64_t token,
                          bool ok, const char *reason);
+
+//  Outcome of a verify command (exit 0: the host was restarted) and of
+//  one health try (exit 0: healthy), as for wrk_jobs_restarted.
+void wrk_jobs_verified (wrk_jobs_t *self, const char *message_id, uint64_t token,
+                        bool ok, const char *reason);
+void wrk_jobs_healthy (wrk_jobs_t *self, const char *message_id, uint64_t token,
+                       bool ok, const char *reason);
 
 //  The broker says these leases are no longer ours (stale/unknown in a
 //  reply): stop extending them; the work still finishes and is acked.

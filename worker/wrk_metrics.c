@@ -17,6 +17,9 @@ struct _wrk_metrics_t {
     mdl_counter_t *restarts_ok;         //  .restarted
     mdl_counter_t *restarts_failed;     //  .restart_failures
     mdl_counter_t *restarts_skipped;    //  .restarts_skipped
+    mdl_counter_t *restarts_verified;   //  .verified
+    mdl_counter_t *restarts_refused;    //  .starts_refused
+    mdl_counter_t *health_timeouts;     //  .health_timeouts
     mdl_counter_t *saves_ok;            //  .saved
     mdl_counter_t *saves_failed;        //  .save_failures
     mdl_histogram_t *restart_ok;        //  restart_duration_seconds{outcome="ok"}
@@ -66,11 +69,19 @@ wrk_metrics_new (mdl_metrics_t *registry)
         goto failed;
     mdl_gauge_set (info, 1);
     COUNTER (deliveries, "mandrill_worker_deliveries_total", "Deliveries taken.", NULL);
-    const char *restarts = "Restarts by outcome (skipped: done by an earlier attempt).";
+    const char *restarts = "Restarts by outcome (skipped: done by an earlier attempt; verified: "
+                           "in doubt, a verify command said done; refused: start not recorded, "
+                           "not run; health_timeout: host never healthy).";
     COUNTER (restarts_ok, "mandrill_worker_restarts_total", restarts, "outcome", "ok", NULL);
     COUNTER (restarts_failed, "mandrill_worker_restarts_total", restarts, "outcome", "failed", NULL);
     COUNTER (restarts_skipped, "mandrill_worker_restarts_total", restarts,
              "outcome", "skipped", NULL);
+    COUNTER (restarts_verified, "mandrill_worker_restarts_total", restarts,
+             "outcome", "verified", NULL);
+    COUNTER (restarts_refused, "mandrill_worker_restarts_total", restarts,
+             "outcome", "refused", NULL);
+    COUNTER (health_timeouts, "mandrill_worker_restarts_total", restarts,
+             "outcome", "health_timeout", NULL);
     const char *saves = "Save tries by outcome.";
     COUNTER (saves_ok, "mandrill_worker_saves_total", saves, "outcome", "ok", NULL);
     COUNTER (saves_failed, "mandrill_worker_saves_total", saves, "outcome", "failed", NULL);
@@ -116,6 +127,9 @@ s_collect (mdl_metrics_t *metrics, void *arg)
     mdl_counter_set (self->restarts_ok, s.restarted);
     mdl_counter_set (self->restarts_failed, s.restart_failures);
     mdl_counter_set (self->restarts_skipped, s.restarts_skipped);
+    mdl_counter_set (self->restarts_verified, s.verified);
+    mdl_counter_set (self->restarts_refused, s.starts_refused);
+    mdl_counter_set (self->health_timeouts, s.health_timeouts);
     mdl_counter_set (self->saves_ok, s.saved);
     mdl_counter_set (self->saves_failed, s.save_failures);
     mdl_counter_set (self->acks_confirmed, s.acks_confirmed);

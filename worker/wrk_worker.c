@@ -19,6 +19,14 @@
 #define HOUSEKEEPING_MS     100         //  Heartbeat, liveness and grace checks
 #define SLOW_HANDLER_US     100000      //  --debug threshold
 
+//  Children of one job share its token; the kind rides in the top bits,
+//  so that a verify's or a health try's exit is routed to its step.
+#define TOKEN_KIND_SHIFT    62
+#define TOKEN_RESTART       (UINT64_C (0) << TOKEN_KIND_SHIFT)
+#define TOKEN_VERIFY        (UINT64_C (1) << TOKEN_KIND_SHIFT)
+#define TOKEN_HEALTH        (UINT64_C (2) << TOKEN_KIND_SHIFT)
+#define TOKEN_MASK          ((UINT64_C (1) << TOKEN_KIND_SHIFT) - 1)
+
 typedef struct {
     wrk_options_t options;      //  Copied flags
     zloop_t *loop;              //  The one loop
@@ -26,7 +34,9 @@ typedef struct {
     int sigfd;                  //  signalfd of the handled signals
     wrk_db_t *db;               //  The store (wrk_db.h)
     wrk_db_watch_t db_watch;    //  What the loop polls for it now
-    wrk_exec_t *exec;           //  Restart children, exec mode only
+    wrk_exec_t *exec;           //  Restart children (and their table), exec mode only
+    wrk_exec_t *verify;         //  --verify-cmd template, or NULL
+    wrk_exec_t *health;         //  --health-cmd template, or NULL
     wrk_jobs_t *jobs;           //  In-flight table
     uint64_t random_state;      //  For mdl_random_system
     int job_timer;              //  zloop timer id for the job table, or -1
@@ -102,12 +112,34 @@ s_effect_restart (void *arg, const wrk_job_t *job)
                            wrk_job_instance_name (job), wrk_job_message_id (job));
 }
 
+static int
+s_effect_verify (void *arg, const wrk_job_t *job)
+{
+    worker_t *self = arg;
+    return wrk_exec_start_as (self->exec, self->verify, wrk_job_token (job) | TOKEN_VERIFY,
+                              wrk_job_hostname (job), wrk_job_instance_name (job),
+                              wrk_job_message_id (job));
+}
+
+static int
+s_effect_health (void *arg, const wrk_job_t *job)
+{
+    worker_t *self = arg;
+    return wrk_exec_start_as (self->exec, self->health, wrk_job_token (job) | TOKEN_HEALTH,
+                              wrk_job_hostname (job), wrk_job_instance_name (job),
+                              wrk_job_message_id (job));
+}
+
+//  Every child of the job: at most one of them runs at a time.
 static void
 s_effect_kill (void *arg, const wrk_job_t *job)
 {
     worker_t *self = arg;
-    if (self->exec)
-        wrk_exec_kill (self->exec, wrk_job_token (job));
+    if (self->exec) {
+        wrk_exec_kill (self->exec, wrk_job_token (job) | TOKEN_RESTART);
+        wrk_exec_kill (self->exec, wrk_job_token (job) | TOKEN_VERIFY);
+        wrk_exec_kill (self->exec, wrk_job_token (job) | TOKEN_HEALTH);
+    }
 }
 
 static void
@@ -329,7 +361,15 @@ static void
 s_on_restarted (void *arg, const char *message_id, uint64_t token, bool ok, const char *reason)
 {
     worker_t *self = arg;
-    wrk_jobs_restarted (self->jobs, message_id, token, ok, reason);
+    uint64_t kind = token & ~TOKEN_MASK;
+    token &= TOKEN_MASK;
+    if (kind == TOKEN_VERIFY)
+        wrk_jobs_verified (self->jobs, message_id, token, ok, reason);
+    else
+    if (kind == TOKEN_HEALTH)
+        wrk_jobs_healthy (self->jobs, message_id, token, ok, reason);
+    else
+        wrk_jobs_restarted (self->jobs, message_id, token, ok, reason);
 }
 
 static void
@@ -444,6 +484,18 @@ wrk_worker_run (const wrk_options_t *options)
             goto done;
         }
     }
+    if (options->verify_cmd && !(self->verify = wrk_exec_new (options->verify_cmd, error, sizeof error))) {
+        mdl_error ("--verify-cmd: %s", error);
+        goto done;
+    }
+    if (options->health_cmd && !(self->health = wrk_exec_new (options->health_cmd, error, sizeof error))) {
+        mdl_error ("--health-cmd: %s", error);
+        goto done;
+    }
+    if ((self->verify || self->health) && !self->exec) {
+        mdl_error ("--verify-cmd and --health-cmd need --restart exec");
+        goto done;
+    }
     if (!self->db)
         self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
     if (!self->db) {
@@ -452,7 +504,8 @@ wrk_worker_run (const wrk_options_t *options)
     }
     wrk_effects_t effects = {
         self, s_effect_extend, s_effect_ack, s_effect_nack, s_effect_progress,
-        s_effect_save, s_effect_restart, s_effect_kill, s_effect_outcome, s_effect_timed
+        s_effect_save, s_effect_restart, s_effect_kill, s_effect_outcome, s_effect_timed,
+        self->verify ? s_effect_verify : NULL, self->health ? s_effect_health : NULL
     };
     wrk_config_t config = options->jobs;
     config.restart_mode = self->exec ? WRK_RESTART_EXTERNAL : WRK_RESTART_SIMULATE;
@@ -485,9 +538,10 @@ wrk_worker_run (const wrk_options_t *options)
     char db_safe [512];
     wrk_db_url_redact (options->db_url ? options->db_url : wrk_db_name (self->db),
                        db_safe, sizeof db_safe);
-    mdl_info ("Worker %s started: broker %s, credit %" PRId64 ", restart %s, database %s",
+    mdl_info ("Worker %s started: broker %s, credit %" PRId64 ", restart %s%s%s, database %s",
               options->name, options->broker, options->credit,
-              self->exec ? "exec" : "simulate", db_safe);
+              self->exec ? "exec" : "simulate", self->verify ? ", verify" : "",
+              self->health ? ", health check" : "", db_safe);
     mdl_log_flush ();
     zloop_start (self->loop);
     rc = 0;
@@ -505,6 +559,8 @@ done:
     wrk_metrics_destroy (&self->metrics);
     mdl_metrics_destroy (&self->registry);
     wrk_exec_destroy (&self->exec);
+    wrk_exec_destroy (&self->verify);
+    wrk_exec_destroy (&self->health);
     if (self->sigfd >= 0)
         close (self->sigfd);
     if (rc == 0)

@@ -47,6 +47,8 @@ typedef struct {
     const char *db_url;         //  Store URL (wrk_db.h): sqlite:PATH, postgresql://...
     wrk_db_t *db;               //  A store already open (tests), taken over; NULL: open db_url
     const char *restart_cmd;    //  Exec template, or NULL in simulate mode
+    const char *verify_cmd;     //  Exec: verify template for in-doubt deliveries, or NULL
+    const char *health_cmd;     //  Exec: health template run after a restart, or NULL
     int64_t grace_ms;           //  Shutdown grace period
     int64_t heartbeat_ms;       //  Own heartbeat interval; -1 = broker's
     bool debug;                 //  Log loop handlers slower than 100 ms

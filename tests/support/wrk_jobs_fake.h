@@ -15,7 +15,8 @@
 
 //  One recorded effect call.
 typedef struct {
-    char kind [16];             //  "extend", "ack", "nack", "progress", "save", "restart", "kill"
+    char kind [16];             //  "extend", "ack", "nack", "progress", "save", "restart", "kill",
+                                //  "verify", "health", "started" (PROGRESS [started])
     int64_t at;                 //  Clock when called
     uint64_t ids [16];          //  First ids of the call
     size_t count;               //  Ids in the call
@@ -35,7 +36,10 @@ typedef struct {
     int call_count;
     int save_result;            //  Returned by the save effect
     int restart_result;         //  Returned by the restart effect
+    bool with_verify;           //  s_new gives the table a verify effect
+    bool with_health;           //  s_new gives the table a health effect
     bool silent_broker;         //  When set, s_flush does not answer ACK/NACK/PROGRESS
+    bool hold_started;          //  When set, s_flush does not answer PROGRESS [started] either
 } fake_t;
 
 static fake_t *fake;
@@ -66,7 +70,9 @@ static inline void
 s_progress (void *arg, const uint64_t *ids, size_t count, unsigned steps)
 {
     (void) arg;
-    s_record ("progress", ids, count)->steps = steps;
+    //  PROGRESS [started] is recorded apart, so counts of finished steps
+    //  read as before the restart was announced
+    s_record (steps == MMP_STEP_STARTED ? "started" : "progress", ids, count)->steps = steps;
 }
 static inline int
 s_save (void *arg, const wrk_job_t *job)
@@ -97,6 +103,23 @@ s_kill (void *arg, const wrk_job_t *job)
     s_record ("kill", &id, 1)->token = wrk_job_token (job);
 }
 
+static inline int
+s_verify (void *arg, const wrk_job_t *job)
+{
+    (void) arg;
+    uint64_t id = wrk_job_delivery_id (job);
+    s_record ("verify", &id, 1)->token = wrk_job_token (job);
+    return 0;
+}
+static inline int
+s_health (void *arg, const wrk_job_t *job)
+{
+    (void) arg;
+    uint64_t id = wrk_job_delivery_id (job);
+    s_record ("health", &id, 1)->token = wrk_job_token (job);
+    return 0;
+}
+
 static inline double
 s_random (void *arg)
 {
@@ -106,19 +129,28 @@ s_random (void *arg)
     return value;
 }
 
+//  A table with verify and/or health effects (recorded as "verify" and
+//  "health"; their outcomes are given with wrk_jobs_verified/_healthy).
 static inline wrk_jobs_t *
-s_new (wrk_config_t *config)
+s_new_with (wrk_config_t *config, bool verify, bool health)
 {
     mdl_log_set_level (MDL_LOG_ERROR);
     fake = calloc (1, sizeof *fake);
     fake->randoms [0] = 0.5;
     fake->random_count = 1;
     wrk_effects_t effects = { NULL, s_extend, s_ack, s_nack, s_progress,
-                              s_save, s_restart, s_kill, NULL, NULL };
+                              s_save, s_restart, s_kill, NULL, NULL,
+                              verify ? s_verify : NULL, health ? s_health : NULL };
     mdl_random_t random = { s_random, NULL };
     wrk_jobs_t *jobs = wrk_jobs_new (config, &effects, mdl_clock_manual (&fake->now), random);
     cr_assert_not_null (jobs);
     return jobs;
+}
+
+static inline wrk_jobs_t *
+s_new (wrk_config_t *config)
+{
+    return s_new_with (config, false, false);
 }
 
 static inline void
@@ -161,17 +193,31 @@ s_reply_call (wrk_jobs_t *jobs, call_t *call, const char *verdict)
 
 //  Flush like the loop, and unless the broker is silent answer every new
 //  ACK, NACK and PROGRESS with ok, as a broker would.
+//  PROGRESS [started] is answered ok even by a silent broker (unless
+//  fake->hold_started): a silent broker is about confirmations of finished
+//  work. Like the loop, which flushes after the handler of each reply,
+//  what the replies caused is flushed (and answered) too.
 static inline void
 s_flush (wrk_jobs_t *jobs)
 {
-    wrk_jobs_flush (jobs);
-    if (fake->silent_broker)
-        return;
-    for (int i = 0; i < fake->call_count; i++) {
-        call_t *call = &fake->calls [i];
-        if (!call->replied && (strcmp (call->kind, "ack") == 0 || strcmp (call->kind, "nack") == 0
-                               || strcmp (call->kind, "progress") == 0))
-            s_reply_call (jobs, call, "ok");
+    for (int round = 0; round < 8; round++) {
+        wrk_jobs_flush (jobs);
+        int before = fake->call_count;
+        bool answered = false;
+        for (int i = 0; i < before; i++) {
+            call_t *call = &fake->calls [i];
+            bool started = strcmp (call->kind, "started") == 0;
+            if (call->replied || (started && fake->hold_started)
+            ||  (!started && fake->silent_broker))
+                continue;
+            if (started || strcmp (call->kind, "ack") == 0 || strcmp (call->kind, "nack") == 0
+            ||  strcmp (call->kind, "progress") == 0) {
+                s_reply_call (jobs, call, "ok");
+                answered = true;
+            }
+        }
+        if (!answered)
+            break;
     }
 }
 
