@@ -198,6 +198,7 @@ s_handle_hello (s_server_t *self, zframe_t *routing_id, s_peer_t *peer, const mm
         mdl_info ("worker %s said HELLO again, credit %" PRId64,
                   brk_worker_name (peer->worker), msg->credit);
     }
+    brk_worker_set_features (peer->worker, msg->features);
     mmp_buf_t *buf = &self->reply;
     if (mmp_encode_welcome (buf, self->config.queue.ack_deadline_ms, self->config.queue.heartbeat_ms,
                             brk_queue_epoch (self->queue)) == 0)

@@ -42,16 +42,19 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     s_peer_t *peer = (s_peer_t *) brk_worker_handle (worker);
     size_t len;
     const char *json = brk_msg_json (msg, &len);
+    //  Only a worker that declared it gets the newer optional field
+    const char *publisher = brk_worker_features (worker) & MMP_FEATURE_PUBLISHER
+                          ? brk_msg_publisher (msg) : NULL;
     //  A frame is closed and sent when the next lease would take it over
     //  MMP_MAX_BODY bytes or MMP_MAX_DELIVERIES leases
     int rc = mmp_encode_deliver_add (&peer->deliver, peer->deliver_count, delivery_id, attempt,
                                      self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                     json, len);
+                                     publisher, json, len);
     if (rc == 1) {
         s_flush_deliveries (self, peer);
         rc = mmp_encode_deliver_add (&peer->deliver, 0, delivery_id, attempt,
                                      self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                     json, len);
+                                     publisher, json, len);
     }
     if (rc != 0) {
         mdl_error ("out of memory building DELIVER for %s; the lease will expire and be redelivered",

@@ -65,6 +65,7 @@ struct _brk_msg_t {
     int64_t attempts;           //  Deliveries made since publish or replay
     unsigned steps;             //  MMP_STEP_* reported done
     int64_t published_at;       //  Monotonic ms of publish (or replay)
+    const char *publisher;      //  Publisher's authenticated name (the queue's brk_names), or NULL
     brk_lease_t *lease;         //  Open lease when LEASED
     uint64_t last_worker;       //  Id of the previous lease's holder, or 0
     brk_msg_t *next, *prev;     //  Ready, dead or done list
@@ -87,6 +88,7 @@ struct _brk_worker_t {
     char name [64];             //  For logs, events and history
     void *handle;               //  Owner's, opaque
     int64_t credit;             //  Most leases held at once
+    unsigned features;          //  MMP_FEATURE_* its HELLO declared
     int64_t in_flight;          //  Leases held now
     int64_t last_seen;          //  Monotonic ms of the last sign of life
     brk_lease_t *leases;        //  Open leases held

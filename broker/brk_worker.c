@@ -80,3 +80,15 @@ brk_worker_credit (const brk_worker_t *worker)
 {
     return worker->credit;
 }
+
+unsigned
+brk_worker_features (const brk_worker_t *worker)
+{
+    return worker->features;
+}
+
+void
+brk_worker_set_features (brk_worker_t *worker, unsigned features)
+{
+    worker->features = features;
+}

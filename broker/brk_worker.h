@@ -19,5 +19,9 @@ void *brk_worker_handle (const brk_worker_t *worker);
 const char *brk_worker_name (const brk_worker_t *worker);
 int64_t brk_worker_in_flight (const brk_worker_t *worker);
 int64_t brk_worker_credit (const brk_worker_t *worker);
+//  MMP_FEATURE_* bits the worker declared in HELLO (0 until set): the
+//  broker sends a newer optional field only to a worker that declared it.
+unsigned brk_worker_features (const brk_worker_t *worker);
+void brk_worker_set_features (brk_worker_t *worker, unsigned features);
 
 #endif

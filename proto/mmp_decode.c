@@ -485,7 +485,36 @@ s_replayed (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error
     return 0;
 }
 
-static const mmp_schema_t s_hello_schema = { { "credit", "subscription", "name", NULL } };
+static const mmp_schema_t s_hello_schema = {
+    { "credit", "subscription", "name", "features", NULL }
+};
+
+//  HELLO features: an array of at most MMP_MAX_FEATURES strings; names this
+//  codec does not know are ignored (a newer worker may declare more).
+static int
+s_features (mmp_pos_t *p, unsigned *features, mmp_error_t *err)
+{
+    static const struct { const char *name; unsigned bit; } known [] = {
+        { "in_doubt", MMP_FEATURE_IN_DOUBT },
+        { "verify", MMP_FEATURE_VERIFY },
+        { "publisher", MMP_FEATURE_PUBLISHER }
+    };
+    size_t count;
+    if (mmp_read_array (p, "features", 0, MMP_MAX_FEATURES, &count, &mmp_top, err))
+        return -2;
+    unsigned seen = 0;
+    for (mmp_pos_t *item = mmp_first (p), *next; item; item = next) {
+        next = mmp_next (item);
+        const char *text;
+        if (mmp_read_text (item, "features", MMP_MAX_TEXT, &text, NULL, &mmp_top, err))
+            return -2;
+        for (size_t i = 0; i < sizeof known / sizeof known [0]; i++)
+            if (strcmp (text, known [i].name) == 0)
+                seen |= known [i].bit;
+    }
+    *features = seen;
+    return 0;
+}
 
 static int
 s_hello (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
@@ -500,6 +529,8 @@ s_hello (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t 
     if (slot [1] && mmp_read_text (slot [1], "subscription", MMP_MAX_TEXT, &msg->subscription, NULL, &mmp_top, err))
         return -2;
     if (slot [2] && mmp_read_text (slot [2], "name", MMP_MAX_TEXT, &msg->name, NULL, &mmp_top, err))
+        return -2;
+    if (slot [3] && s_features (slot [3], &msg->features, err))
         return -2;
     return 0;
 }
@@ -526,7 +557,7 @@ s_welcome (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
 
 static const mmp_schema_t s_deliver_schema = { { "deliveries", NULL } };
 static const mmp_schema_t s_delivery_schema = {
-    { "delivery_id", "attempt", "deadline_ms", "steps", "message", NULL }
+    { "delivery_id", "attempt", "deadline_ms", "steps", "message", "publisher", NULL }
 };
 
 static int
@@ -565,6 +596,10 @@ s_deliver (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
         ||  mmp_read_steps (field [3], 0, &delivery->steps, &where, err))
             return -2;
         delivery->delivery_id = (uint64_t) id;
+        delivery->publisher = NULL;
+        if (field [5] && mmp_read_text (field [5], "publisher", MMP_MAX_TEXT, &delivery->publisher,
+                                        NULL, &where, err))
+            return -2;
         mmp_where_t inner = { "deliveries", where.index, "message" };
         mmp_pos_t *message_end;
         if (s_request (field [4], true, &delivery->message, &message_end, &inner, err))

@@ -308,14 +308,16 @@ mmp_encode_close (mmp_buf_t *buf, const char *req)
 
 void
 mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
-                          const char *worker, const char *outcome, const char *reason,
-                          int64_t at_ms)
+                          const char *worker, const char *publisher, const char *outcome,
+                          const char *reason, int64_t at_ms)
 {
     mmp_encode_item_object (buf);
     mmp_encode_member_int (buf, "attempt", attempt);
     s_member (buf, "delivery_id");
     mmp_buf_u64 (buf, delivery_id);
     mmp_encode_member_string (buf, "worker", worker);
+    if (publisher)
+        mmp_encode_member_string (buf, "publisher", publisher);
     mmp_encode_member_string (buf, "outcome", outcome);
     if (reason && reason [0])
         mmp_encode_member_string (buf, "reason", reason);
@@ -329,7 +331,8 @@ mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
 
 int
 mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
-                  int64_t attempt, uint64_t delivery_id, const char *worker, const char *reason)
+                  int64_t attempt, uint64_t delivery_id, const char *worker,
+                  const char *publisher, const char *reason)
 {
     assert (buf && event);
     mmp_buf_clear (buf);
@@ -353,6 +356,10 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
         mmp_buf_puts (buf, ",\"worker\":");
         mmp_buf_json_string (buf, worker);
     }
+    if (publisher) {
+        mmp_buf_puts (buf, ",\"publisher\":");
+        mmp_buf_json_string (buf, publisher);
+    }
     if (reason) {
         mmp_buf_puts (buf, ",\"reason\":");
         mmp_buf_json_string (buf, reason);
@@ -365,7 +372,8 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
 //  Backend
 
 int
-mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription)
+mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription,
+                  unsigned features)
 {
     assert (buf);
     mmp_buf_clear (buf);
@@ -378,6 +386,19 @@ mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *
     if (subscription) {
         mmp_buf_puts (buf, ",\"subscription\":");
         mmp_buf_json_string_max (buf, subscription, MMP_MAX_TEXT);
+    }
+    if (features) {
+        static const char *names [] = { "in_doubt", "verify", "publisher" };
+        mmp_buf_puts (buf, ",\"features\":[");
+        bool first = true;
+        for (unsigned i = 0; i < sizeof names / sizeof names [0]; i++)
+            if (features & (1u << i)) {
+                mmp_buf_puts (buf, first ? "\"" : ",\"");
+                mmp_buf_puts (buf, names [i]);
+                mmp_buf_puts (buf, "\"");
+                first = false;
+            }
+        mmp_buf_puts (buf, "]");
     }
     mmp_buf_puts (buf, "}");
     return s_done (buf);
@@ -507,7 +528,7 @@ mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,
 
 int
 mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int64_t attempt,
-                        int64_t deadline_ms, unsigned steps,
+                        int64_t deadline_ms, unsigned steps, const char *publisher,
                         const char *request, size_t request_size)
 {
     assert (buf && request);
@@ -528,6 +549,10 @@ mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int6
     mmp_buf_i64 (buf, deadline_ms);
     mmp_buf_puts (buf, ",\"steps\":");
     s_steps (buf, steps);
+    if (publisher) {
+        mmp_buf_puts (buf, ",\"publisher\":");
+        mmp_buf_json_string_max (buf, publisher, MMP_MAX_TEXT);
+    }
     mmp_buf_puts (buf, ",\"message\":");
     mmp_buf_append (buf, request, request_size);
     mmp_buf_append (buf, "}", 1);

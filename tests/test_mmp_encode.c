@@ -45,7 +45,7 @@ Test (mmp_encode, deliver_byte_budget, .timeout = 30)
     size_t frames = 0, arrived = 0, count = 0;
     uint64_t next_id = 1, expect_id = 1;
     for (int i = 0; i < 300; i++) {
-        int rc = mmp_encode_deliver_add (&frame, count, next_id, 1, 10000, MMP_STEP_SAVE,
+        int rc = mmp_encode_deliver_add (&frame, count, next_id, 1, 10000, MMP_STEP_SAVE, NULL,
                                          mmp_buf_data (&request), mmp_buf_size (&request));
         if (rc == 1) {
             //  Full: close, "send" (decode as the worker would), start again
@@ -63,7 +63,7 @@ Test (mmp_encode, deliver_byte_budget, .timeout = 30)
             mmp_msg_reset (&msg);
             frames++;
             count = 0;
-            rc = mmp_encode_deliver_add (&frame, 0, next_id, 1, 10000, MMP_STEP_SAVE,
+            rc = mmp_encode_deliver_add (&frame, 0, next_id, 1, 10000, MMP_STEP_SAVE, NULL,
                                          mmp_buf_data (&request), mmp_buf_size (&request));
         }
         cr_assert_eq (rc, 0);
@@ -90,7 +90,7 @@ Test (mmp_encode, deliver_count_cap, .timeout = 10)
     mmp_buf_init (&frame);
     const char *request = "{\"message_id\":\"" U1 "\",\"instance_name\":\"a\",\"hostname\":\"a\"}";
     size_t count = 0;
-    while (mmp_encode_deliver_add (&frame, count, count + 1, 1, 0, 0, request, strlen (request)) == 0)
+    while (mmp_encode_deliver_add (&frame, count, count + 1, 1, 0, 0, NULL, request, strlen (request)) == 0)
         count++;
     cr_assert_eq (count, MMP_MAX_DELIVERIES);
     cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
@@ -102,7 +102,7 @@ Test (mmp_encode, deliver_count_cap, .timeout = 10)
     char *huge = malloc (MMP_MAX_BODY);
     cr_assert_not_null (huge);
     memset (huge, ' ', MMP_MAX_BODY);
-    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 0, 0, huge, MMP_MAX_BODY), -1);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 0, 0, NULL, huge, MMP_MAX_BODY), -1);
     free (huge);
     mmp_buf_free (&frame);
 }
@@ -114,7 +114,7 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     mmp_msg_t msg;
     uint64_t ids [] = { 1, 22, 9007199254740991ULL };
 
-    cr_assert_eq (mmp_encode_hello (&buf, 100, "w\"1", "restarts"), 0);
+    cr_assert_eq (mmp_encode_hello (&buf, 100, "w\"1", "restarts", 0), 0);
     s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
     cr_assert_eq (msg.credit, 100);
     cr_assert_str_eq (msg.name, "w\"1");
@@ -207,8 +207,8 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     mmp_encode_member_raw (&buf, "message", requests [0], strlen (requests [0]));
     mmp_encode_member_raw (&buf, "history", "", 0);
     mmp_buf_append (&buf, "[", 1);
-    mmp_encode_history_entry (&buf, 1, 5, "w1", "expired", "", 10);
-    mmp_encode_history_entry (&buf, 2, 6, "w2", "nacked", "exit 3", 20);
+    mmp_encode_history_entry (&buf, 1, 5, "w1", NULL, "expired", "", 10);
+    mmp_encode_history_entry (&buf, 2, 6, "w2", NULL, "nacked", "exit 3", 20);
     mmp_encode_close_array (&buf);
     mmp_encode_close_object (&buf);
     mmp_encode_item_object (&buf);
@@ -236,7 +236,7 @@ s_check_event (const char *expected, int members, const char *event, int64_t at_
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     cr_assert_eq (mmp_encode_event (&buf, event, at_ms, message_id, attempt, delivery_id,
-                                    worker, reason), 0);
+                                    worker, NULL, reason), 0);
     cr_assert_eq (mmp_buf_size (&buf), strlen (expected), "%s", mmp_buf_data (&buf));
     cr_assert_str_eq (mmp_buf_data (&buf), expected);
     cJSON *json = cJSON_ParseWithLength (mmp_buf_data (&buf), mmp_buf_size (&buf));

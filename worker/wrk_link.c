@@ -58,7 +58,9 @@ s_send (wrk_link_t *self, mmp_command_t command)
 static void
 s_hello (wrk_link_t *self)
 {
-    mmp_encode_hello (&self->buf, self->draining ? 0 : self->options.credit, self->options.name, NULL);
+    //  The worker keeps each message's publisher in its saved row
+    mmp_encode_hello (&self->buf, self->draining ? 0 : self->options.credit, self->options.name, NULL,
+                      MMP_FEATURE_PUBLISHER);
     s_send (self, MMP_HELLO);
     self->last_hello = s_now ();
 }
