@@ -276,3 +276,59 @@ Test (mmp_encode, event_bodies, .timeout = 10)
                    "\"reason\":\"line\\nnext\"}", 4,
                    "dead_lettered", -1, NULL, 0, 0, "a\"b", "line\nnext");
 }
+
+//  HELLO features: known names become bits, unknown ones are ignored, at
+//  most MMP_MAX_FEATURES entries; DELIVER's optional publisher round-trips.
+Test (mmp_encode, hello_features_and_deliver_publisher, .timeout = 10)
+{
+    mmp_buf_t buf;
+    mmp_buf_init (&buf);
+    mmp_msg_t msg;
+    cr_assert_eq (mmp_encode_hello (&buf, 5, "w", NULL, MMP_FEATURE_PUBLISHER | MMP_FEATURE_IN_DOUBT), 0);
+    cr_assert (strstr (mmp_buf_data (&buf), "\"features\":[\"in_doubt\",\"publisher\"]"), "%s",
+               mmp_buf_data (&buf));
+    s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.features, MMP_FEATURE_PUBLISHER | MMP_FEATURE_IN_DOUBT);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_hello (&buf, 5, "w", NULL, 0), 0);
+    cr_assert_null (strstr (mmp_buf_data (&buf), "features"));
+
+    const char *newer = "{\"credit\":1,\"features\":[\"teleport\",\"verify\"]}";
+    mmp_error_t err;
+    mmp_msg_init (&msg);
+    cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, newer, strlen (newer), MMP_TO_BROKER, &msg, &err), 0);
+    cr_assert_eq (msg.features, MMP_FEATURE_VERIFY);
+    mmp_msg_reset (&msg);
+    const char *bad [] = {
+        "{\"credit\":1,\"features\":\"publisher\"}",
+        "{\"credit\":1,\"features\":[1]}",
+        "{\"credit\":1,\"features\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
+        "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}"
+    };
+    const char *codes [] = { MMP_ERR_BAD_TYPE, MMP_ERR_BAD_TYPE, MMP_ERR_TOO_MANY };
+    for (size_t i = 0; i < 3; i++) {
+        mmp_msg_init (&msg);
+        cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, bad [i], strlen (bad [i]), MMP_TO_BROKER,
+                                  &msg, &err), -2, "%s", bad [i]);
+        cr_assert_str_eq (err.code, codes [i], "%s: %s", bad [i], err.reason);
+        mmp_msg_reset (&msg);
+    }
+
+    mmp_buf_t request, frame;
+    mmp_buf_init (&request);
+    mmp_buf_init (&frame);
+    cr_assert_eq (mmp_encode_request (&request, U1, "cattle-1", "cattle-1.example.net", NULL, 0), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 1000, 0, "ali\"ce",
+                                          mmp_buf_data (&request), mmp_buf_size (&request)), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 1, 2, 1, 1000, 0, NULL,
+                                          mmp_buf_data (&request), mmp_buf_size (&request)), 0);
+    cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
+    s_decode (&frame, "DELIVER", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.delivery_count, 2);
+    cr_assert_str_eq (msg.deliveries [0].publisher, "ali\"ce");
+    cr_assert_null (msg.deliveries [1].publisher);
+    mmp_msg_reset (&msg);
+    mmp_buf_free (&request);
+    mmp_buf_free (&frame);
+    mmp_buf_free (&buf);
+}
