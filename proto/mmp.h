@@ -57,7 +57,7 @@ typedef enum {
     MMP_DEADLETTERS,    //  both ways          request {req?, limit?}; reply {dead_letters, req?}
     MMP_REPLAY,         //  client -> broker   {message_ids, req?}
     MMP_REPLAYED,       //  broker -> client   {replayed, unknown, req?}
-    MMP_HELLO,          //  worker -> broker   {credit, subscription?, name?}
+    MMP_HELLO,          //  worker -> broker   {credit, subscription?, name?, features?}
     MMP_WELCOME,        //  broker -> worker   {ack_deadline_ms, heartbeat_ms, epoch}
     MMP_DELIVER,        //  broker -> worker   {deliveries}
     MMP_CREDIT,         //  worker -> broker   {credit}
