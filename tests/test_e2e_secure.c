@@ -336,7 +336,10 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
     cr_expect_eq (s_ctl ("pub", "stats", NULL, log), 4);
     cr_expect (s_file_has (log, "forbidden"));
     cr_expect_eq (s_ctl ("op", "stats", NULL, log), 0);
-    cr_expect (s_file_has ("broker.log", "forbidden"), "the broker did not log the forbidden command");
+    cr_expect (s_file_has ("broker.log", "forbidden: observer obs (key "),
+               "the broker's forbidden line does not name the key");
+    cr_expect (s_file_has ("broker.log", "forbidden: publisher pub (key "),
+               "the broker's forbidden line does not name the key");
     cr_expect (s_file_has ("broker.log", "refused"), "the broker did not log the refused key");
 }
 
