@@ -28,7 +28,7 @@ static void
 s_store (void *arg, const brk_event_info_t *info)
 {
     s_server_t *self = (s_server_t *) arg;
-    const char *id = brk_msg_id (info->msg);
+    const char *id = info->msg ? brk_msg_id (info->msg) : NULL;
     brk_store_record_t record = { .message_id = id };
     mmp_buf_t history;
     mmp_buf_init (&history);
@@ -48,6 +48,10 @@ s_store (void *arg, const brk_event_info_t *info)
         case BRK_EVENT_REPLAYED:
             record.kind = BRK_STORE_REPLAY;
             break;
+        case BRK_EVENT_EPOCH:
+            record.kind = BRK_STORE_EPOCH;
+            record.epoch = info->delivery_id >> 32;
+            break;
         case BRK_EVENT_DEAD_LETTERED:
             record.kind = BRK_STORE_DEAD;
             record.reason = info->reason ? info->reason : "";
@@ -64,8 +68,17 @@ s_store (void *arg, const brk_event_info_t *info)
         self->store_dirty = true;
         self->last_seq = seq;
     }
-    else
-    if (brk_server_warn_allowed (self))
+    if (info->event == BRK_EVENT_EPOCH) {
+        //  Once per 2^32 leases: the new epoch is on disk before its first
+        //  delivery id leaves, so the next start cannot issue it again.
+        //  The loop waits for one fsync here.
+        if (!seq || brk_store_sync (self->store) != 0)
+            mdl_error ("store: could not keep the new epoch %" PRIu64 " (%s); a restart"
+                       " before the next one is journaled may reuse its delivery ids",
+                       record.epoch, strerror (brk_store_status (self->store)));
+        return;
+    }
+    if (!seq && brk_server_warn_allowed (self))
         mdl_warn ("store: could not record %s of %s (%s); it may be redone after a crash",
                   brk_event_name (info->event), id, strerror (brk_store_status (self->store)));
 }
@@ -74,7 +87,8 @@ static int
 s_recover (void *arg, const brk_restore_t *restore)
 {
     s_server_t *self = (s_server_t *) arg;
-    if (!restore->message_id || strlen (restore->message_id) != 36 || !restore->json) {
+    if (!restore->message_id || strlen (restore->message_id) != 36
+    ||  (!restore->json && !restore->done)) {
         mdl_warn ("store: skipping a message with a malformed id");
         return 0;
     }
@@ -91,6 +105,9 @@ brk_durable_open (s_server_t *self)
     if (self->data_dir) {
         brk_journal_config_t config = self->config.journal;
         config.dir = self->data_dir;
+        //  Acked ids survive a restart as far back as the queue remembers them
+        config.done_window = self->config.queue.dedup_window > 0
+                           ? (size_t) self->config.queue.dedup_window : 0;
         self->store = brk_store_journal_new (&config, s_recover, self, &status);
     }
     else {

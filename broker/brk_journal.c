@@ -62,6 +62,7 @@ brk_journal_config_defaults (brk_journal_config_t *config)
     config->compact_min_bytes = 4u << 20;
     config->max_buffer = 64u << 20;
     config->salvage = false;
+    config->done_window = 0;
     config->io = NULL;
 }
 
@@ -152,6 +153,7 @@ brk_journal_new (const brk_journal_config_t *config, brk_journal_replay_fn *repl
         brk_journal_fail (report, ENOMEM, "out of memory");
         return NULL;
     }
+    self->index.done_window = config->done_window;
     pthread_mutex_init (&self->mutex, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init (&attr);
@@ -198,6 +200,7 @@ brk_journal_new (const brk_journal_config_t *config, brk_journal_replay_fn *repl
     //  Every run starts a segment with its epoch, fsynced before any
     //  delivery can be made, so delivery ids are never reused.
     self->epoch++;
+    self->run_epoch = self->epoch;
     report->epoch = self->epoch;
     self->active_number = ++self->last_number;
     self->active_size = HEADER_SIZE;
@@ -261,7 +264,7 @@ uint64_t
 brk_journal_epoch (brk_journal_t *self)
 {
     assert (self);
-    return self->epoch;
+    return self->run_epoch;
 }
 
 static uint64_t
@@ -269,7 +272,7 @@ s_append (brk_journal_t *self, int type, uint64_t number, uint32_t value,
           const char *id, const char *text, const char *text2)
 {
     assert (self);
-    assert (id);
+    assert (id || type == REC_EPOCH);
     uint64_t seq = 0;
     pthread_mutex_lock (&self->mutex);
     bool was_empty = self->buf.size == 0;
@@ -294,8 +297,31 @@ uint64_t
 brk_journal_append_publish (brk_journal_t *self, const char *message_id,
                             const char *request, uint64_t published_ms)
 {
+    return brk_journal_append_publish_from (self, message_id, request, published_ms, NULL);
+}
+
+uint64_t
+brk_journal_append_publish_from (brk_journal_t *self, const char *message_id,
+                                 const char *request, uint64_t published_ms,
+                                 const char *publisher)
+{
     assert (request);
-    return s_append (self, REC_PUBLISH, published_ms, 0, message_id, request, NULL);
+    char cut [PUBLISHER_MAX + 1];
+    if (!publisher)
+        publisher = "";
+    else
+    if (strlen (publisher) > PUBLISHER_MAX) {
+        memcpy (cut, publisher, PUBLISHER_MAX);
+        cut [PUBLISHER_MAX] = 0;
+        publisher = cut;
+    }
+    return s_append (self, REC_PUBLISH, published_ms, 0, message_id, request, publisher);
+}
+
+uint64_t
+brk_journal_append_epoch (brk_journal_t *self, uint64_t epoch)
+{
+    return s_append (self, REC_EPOCH, epoch, 0, NULL, NULL, NULL);
 }
 
 uint64_t

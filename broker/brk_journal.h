@@ -2,8 +2,9 @@
 
     Every state change of a message that must survive a crash is appended
     here as a checksummed record: PUBLISH, ACK, ATTEMPT, DEAD, REPLAY,
-    PROGRESS, plus EPOCH at every start. The on-disk format is described in
-    broker/JOURNAL.md (format version 2; version 1 files are read).
+    PROGRESS, plus EPOCH at every start (and when the broker's delivery
+    ids move to a new epoch). The on-disk format is described in
+    broker/JOURNAL.md (format version 3; versions 1 and 2 are read).
 
     Threads: the broker's loop owns the handle and is the only caller of
     every function below. Appends only copy the record into a memory
@@ -15,11 +16,13 @@
     Live state: the module keeps its own index of live messages (id ->
     where its PUBLISH/DEAD records are, attempt count, progress steps), so
     compaction needs nothing from the broker. It costs about 120 bytes of
-    memory per live message, on the writer thread.
+    memory per live message, on the writer thread, and about 160 bytes per
+    acked id kept for duplicate detection (at most done_window of them).
 
     Recovery: brk_journal_new () reads the journal, truncates a torn tail,
-    and hands the broker the final state of each live message once, in
-    publish order (not the raw history), then journals a new epoch.
+    and hands the broker the acked ids it keeps (oldest first), then the
+    final state of each live message once, in publish order (not the raw
+    history), then journals a new epoch.
 */
 #ifndef BRK_JOURNAL_H_INCLUDED
 #define BRK_JOURNAL_H_INCLUDED
@@ -72,21 +75,26 @@ typedef struct {
     size_t compact_min_bytes;   //  No automatic compaction below this disk use; 0 = never
     size_t max_buffer;          //  While failing, refuse appends past this many buffered bytes
     bool salvage;               //  On corruption in the middle: skip it instead of failing
+    size_t done_window;         //  Acked ids kept across restarts for duplicate detection; 0 = none
     const brk_journal_io_t *io; //  NULL: brk_journal_io_system ()
 } brk_journal_config_t;
 
 //  Fill in the defaults: mode batch, 10 ms, 100 ms, 16 MiB segments,
-//  compaction from 4 MiB, 64 MiB buffer, no salvage, the real io.
+//  compaction from 4 MiB, 64 MiB buffer, no salvage, no acked ids kept
+//  (the broker sets done_window to its dedup_window), the real io.
 //  dir is set to "./mandrill-data".
 void brk_journal_config_defaults (brk_journal_config_t *config);
 
-//  A live message as recovered. Strings are null-terminated and valid only
-//  during the callback.
+//  A live message as recovered, or (done) an acked id kept for duplicate
+//  detection: then only message_id is set. Strings are null-terminated and
+//  valid only during the callback.
 typedef struct {
     const char *message_id;     //  As journaled by the broker
+    bool done;                  //  An acked id, not a live message
     const char *request;        //  The request's JSON text
     size_t request_size;        //  strlen (request)
     uint64_t published_ms;      //  Publish time given to append_publish
+    const char *publisher;      //  Publisher's name given to append_publish_from, or NULL
     uint32_t attempts;          //  Latest ATTEMPT number, 0 if never delivered
     uint64_t delivery_id;       //  Delivery id of that attempt, 0 if none
     uint32_t steps;             //  OR of every PROGRESS mask
@@ -109,6 +117,7 @@ typedef struct {
     uint64_t records;           //  Valid records read
     uint64_t live;              //  Live messages handed to the callback
     uint64_t dead;              //  ... of which dead letters
+    uint64_t done;              //  Acked ids handed over (before the live messages)
     uint64_t torn_bytes;        //  Bytes truncated from the tail
     uint64_t salvaged_bytes;    //  Bytes skipped in salvage mode
     uint64_t salvaged_regions;  //  Corrupt regions (or missing files) skipped
@@ -136,7 +145,8 @@ brk_journal_t *brk_journal_new (const brk_journal_config_t *config,
 //  still cannot be written are logged as lost. Safe twice; nulls *self_p.
 void brk_journal_destroy (brk_journal_t **self_p);
 
-//  The epoch of this run: the previous run's epoch + 1 (1 for a new dir).
+//  The epoch of this run: the largest epoch journaled before + 1 (1 for
+//  a new dir). Fixed at open: brk_journal_append_epoch does not change it.
 uint64_t brk_journal_epoch (brk_journal_t *self);
 
 //  Appends. Each returns the record's sequence number (1, 2, ... within
@@ -147,6 +157,15 @@ uint64_t brk_journal_epoch (brk_journal_t *self);
 //  Strings must be null-terminated; request is the JSON text to store.
 uint64_t brk_journal_append_publish (brk_journal_t *self, const char *message_id,
                                      const char *request, uint64_t published_ms);
+//  The same with the publisher's authenticated name (NULL or "": none);
+//  a name longer than 256 bytes is cut to 256. Recovery gives it back.
+uint64_t brk_journal_append_publish_from (brk_journal_t *self, const char *message_id,
+                                          const char *request, uint64_t published_ms,
+                                          const char *publisher);
+//  The broker moved its delivery ids to epoch (after 2^32 leases in one
+//  run). The next start's epoch is the largest journaled + 1; make the
+//  record durable (brk_journal_sync) before using the new epoch.
+uint64_t brk_journal_append_epoch (brk_journal_t *self, uint64_t epoch);
 uint64_t brk_journal_append_ack (brk_journal_t *self, const char *message_id);
 uint64_t brk_journal_append_attempt (brk_journal_t *self, const char *message_id,
                                      uint32_t attempt, uint64_t delivery_id);

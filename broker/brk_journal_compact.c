@@ -9,7 +9,10 @@
     are the files it replaces deleted. Any failure before the rename
     removes the tmp file and changes nothing.
 
-    Cost: O(live messages) records, sequential reads with 1 MiB read-ahead
+    The acked ids the index keeps (done_window) are written first, oldest
+    first, as ACK records, so replay puts them back on the done list.
+
+    Cost: O(live messages + acked ids kept) records, sequential reads with 1 MiB read-ahead
     (random reads when the live set is scattered over many files), 1 MiB
     writes, and two arrays of 8 bytes per live message for the new offsets.
     Offsets are 64-bit, so a live set (and a snapshot) may pass 4 GiB;
@@ -120,7 +123,10 @@ s_reader_close (s_reader_t *r)
     free (r->chunk);
 }
 
-//  Append a copy of a stored record to out, checking it on the way.
+//  Append a copy of a stored record to out, checking it on the way. A
+//  PUBLISH from a file older than version 3 has no publisher: it is
+//  re-encoded with an empty one (the layouts cannot be mistaken for each
+//  other: a version 3 body is longer than the older layout allows).
 static int
 s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint64_t off,
                uint32_t len, int type)
@@ -129,6 +135,13 @@ s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint
     if (!src)
         return -1;
     brk_journal_record_t record;
+    if (type == REC_PUBLISH && brk_journal_check_record (src, len, JOURNAL_VERSION, &record) != len
+    &&  brk_journal_check_record (src, len, 2, &record) == len && record.type == REC_PUBLISH) {
+        //  The strings are null-terminated in the reader's chunk, which
+        //  encoding into out does not touch
+        return brk_journal_encode_record (out, REC_PUBLISH, record.number, 0, record.id,
+                                          record.text, "");
+    }
     if (brk_journal_check_record (src, len, JOURNAL_VERSION, &record) != len
     ||  record.type != type) {
         mdl_error ("journal: compaction found a bad record in file %" PRIu32
@@ -163,11 +176,12 @@ brk_journal_compact_now (brk_journal_t *self)
     size_t count = brk_journal_index_count (&self->index);
     uint64_t *pub_off = malloc ((count + 1) * sizeof (uint64_t));
     uint64_t *dead_off = malloc ((count + 1) * sizeof (uint64_t));
+    uint32_t *pub_len = malloc ((count + 1) * sizeof (uint32_t));
     brk_journal_bytes_t out = { NULL, 0, 0 };
     s_reader_t reader = { .self = self };
     int fd = -1;
     int rc = -1;
-    if (!pub_off || !dead_off || brk_journal_bytes_reserve (&out, CHUNK_SIZE + HEADER_SIZE)) {
+    if (!pub_off || !dead_off || !pub_len || brk_journal_bytes_reserve (&out, CHUNK_SIZE + HEADER_SIZE)) {
         errno = ENOMEM;
         goto done;
     }
@@ -179,11 +193,25 @@ brk_journal_compact_now (brk_journal_t *self)
     if (brk_journal_encode_record (&out, REC_EPOCH, self->epoch, 0, NULL, NULL, NULL))
         goto done;
     uint64_t written = 0;       //  File offset of out.data [0]
+    //  The acked ids kept, oldest first, as ACK records: replay puts
+    //  them back on the done list before any live message
+    for (brk_journal_live_t *e = self->index.done_head; e; e = e->next) {
+        if (brk_journal_encode_record (&out, REC_ACK, 0, 0, e->id, NULL, NULL))
+            goto done;
+        if (out.size >= CHUNK_SIZE) {
+            if (brk_journal_write_all (self, fd, out.data, out.size, written))
+                goto done;
+            written += out.size;
+            out.size = 0;
+        }
+    }
     size_t i = 0;
     for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
         pub_off [i] = written + out.size;
         if (s_copy_record (&reader, &out, e->pub_file, e->pub_off, e->pub_len, REC_PUBLISH))
             goto done;
+        //  Longer than the original when an older PUBLISH was re-encoded
+        pub_len [i] = (uint32_t) (written + out.size - pub_off [i]);
         if (e->attempts
         &&  brk_journal_encode_record (&out, REC_ATTEMPT, e->delivery_id, e->attempts,
                                        e->id, NULL, NULL))
@@ -234,6 +262,8 @@ brk_journal_compact_now (brk_journal_t *self)
     for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
         e->pub_file = snap;
         e->pub_off = pub_off [i];
+        self->index.bytes += pub_len [i] - (uint64_t) e->pub_len;
+        e->pub_len = pub_len [i];
         if (e->dead_len) {
             e->dead_file = snap;
             e->dead_off = dead_off [i];
@@ -273,6 +303,7 @@ done_renamed:
         brk_journal_bytes_free (&out);
         free (pub_off);
         free (dead_off);
+        free (pub_len);
         errno = saved;
     }
     return rc;

@@ -90,6 +90,11 @@ brk_journal_decode (const uint8_t *body, size_t size, uint32_t version,
             if (record->type == REC_DEAD
             &&  s_decode_str (body, size, &pos, &record->text2, &record->text2_len))
                 return -1;
+            //  Version 3: the publisher's authenticated name ("" for none)
+            if (record->type == REC_PUBLISH && version >= 3
+            &&  (s_decode_str (body, size, &pos, &record->text2, &record->text2_len)
+              || record->text2_len > PUBLISHER_MAX))
+                return -1;
             break;
         case REC_ACK:
         case REC_REPLAY:

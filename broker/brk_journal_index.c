@@ -9,9 +9,18 @@
     per live message (the entry, its id, and a 24-byte map slot at 3/4
     load). Memory: an entry comes from the io seam's alloc (malloc when
     NULL), so tests can make it fail; a failure is returned, never hidden.
+
+    Acked ids: an ACK keeps the message's entry as a "done" entry on a
+    second list, in ack order, so that duplicate detection survives a
+    restart (snapshots write them as ACK records, replay hands them over).
+    At most done_window of them are kept, the oldest forgotten first; each
+    costs the same as a live entry, about 160 bytes with a 36-byte id
+    (the entry is reused, so an ack allocates nothing), and 50 bytes in
+    a snapshot.
 */
 #include "brk_journal_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,11 +45,14 @@ brk_journal_index_init (brk_journal_index_t *index, brk_journal_alloc_fn *alloc,
 void
 brk_journal_index_destroy (brk_journal_index_t *index)
 {
-    brk_journal_live_t *live = index->head;
-    while (live) {
-        brk_journal_live_t *next = live->next;
-        free (live);
-        live = next;
+    brk_journal_live_t *lists [2] = { index->head, index->done_head };
+    for (int i = 0; i < 2; i++) {
+        brk_journal_live_t *live = lists [i];
+        while (live) {
+            brk_journal_live_t *next = live->next;
+            free (live);
+            live = next;
+        }
     }
     mdl_strmap_destroy (&index->map);
     memset (index, 0, sizeof (*index));
@@ -49,7 +61,7 @@ brk_journal_index_destroy (brk_journal_index_t *index)
 size_t
 brk_journal_index_count (const brk_journal_index_t *index)
 {
-    return index->map? mdl_strmap_size (index->map): 0;
+    return index->map? mdl_strmap_size (index->map) - index->done_count: 0;
 }
 
 //  Bytes an entry adds to a snapshot beyond its PUBLISH and DEAD records.
@@ -64,10 +76,10 @@ s_extra (const brk_journal_live_t *live)
     return extra;
 }
 
+//  Take a live entry out of publish order (it stays in the map).
 static void
-s_remove (brk_journal_index_t *index, brk_journal_live_t *live)
+s_unlink (brk_journal_index_t *index, brk_journal_live_t *live)
 {
-    mdl_strmap_delete (index->map, live->id);
     index->bytes -= live->pub_len + live->dead_len + s_extra (live);
     if (live->prev)
         live->prev->next = live->next;
@@ -77,7 +89,75 @@ s_remove (brk_journal_index_t *index, brk_journal_live_t *live)
         live->next->prev = live->prev;
     else
         index->tail = live->prev;
+    live->prev = live->next = NULL;
+}
+
+static void
+s_remove (brk_journal_index_t *index, brk_journal_live_t *live)
+{
+    mdl_strmap_delete (index->map, live->id);
+    s_unlink (index, live);
     free (live);
+}
+
+//  Forget a done id.
+static void
+s_remove_done (brk_journal_index_t *index, brk_journal_live_t *done)
+{
+    mdl_strmap_delete (index->map, done->id);
+    index->bytes -= DONE_RECORD_SIZE (done->id_len);
+    if (done->prev)
+        done->prev->next = done->next;
+    else
+        index->done_head = done->next;
+    if (done->next)
+        done->next->prev = done->prev;
+    else
+        index->done_tail = done->prev;
+    index->done_count--;
+    free (done);
+}
+
+//  Put an entry (in the map, on no list) at the end of the done list,
+//  then forget the oldest beyond the window.
+static void
+s_push_done (brk_journal_index_t *index, brk_journal_live_t *done)
+{
+    uint32_t id_len = done->id_len;
+    //  Not sizeof: the id may start inside the struct's tail padding
+    memset (done, 0, offsetof (brk_journal_live_t, id));
+    done->id_len = id_len;
+    done->done = true;
+    done->prev = index->done_tail;
+    if (index->done_tail)
+        index->done_tail->next = done;
+    else
+        index->done_head = done;
+    index->done_tail = done;
+    index->done_count++;
+    index->bytes += DONE_RECORD_SIZE (id_len);
+    while (index->done_count > index->done_window)
+        s_remove_done (index, index->done_head);
+}
+
+//  A new entry for record's id, in the map and on no list; NULL when out
+//  of memory.
+static brk_journal_live_t *
+s_new_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
+{
+    brk_journal_live_t *live = index->alloc (index->alloc_arg,
+                                             sizeof (brk_journal_live_t) + record->id_len + 1);
+    if (!live)
+        return NULL;
+    memset (live, 0, sizeof (brk_journal_live_t));
+    live->id_len = record->id_len;
+    memcpy (live->id, record->id, record->id_len);
+    live->id [record->id_len] = 0;
+    if (mdl_strmap_insert (index->map, live->id, live) != 0) {
+        free (live);
+        return NULL;
+    }
+    return live;
 }
 
 int
@@ -92,27 +172,24 @@ brk_journal_index_apply (brk_journal_index_t *index, const brk_journal_record_t 
     if (record->type == REC_SYNCED)
         return 0;
     brk_journal_live_t *live = mdl_strmap_lookup (index->map, record->id);
+    if (live && live->done && record->type != REC_PUBLISH && record->type != REC_ACK)
+        live = NULL;            //  Acked: nothing to update
     switch (record->type) {
         case REC_PUBLISH:
             //  A second PUBLISH for an id starts a new message: the broker
-            //  only journals one after the old one was acked.
+            //  only journals one after the old one was acked (and, for a
+            //  done id, after it left the broker's own window).
+            if (live && live->done)
+                s_remove_done (index, live);
+            else
             if (live)
                 s_remove (index, live);
-            live = index->alloc (index->alloc_arg,
-                                 sizeof (brk_journal_live_t) + record->id_len + 1);
+            live = s_new_entry (index, record);
             if (!live)
                 return -1;
-            memset (live, 0, sizeof (brk_journal_live_t));
             live->pub_file = file;
             live->pub_off = off;
             live->pub_len = len;
-            live->id_len = record->id_len;
-            memcpy (live->id, record->id, record->id_len);
-            live->id [record->id_len] = 0;
-            if (mdl_strmap_insert (index->map, live->id, live) != 0) {
-                free (live);
-                return -1;
-            }
             live->prev = index->tail;
             if (index->tail)
                 index->tail->next = live;
@@ -122,8 +199,21 @@ brk_journal_index_apply (brk_journal_index_t *index, const brk_journal_record_t 
             index->bytes += len;
             break;
         case REC_ACK:
+            if (live && live->done)
+                break;          //  Acked twice: keep its first place
+            if (live && index->done_window) {
+                s_unlink (index, live);
+                s_push_done (index, live);
+            }
+            else
             if (live)
                 s_remove (index, live);
+            else
+            if (index->done_window) {
+                live = s_new_entry (index, record);
+                if (live)
+                    s_push_done (index, live);
+            }
             break;
         case REC_ATTEMPT:
         case REC_PROGRESS:

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define JOURNAL_MAGIC       "MANDRILJ"
-#define JOURNAL_VERSION     2               //  What this broker writes
+#define JOURNAL_VERSION     3               //  What this broker writes
 #define JOURNAL_VERSION_MIN 1               //  Oldest it reads
 #define HEADER_SIZE         40
 #define KIND_SEGMENT        1
@@ -42,6 +42,7 @@
 #define CHUNK_SIZE          (1u << 20)      //  Compaction read and write chunks
 #define MAX_FILES_BEFORE_COMPACT 64
 #define SYNCED_RECORD_SIZE  (RECORD_HEAD + 9)
+#define PUBLISHER_MAX       256             //  Bytes of a PUBLISH record's publisher (version 3)
 
 enum {
     REC_PUBLISH = 1,
@@ -108,7 +109,7 @@ typedef struct {
     uint32_t id_len;            //  Its length
     const char *text;           //  PUBLISH request, DEAD reason
     uint32_t text_len;          //  Its length
-    const char *text2;          //  DEAD history
+    const char *text2;          //  DEAD history; PUBLISH publisher (version 3, else NULL)
     uint32_t text2_len;         //  Its length
     uint64_t number;            //  published_ms, dead_ms, epoch, delivery_id, synced offset
     uint32_t value;             //  attempt, steps
@@ -126,7 +127,9 @@ size_t brk_journal_check_record (const uint8_t *data, size_t avail, uint32_t ver
                                  brk_journal_record_t *record);
 
 //  Append one sealed record to bytes. Strings are null-terminated or NULL
-//  (absent). Returns 0, or -1 with errno EMSGSIZE or ENOMEM (unchanged).
+//  (absent); a PUBLISH of the current version needs text2 (the publisher,
+//  "" for none, at most PUBLISHER_MAX bytes). Returns 0, or -1 with errno
+//  EMSGSIZE or ENOMEM (unchanged).
 int brk_journal_encode_record (brk_journal_bytes_t *bytes, int type, uint64_t number,
                                uint32_t value, const char *id, const char *text,
                                const char *text2);
@@ -138,11 +141,13 @@ void brk_journal_header_encode (uint8_t *out, uint32_t kind, uint32_t number,
 //  --------------------------------------------------------------------
 //  brk_journal_index.c: the live set
 
-//  A live message: where its records are, and its folded state.
+//  A live message: where its records are, and its folded state. Or,
+//  with done set, an acked id kept for duplicate detection (only id and
+//  the links count; it is on the done list, not in publish order).
 typedef struct _brk_journal_live_t brk_journal_live_t;
 struct _brk_journal_live_t {
-    brk_journal_live_t *prev;   //  Previous in publish order
-    brk_journal_live_t *next;   //  Next in publish order
+    brk_journal_live_t *prev;   //  Previous in publish order (done: in ack order)
+    brk_journal_live_t *next;   //  Next in publish order (done: in ack order)
     uint64_t pub_off;           //  Offset of its PUBLISH record
     uint64_t dead_off;          //  Offset of its DEAD record
     uint32_t pub_file;          //  File holding the PUBLISH record
@@ -153,6 +158,7 @@ struct _brk_journal_live_t {
     uint32_t steps;             //  OR of progress masks
     uint64_t delivery_id;       //  Delivery id of the latest attempt
     uint32_t id_len;            //  Length of id
+    bool done;                  //  Acked: on the done list, not live
     char id [];                 //  Message id, null-terminated; the map's key
 };
 
@@ -160,9 +166,13 @@ struct _brk_journal_live_t {
 typedef void *(brk_journal_alloc_fn) (void *arg, size_t size);
 
 typedef struct {
-    mdl_strmap_t *map;          //  id -> brk_journal_live_t (key inside the value)
+    mdl_strmap_t *map;          //  id -> brk_journal_live_t (key inside the value), live and done
     brk_journal_live_t *head;   //  Oldest published
     brk_journal_live_t *tail;   //  Newest published
+    brk_journal_live_t *done_head;  //  Oldest acked id kept
+    brk_journal_live_t *done_tail;  //  Newest acked id kept
+    size_t done_count;          //  Entries on the done list
+    size_t done_window;         //  Most acked ids kept (config.done_window)
     uint64_t bytes;             //  Record bytes a snapshot of it holds
     brk_journal_alloc_fn *alloc;    //  Entry allocator
     void *alloc_arg;            //  Its argument
@@ -172,11 +182,19 @@ typedef struct {
 int brk_journal_index_init (brk_journal_index_t *index, brk_journal_alloc_fn *alloc,
                             void *alloc_arg);
 void brk_journal_index_destroy (brk_journal_index_t *index);
+//  Live messages (the done ids are not counted).
 size_t brk_journal_index_count (const brk_journal_index_t *index);
 
-//  Apply one record found at (file, off, len). EPOCH raises *epoch.
-//  Returns 0, or -1 when out of memory: the record's PUBLISH is then NOT
-//  in the index (the caller must not compact from this index).
+//  Bytes of the ACK record a snapshot writes for a done id.
+#define DONE_RECORD_SIZE(id_len) (RECORD_HEAD + 6 + (uint64_t) (id_len))
+
+//  Apply one record found at (file, off, len). EPOCH raises *epoch. ACK
+//  ends a live message and keeps its id on the done list (the oldest
+//  beyond done_window are forgotten); an ACK for an unknown id (a
+//  snapshot's done list) only adds the id. Returns 0, or -1 when out of
+//  memory for a PUBLISH: it is then NOT in the index (the caller must not
+//  compact from this index). A done id that finds no memory is only
+//  forgotten early (duplicate detection, not data).
 int brk_journal_index_apply (brk_journal_index_t *index, const brk_journal_record_t *record,
                              uint32_t file, uint64_t off, uint32_t len, uint64_t *epoch);
 
@@ -213,7 +231,8 @@ struct _brk_journal_t {
     int lock_fd;                    //  Holds the flock on dir/LOCK
     int dir_fd;                     //  For fsync of the directory
     int event_fd;                   //  Readable when durable/status changed
-    uint64_t epoch;                 //  This run's epoch
+    uint64_t epoch;                 //  Largest epoch journaled (writer-owned once it runs)
+    uint64_t run_epoch;             //  The epoch this run started with (fixed at open)
 
     //  Shared between the loop and the writer, under mutex
     pthread_mutex_t mutex;          //  Guards the fields below

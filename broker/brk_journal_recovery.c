@@ -314,6 +314,14 @@ static int
 s_replay_live (brk_journal_t *self, s_found_list_t *found, brk_journal_replay_fn *replay,
                void *arg, brk_journal_report_t *report)
 {
+    //  Acked ids first, oldest first: the broker's done list keeps that order
+    for (brk_journal_live_t *e = self->index.done_head; e; e = e->next) {
+        report->done++;
+        brk_journal_message_t message = { .message_id = e->id, .done = true };
+        if (replay && replay (&message, arg))
+            return brk_journal_fail (report, ECANCELED, "the replay callback refused acked id %s",
+                             e->id);
+    }
     for (brk_journal_live_t *e = self->index.head; e; e = e->next) {
         report->live++;
         if (e->dead_len)
@@ -328,6 +336,7 @@ s_replay_live (brk_journal_t *self, s_found_list_t *found, brk_journal_replay_fn
             .request = pub.text,
             .request_size = pub.text_len,
             .published_ms = pub.number,
+            .publisher = pub.text2 && pub.text2_len? pub.text2: NULL,
             .attempts = e->attempts,
             .delivery_id = e->delivery_id,
             .steps = e->steps,
@@ -467,6 +476,7 @@ brk_journal_recover (brk_journal_t *self, brk_journal_replay_fn *replay, void *a
             rc = brk_journal_fail (report, ENOMEM, "out of memory");
             break;
         }
+        self->index.done_window = self->config.done_window;
         if (whole)
             start = older;
         strict_first = false;

@@ -98,7 +98,7 @@ struct _brk_queue_t {
 static const char *s_event_names [BRK_EVENT_COUNT] = {
     "published", "delivered", "extended", "acked", "nacked", "expired",
     "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost",
-    "coalesced", "in_doubt", "group_paused"
+    "coalesced", "in_doubt", "group_paused", "epoch"
 };
 
 const char *
@@ -117,6 +117,7 @@ brk_queue_config_defaults (brk_queue_config_t *config)
     config->heartbeat_ms = 1000;
     config->dedup_window = 100000;
     config->epoch = 1;
+    config->first_seq = 1;
 }
 
 //  --------------------------------------------------------------------------
@@ -148,6 +149,18 @@ s_list_unlink (s_list_t *list, brk_msg_t *msg)
         list->tail = msg->prev;
     msg->next = msg->prev = NULL;
     list->size--;
+}
+
+//  Forget the oldest acked ids beyond dedup_window.
+static void
+s_done_trim (brk_queue_t *self)
+{
+    while (self->done.size > (size_t) self->config.dedup_window) {
+        brk_msg_t *old = self->done.head;
+        s_list_unlink (&self->done, old);
+        mdl_strmap_delete (self->messages, old->id);
+        brk_msg_destroy (&old);
+    }
 }
 
 static void
@@ -207,6 +220,8 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
     self->config = *config;
     if (self->config.epoch < 1)
         self->config.epoch = 1;
+    if (self->config.first_seq < 1 || self->config.first_seq > S_SEQ_MASK + 1)
+        self->config.first_seq = 1;
     self->clock = clock;
     self->messages = mdl_strmap_new ();
     self->leases = mdl_map_new ();
@@ -217,7 +232,7 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
         brk_queue_destroy (&self);
         return NULL;
     }
-    self->next_seq = 1;
+    self->next_seq = self->config.first_seq;
     self->next_liveness = mdl_clock_now (&self->clock) + self->config.heartbeat_ms;
     return self;
 }
@@ -289,7 +304,7 @@ brk_queue_set_epoch (brk_queue_t *self, int64_t epoch)
 {
     assert (epoch >= 1);
     self->config.epoch = epoch;
-    self->next_seq = 1;
+    self->next_seq = self->config.first_seq;
 }
 
 static void
@@ -298,7 +313,7 @@ s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
 {
     bool stored = self->store && (event == BRK_EVENT_DELIVERED || event == BRK_EVENT_ACKED
                                || event == BRK_EVENT_DEAD_LETTERED || event == BRK_EVENT_REPLAYED
-                               || event == BRK_EVENT_PROGRESS);
+                               || event == BRK_EVENT_PROGRESS || event == BRK_EVENT_EPOCH);
     if (!stored && (!self->events || !self->event))
         return;
     brk_event_info_t info = {
@@ -307,7 +322,7 @@ s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
     };
     if (stored)
         self->store (self->store_arg, &info);
-    if (self->events && self->event)
+    if (self->events && self->event && event != BRK_EVENT_EPOCH)
         self->event (self->event_arg, &info);
 }
 
@@ -395,12 +410,23 @@ static int s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker
 int
 brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
 {
-    assert (self && restore && restore->message_id && restore->json);
+    assert (self && restore && restore->message_id && (restore->json || restore->done));
     if (mdl_strmap_lookup (self->messages, restore->message_id))
         return 1;
     brk_msg_t *msg = brk_msg_new (restore->message_id);
     if (!msg)
         return -1;
+    if (restore->done) {
+        //  As s_complete leaves an acked message: its id only
+        if (mdl_strmap_insert (self->messages, msg->id, msg) != 0) {
+            brk_msg_destroy (&msg);
+            return -1;
+        }
+        msg->state = BRK_MSG_DONE;
+        s_list_push (&self->done, msg);
+        s_done_trim (self);
+        return 0;
+    }
     if (brk_msg_set_body (msg, restore->json, restore->json_len) != 0) {
         brk_msg_destroy (&msg);
         return -1;
@@ -618,9 +644,13 @@ static uint64_t
 s_next_delivery_id (brk_queue_t *self)
 {
     if (self->next_seq > S_SEQ_MASK) {
-        //  4 billion leases in one run: move to the next epoch
+        //  4 billion leases in one run: move to the next epoch, and have
+        //  the store keep it before the lease goes out, so the next start
+        //  moves past it instead of issuing these ids again
         self->config.epoch++;
         self->next_seq = 1;
+        s_emit (self, BRK_EVENT_EPOCH, NULL, NULL,
+                ((uint64_t) self->config.epoch << S_SEQ_BITS) | 1, NULL);
     }
     return ((uint64_t) self->config.epoch << S_SEQ_BITS) | self->next_seq++;
 }
@@ -1025,12 +1055,7 @@ brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
     s_lease_close (self, lease);
     s_policy_end (self, msg, BRK_POLICY_SUCCESS, false);
     s_complete (self, msg, worker, delivery_id);
-    while (self->done.size > (size_t) self->config.dedup_window) {
-        brk_msg_t *old = self->done.head;
-        s_list_unlink (&self->done, old);
-        mdl_strmap_delete (self->messages, old->id);
-        brk_msg_destroy (&old);
-    }
+    s_done_trim (self);
     return BRK_OK;
 }
 

@@ -35,6 +35,7 @@ typedef struct {
     int64_t heartbeat_ms;       //  Worker heartbeat interval (1 s); silent 3x = lost
     int64_t dedup_window;       //  Acked message ids remembered for duplicate detection (100000)
     int64_t epoch;              //  Upper bits of delivery ids, unique per broker run (>= 1)
+    uint64_t first_seq;         //  Low bits of the run's first delivery id (1; tests start near 2^32)
 } brk_queue_config_t;
 
 //  Fill config with the defaults above.
@@ -56,6 +57,7 @@ typedef enum {
     BRK_EVENT_COALESCED,        //  Under a policy: reason is the id it joined
     BRK_EVENT_IN_DOUBT,         //  A started restart's lease ended unfinished
     BRK_EVENT_GROUP_PAUSED,     //  Error stop: reason is "GROUP: why"
+    BRK_EVENT_EPOCH,            //  Store only (never an event): delivery_id is the new epoch's first
     BRK_EVENT_COUNT
 } brk_event_t;
 
@@ -92,8 +94,10 @@ void brk_queue_destroy (brk_queue_t **self_p);
 void brk_queue_set_event_handler (brk_queue_t *self, brk_event_fn *handler, void *arg);
 
 //  The store handler sees every change that must survive a restart
-//  (delivered, acked, dead_lettered, replayed, progress) whether or not
-//  events are enabled: the journal hangs here.
+//  (delivered, acked, dead_lettered, replayed, progress, and epoch: after
+//  2^32 leases the delivery ids move to the next epoch, which the store
+//  must make durable before the lease it is told for goes out) whether or
+//  not events are enabled: the journal hangs here.
 void brk_queue_set_store_handler (brk_queue_t *self, brk_event_fn *handler, void *arg);
 
 //  Set the epoch (upper bits of delivery ids) before the first dispatch,
@@ -141,11 +145,14 @@ typedef struct {
     const char *dead_reason;    //  When dead
     const char *dead_history;   //  When dead: history as JSON text
     int64_t dead_ms;            //  When dead: unix ms
+    bool done;                  //  An acked id kept for duplicate detection: only message_id counts
 } brk_restore_t;
 
 //  Put a recovered message back. A message that had been delivered keeps
 //  its last lease open for one ack deadline (its worker may still ack it
-//  by its old delivery id); then it is redelivered as usual. Returns 0,
+//  by its old delivery id); then it is redelivered as usual. With
+//  restore->done, the id goes on the done list instead (its publish is a
+//  duplicate until dedup_window later acks push it out). Returns 0,
 //  1 for an id already known, -1 when out of memory.
 int brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore);
 

@@ -327,6 +327,13 @@ brk_server (zsock_t *pipe, void *args)
     else
         mdl_error ("store %s: final flush failed: %s; %zu replies not sent",
                    self->durability, strerror (errno), self->reply_count);
+    //  Those last PUBACKs and ACKEDs are only queued yet: with linger 0 the
+    //  close drops them, and a publisher retries a request that was kept.
+    //  Give them a short, bounded time to leave (at most this long per
+    //  socket, only while a peer does not take them).
+#define BRK_SHUTDOWN_LINGER_MS 500
+    zsock_set_linger (self->frontend, BRK_SHUTDOWN_LINGER_MS);
+    zsock_set_linger (self->backend, BRK_SHUTDOWN_LINGER_MS);
     brk_queue_stats_t stats;
     brk_queue_stats (self->queue, &stats);
     brk_store_stats_t store;

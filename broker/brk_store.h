@@ -42,15 +42,18 @@
 
 typedef struct _brk_store_t brk_store_t;
 
-//  What changed. The epoch is not a record: a store that persists fixes
-//  the run's epoch when it opens (brk_store_epoch ()).
+//  What changed. A store that persists fixes the run's epoch when it
+//  opens (brk_store_epoch ()); EPOCH says the queue moved its delivery ids
+//  to a later one during the run (after 2^32 leases), which the next open
+//  must pass: the server syncs right after appending it.
 typedef enum {
     BRK_STORE_PUBLISH,          //  message_id, request, published_ms, publisher
     BRK_STORE_ACK,              //  message_id
     BRK_STORE_ATTEMPT,          //  message_id, attempt, delivery_id
     BRK_STORE_DEAD,             //  message_id, reason, history, dead_ms
     BRK_STORE_REPLAY,           //  message_id
-    BRK_STORE_PROGRESS          //  message_id, steps (the OR of all so far)
+    BRK_STORE_PROGRESS,         //  message_id, steps (the OR of all so far)
+    BRK_STORE_EPOCH             //  epoch (message_id NULL)
 } brk_store_kind_t;
 
 //  One change. Strings are null-terminated and only read during append.
@@ -66,6 +69,7 @@ typedef struct {
     const char *reason;         //  DEAD: why
     const char *history;        //  DEAD: attempt history, JSON text
     uint64_t dead_ms;           //  DEAD: unix ms
+    uint64_t epoch;             //  EPOCH: the queue's new epoch
 } brk_store_record_t;
 
 typedef struct {
@@ -101,8 +105,9 @@ typedef struct {
 #define BRK_STORE_CORRUPT   2   //  Damaged before its end (see the journal's salvage)
 #define BRK_STORE_LOCKED    3   //  Held by another broker
 
-//  Recovery: called once per message a store kept, during its open.
-//  Return 0 to go on, -1 to fail the open.
+//  Recovery: called once per message a store kept, during its open, and
+//  before them once per acked id it kept for duplicate detection
+//  (restore->done, oldest first). Return 0 to go on, -1 to fail the open.
 typedef int (brk_store_recover_fn) (void *arg, const brk_restore_t *restore);
 
 //  How a server opens its store: recover into (recover, recover_arg),

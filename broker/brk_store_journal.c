@@ -26,7 +26,8 @@ s_append (void *state, const brk_store_record_t *record)
     const char *id = record->message_id;
     switch (record->kind) {
         case BRK_STORE_PUBLISH:
-            return brk_journal_append_publish (journal, id, record->request, record->published_ms);
+            return brk_journal_append_publish_from (journal, id, record->request,
+                                                    record->published_ms, record->publisher);
         case BRK_STORE_ACK:
             return brk_journal_append_ack (journal, id);
         case BRK_STORE_ATTEMPT:
@@ -39,6 +40,8 @@ s_append (void *state, const brk_store_record_t *record)
             return brk_journal_append_replay (journal, id);
         case BRK_STORE_PROGRESS:
             return brk_journal_append_progress (journal, id, record->steps);
+        case BRK_STORE_EPOCH:
+            return brk_journal_append_epoch (journal, record->epoch);
     }
     return 0;
 }
@@ -115,6 +118,8 @@ s_replay (const brk_journal_message_t *message, void *arg)
     s_recover_ctx_t *ctx = (s_recover_ctx_t *) arg;
     brk_restore_t restore = {
         .message_id = message->message_id,
+        .done = message->done,
+        .publisher = message->publisher,
         .json = message->request,
         .json_len = message->request_size,
         .published_ms = (int64_t) message->published_ms,

@@ -1,4 +1,7 @@
-/*  brk_store_memory: see brk_store_memory.h. */
+/*  brk_store_memory: see brk_store_memory.h. Nothing survives the run,
+    so an EPOCH record (the queue's delivery ids moved to the next epoch)
+    needs no keeping either: a memory broker's next start takes its epoch
+    from the clock (main.c), and every lease it made is gone with it. */
 #include "brk_store_memory.h"
 
 #include <stdlib.h>

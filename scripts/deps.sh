@@ -4,7 +4,7 @@
 set -euo pipefail
 PACKAGES=(build-essential cmake pkg-config libzmq3-dev libczmq-dev libcjson-dev
           libcriterion-dev libsqlite3-dev libpq-dev sqlite3 postgresql clang libclang-rt-14-dev
-          valgrind libmicrohttpd-dev prometheus)
+          valgrind libmicrohttpd-dev prometheus python3-zmq)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -430,8 +430,8 @@ Test (brk_journal, newer_format_version_is_refused)
     char path [512];
     s_write_run (1, path, sizeof (path));
     int fd = open (path, O_RDWR);
-    unsigned char v3 [4] = { 3, 0, 0, 0 };
-    cr_assert_eq (pwrite (fd, v3, 4, 8), 4);
+    unsigned char v4 [4] = { 4, 0, 0, 0 };
+    cr_assert_eq (pwrite (fd, v4, 4, 8), 4);
     close (fd);
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
     brk_journal_report_t report;

@@ -172,6 +172,8 @@ typedef struct {
     uint64_t delivery_id;       //  ATTEMPT
     uint32_t attempt;           //  ATTEMPT
     bool has_request;           //  PUBLISH: came with its JSON
+    uint64_t epoch;             //  EPOCH
+    int syncs_before;           //  sync () calls made before this append
 } s_call_t;
 
 //  Shared by the test thread and the broker's: under s_lock.
@@ -195,10 +197,14 @@ s_rec_append (void *state, const brk_store_record_t *record)
     if (!(s_status && record->kind == BRK_STORE_PUBLISH) && s_call_count < 256) {
         s_call_t *call = &s_calls [s_call_count++];
         call->kind = record->kind;
-        snprintf (call->message_id, sizeof call->message_id, "%s", record->message_id);
+        snprintf (call->message_id, sizeof call->message_id, "%s",
+                  record->message_id ? record->message_id : "");
+        call->epoch = record->epoch;
+        call->syncs_before = s_syncs;
         call->delivery_id = record->delivery_id;
         call->attempt = record->attempt;
-        call->has_request = record->request && strstr (record->request, record->message_id);
+        call->has_request = record->request && record->message_id
+                         && strstr (record->request, record->message_id);
         seq = ++s_appended;
     }
     pthread_mutex_unlock (&s_lock);
@@ -283,6 +289,8 @@ static const brk_store_ops_t s_rec_ops = {
 };
 
 static const char *s_recovered_id = "00000000-0000-4000-8000-0000000000aa";
+static const char *s_acked_id = "00000000-0000-4000-8000-0000000000bb";
+static uint64_t s_first_seq;            //  queue.first_seq of the next seam broker, 0: default
 
 static brk_store_t *
 s_rec_open (void *arg, brk_store_recover_fn *recover, void *recover_arg, int *status)
@@ -296,7 +304,9 @@ s_rec_open (void *arg, brk_store_recover_fn *recover, void *recover_arg, int *st
         .message_id = s_recovered_id, .json = json, .json_len = strlen (json),
         .published_ms = 0, .attempts = 1, .delivery_id = (UINT64_C (8) << 32) | 5
     };
-    if (recover (recover_arg, &restore) != 0) {
+    //  And one acked id, kept for duplicate detection
+    brk_restore_t done = { .message_id = s_acked_id, .done = true };
+    if (recover (recover_arg, &done) != 0 || recover (recover_arg, &restore) != 0) {
         *status = BRK_STORE_FAILED;
         return NULL;
     }
@@ -322,6 +332,8 @@ s_seam_setup (void)
     brk_server_config_defaults (&config);
     config.queue.heartbeat_ms = 5000;
     config.store_open = s_rec_open;
+    if (s_first_seq)
+        config.queue.first_seq = s_first_seq;
     s_broker = zactor_new (brk_server, &config);
     cr_assert_not_null (s_broker);
     char *endpoints [2] = { s_frontend, s_backend };
@@ -546,4 +558,75 @@ Test (brk_store_seam, a_failing_store_refuses_publish)
     cr_assert (taken);
     cr_assert_geq (s_count (BRK_STORE_PUBLISH, NULL), 1);
     zsock_destroy (&client);
+}
+
+Test (brk_store_seam, an_acked_id_the_store_kept_is_a_duplicate)
+{
+    zsock_t *client = s_dealer (s_frontend);
+    char json [160];
+    snprintf (json, sizeof json, "{\"messages\":[{\"message_id\":\"%s\","
+              "\"instance_name\":\"cattle-1\"}],\"req\":\"d\"}", s_acked_id);
+    s_send (client, MMP_PUBLISH, json);
+    mmp_msg_t msg;
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_eq (msg.other_id_count, 1, "the kept id is a duplicate");
+    cr_assert_str_eq (msg.other_ids [0], s_acked_id);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (s_count (BRK_STORE_PUBLISH, NULL), 0, "nothing new was stored");
+    zsock_destroy (&client);
+}
+
+//  After 2^32 leases in one run the delivery ids move to the next epoch:
+//  the store is told, and the new epoch is synced before its first lease
+//  goes out. (The broker is started again at the last sequence number of
+//  epoch 9.)
+Test (brk_store_seam, a_new_epoch_is_synced_before_its_first_lease)
+{
+    s_seam_teardown ();
+    s_first_seq = UINT64_C (0xFFFFFFFF);
+    s_seam_setup ();
+    s_first_seq = 0;
+    zsock_t *client = s_dealer (s_frontend);
+    s_send (client, MMP_PUBLISH, "{\"messages\":[{\"instance_name\":\"a\"},"
+                                 "{\"instance_name\":\"b\"}]}");
+    //  Make them durable once both are appended (bounded wait)
+    for (int i = 0; i < 500 && s_count (BRK_STORE_PUBLISH, NULL) < 2; i++)
+        zclock_sleep (10);
+    cr_assert_eq (s_count (BRK_STORE_PUBLISH, NULL), 2);
+    s_store_moves (true, 0);
+    mmp_msg_t msg;
+    s_expect (client, MMP_PUBACK, &msg);
+    mmp_msg_reset (&msg);
+    zsock_t *worker = s_dealer (s_backend);
+    s_send (worker, MMP_HELLO, "{\"credit\":10,\"name\":\"w\"}");
+    s_expect (worker, MMP_WELCOME, &msg);
+    mmp_msg_reset (&msg);
+    s_expect (worker, MMP_DELIVER, &msg);
+    cr_assert_eq (msg.delivery_count, 2);
+    cr_assert_eq (msg.deliveries [0].delivery_id, (UINT64_C (9) << 32) | 0xFFFFFFFF);
+    cr_assert_eq (msg.deliveries [1].delivery_id, (UINT64_C (10) << 32) | 1);
+    mmp_msg_reset (&msg);
+    //  Asserted on a copy: a failed assert must not leave the lock held
+    static s_call_t calls [256];
+    pthread_mutex_lock (&s_lock);
+    size_t count = s_call_count;
+    memcpy (calls, s_calls, sizeof calls);
+    pthread_mutex_unlock (&s_lock);
+    int epoch_at = -1, second_at = -1, epochs = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (calls [i].kind == BRK_STORE_EPOCH) {
+            epochs++;
+            cr_assert_eq (calls [i].epoch, 10);
+            epoch_at = (int) i;
+        }
+        if (calls [i].kind == BRK_STORE_ATTEMPT && calls [i].delivery_id >> 32 == 10)
+            second_at = (int) i;
+    }
+    cr_assert_eq (epochs, 1, "the store was told of the new epoch once");
+    cr_assert_gt (second_at, epoch_at);
+    cr_assert_gt (calls [second_at].syncs_before, calls [epoch_at].syncs_before,
+                  "synced before the new epoch's first lease");
+    zsock_destroy (&worker);
+    zsock_destroy (&client);
+    zactor_destroy (&s_broker);
 }
