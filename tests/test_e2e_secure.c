@@ -100,6 +100,27 @@ s_file_has (const char *name, const char *text)
     return e2e_log_has (s_dir, name, text);
 }
 
+//  How many times text occurs in the file name.
+static int
+s_file_count (const char *name, const char *text)
+{
+    char path [256];
+    s_path (path, sizeof path, name);
+    char *data = NULL;
+    size_t size = 0;
+    FILE *file = fopen (path, "r");
+    if (file) {
+        data = calloc (1, 1 << 20);
+        size = data ? fread (data, 1, (1 << 20) - 1, file) : 0;
+        fclose (file);
+    }
+    int count = 0;
+    for (const char *at = data; size && at && (at = strstr (at, text)) != NULL; at += strlen (text))
+        count++;
+    free (data);
+    return count;
+}
+
 static bool
 s_wait_file_has (const char *name, const char *text, int timeout_ms)
 {
@@ -318,10 +339,12 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
     }
     cr_expect (dead, "no dead letter naming host_not_allowed");
     //  The dead letter and its history name the publisher's key
-    cr_expect (s_file_has (log, "\"publisher\""), "the dead letter does not name its publisher");
+    cr_expect_eq (s_file_count (log, "\"publisher\""), 3,
+                  "the dead letter and its two attempts do not name the publisher");
     cr_expect (s_wait_event (events, "dead_lettered", "\"publisher\":\"pub\"", 20000),
                "no dead_lettered event naming the publisher's key");
     zsock_destroy (&events);
+
     cr_expect_not (s_file_has ("restarts.txt", "evil.org"), "a host outside --allow-hosts was restarted");
 
     //  An unknown key and plain TCP get no service at all
@@ -341,6 +364,21 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
     cr_expect (s_file_has ("broker.log", "forbidden: publisher pub (key "),
                "the broker's forbidden line does not name the key");
     cr_expect (s_file_has ("broker.log", "refused"), "the broker did not log the refused key");
+
+    //  The names survive a restart: the journal carries the publisher (and
+    //  the dead letter's history its text)
+    pid_t old = s_pids [0];
+    kill (old, SIGTERM);
+    cr_assert_neq (e2e_wait_exit (old, 20000), -1, "the broker did not stop on SIGTERM");
+    s_pids [0] = 0;
+    s_keep (e2e_spawn (s_dir, "broker-2.log", broker));
+    cr_assert (s_wait_file_has ("broker-2.log", "ready", 20000), "the broker did not start again");
+    cr_assert_eq (s_ctl ("op", "deadletters", NULL, log), 0);
+    cr_expect (s_file_has (log, "host_not_allowed"), "the dead letter did not survive the restart");
+    //  Named three times: the dead letter itself and its two attempts
+    //  (--max-attempts 2)
+    cr_expect_eq (s_file_count (log, "\"publisher\""), 3,
+                   "the dead letter lost its publisher in the restart");
 }
 
 Test (e2e_secure, without_curve_the_broker_binds_loopback_only, .timeout = 60)
