@@ -395,7 +395,7 @@ s_consumer (const opts_t *opts, int index)
     snprintf (name, sizeof name, "bench-%d", index);
     mmp_buf_t hello;
     mmp_buf_init (&hello);
-    int sent = mmp_encode_hello (&hello, opts->credit, name, NULL) == 0
+    int sent = mmp_encode_hello (&hello, opts->credit, name, NULL, 0) == 0
             && mmp_send (sock, NULL, MMP_HELLO, mmp_buf_data (&hello), mmp_buf_size (&hello)) == 0;
     if (!sent) {
         mmp_buf_free (&hello);

@@ -42,19 +42,22 @@ s_deliver (void *arg, brk_worker_t *worker, uint64_t delivery_id,
     s_peer_t *peer = (s_peer_t *) brk_worker_handle (worker);
     size_t len;
     const char *json = brk_msg_json (msg, &len);
+    //  Only a worker that declared it gets the newer optional field
+    const char *publisher = brk_worker_features (worker) & MMP_FEATURE_PUBLISHER
+                          ? brk_msg_publisher (msg) : NULL;
     //  A frame is closed and sent when the next lease would take it over
     //  MMP_MAX_BODY bytes or MMP_MAX_DELIVERIES leases
     //  The in-doubt mark goes only to workers that declared they read it
     bool doubt = (brk_worker_features (worker) & MMP_FEATURE_IN_DOUBT)
               && brk_queue_msg_in_doubt (msg) && !(brk_msg_steps (msg) & MMP_STEP_RESTART);
-    int rc = mmp_encode_deliver_add_doubt (&peer->deliver, peer->deliver_count, delivery_id, attempt,
-                                           self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                           doubt, json, len);
+    int rc = mmp_encode_deliver_add (&peer->deliver, peer->deliver_count, delivery_id, attempt,
+                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                     doubt, publisher, json, len);
     if (rc == 1) {
         s_flush_deliveries (self, peer);
-        rc = mmp_encode_deliver_add_doubt (&peer->deliver, 0, delivery_id, attempt,
-                                           self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
-                                           doubt, json, len);
+        rc = mmp_encode_deliver_add (&peer->deliver, 0, delivery_id, attempt,
+                                     self->config.queue.ack_deadline_ms, brk_msg_steps (msg),
+                                     doubt, publisher, json, len);
     }
     if (rc != 0) {
         mdl_error ("out of memory building DELIVER for %s; the lease will expire and be redelivered",

@@ -10,6 +10,16 @@
 
 #include <string.h>
 
+//  The publisher is named where it answers "who asked for this": when a
+//  request enters (published) and when it is given up (dead_lettered).
+static const char *
+s_publisher (const brk_event_info_t *info)
+{
+    if (!info->msg || (info->event != BRK_EVENT_PUBLISHED && info->event != BRK_EVENT_DEAD_LETTERED))
+        return NULL;
+    return brk_msg_publisher (info->msg);
+}
+
 void
 brk_events_publish (void *arg, const brk_event_info_t *info)
 {
@@ -20,7 +30,7 @@ brk_events_publish (void *arg, const brk_event_info_t *info)
                           info->msg ? brk_msg_id (info->msg) : NULL,
                           info->attempt, info->delivery_id,
                           info->worker ? brk_worker_name (info->worker) : NULL,
-                          info->reason) != 0)
+                          s_publisher (info), info->reason) != 0)
         return;
     void *handle = zsock_resolve (self->events);
     //  A slow subscriber loses events (PUB semantics), never the broker's time

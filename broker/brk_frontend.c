@@ -21,8 +21,10 @@
 #include "mdl_log.h"
 #include "mdl_uuid.h"
 
+//  publisher: the authenticated name of the sender's key, or NULL without CURVE.
 static void
-s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
+                  const char *publisher)
 {
     if (self->store_error) {
         s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNAVAILABLE,
@@ -55,6 +57,8 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
             mdl_uuid4 (ids [i]);
     }
     size_t accepted = 0;
+    //  Every message of the batch came from the one connection
+    brk_queue_set_publisher (self->queue, publisher);
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
         //  Attributes are stored and forwarded as the publisher's bytes
@@ -76,7 +80,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         if (rc == 0) {
             brk_store_record_t record = {
                 .kind = BRK_STORE_PUBLISH, .message_id = ids [i], .request = mmp_buf_data (&json),
-                .published_ms = (uint64_t) mdl_clock_wall ()
+                .published_ms = (uint64_t) mdl_clock_wall (), .publisher = publisher
             };
             uint64_t seq = brk_store_append (self->store, &record);
             if (seq == 0) {
@@ -197,6 +201,8 @@ s_dead_letter_json (void *arg, const brk_msg_t *msg)
     mmp_encode_member_string (buf, "reason", brk_msg_dead_reason (msg) ? brk_msg_dead_reason (msg) : "");
     mmp_encode_member_int (buf, "attempts", brk_msg_attempts (msg));
     mmp_encode_member_int (buf, "dead_at_ms", brk_msg_dead_at (msg));
+    if (brk_msg_publisher (msg))
+        mmp_encode_member_string (buf, "publisher", brk_msg_publisher (msg));
     mmp_encode_member_raw (buf, "history", "", 0);
     s_history_json (buf, msg);
     mmp_encode_close_object (buf);
@@ -216,8 +222,8 @@ s_history_json (mmp_buf_t *buf, const brk_msg_t *msg)
     mmp_buf_append (buf, "[", 1);
     for (size_t i = 0; i < entries; i++)
         mmp_encode_history_entry (buf, history [i].attempt, history [i].delivery_id,
-                                  history [i].worker, history [i].outcome, history [i].reason,
-                                  history [i].at_ms);
+                                  history [i].worker, brk_msg_publisher (msg), history [i].outcome,
+                                  history [i].reason, history [i].at_ms);
     mmp_encode_close_array (buf);
 }
 
@@ -311,9 +317,13 @@ brk_frontend_handle (s_server_t *self)
             continue;
         }
         switch (msg.command) {
-            case MMP_PUBLISH:
-                s_handle_publish (self, routing_id, &msg);
+            case MMP_PUBLISH: {
+                const char *publisher = NULL;
+                if (brk_auth_role (meta.user_id, &publisher) == BRK_ROLE_NONE)
+                    publisher = NULL;
+                s_handle_publish (self, routing_id, &msg, publisher);
                 break;
+            }
             case MMP_STATS:
                 s_handle_stats (self, routing_id, &msg);
                 break;

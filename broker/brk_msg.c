@@ -136,6 +136,12 @@ brk_msg_held (const brk_msg_t *msg)
 }
 
 const char *
+brk_msg_publisher (const brk_msg_t *msg)
+{
+    return msg->publisher;
+}
+
+const char *
 brk_msg_history_json (const brk_msg_t *msg)
 {
     return msg->extra ? msg->extra->history_json : NULL;

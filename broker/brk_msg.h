@@ -1,7 +1,8 @@
 /*  brk_msg: one restart request as the broker holds it.
 
     A message carries its canonical id, the request's JSON text exactly as
-    it is delivered, its attempt count and progress steps, and, once it has
+    it is delivered, its publisher's authenticated name (a pointer into the
+    queue's name table), its attempt count and progress steps, and, once it has
     failed at least once, an extra part: its delay-heap slot, the ring of
     its latest attempt outcomes and, when dead, the reason and time.
 
@@ -43,6 +44,11 @@ int64_t brk_msg_dead_at (const brk_msg_t *msg);
 uint64_t brk_msg_seq (const brk_msg_t *msg);
 //  Is the message still waiting for its PUBLISH record to be durable?
 bool brk_msg_held (const brk_msg_t *msg);
+//  The authenticated name of the publisher's key (the NAME of its ZAP
+//  User-Id "ROLE:NAME"), or NULL when it was published without CURVE.
+//  The text belongs to the queue's name table (brk_names.h) and lives as
+//  long as the queue: no copy is made per message.
+const char *brk_msg_publisher (const brk_msg_t *msg);
 //  History of a dead letter recovered from the store, as JSON text, or NULL.
 const char *brk_msg_history_json (const brk_msg_t *msg);
 //  The attempt history, oldest first; returns the number of entries.

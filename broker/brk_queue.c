@@ -49,6 +49,7 @@
 #include <string.h>
 
 #include "brk_group.h"
+#include "brk_names.h"
 #include "brk_policy.h"
 #include "mdl_heap.h"
 #include "mdl_log.h"
@@ -89,6 +90,8 @@ struct _brk_queue_t {
     brk_policy_t *policy;       //  Restart policy (not owned), or NULL
     brk_room_t *room;           //  Its groups' ready lists and targets, or NULL
     size_t group_cursor;        //  Group the next policy dispatch starts with
+    brk_names_t *names;         //  Publishers' names, interned (messages point into it)
+    const char *publisher;      //  Who publishes next (brk_queue_set_publisher), or NULL
 };
 
 #define S_SEQ_BITS 32
@@ -229,7 +232,8 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
     self->leases = mdl_map_new ();
     self->lease_heap = mdl_heap_new ();
     self->delay_heap = mdl_heap_new ();
-    if (!self->messages || !self->leases || !self->lease_heap || !self->delay_heap) {
+    self->names = brk_names_new ();
+    if (!self->messages || !self->leases || !self->lease_heap || !self->delay_heap || !self->names) {
         brk_queue_destroy (&self);
         return NULL;
     }
@@ -274,6 +278,7 @@ brk_queue_destroy (brk_queue_t **self_p)
         }
         mdl_strmap_destroy (&self->messages);
     }
+    brk_names_destroy (&self->names);
     brk_room_destroy (&self->room);
     free (self);
     *self_p = NULL;
@@ -355,6 +360,7 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
     }
     msg->published_at = mdl_clock_now (&self->clock);
     msg->seq = seq;
+    msg->publisher = self->publisher;
     if (self->room && brk_room_attach (self->room, msg) != 0) {
         mdl_strmap_delete (self->messages, msg->id);
         brk_room_detach (self->room, msg);
@@ -371,6 +377,13 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
     self->counters.published++;
     s_emit (self, BRK_EVENT_PUBLISHED, msg, NULL, 0, NULL);
     return 0;
+}
+
+void
+brk_queue_set_publisher (brk_queue_t *self, const char *publisher)
+{
+    assert (self);
+    self->publisher = brk_names_intern (self->names, publisher);
 }
 
 bool
@@ -446,6 +459,7 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
     msg->published_at = now - (age > 0 ? age : 0);
     msg->attempts = restore->attempts;
     msg->steps = restore->steps;
+    msg->publisher = brk_names_intern (self->names, restore->publisher);
     if ((restore->dead && !brk_msg_extra (msg))
     ||  (self->room && brk_room_attach (self->room, msg) != 0)) {
         if (self->room)

@@ -119,6 +119,13 @@ void brk_queue_set_events_enabled (brk_queue_t *self, bool enabled);
 int brk_queue_publish (brk_queue_t *self, const char *message_id,
                        const char *json, size_t json_len, uint64_t seq);
 
+//  Who sends the messages of the next brk_queue_publish calls: the
+//  authenticated name of the PUBLISH's sender (brk_msg_publisher), or
+//  NULL for none. The name is interned in the queue's table (brk_names.h:
+//  one pointer per message, no copy); a full table or no memory leaves
+//  the messages unnamed, never refused.
+void brk_queue_set_publisher (brk_queue_t *self, const char *publisher);
+
 //  Messages held for records up to durable_seq become ready.
 void brk_queue_release (brk_queue_t *self, uint64_t durable_seq);
 

@@ -65,6 +65,7 @@ struct _brk_msg_t {
     int64_t attempts;           //  Deliveries made since publish or replay
     unsigned steps;             //  MMP_STEP_* reported done
     int64_t published_at;       //  Monotonic ms of publish (or replay)
+    const char *publisher;      //  Publisher's authenticated name (the queue's brk_names), or NULL
     brk_lease_t *lease;         //  Open lease when LEASED
     uint64_t last_worker;       //  Id of the previous lease's holder, or 0
     brk_msg_t *next, *prev;     //  Ready, dead or done list

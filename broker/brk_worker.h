@@ -19,7 +19,9 @@ void *brk_worker_handle (const brk_worker_t *worker);
 const char *brk_worker_name (const brk_worker_t *worker);
 int64_t brk_worker_in_flight (const brk_worker_t *worker);
 int64_t brk_worker_credit (const brk_worker_t *worker);
-//  BRK_FEATURE_* it declared in HELLO (brk_queue.h).
+//  MMP_FEATURE_* bits the worker declared in HELLO (0 until set, by
+//  brk_queue_worker_set_features): the broker sends a newer optional field
+//  only to a worker that declared it.
 unsigned brk_worker_features (const brk_worker_t *worker);
 
 #endif

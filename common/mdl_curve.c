@@ -114,6 +114,36 @@ mdl_curve_load (const char *path, bool need_secret, mdl_curve_cert_t *cert,
 }
 
 int
+mdl_curve_identity (const char *path, char *name, size_t size, char *error, size_t error_size)
+{
+    assert (name && size > 0);
+    name [0] = 0;
+    mdl_curve_cert_t cert;
+    if (mdl_curve_load (path, false, &cert, error, error_size) != 0)
+        return -1;
+    if (cert.name [0]) {
+        snprintf (name, size, "%s", cert.name);
+        return 0;
+    }
+    //  As brk_auth names a file without metadata name: cleaned the same way
+    const char *base = strrchr (path, '/');
+    base = base ? base + 1 : path;
+    size_t length = strlen (base);
+    if (length > 11 && strcmp (base + length - 11, ".key_secret") == 0)
+        length -= 11;
+    else
+    if (length > 4 && strcmp (base + length - 4, ".key") == 0)
+        length -= 4;
+    size_t used = 0;
+    for (size_t i = 0; i < length && used < 64 && used + 1 < size; i++) {
+        char c = base [i];
+        name [used++] = (c == ':' || c < 33 || c > 126) ? '_' : c;
+    }
+    name [used] = 0;
+    return 0;
+}
+
+int
 mdl_curve_server (zsock_t *sock, const mdl_curve_cert_t *own, const char *zap_domain)
 {
     assert (sock && own);

@@ -52,6 +52,14 @@ typedef struct {
 int mdl_curve_load (const char *path, bool need_secret, mdl_curve_cert_t *cert,
                     char *error, size_t error_size);
 
+//  The name a program's own certificate authenticates as, as the broker
+//  records it (the NAME of the ZAP User-Id "ROLE:NAME"): the file's
+//  metadata name, else its file name without directory and ".key_secret"
+//  or ".key" (the broker names a key without metadata name by its public
+//  file, so keep both files' names alike). Into name (size bytes, cut).
+//  Returns 0, or -1 with a reason in error when the file cannot be loaded.
+int mdl_curve_identity (const char *path, char *name, size_t size, char *error, size_t error_size);
+
 //  True if text is exactly 40 valid Z85 characters.
 bool mdl_curve_key_valid (const char *text);
 

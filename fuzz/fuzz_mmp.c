@@ -57,7 +57,7 @@ s_attributes (const mmp_request_t *request)
                                  request->instance_name, "fuzz.example.net",
                                  request->attributes, request->attributes_size);
     assert (rc == 0);
-    rc = mmp_encode_deliver_add (&deliver, 0, 1, 1, 0, 0, mmp_buf_data (&json), mmp_buf_size (&json));
+    rc = mmp_encode_deliver_add (&deliver, 0, 1, 1, 0, 0, false, NULL, mmp_buf_data (&json), mmp_buf_size (&json));
     assert (rc == 0 && mmp_encode_deliver_end (&deliver) == 0);
     mmp_msg_t msg;
     mmp_msg_init (&msg);

@@ -4,8 +4,10 @@
 #   Usage: fuzz/run.sh SECONDS [BUILD_DIR] [TARGET]
 #     SECONDS    how long to fuzz (libFuzzer -max_total_time)
 #     BUILD_DIR  clang build directory (default /tmp/mandrill-fuzz-build)
-#     TARGET     fuzz_mmp (default) or fuzz_journal (its seed corpus is
-#                written by the target itself, from real journals)
+#     TARGET     fuzz_mmp (default), fuzz_journal (its seed corpus is
+#                written by the target itself, from real journals) or
+#                fuzz_handshake (seeds in fuzz/corpus/handshake, made by
+#                fuzz/make_handshake_corpus.sh)
 #
 #   The seed corpus (fuzz/corpus) is copied to a scratch directory so the
 #   tree is never modified; new inputs found are discarded afterwards.
@@ -14,7 +16,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || ! "$1" =~ ^[0-9]+$ || "$1" -lt 1 ]]; then
-    echo "usage: $0 SECONDS [BUILD_DIR]" >&2
+    echo "usage: $0 SECONDS [BUILD_DIR] [TARGET]" >&2
     exit 2
 fi
 seconds=$1
@@ -22,7 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 source_dir=$(dirname "$here")
 build_dir=${2:-/tmp/mandrill-fuzz-build}
 target=${3:-fuzz_mmp}
-[[ "$target" == fuzz_mmp || "$target" == fuzz_journal ]] \
+[[ "$target" == fuzz_mmp || "$target" == fuzz_journal || "$target" == fuzz_handshake ]] \
     || { echo "fuzz: unknown target $target" >&2; exit 2; }
 
 if ! command -v clang >/dev/null; then
@@ -42,8 +44,11 @@ if [[ "$target" == fuzz_journal ]]; then
     FUZZ_JOURNAL_SEEDS="$work/corpus" "$build_dir/fuzz/fuzz_journal" -runs=0 "$work/corpus" \
         2>/dev/null
     extra=()
+elif [[ "$target" == fuzz_handshake ]]; then
+    cp "$here"/corpus/handshake/* "$work/corpus/"
+    extra=()
 else
-    cp "$here"/corpus/* "$work/corpus/"
+    find "$here/corpus" -maxdepth 1 -type f -exec cp {} "$work/corpus/" \;
     extra=(-dict="$here/mmp.dict")
 fi
 "$build_dir/fuzz/$target" -max_total_time="$seconds" -max_len=8192 -timeout=10 \

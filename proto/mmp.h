@@ -91,9 +91,11 @@ typedef enum {
 
 //  Features a worker declares in HELLO {features} (names on the wire in
 //  brackets); names the codec does not know are ignored.
-#define MMP_FEATURE_IN_DOUBT 1u     //  ["in_doubt"] DELIVER may mark a delivery in_doubt
-#define MMP_FEATURE_VERIFY   2u     //  ["verify"] it runs a verify command for such a delivery
-#define MMP_MAX_FEATURES     32     //  Items in HELLO features [too_many]
+//  The broker sends a newer optional field only to a worker that declared it.
+#define MMP_FEATURE_IN_DOUBT  1u    //  ["in_doubt"] DELIVER may mark a delivery in_doubt
+#define MMP_FEATURE_VERIFY    2u    //  ["verify"] it runs a verify command for such a delivery
+#define MMP_FEATURE_PUBLISHER 4u    //  ["publisher"] DELIVER names each message's publisher
+#define MMP_MAX_FEATURES      32    //  Items in HELLO features [too_many]
 
 //  Error codes, as sent in ERROR {code} and returned by the decoder.
 #define MMP_ERR_BAD_FRAMES        "bad_frames"         //  not 3 frames (4 on a ROUTER)
@@ -141,6 +143,7 @@ typedef struct {
     int64_t deadline_ms;        //  Lease length from the moment of sending
     unsigned steps;             //  MMP_STEP_* already done by earlier attempts
     bool in_doubt;              //  "in_doubt": true: an earlier attempt's restart may have run
+    const char *publisher;      //  Authenticated name of the publisher's key, or NULL
     mmp_request_t message;      //  The request; message_id and hostname always set
 } mmp_delivery_t;
 
@@ -295,25 +298,26 @@ void mmp_encode_item_object (mmp_buf_t *buf);
 void mmp_encode_close_object (mmp_buf_t *buf);
 void mmp_encode_close_array (mmp_buf_t *buf);
 int mmp_encode_close (mmp_buf_t *buf, const char *req);
-//  One attempt of a dead letter's history, as the next item of an array.
+//  One attempt of a dead letter's history, as the next item of an array:
+//  {attempt, delivery_id, worker, publisher?, outcome, reason?, at_ms}
+//  (publisher NULL, reason NULL or "": left out).
 void mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
-                               const char *worker, const char *outcome, const char *reason,
-                               int64_t at_ms);
+                               const char *worker, const char *publisher, const char *outcome,
+                               const char *reason, int64_t at_ms);
 
 //  An event frame's body: {event, at_ms, message_id?, attempt?,
-//  delivery_id?, worker?, reason?} in that order. Each optional member is
-//  left out when NULL or 0; attempt only appears with a message_id.
+//  delivery_id?, worker?, publisher?, reason?} in that order. Each optional
+//  member is left out when NULL or 0; attempt only appears with a message_id.
 //  Strings are escaped (ids and names the broker made print as they are).
 int mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
-                      int64_t attempt, uint64_t delivery_id, const char *worker, const char *reason);
+                      int64_t attempt, uint64_t delivery_id, const char *worker,
+                      const char *publisher, const char *reason);
 
-//  HELLO {credit, name?, subscription?}, WELCOME, CREDIT, and the empty
-//  body {} of HEARTBEAT and BYE.
-int mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription);
-//  HELLO with "features": the names of the MMP_FEATURE_* bits set (none:
-//  the field is left out, as mmp_encode_hello does).
-int mmp_encode_hello_features (mmp_buf_t *buf, int64_t credit, const char *name,
-                               const char *subscription, unsigned features);
+//  HELLO {credit, name?, subscription?, features?} (features, MMP_FEATURE_*
+//  bits, left out when 0), WELCOME, CREDIT, and the empty body {} of
+//  HEARTBEAT and BYE.
+int mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription,
+                      unsigned features);
 int mmp_encode_welcome (mmp_buf_t *buf, int64_t ack_deadline_ms, int64_t heartbeat_ms, int64_t epoch);
 int mmp_encode_credit (mmp_buf_t *buf, int64_t credit);
 int mmp_encode_empty (mmp_buf_t *buf);
@@ -337,14 +341,13 @@ int mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,
 //  with count 0; -1 out of memory, or one lease alone is over the limit.
 //  mmp_encode_deliver_end closes the frame ("]}"): the body never exceeds
 //  MMP_MAX_BODY.
+//  "in_doubt": true is written when in_doubt (send it only to a worker that
+//  declared MMP_FEATURE_IN_DOUBT); steps never carries STARTED. publisher
+//  (NULL: left out) is sent only to workers that declared
+//  MMP_FEATURE_PUBLISHER; it is escaped and cut to MMP_MAX_TEXT bytes.
 int mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int64_t attempt,
-                            int64_t deadline_ms, unsigned steps,
-                            const char *request, size_t request_size);
-//  The same with "in_doubt": true when in_doubt (send it only to a worker
-//  that declared MMP_FEATURE_IN_DOUBT). steps never carries STARTED.
-int mmp_encode_deliver_add_doubt (mmp_buf_t *buf, size_t count, uint64_t delivery_id,
-                                  int64_t attempt, int64_t deadline_ms, unsigned steps,
-                                  bool in_doubt, const char *request, size_t request_size);
+                            int64_t deadline_ms, unsigned steps, bool in_doubt,
+                            const char *publisher, const char *request, size_t request_size);
 int mmp_encode_deliver_end (mmp_buf_t *buf);
 
 //  Validators shared with the tools.

@@ -485,30 +485,32 @@ s_replayed (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error
     return 0;
 }
 
-static const mmp_schema_t s_hello_schema = { { "credit", "subscription", "name", "features", NULL } };
+static const mmp_schema_t s_hello_schema = {
+    { "credit", "subscription", "name", "features", NULL }
+};
 
-//  HELLO features: an array of strings; names this codec does not know
-//  are ignored (a newer worker may declare more), so only the shape is
-//  checked: at most MMP_MAX_FEATURES strings of at most MMP_MAX_TEXT bytes.
+//  HELLO features: an array of at most MMP_MAX_FEATURES strings; names this
+//  codec does not know are ignored (a newer worker may declare more).
 static int
 s_features (mmp_pos_t *p, unsigned *features, mmp_error_t *err)
 {
+    static const struct { const char *name; unsigned bit; } known [] = {
+        { "in_doubt", MMP_FEATURE_IN_DOUBT },
+        { "verify", MMP_FEATURE_VERIFY },
+        { "publisher", MMP_FEATURE_PUBLISHER }
+    };
     size_t count;
     if (mmp_read_array (p, "features", 0, MMP_MAX_FEATURES, &count, &mmp_top, err))
         return -2;
     unsigned seen = 0;
     for (mmp_pos_t *item = mmp_first (p), *next; item; item = next) {
         next = mmp_next (item);
-        if (*item != '"')
-            return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &mmp_top, "features", "items must be strings");
         const char *text;
         if (mmp_read_text (item, "features", MMP_MAX_TEXT, &text, NULL, &mmp_top, err))
             return -2;
-        if (strcmp (text, "in_doubt") == 0)
-            seen |= MMP_FEATURE_IN_DOUBT;
-        else
-        if (strcmp (text, "verify") == 0)
-            seen |= MMP_FEATURE_VERIFY;
+        for (size_t i = 0; i < sizeof known / sizeof known [0]; i++)
+            if (strcmp (text, known [i].name) == 0)
+                seen |= known [i].bit;
     }
     *features = seen;
     return 0;
@@ -555,7 +557,7 @@ s_welcome (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
 
 static const mmp_schema_t s_deliver_schema = { { "deliveries", NULL } };
 static const mmp_schema_t s_delivery_schema = {
-    { "delivery_id", "attempt", "deadline_ms", "steps", "message", "in_doubt", NULL }
+    { "delivery_id", "attempt", "deadline_ms", "steps", "message", "in_doubt", "publisher", NULL }
 };
 
 static int
@@ -595,6 +597,10 @@ s_deliver (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
         ||  mmp_read_steps (field [3], 0, &delivery->steps, &where, err))
             return -2;
         delivery->delivery_id = (uint64_t) id;
+        delivery->publisher = NULL;
+        if (field [6] && mmp_read_text (field [6], "publisher", MMP_MAX_TEXT, &delivery->publisher,
+                                        NULL, &where, err))
+            return -2;
         mmp_where_t inner = { "deliveries", where.index, "message" };
         mmp_pos_t *message_end;
         if (s_request (field [4], true, &delivery->message, &message_end, &inner, err))

@@ -316,14 +316,16 @@ mmp_encode_close (mmp_buf_t *buf, const char *req)
 
 void
 mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
-                          const char *worker, const char *outcome, const char *reason,
-                          int64_t at_ms)
+                          const char *worker, const char *publisher, const char *outcome,
+                          const char *reason, int64_t at_ms)
 {
     mmp_encode_item_object (buf);
     mmp_encode_member_int (buf, "attempt", attempt);
     s_member (buf, "delivery_id");
     mmp_buf_u64 (buf, delivery_id);
     mmp_encode_member_string (buf, "worker", worker);
+    if (publisher)
+        mmp_encode_member_string (buf, "publisher", publisher);
     mmp_encode_member_string (buf, "outcome", outcome);
     if (reason && reason [0])
         mmp_encode_member_string (buf, "reason", reason);
@@ -337,7 +339,8 @@ mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
 
 int
 mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
-                  int64_t attempt, uint64_t delivery_id, const char *worker, const char *reason)
+                  int64_t attempt, uint64_t delivery_id, const char *worker,
+                  const char *publisher, const char *reason)
 {
     assert (buf && event);
     mmp_buf_clear (buf);
@@ -361,6 +364,10 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
         mmp_buf_puts (buf, ",\"worker\":");
         mmp_buf_json_string (buf, worker);
     }
+    if (publisher) {
+        mmp_buf_puts (buf, ",\"publisher\":");
+        mmp_buf_json_string (buf, publisher);
+    }
     if (reason) {
         mmp_buf_puts (buf, ",\"reason\":");
         mmp_buf_json_string (buf, reason);
@@ -373,14 +380,8 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
 //  Backend
 
 int
-mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription)
-{
-    return mmp_encode_hello_features (buf, credit, name, subscription, 0);
-}
-
-int
-mmp_encode_hello_features (mmp_buf_t *buf, int64_t credit, const char *name,
-                           const char *subscription, unsigned features)
+mmp_encode_hello (mmp_buf_t *buf, int64_t credit, const char *name, const char *subscription,
+                  unsigned features)
 {
     assert (buf);
     mmp_buf_clear (buf);
@@ -394,12 +395,17 @@ mmp_encode_hello_features (mmp_buf_t *buf, int64_t credit, const char *name,
         mmp_buf_puts (buf, ",\"subscription\":");
         mmp_buf_json_string_max (buf, subscription, MMP_MAX_TEXT);
     }
-    if (features & (MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY)) {
+    if (features) {
+        static const char *names [] = { "in_doubt", "verify", "publisher" };
         mmp_buf_puts (buf, ",\"features\":[");
-        if (features & MMP_FEATURE_IN_DOUBT)
-            mmp_buf_puts (buf, (features & MMP_FEATURE_VERIFY)? "\"in_doubt\",": "\"in_doubt\"");
-        if (features & MMP_FEATURE_VERIFY)
-            mmp_buf_puts (buf, "\"verify\"");
+        bool first = true;
+        for (unsigned i = 0; i < sizeof names / sizeof names [0]; i++)
+            if (features & (1u << i)) {
+                mmp_buf_puts (buf, first ? "\"" : ",\"");
+                mmp_buf_puts (buf, names [i]);
+                mmp_buf_puts (buf, "\"");
+                first = false;
+            }
         mmp_buf_puts (buf, "]");
     }
     mmp_buf_puts (buf, "}");
@@ -530,17 +536,8 @@ mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,
 
 int
 mmp_encode_deliver_add (mmp_buf_t *buf, size_t count, uint64_t delivery_id, int64_t attempt,
-                        int64_t deadline_ms, unsigned steps,
-                        const char *request, size_t request_size)
-{
-    return mmp_encode_deliver_add_doubt (buf, count, delivery_id, attempt, deadline_ms, steps,
-                                         false, request, request_size);
-}
-
-int
-mmp_encode_deliver_add_doubt (mmp_buf_t *buf, size_t count, uint64_t delivery_id,
-                              int64_t attempt, int64_t deadline_ms, unsigned steps,
-                              bool in_doubt, const char *request, size_t request_size)
+                        int64_t deadline_ms, unsigned steps, bool in_doubt,
+                        const char *publisher, const char *request, size_t request_size)
 {
     assert (buf && request);
     steps &= MMP_STEP_SAVE | MMP_STEP_RESTART;
@@ -563,6 +560,10 @@ mmp_encode_deliver_add_doubt (mmp_buf_t *buf, size_t count, uint64_t delivery_id
     s_steps (buf, steps);
     if (in_doubt)
         mmp_buf_puts (buf, ",\"in_doubt\":true");
+    if (publisher) {
+        mmp_buf_puts (buf, ",\"publisher\":");
+        mmp_buf_json_string_max (buf, publisher, MMP_MAX_TEXT);
+    }
     mmp_buf_puts (buf, ",\"message\":");
     mmp_buf_append (buf, request, request_size);
     mmp_buf_append (buf, "}", 1);

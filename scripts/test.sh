@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Mandrill test: the release build's suite (ctest), the same suite
 # built with AddressSanitizer + UndefinedBehaviorSanitizer, the unit tests
-# under valgrind, short fuzzing runs of the protocol decoder and the journal
-# reader, and the docker compose stack brought up for real
+# under valgrind, short fuzzing runs of the protocol decoder, the journal
+# reader and the CURVE handshake, and the docker compose stack brought up for real
 # (scripts/compose-test.sh: its own dockerd, images, 3 workers on PostgreSQL).
 # Usage: scripts/test.sh [--quick]   (--quick: release suite only)
 set -euo pipefail
@@ -44,9 +44,10 @@ done
 echo "valgrind: clean"
 
 if [ -x fuzz/run.sh ]; then
-    step "fuzzing the decoder (60 s) and the journal reader (30 s)"
+    step "fuzzing the decoder (60 s), the journal reader (30 s) and the CURVE handshake (30 s)"
     fuzz/run.sh 60 build/fuzz
     fuzz/run.sh 30 build/fuzz fuzz_journal
+    fuzz/run.sh 30 build/fuzz fuzz_handshake
 fi
 if [ -x scripts/compose-test.sh ]; then
     step "docker compose: the real stack (engine, images, 3 workers on PostgreSQL)"

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "e2e_support.h"
+#include "mdl_curve.h"
+#include <sqlite3.h>
 
 #define MAX_PROCS 4
 
@@ -98,6 +100,27 @@ s_file_has (const char *name, const char *text)
     return e2e_log_has (s_dir, name, text);
 }
 
+//  How many times text occurs in the file name.
+static int
+s_file_count (const char *name, const char *text)
+{
+    char path [256];
+    s_path (path, sizeof path, name);
+    char *data = NULL;
+    size_t size = 0;
+    FILE *file = fopen (path, "r");
+    if (file) {
+        data = calloc (1, 1 << 20);
+        size = data ? fread (data, 1, (1 << 20) - 1, file) : 0;
+        fclose (file);
+    }
+    int count = 0;
+    for (const char *at = data; size && at && (at = strstr (at, text)) != NULL; at += strlen (text))
+        count++;
+    free (data);
+    return count;
+}
+
 static bool
 s_wait_file_has (const char *name, const char *text, int timeout_ms)
 {
@@ -153,6 +176,83 @@ s_publish (const char *key, const char *instance, const char *hostname)
         "--hostname", (char *) hostname, NULL
     };
     return s_run (argv, 20000, log);
+}
+
+//  A SUB on the events feed as key, returned once its CURVE handshake is
+//  done (a socket monitor says so), so that no event after this is missed.
+static zsock_t *
+s_events_sub (const char *key)
+{
+    char cert [128], broker [128], error [256];
+    snprintf (cert, sizeof cert, "%s/keys/%s.key_secret", s_dir, key);
+    snprintf (broker, sizeof broker, "%s/keys/broker.key", s_dir);
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    cr_assert_not_null (sub);
+    cr_assert_eq (mdl_curve_client_files (sub, cert, broker, error, sizeof error), 0, "%s", error);
+    zsock_set_subscribe (sub, "");
+    zsock_set_rcvtimeo (sub, 200);
+    char monitor [64];
+    snprintf (monitor, sizeof monitor, "inproc://events-monitor-%d", getpid ());
+    cr_assert_eq (zmq_socket_monitor (zsock_resolve (sub), monitor, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), 0);
+    zsock_t *pair = zsock_new_pair (monitor);
+    cr_assert_not_null (pair);
+    zsock_set_rcvtimeo (pair, 20000);
+    cr_assert_eq (zsock_connect (sub, "%s", s_events), 0);
+    zmsg_t *event = zmsg_recv (pair);
+    cr_assert_not_null (event, "the events socket did not complete its CURVE handshake");
+    zmsg_destroy (&event);
+    zmq_socket_monitor (zsock_resolve (sub), NULL, 0);
+    zsock_destroy (&pair);
+    return sub;
+}
+
+//  Read events until one named event whose JSON holds text arrives (true),
+//  or timeout_ms passed (false). Other events are skipped.
+static bool
+s_wait_event (zsock_t *sub, const char *event, const char *text, int timeout_ms)
+{
+    int64_t until = zclock_mono () + timeout_ms;
+    while (zclock_mono () < until) {
+        zmsg_t *msg = zmsg_recv (sub);
+        if (!msg)
+            continue;
+        char *topic = zmsg_popstr (msg);
+        char *json = zmsg_popstr (msg);
+        bool found = topic && json && streq (topic, event) && strstr (json, text);
+        zstr_free (&topic);
+        zstr_free (&json);
+        zmsg_destroy (&msg);
+        if (found)
+            return true;
+    }
+    return false;
+}
+
+//  The text of the first column of the first row of sql on the worker's
+//  SQLite file, into out ("" when no row). Polls until a row comes, at
+//  most timeout_ms: the worker commits its save before it acks.
+static void
+s_db_text (const char *sql, char *out, size_t size, int timeout_ms)
+{
+    char path [128];
+    s_path (path, sizeof path, "worker.db");
+    out [0] = 0;
+    int64_t until = zclock_mono () + timeout_ms;
+    do {
+        sqlite3 *db = NULL;
+        if (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+            sqlite3_busy_timeout (db, 1000);
+            sqlite3_stmt *stmt = NULL;
+            if (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL) == SQLITE_OK
+            &&  sqlite3_step (stmt) == SQLITE_ROW && sqlite3_column_text (stmt, 0))
+                snprintf (out, size, "%s", (const char *) sqlite3_column_text (stmt, 0));
+            sqlite3_finalize (stmt);
+        }
+        sqlite3_close (db);
+        if (out [0])
+            return;
+        zclock_sleep (100);
+    } while (zclock_mono () < until);
 }
 
 TestSuite (e2e_secure, .init = s_setup, .fini = s_teardown);
@@ -211,12 +311,22 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
         "--curve-cert", worker_cert, "--broker-cert", broker_public,
         "--allow-hosts", "*.example.net", NULL
     };
+    //  The operator watches the events from before the first publish
+    zsock_t *events = s_events_sub ("op");
     s_keep (e2e_spawn (s_dir, "worker.log", worker));
 
     //  The publisher's key publishes; the request is restarted by the worker
     cr_expect_eq (s_publish ("pub", "cattle-0001", "cattle-0001.example.net"), 0);
+    cr_expect (s_wait_event (events, "published", "\"publisher\":\"pub\"", 20000),
+               "no published event naming the publisher's key");
     cr_expect (s_wait_file_has ("restarts.txt", "cattle-0001.example.net", 30000),
                "the published request was not restarted");
+    //  The worker's row names the publisher's key and the worker's own key
+    //  (not its --name w1)
+    char text [128];
+    s_db_text ("SELECT publisher || ' ' || worker FROM restarts WHERE instance_name = 'cattle-0001'",
+               text, sizeof text, 20000);
+    cr_expect_str_eq (text, "pub wrk");
     //  A host outside --allow-hosts is never restarted and ends as a dead letter
     cr_expect_eq (s_publish ("pub", "cattle-0002", "cattle-0002.evil.org"), 0);
     bool dead = false;
@@ -228,6 +338,13 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
             zclock_sleep (100);
     }
     cr_expect (dead, "no dead letter naming host_not_allowed");
+    //  The dead letter and its history name the publisher's key
+    cr_expect_eq (s_file_count (log, "\"publisher\""), 3,
+                  "the dead letter and its two attempts do not name the publisher");
+    cr_expect (s_wait_event (events, "dead_lettered", "\"publisher\":\"pub\"", 20000),
+               "no dead_lettered event naming the publisher's key");
+    zsock_destroy (&events);
+
     cr_expect_not (s_file_has ("restarts.txt", "evil.org"), "a host outside --allow-hosts was restarted");
 
     //  An unknown key and plain TCP get no service at all
@@ -242,8 +359,26 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
     cr_expect_eq (s_ctl ("pub", "stats", NULL, log), 4);
     cr_expect (s_file_has (log, "forbidden"));
     cr_expect_eq (s_ctl ("op", "stats", NULL, log), 0);
-    cr_expect (s_file_has ("broker.log", "forbidden"), "the broker did not log the forbidden command");
+    cr_expect (s_file_has ("broker.log", "forbidden: observer obs (key "),
+               "the broker's forbidden line does not name the key");
+    cr_expect (s_file_has ("broker.log", "forbidden: publisher pub (key "),
+               "the broker's forbidden line does not name the key");
     cr_expect (s_file_has ("broker.log", "refused"), "the broker did not log the refused key");
+
+    //  The names survive a restart: the journal carries the publisher (and
+    //  the dead letter's history its text)
+    pid_t old = s_pids [0];
+    kill (old, SIGTERM);
+    cr_assert_neq (e2e_wait_exit (old, 20000), -1, "the broker did not stop on SIGTERM");
+    s_pids [0] = 0;
+    s_keep (e2e_spawn (s_dir, "broker-2.log", broker));
+    cr_assert (s_wait_file_has ("broker-2.log", "ready", 20000), "the broker did not start again");
+    cr_assert_eq (s_ctl ("op", "deadletters", NULL, log), 0);
+    cr_expect (s_file_has (log, "host_not_allowed"), "the dead letter did not survive the restart");
+    //  Named three times: the dead letter itself and its two attempts
+    //  (--max-attempts 2)
+    cr_expect_eq (s_file_count (log, "\"publisher\""), 3,
+                   "the dead letter lost its publisher in the restart");
 }
 
 Test (e2e_secure, without_curve_the_broker_binds_loopback_only, .timeout = 60)

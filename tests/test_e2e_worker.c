@@ -559,7 +559,9 @@ Test (e2e_worker, saved_row_has_attributes_attempt_worker_and_times, .timeout = 
     cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE message_id ="
                                     " '00000000-0000-4000-8000-0000000000a1' AND attributes ="
                                     " '{\"zone\":\"eu-1\",\"tags\":[\"db\",2]}'"), 1);
+    //  Without CURVE nobody is named: the row has no publisher
+    cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE publisher IS NULL"), 2);
     cr_assert_eq (s_db_int ("m.db", "SELECT count(*) FROM restarts WHERE message_id ="
                                     " '00000000-0000-4000-8000-0000000000a2' AND attributes IS NULL"), 1);
-    cr_assert_eq (s_db_int ("m.db", "PRAGMA user_version"), 2);
+    cr_assert_eq (s_db_int ("m.db", "PRAGMA user_version"), 3);
 }

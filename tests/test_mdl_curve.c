@@ -135,6 +135,34 @@ Test (mdl_curve, odd_names_in_metadata_are_cleaned, .timeout = 10)
     cr_expect_str_eq (cert.name, "ev_il_name");
 }
 
+//  A program's own name as the broker records it: the metadata name, else
+//  the file's name without ".key_secret" or ".key".
+Test (mdl_curve, identity_is_the_metadata_name_else_the_file_name, .timeout = 10)
+{
+    char error [256] = "", name [64], path [256];
+    cr_assert_eq (mdl_curve_keygen (s_dir, "wrk-1", NULL, error, sizeof error), 0, "%s", error);
+    s_path (path, sizeof path, "wrk-1.key_secret");
+    cr_assert_eq (mdl_curve_identity (path, name, sizeof name, error, sizeof error), 0, "%s", error);
+    cr_expect_str_eq (name, "wrk-1");
+
+    char pub [41], sec [41];
+    cr_assert_eq (zmq_curve_keypair (pub, sec), 0);
+    char text [256];
+    snprintf (text, sizeof text, "curve\n    public-key = \"%s\"\n    secret-key = \"%s\"\n", pub, sec);
+    s_write ("no:name.key_secret", text);
+    s_path (path, sizeof path, "no:name.key_secret");
+    cr_assert_eq (mdl_curve_identity (path, name, sizeof name, NULL, 0), 0);
+    cr_expect_str_eq (name, "no_name");
+    char small [4];
+    cr_assert_eq (mdl_curve_identity (path, small, sizeof small, NULL, 0), 0);
+    cr_expect_str_eq (small, "no_");
+
+    s_path (path, sizeof path, "missing.key_secret");
+    cr_expect_eq (mdl_curve_identity (path, name, sizeof name, error, sizeof error), -1);
+    cr_expect_str_eq (name, "");
+    cr_expect (strstr (error, "missing"), "%s", error);
+}
+
 //  No ZAP handler in this process: libzmq lets any CURVE client in, so this
 //  checks the options alone: the right server key talks, a wrong one never does.
 Test (mdl_curve, client_and_server_options_talk, .timeout = 20)

@@ -45,7 +45,7 @@ Test (mmp_encode, deliver_byte_budget, .timeout = 30)
     size_t frames = 0, arrived = 0, count = 0;
     uint64_t next_id = 1, expect_id = 1;
     for (int i = 0; i < 300; i++) {
-        int rc = mmp_encode_deliver_add (&frame, count, next_id, 1, 10000, MMP_STEP_SAVE,
+        int rc = mmp_encode_deliver_add (&frame, count, next_id, 1, 10000, MMP_STEP_SAVE, false, NULL,
                                          mmp_buf_data (&request), mmp_buf_size (&request));
         if (rc == 1) {
             //  Full: close, "send" (decode as the worker would), start again
@@ -63,7 +63,7 @@ Test (mmp_encode, deliver_byte_budget, .timeout = 30)
             mmp_msg_reset (&msg);
             frames++;
             count = 0;
-            rc = mmp_encode_deliver_add (&frame, 0, next_id, 1, 10000, MMP_STEP_SAVE,
+            rc = mmp_encode_deliver_add (&frame, 0, next_id, 1, 10000, MMP_STEP_SAVE, false, NULL,
                                          mmp_buf_data (&request), mmp_buf_size (&request));
         }
         cr_assert_eq (rc, 0);
@@ -90,7 +90,7 @@ Test (mmp_encode, deliver_count_cap, .timeout = 10)
     mmp_buf_init (&frame);
     const char *request = "{\"message_id\":\"" U1 "\",\"instance_name\":\"a\",\"hostname\":\"a\"}";
     size_t count = 0;
-    while (mmp_encode_deliver_add (&frame, count, count + 1, 1, 0, 0, request, strlen (request)) == 0)
+    while (mmp_encode_deliver_add (&frame, count, count + 1, 1, 0, 0, false, NULL, request, strlen (request)) == 0)
         count++;
     cr_assert_eq (count, MMP_MAX_DELIVERIES);
     cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
@@ -102,7 +102,7 @@ Test (mmp_encode, deliver_count_cap, .timeout = 10)
     char *huge = malloc (MMP_MAX_BODY);
     cr_assert_not_null (huge);
     memset (huge, ' ', MMP_MAX_BODY);
-    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 0, 0, huge, MMP_MAX_BODY), -1);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 0, 0, false, NULL, huge, MMP_MAX_BODY), -1);
     free (huge);
     mmp_buf_free (&frame);
 }
@@ -114,7 +114,7 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     mmp_msg_t msg;
     uint64_t ids [] = { 1, 22, 9007199254740991ULL };
 
-    cr_assert_eq (mmp_encode_hello (&buf, 100, "w\"1", "restarts"), 0);
+    cr_assert_eq (mmp_encode_hello (&buf, 100, "w\"1", "restarts", 0), 0);
     s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
     cr_assert_eq (msg.credit, 100);
     cr_assert_str_eq (msg.name, "w\"1");
@@ -122,13 +122,13 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     cr_assert_eq (msg.features, 0);
     mmp_msg_reset (&msg);
 
-    cr_assert_eq (mmp_encode_hello_features (&buf, 5, NULL, NULL,
-                                             MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY), 0);
+    cr_assert_eq (mmp_encode_hello (&buf, 5, NULL, NULL,
+                                    MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY), 0);
     cr_assert (strstr (mmp_buf_data (&buf), "\"features\":[\"in_doubt\",\"verify\"]"));
     s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
     cr_assert_eq (msg.features, MMP_FEATURE_IN_DOUBT | MMP_FEATURE_VERIFY);
     mmp_msg_reset (&msg);
-    cr_assert_eq (mmp_encode_hello_features (&buf, 5, NULL, NULL, MMP_FEATURE_IN_DOUBT), 0);
+    cr_assert_eq (mmp_encode_hello (&buf, 5, NULL, NULL, MMP_FEATURE_IN_DOUBT), 0);
     s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
     cr_assert_eq (msg.features, MMP_FEATURE_IN_DOUBT);
     mmp_msg_reset (&msg);
@@ -136,11 +136,11 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     //  DELIVER: in_doubt only when asked; "started" never leaves the broker
     const char *request = "{\"message_id\":\"0b9c8f8e-1f2a-4c3d-9e8f-0a1b2c3d4e5f\","
                           "\"instance_name\":\"a\",\"hostname\":\"a\"}";
-    cr_assert_eq (mmp_encode_deliver_add_doubt (&buf, 0, 7, 2, 1000,
-                                                MMP_STEP_SAVE | MMP_STEP_STARTED, true,
-                                                request, strlen (request)), 0);
-    cr_assert_eq (mmp_encode_deliver_add_doubt (&buf, 1, 8, 1, 1000, MMP_STEP_STARTED, false,
-                                                request, strlen (request)), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&buf, 0, 7, 2, 1000,
+                                          MMP_STEP_SAVE | MMP_STEP_STARTED, true, NULL,
+                                          request, strlen (request)), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&buf, 1, 8, 1, 1000, MMP_STEP_STARTED, false, NULL,
+                                          request, strlen (request)), 0);
     cr_assert_eq (mmp_encode_deliver_end (&buf), 0);
     cr_assert_null (strstr (mmp_buf_data (&buf), "started"));
     s_decode (&buf, "DELIVER", MMP_FROM_BROKER, &msg);
@@ -248,8 +248,8 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     mmp_encode_member_raw (&buf, "message", requests [0], strlen (requests [0]));
     mmp_encode_member_raw (&buf, "history", "", 0);
     mmp_buf_append (&buf, "[", 1);
-    mmp_encode_history_entry (&buf, 1, 5, "w1", "expired", "", 10);
-    mmp_encode_history_entry (&buf, 2, 6, "w2", "nacked", "exit 3", 20);
+    mmp_encode_history_entry (&buf, 1, 5, "w1", NULL, "expired", "", 10);
+    mmp_encode_history_entry (&buf, 2, 6, "w2", NULL, "nacked", "exit 3", 20);
     mmp_encode_close_array (&buf);
     mmp_encode_close_object (&buf);
     mmp_encode_item_object (&buf);
@@ -277,7 +277,7 @@ s_check_event (const char *expected, int members, const char *event, int64_t at_
     mmp_buf_t buf;
     mmp_buf_init (&buf);
     cr_assert_eq (mmp_encode_event (&buf, event, at_ms, message_id, attempt, delivery_id,
-                                    worker, reason), 0);
+                                    worker, NULL, reason), 0);
     cr_assert_eq (mmp_buf_size (&buf), strlen (expected), "%s", mmp_buf_data (&buf));
     cr_assert_str_eq (mmp_buf_data (&buf), expected);
     cJSON *json = cJSON_ParseWithLength (mmp_buf_data (&buf), mmp_buf_size (&buf));
@@ -316,4 +316,60 @@ Test (mmp_encode, event_bodies, .timeout = 10)
     s_check_event ("{\"event\":\"dead_lettered\",\"at_ms\":-1,\"worker\":\"a\\\"b\","
                    "\"reason\":\"line\\nnext\"}", 4,
                    "dead_lettered", -1, NULL, 0, 0, "a\"b", "line\nnext");
+}
+
+//  HELLO features: known names become bits, unknown ones are ignored, at
+//  most MMP_MAX_FEATURES entries; DELIVER's optional publisher round-trips.
+Test (mmp_encode, hello_features_and_deliver_publisher, .timeout = 10)
+{
+    mmp_buf_t buf;
+    mmp_buf_init (&buf);
+    mmp_msg_t msg;
+    cr_assert_eq (mmp_encode_hello (&buf, 5, "w", NULL, MMP_FEATURE_PUBLISHER | MMP_FEATURE_IN_DOUBT), 0);
+    cr_assert (strstr (mmp_buf_data (&buf), "\"features\":[\"in_doubt\",\"publisher\"]"), "%s",
+               mmp_buf_data (&buf));
+    s_decode (&buf, "HELLO", MMP_TO_BROKER, &msg);
+    cr_assert_eq (msg.features, MMP_FEATURE_PUBLISHER | MMP_FEATURE_IN_DOUBT);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_hello (&buf, 5, "w", NULL, 0), 0);
+    cr_assert_null (strstr (mmp_buf_data (&buf), "features"));
+
+    const char *newer = "{\"credit\":1,\"features\":[\"teleport\",\"verify\"]}";
+    mmp_error_t err;
+    mmp_msg_init (&msg);
+    cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, newer, strlen (newer), MMP_TO_BROKER, &msg, &err), 0);
+    cr_assert_eq (msg.features, MMP_FEATURE_VERIFY);
+    mmp_msg_reset (&msg);
+    const char *bad [] = {
+        "{\"credit\":1,\"features\":\"publisher\"}",
+        "{\"credit\":1,\"features\":[1]}",
+        "{\"credit\":1,\"features\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
+        "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}"
+    };
+    const char *codes [] = { MMP_ERR_BAD_TYPE, MMP_ERR_BAD_TYPE, MMP_ERR_TOO_MANY };
+    for (size_t i = 0; i < 3; i++) {
+        mmp_msg_init (&msg);
+        cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, bad [i], strlen (bad [i]), MMP_TO_BROKER,
+                                  &msg, &err), -2, "%s", bad [i]);
+        cr_assert_str_eq (err.code, codes [i], "%s: %s", bad [i], err.reason);
+        mmp_msg_reset (&msg);
+    }
+
+    mmp_buf_t request, frame;
+    mmp_buf_init (&request);
+    mmp_buf_init (&frame);
+    cr_assert_eq (mmp_encode_request (&request, U1, "cattle-1", "cattle-1.example.net", NULL, 0), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 0, 1, 1, 1000, 0, false, "ali\"ce",
+                                          mmp_buf_data (&request), mmp_buf_size (&request)), 0);
+    cr_assert_eq (mmp_encode_deliver_add (&frame, 1, 2, 1, 1000, 0, false, NULL,
+                                          mmp_buf_data (&request), mmp_buf_size (&request)), 0);
+    cr_assert_eq (mmp_encode_deliver_end (&frame), 0);
+    s_decode (&frame, "DELIVER", MMP_FROM_BROKER, &msg);
+    cr_assert_eq (msg.delivery_count, 2);
+    cr_assert_str_eq (msg.deliveries [0].publisher, "ali\"ce");
+    cr_assert_null (msg.deliveries [1].publisher);
+    mmp_msg_reset (&msg);
+    mmp_buf_free (&request);
+    mmp_buf_free (&frame);
+    mmp_buf_free (&buf);
 }

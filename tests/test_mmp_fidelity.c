@@ -185,7 +185,7 @@ Test (mmp_fidelity, attributes_byte_for_byte, .timeout = 10)
     mmp_msg_reset (&msg);
     cr_assert (strstr (mmp_buf_data (&json), attributes));
     cr_assert (strstr (mmp_buf_data (&json), "\"hostname\":\"a.example.net\""));
-    cr_assert_eq (mmp_encode_deliver_add (&deliver, 0, 7, 1, 10000, 0, mmp_buf_data (&json),
+    cr_assert_eq (mmp_encode_deliver_add (&deliver, 0, 7, 1, 10000, 0, false, NULL, mmp_buf_data (&json),
                                           mmp_buf_size (&json)), 0);
     cr_assert_eq (mmp_encode_deliver_end (&deliver), 0);
     cr_assert_eq (mmp_decode ("MMP1", 4, "DELIVER", 7, mmp_buf_data (&deliver), mmp_buf_size (&deliver),

@@ -248,7 +248,7 @@ Test (wrk_db, saves_in_batches_upserts_and_records_outcome, .timeout = 20)
     cr_assert_eq (s_query_int (path, "SELECT saves FROM restarts WHERE message_id = "
                                      "'00000000-0000-4000-8000-000000000099'"), 2);
     cr_assert_eq (s_query_int (path, "SELECT attempt FROM restarts WHERE restart_outcome = 'restarted'"), 2);
-    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 2);
+    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 3);
 
     //  Reopening keeps the rows
     db = wrk_db_new (url, "w2", error, sizeof error);
@@ -334,7 +334,7 @@ Test (wrk_db, simultaneous_start_on_a_new_file, .timeout = 120)
         cr_assert_eq (failed, 0, "round %d: %d of %d workers could not start or save "
                       "(see stderr)", round, failed, RACERS);
         cr_assert_eq (s_query_int (path, "SELECT count(*) FROM restarts"), RACERS);
-        cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 2);
+        cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 3);
         char command [256];
         snprintf (command, sizeof command, "rm -rf '%s'", dir);
         cr_assert_eq (system (command), 0);
@@ -456,7 +456,8 @@ Test (wrk_db, opens_a_version_1_file_and_migrates_it, .timeout = 20)
     cr_assert_eq (s_wait_all (db, &saved, 5000), 0);
     cr_assert_eq (saved.ok, 1, "%s", saved.error);
     wrk_db_destroy (&db);
-    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 2);
+    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 3);
+    cr_assert_eq (s_query_int (path, "SELECT count(*) FROM restarts WHERE publisher IS NULL"), 1);
     cr_assert_eq (s_query_int (path, "SELECT saves FROM restarts"), 2);
     cr_assert_eq (s_query_int (path, "SELECT outcome_at FROM restarts"), 3000);
     char text [64];
@@ -472,16 +473,67 @@ Test (wrk_db, opens_a_version_1_file_and_migrates_it, .timeout = 20)
     s_remove_dir (dir);
 }
 
+//  A file written by a version-2 worker gains the publisher column; its
+//  rows stay, with no publisher, and a new save names one.
+Test (wrk_db, opens_a_version_2_file_and_migrates_it, .timeout = 20)
+{
+    mdl_log_set_level (MDL_LOG_ERROR);
+    char dir [] = "/tmp/wrk_db_v2_XXXXXX", path [128], error [256];
+    s_temp_path (dir, path, sizeof path);
+    //  Exactly what version 2 created
+    s_exec (path,
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE IF NOT EXISTS restarts ("
+        "  message_id TEXT PRIMARY KEY,"
+        "  instance_name TEXT NOT NULL,"
+        "  hostname TEXT NOT NULL,"
+        "  attempt INTEGER NOT NULL,"
+        "  worker TEXT NOT NULL,"
+        "  received_at INTEGER NOT NULL,"
+        "  saved_at INTEGER NOT NULL,"
+        "  restart_outcome TEXT,"
+        "  saves INTEGER NOT NULL,"
+        "  attributes TEXT,"
+        "  outcome_at INTEGER);"
+        "PRAGMA user_version = 2;"
+        "INSERT INTO restarts VALUES ('00000000-0000-4000-8000-000000000008', 'cattle-8',"
+        "  'cattle-8.example.net', 1, 'old', 10, 11, 'restarted', 1, '{\"x\":1}', 12);");
+    void *impl = wrk_db_sqlite_open (path, "key-worker", error, sizeof error);
+    cr_assert_not_null (impl, "%s", error);
+    cr_assert_eq (wrk_db_sqlite_migrated_from (impl), 2);
+    wrk_db_t *db = wrk_db_new_with (&wrk_db_sqlite_ops, impl);
+    cr_assert_not_null (db);
+    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 3);
+    cr_assert_eq (s_query_int (path, "SELECT count(*) FROM restarts WHERE publisher IS NULL "
+                                     "AND outcome_at = 12 AND worker = 'old'"), 1);
+    wrk_db_row_t row = {
+        .message_id = "00000000-0000-4000-8000-000000000007", .token = 1,
+        .instance_name = "cattle-7", .hostname = "cattle-7.example.net",
+        .attempt = 1, .received_wall_ms = 1000, .publisher = "alice"
+    };
+    cr_assert_eq (wrk_db_save (db, &row), 0);
+    cr_assert_eq (wrk_db_flush (db), 0);
+    saved_t saved = { 0 };
+    cr_assert_eq (s_wait_all (db, &saved, 5000), 0);
+    cr_assert_eq (saved.ok, 1, "%s", saved.error);
+    wrk_db_destroy (&db);
+    char text [64];
+    s_query_text (path, "SELECT publisher || ' ' || worker FROM restarts WHERE message_id = "
+                        "'00000000-0000-4000-8000-000000000007'", text, sizeof text);
+    cr_assert_str_eq (text, "alice key-worker");
+    s_remove_dir (dir);
+}
+
 Test (wrk_db, refuses_a_newer_schema, .timeout = 20)
 {
     mdl_log_set_level (MDL_LOG_ERROR);
-    char dir [] = "/tmp/wrk_db_v3_XXXXXX", path [128], error [256];
+    char dir [] = "/tmp/wrk_db_v4_XXXXXX", path [128], error [256];
     s_temp_path (dir, path, sizeof path);
-    s_exec (path, "CREATE TABLE restarts (message_id TEXT PRIMARY KEY); PRAGMA user_version = 3;");
+    s_exec (path, "CREATE TABLE restarts (message_id TEXT PRIMARY KEY); PRAGMA user_version = 4;");
     void *impl = wrk_db_sqlite_open (path, "w", error, sizeof error);
     cr_assert_null (impl);
-    cr_assert (strstr (error, "schema version 3"), "%s", error);
-    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 3);
+    cr_assert (strstr (error, "schema version 4"), "%s", error);
+    cr_assert_eq (s_query_int (path, "PRAGMA user_version"), 4);
     s_remove_dir (dir);
 }
 

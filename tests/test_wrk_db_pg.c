@@ -99,7 +99,7 @@ s_save (wrk_db_pg_t *db, results_t *r, size_t i, int64_t attempt, const char *at
     s_id (id, sizeof id, i);
     cr_assert_eq (wrk_db_pg_save (db, id, i, "cattle-ab12", "cattle-ab12.example.net",
                                   attributes, attributes ? strlen (attributes) : 0,
-                                  attempt, 1700000000000 + (int64_t) i), 0);
+                                  attempt, 1700000000000 + (int64_t) i, NULL), 0);
     r->outstanding [i] = true;
 }
 
@@ -162,10 +162,10 @@ Test (wrk_db_pg, connect_creates_schema, .timeout = 120)
     wrk_db_pg_t *db = s_open ();
     cr_assert (wrk_db_pg_connected (db));
     cr_assert_geq (wrk_db_pg_fd (db), 0);
-    cr_assert_eq (s_int ("SELECT max (version) FROM mandrill_schema_version"), 1);
+    cr_assert_eq (s_int ("SELECT max (version) FROM mandrill_schema_version"), 2);
     cr_assert_eq (s_int ("SELECT count (*) FROM mandrill_schema_version"), 1);
     cr_assert_eq (s_int ("SELECT count (*) FROM information_schema.columns"
-                         " WHERE table_name = 'restarts'"), 11);
+                         " WHERE table_name = 'restarts'"), 12);
     char type [64];
     s_text ("SELECT data_type FROM information_schema.columns WHERE table_name = 'restarts'"
             " AND column_name = 'attributes'", type, sizeof type);
@@ -212,13 +212,50 @@ Test (wrk_db_pg, newer_schema_is_refused, .timeout = 120)
     wrk_db_pg_t *db = s_open ();
     wrk_db_pg_destroy (&db);
     char text [64];
-    s_text ("INSERT INTO mandrill_schema_version (version) VALUES (2) RETURNING version",
+    s_text ("INSERT INTO mandrill_schema_version (version) VALUES (3) RETURNING version",
             text, sizeof text);
     char error [512] = "";
     db = wrk_db_pg_new (server->url, "w1", error, sizeof error);
     cr_assert_null (db);
-    cr_assert (strstr (error, "schema version 2"), "%s", error);
-    cr_assert (strstr (error, "knows version 1"), "%s", error);
+    cr_assert (strstr (error, "schema version 3"), "%s", error);
+    cr_assert (strstr (error, "knows version 2"), "%s", error);
+}
+
+//  A database a version-1 worker made gains the publisher column; its
+//  rows stay (publisher NULL) and a new save names its publisher.
+Test (wrk_db_pg, version_1_is_migrated_to_2, .timeout = 120)
+{
+    char text [128];
+    //  Each test has a server of its own: the database is empty here
+    s_text ("CREATE TABLE mandrill_schema_version (version integer PRIMARY KEY,"
+            "  applied_at timestamptz NOT NULL DEFAULT now ());"
+            "INSERT INTO mandrill_schema_version (version) VALUES (1);"
+            "CREATE TABLE restarts (message_id text PRIMARY KEY, instance_name text NOT NULL,"
+            "  hostname text NOT NULL, attributes jsonb, attempt integer NOT NULL,"
+            "  worker text NOT NULL, received_at bigint NOT NULL, saved_at bigint NOT NULL,"
+            "  restart_outcome text, outcome_at bigint, saves integer NOT NULL);"
+            "INSERT INTO restarts VALUES ('00000000-0000-4000-8000-000000000900', 'cattle-9',"
+            "  'cattle-9.example.net', NULL, 1, 'old', 10, 11, 'restarted', 12, 1)"
+            " RETURNING message_id", text, sizeof text);
+    results_t r;
+    s_results_init (&r, 2);
+    wrk_db_pg_t *db = s_open ();
+    cr_assert_eq (s_int ("SELECT max (version) FROM mandrill_schema_version"), 2);
+    cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE publisher IS NULL"
+                         " AND worker = 'old' AND outcome_at = 12"), 1);
+    char id [37];
+    s_id (id, sizeof id, 1);
+    cr_assert_eq (wrk_db_pg_save (db, id, 1, "cattle-1", "cattle-1.example.net", NULL, 0, 1, 5,
+                                  "alice"), 0);
+    r.outstanding [1] = true;
+    cr_assert_eq (wrk_db_pg_flush (db), 0);
+    cr_assert_eq (s_drain (db, &r, 10000), 0);
+    cr_assert_eq (r.oks, 1, "%s", r.error);
+    s_text ("SELECT publisher FROM restarts WHERE message_id = '00000000-0000-4000-8000-000000000001'",
+            text, sizeof text);
+    cr_assert_str_eq (text, "alice");
+    wrk_db_pg_destroy (&db);
+    s_results_free (&r);
 }
 
 Test (wrk_db_pg, ten_thousand_saves_arrive_exactly_once, .timeout = 180)
@@ -260,15 +297,17 @@ Test (wrk_db_pg, ten_thousand_saves_arrive_exactly_once, .timeout = 180)
     char id [37];
     s_id (id, sizeof id, 0);
     cr_assert_eq (wrk_db_pg_save (db, id, 0, "cattle-ab12", "cattle-ab12.example.net", NULL, 0,
-                                  3, 0), 0);
+                                  3, 0, NULL), 0);
     cr_assert_eq (wrk_db_pg_save (db, id, 1, "cattle-ab12", "cattle-ab12.example.net", NULL, 0,
-                                  4, 0), 0);
+                                  4, 0, "alice"), 0);
     r.outstanding [0] = r.outstanding [1] = true;
     wrk_db_pg_flush (db);
     cr_assert_eq (s_drain (db, &r, 10000), 0);
     cr_assert_eq (r.failures, 0, "%s", r.error);
     cr_assert_eq (s_int ("SELECT saves FROM restarts WHERE message_id LIKE '%-000000000000'"), 4);
     cr_assert_eq (s_int ("SELECT attempt FROM restarts WHERE message_id LIKE '%-000000000000'"), 4);
+    cr_assert_eq (s_int ("SELECT count (*) FROM restarts WHERE message_id LIKE '%-000000000000'"
+                         " AND publisher = 'alice'"), 1);
     wrk_db_pg_destroy (&db);
     s_results_free (&r);
 }
@@ -283,12 +322,12 @@ Test (wrk_db_pg, attributes_round_trip_as_jsonb_and_outcome_recorded, .timeout =
     char id [37];
     s_id (id, sizeof id, 2);
     cr_assert_eq (wrk_db_pg_save (db, id, 2, "cattle-ab12", "cattle-ab12.example.net",
-                                  "{\"broken\":", 10, 1, 0), -1, "invalid JSON must be refused");
+                                  "{\"broken\":", 10, 1, 0, NULL), -1, "invalid JSON must be refused");
     //  Only attributes_size bytes count: what follows is not JSON
     const char *longer = "{\"k\":1}garbage";
     s_id (id, sizeof id, 2);
     cr_assert_eq (wrk_db_pg_save (db, id, 2, "cattle-ab12", "cattle-ab12.example.net",
-                                  longer, 7, 1, 0), 0);
+                                  longer, 7, 1, 0, NULL), 0);
     r.outstanding [2] = true;
     s_id (id, sizeof id, 0);
     cr_assert_eq (wrk_db_pg_outcome (db, id, "restarted", 1700000001234), 0);

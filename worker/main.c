@@ -20,7 +20,7 @@ static const mdl_opt_spec_t s_options [] = {
     { NULL, 0, NULL, "Options (durations take a unit: 250ms, 2s, 1.5m, 1h)", NULL },
     { "broker", 0, "URL", "broker backend endpoint\n(default tcp://localhost:5556)", NULL },
     { "credit", 0, "N", "most messages in flight, 1..1000000 (default 100)", NULL },
-    { "name", 0, "NAME", "worker name in the broker, the database and the\nlog (default HOSTNAME-PID-R, R: 8 random hex\ndigits)", NULL },
+    { "name", 0, "NAME", "worker name in the broker, the database and the\nlog (default HOSTNAME-PID-R, R: 8 random hex\ndigits); with --curve-cert the database rows\nname the key instead", NULL },
     { "extend-every", 0, "DUR", "extend leases this often while work runs\n(default 2s; at least twice per lease if the\nlease is shorter)", NULL },
     { "extension", 0, "DUR", "lease length each extend asks for (default: the\nbroker's ack deadline from WELCOME)", NULL },
     { "db", 0, "sqlite:PATH", "where saves go (default sqlite:./mandrill.db)", NULL },

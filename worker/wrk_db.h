@@ -62,7 +62,7 @@
         keeps failing new ones at the next service; it never leaves a save
         unreported, so no job waits for its time ceiling because of it.
 
-    The saved row (both stores keep the same columns; schema version 2):
+    The saved row (both stores keep the same columns; schema version 3):
 
       message_id        canonical uuid, primary key; a redelivered save is
                         an upsert (attempt, worker, times updated, saves+1)
@@ -71,12 +71,19 @@
       attributes        the request's attributes as JSON text, or NULL
                         (PostgreSQL: JSONB)
       attempt           delivery attempt of the last save
-      worker            --name of the worker that saved it
+      worker            who saved it: the name of the worker's own key
+                        (its --curve-cert's metadata name) when it runs
+                        with CURVE, else its --name (wrk_worker_db_name)
       received_at       unix ms the worker got the delivery
       saved_at          unix ms of the save (the store's clock at commit)
       restart_outcome   NULL until known: "restarted", or the failure text
       outcome_at        unix ms the restart outcome was recorded, or NULL
       saves             how many times it was saved (1 normally)
+      publisher         the authenticated name of the publisher's key, as
+                        the broker's DELIVER said (the worker declares the
+                        "publisher" feature), or NULL without CURVE
+                        (schema 3; a version 1 or 2 file is migrated when
+                        opened, its old rows NULL)
 
     Cost: save and outcome copy their strings (O(length)); flush is O(1)
     for SQLite (a pointer message) and O(rows) bytes for PostgreSQL.
@@ -114,6 +121,7 @@ typedef struct {
     size_t attributes_size;     //  Bytes of attributes (not null-terminated necessarily)
     int64_t attempt;            //  Delivery attempt
     int64_t received_wall_ms;   //  Unix ms the worker got the delivery
+    const char *publisher;      //  The publisher's authenticated name (DELIVER), or NULL
 } wrk_db_row_t;
 
 //  What the loop must poll now. At most one of sock and fd is set; neither

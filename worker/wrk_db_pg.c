@@ -36,7 +36,7 @@
 #define GROUP_SAVES         2000    //  A group stops taking batches past this many saves
 #define OUTCOME_TRIES       10      //  An outcome update is sent at most this often
 #define STATEMENT_ROWS      1000    //  Rows per upsert statement, at most
-#define COLUMNS             6       //  Array parameters of the upsert
+#define COLUMNS             7       //  Array parameters of the upsert
 
 //  One save request.
 typedef struct {
@@ -45,6 +45,7 @@ typedef struct {
     char *instance_name;        //  Owned copy
     char *hostname;             //  Owned copy
     char *attributes;           //  Owned copy of the JSON text, or NULL
+    char *publisher;            //  Owned copy of the publisher's name, or NULL
     int64_t attempt;            //  Delivery attempt
     int64_t received_wall;      //  Unix ms
 } save_t;
@@ -127,6 +128,7 @@ s_batch_free (batch_t **batch_p)
             free (batch->saves [i].instance_name);
             free (batch->saves [i].hostname);
             free (batch->saves [i].attributes);
+            free (batch->saves [i].publisher);
         }
         for (size_t i = 0; i < batch->outcome_count; i++)
             free (batch->outcomes [i].outcome);
@@ -479,10 +481,11 @@ s_rows_send (wrk_db_pg_t *self)
         self->columns [i].data [self->columns [i].used++] = '}';
         self->columns [i].data [self->columns [i].used] = 0;
     }
-    const char *params [7] = { self->columns [0].data, self->columns [1].data,
+    const char *params [8] = { self->columns [0].data, self->columns [1].data,
                                self->columns [2].data, self->columns [3].data,
-                               self->columns [4].data, self->worker, self->columns [5].data };
-    int rc = PQsendQueryPrepared (self->conn, WRK_DB_PG_SAVE_MANY, 7, params, NULL, NULL, 0);
+                               self->columns [4].data, self->worker, self->columns [5].data,
+                               self->columns [6].data };
+    int rc = PQsendQueryPrepared (self->conn, WRK_DB_PG_SAVE_MANY, 8, params, NULL, NULL, 0);
     for (int i = 0; i < COLUMNS; i++)
         self->columns [i].used = 0;
     self->rows = 0;
@@ -507,6 +510,7 @@ s_rows_add (wrk_db_pg_t *self, save_t *save)
     ||  s_array_add (&self->columns [3], save->attributes, true) != 0
     ||  s_array_add (&self->columns [4], attempt, false) != 0
     ||  s_array_add (&self->columns [5], received, false) != 0
+    ||  s_array_add (&self->columns [6], save->publisher, true) != 0
     ||  zhashx_insert (self->row_ids, save->message_id, save) != 0)
         return -1;
     self->rows++;
@@ -741,7 +745,7 @@ int
 wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
                 const char *instance_name, const char *hostname,
                 const char *attributes, size_t attributes_size,
-                int64_t attempt, int64_t received_wall_ms)
+                int64_t attempt, int64_t received_wall_ms, const char *publisher)
 {
     if (attributes) {
         //  jsonb would reject it and fail every save of the group
@@ -768,10 +772,13 @@ wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
     save->attributes = attributes ? strndup (attributes, attributes_size) : NULL;
     save->attempt = attempt;
     save->received_wall = received_wall_ms;
-    if (!save->instance_name || !save->hostname || (attributes && !save->attributes)) {
+    save->publisher = publisher ? strdup (publisher) : NULL;
+    if (!save->instance_name || !save->hostname || (attributes && !save->attributes)
+    ||  (publisher && !save->publisher)) {
         free (save->instance_name);
         free (save->hostname);
         free (save->attributes);
+        free (save->publisher);
         return -1;
     }
     batch->save_count++;

@@ -93,11 +93,12 @@ void wrk_db_pg_set_clock (wrk_db_pg_t *self, mdl_clock_t clock);
 //  Queue a save. attributes is a JSON object's text of attributes_size
 //  bytes (no terminating null needed), or NULL. token comes back with the
 //  result. Returns 0, or -1 when out of memory or when attributes is not
-//  valid JSON (logged; nothing queued, no result will come).
+//  valid JSON (logged; nothing queued, no result will come). publisher
+//  is the publisher's authenticated name for the row, or NULL.
 int wrk_db_pg_save (wrk_db_pg_t *self, const char *message_id, uint64_t token,
                     const char *instance_name, const char *hostname,
                     const char *attributes, size_t attributes_size,
-                    int64_t attempt, int64_t received_wall_ms);
+                    int64_t attempt, int64_t received_wall_ms, const char *publisher);
 
 //  Queue the restart outcome of a saved message, recorded at wall_ms (no
 //  result is reported). Returns 0 or -1 (out of memory).

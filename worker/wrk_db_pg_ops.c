@@ -30,7 +30,7 @@ s_save (void *self, const wrk_db_row_t *row)
 {
     return wrk_db_pg_save (self, row->message_id, row->token, row->instance_name, row->hostname,
                            row->attributes, row->attributes_size, row->attempt,
-                           row->received_wall_ms);
+                           row->received_wall_ms, row->publisher);
 }
 
 static int

@@ -16,7 +16,7 @@
 #include "mdl_clock.h"
 #include "mdl_log.h"
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 #define BUSY_TIMEOUT_MS     5000    //  SQLite's own wait for a lock, per statement
 #define SETUP_DEADLINE_MS   30000   //  Opening: retry busy set-up this long
 #define WRITE_DEADLINE_MS   10000   //  A batch: retry a busy BEGIN/COMMIT this long
@@ -29,6 +29,7 @@ typedef struct {
     char *hostname;             //  Owned copy
     char *attributes;           //  Owned copy of the JSON text, or NULL
     size_t attributes_size;     //  Its bytes
+    char *publisher;            //  Owned copy of the publisher's name, or NULL
     int64_t attempt;            //  Delivery attempt
     int64_t received_wall;      //  Unix ms
     bool ok;                    //  Result: committed
@@ -78,6 +79,7 @@ s_batch_free (batch_t **batch_p)
             free (batch->saves [i].instance_name);
             free (batch->saves [i].hostname);
             free (batch->saves [i].attributes);
+            free (batch->saves [i].publisher);
         }
         for (size_t i = 0; i < batch->outcome_count; i++)
             free (batch->outcomes [i].outcome);
@@ -233,21 +235,26 @@ s_open (db_thread_t *self, start_t *start)
             "  restart_outcome TEXT,"
             "  saves INTEGER NOT NULL,"
             "  attributes TEXT,"
-            "  outcome_at INTEGER);"
-            "PRAGMA user_version = 2;", NULL, NULL, NULL);
+            "  outcome_at INTEGER,"
+            "  publisher TEXT);"
+            "PRAGMA user_version = 3;", NULL, NULL, NULL);
     else
-    if (rc == SQLITE_OK && user_version == 1) {
-        //  Version 1 -> 2: the two new columns, NULL in the old rows
-        mdl_info ("%s: migrating schema version 1 to 2", start->path);
-        rc = sqlite3_exec (self->db,
-            "ALTER TABLE restarts ADD COLUMN attributes TEXT;"
-            "ALTER TABLE restarts ADD COLUMN outcome_at INTEGER;"
-            "PRAGMA user_version = 2;", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && (user_version == 1 || user_version == 2)) {
+        //  Version 1 -> 2: attributes and outcome_at; 2 -> 3: publisher.
+        //  The new columns are NULL in the old rows. One transaction.
+        mdl_info ("%s: migrating schema version %d to 3", start->path, user_version);
+        if (user_version == 1)
+            rc = sqlite3_exec (self->db,
+                "ALTER TABLE restarts ADD COLUMN attributes TEXT;"
+                "ALTER TABLE restarts ADD COLUMN outcome_at INTEGER;", NULL, NULL, NULL);
         if (rc == SQLITE_OK)
-            start->migrated_from = 1;
+            rc = sqlite3_exec (self->db,
+                "ALTER TABLE restarts ADD COLUMN publisher TEXT;"
+                "PRAGMA user_version = 3;", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            start->migrated_from = user_version;
     }
-    if (rc == SQLITE_OK && user_version != 0 && user_version != 1
-    &&  user_version != SCHEMA_VERSION) {
+    if (rc == SQLITE_OK && user_version > 2 && user_version != SCHEMA_VERSION) {
         sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
         snprintf (start->error, sizeof start->error,
                   "%s has schema version %d; this worker knows version %d",
@@ -264,12 +271,12 @@ s_open (db_thread_t *self, start_t *start)
     }
     if (s_prepare_retry (self->db,
             "INSERT INTO restarts (message_id, instance_name, hostname, attempt, worker,"
-            " received_at, saved_at, saves, attributes)"
-            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)"
+            " received_at, saved_at, saves, attributes, publisher)"
+            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)"
             " ON CONFLICT (message_id) DO UPDATE SET attempt = excluded.attempt,"
             " worker = excluded.worker, received_at = excluded.received_at,"
             " saved_at = excluded.saved_at, attributes = excluded.attributes,"
-            " saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
+            " publisher = excluded.publisher, saves = saves + 1", &self->upsert, deadline) != SQLITE_OK
     ||  s_prepare_retry (self->db,
             "UPDATE restarts SET restart_outcome = ?2, outcome_at = ?3 WHERE message_id = ?1",
             &self->update, deadline) != SQLITE_OK) {
@@ -322,6 +329,10 @@ s_write (db_thread_t *self, batch_t **batches, size_t count)
                                    (int) save->attributes_size, SQLITE_STATIC);
             else
                 sqlite3_bind_null (self->upsert, 8);
+            if (save->publisher)
+                sqlite3_bind_text (self->upsert, 9, save->publisher, -1, SQLITE_STATIC);
+            else
+                sqlite3_bind_null (self->upsert, 9);
             failed = s_exec_step (self->upsert) != 0;
         }
         for (size_t i = 0; i < batch->outcome_count && !failed; i++) {
@@ -525,10 +536,13 @@ s_save (void *self_, const wrk_db_row_t *row)
             save->attributes_size = row->attributes_size;
         }
     }
-    if (!save->instance_name || !save->hostname || (row->attributes && !save->attributes)) {
+    save->publisher = row->publisher ? strdup (row->publisher) : NULL;
+    if (!save->instance_name || !save->hostname || (row->attributes && !save->attributes)
+    ||  (row->publisher && !save->publisher)) {
         free (save->instance_name);
         free (save->hostname);
         free (save->attributes);
+        free (save->publisher);
         return -1;
     }
     batch->save_count++;

@@ -27,7 +27,7 @@
     COMMIT for up to 10 s (then the batch fails and the core retries the saves). The
     schema is checked and created in one write transaction.
 
-    On disk (schema version 2, PRAGMA user_version = 2; the columns are
+    On disk (schema version 3, PRAGMA user_version = 3; the columns are
     those of wrk_db.h "The saved row"):
 
       CREATE TABLE restarts (
@@ -35,18 +35,20 @@
           instance_name   TEXT NOT NULL,
           hostname        TEXT NOT NULL,
           attempt         INTEGER NOT NULL,   -- delivery attempt of the last save
-          worker          TEXT NOT NULL,      -- --name of the worker that saved
+          worker          TEXT NOT NULL,      -- the saving worker's key name, else --name
           received_at     INTEGER NOT NULL,   -- unix ms the worker got the delivery
           saved_at        INTEGER NOT NULL,   -- unix ms of the commit
           restart_outcome TEXT,               -- NULL until known: "restarted", the failure
           saves           INTEGER NOT NULL,   -- how many times it was saved (1 normally)
           attributes      TEXT,               -- since v2: the attributes' JSON text, or NULL
-          outcome_at      INTEGER             -- since v2: unix ms of restart_outcome, or NULL
+          outcome_at      INTEGER,            -- since v2: unix ms of restart_outcome, or NULL
+          publisher       TEXT                -- since v3: the publisher's key name, or NULL
       );
 
-    Versions: 0 (a new file) is created as 2; 1 is migrated to 2 at open,
-    in the same write transaction as the check (two ALTER TABLE ADD COLUMN:
-    O(1), SQLite does not rewrite the rows; old rows keep NULL in both);
+    Versions: 0 (a new file) is created as 3; 1 and 2 are migrated to 3 at
+    open, in the same write transaction as the check (ALTER TABLE ADD
+    COLUMN: O(1), SQLite does not rewrite the rows; old rows keep NULL in
+    the new columns: 1 -> 2 adds attributes and outcome_at, 2 -> 3 publisher);
     any other version is refused (wrk_db_sqlite_open fails with a reason),
     so an older worker never writes a newer file.
 

@@ -80,6 +80,7 @@ struct _wrk_job_t {
     char *hostname;             //  Points into strings
     char *attributes;           //  Points into strings: JSON text, or NULL
     size_t attributes_size;     //  Bytes of attributes
+    char *publisher;            //  Points into strings: the broker's name for the publisher, or NULL
     char strings [];            //  The strings, null-terminated
 };
 
@@ -119,6 +120,7 @@ int64_t wrk_job_received_wall (const wrk_job_t *job) { return job->received_wall
 const char *wrk_job_message_id (const wrk_job_t *job) { return job->message_id; }
 const char *wrk_job_instance_name (const wrk_job_t *job) { return job->instance_name; }
 const char *wrk_job_hostname (const wrk_job_t *job) { return job->hostname; }
+const char *wrk_job_publisher (const wrk_job_t *job) { return job->publisher; }
 wrk_final_t wrk_job_final (const wrk_job_t *job) { return (wrk_final_t) job->final; }
 bool wrk_job_progress_unconfirmed (const wrk_job_t *job) { return job->progress_sent != 0; }
 bool wrk_job_progress_waiting (const wrk_job_t *job) { return job->progress_waiting != 0; }
@@ -514,7 +516,8 @@ wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token)
     const char *attributes = request->attributes;
     size_t lm = strlen (message_id) + 1, li = strlen (instance) + 1, lh = strlen (hostname) + 1;
     size_t la = attributes ? request->attributes_size + 1 : 0;
-    wrk_job_t *job = calloc (1, sizeof *job + lm + li + lh + la);
+    size_t lp = delivery->publisher ? strlen (delivery->publisher) + 1 : 0;
+    wrk_job_t *job = calloc (1, sizeof *job + lm + li + lh + la + lp);
     if (!job)
         return NULL;
     job->message_id = job->strings;
@@ -528,6 +531,10 @@ wrk_job_new (wrk_job_ctx_t *ctx, const mmp_delivery_t *delivery, uint64_t token)
         memcpy (job->attributes, attributes, la - 1);
         job->attributes [la - 1] = '\0';
         job->attributes_size = la - 1;
+    }
+    if (delivery->publisher) {
+        job->publisher = job->strings + lm + li + lh + la;
+        memcpy (job->publisher, delivery->publisher, lp);
     }
     job->delivery_id = delivery->delivery_id;
     job->token = token;

@@ -293,6 +293,8 @@ int64_t wrk_job_received_wall (const wrk_job_t *job);
 const char *wrk_job_message_id (const wrk_job_t *job);
 const char *wrk_job_instance_name (const wrk_job_t *job);
 const char *wrk_job_hostname (const wrk_job_t *job);
+//  The publisher's authenticated name as DELIVER gave it, or NULL.
+const char *wrk_job_publisher (const wrk_job_t *job);
 
 const char *wrk_job_attributes (const wrk_job_t *job, size_t *size);
 

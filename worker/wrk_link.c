@@ -58,11 +58,13 @@ s_send (wrk_link_t *self, mmp_command_t command)
 static void
 s_hello (wrk_link_t *self)
 {
-    //  Every worker reads the in-doubt mark; one with a verify command
-    //  says so, so a policy with in_doubt = dead_letter may lease to it
-    unsigned features = MMP_FEATURE_IN_DOUBT | (self->options.verify_cmd ? MMP_FEATURE_VERIFY : 0);
-    mmp_encode_hello_features (&self->buf, self->draining ? 0 : self->options.credit,
-                               self->options.name, NULL, features);
+    //  Every worker reads the in-doubt mark and keeps each message's
+    //  publisher in its saved row; one with a verify command says so, so a
+    //  policy with in_doubt = dead_letter may lease to it
+    unsigned features = MMP_FEATURE_IN_DOUBT | MMP_FEATURE_PUBLISHER
+                      | (self->options.verify_cmd ? MMP_FEATURE_VERIFY : 0);
+    mmp_encode_hello (&self->buf, self->draining ? 0 : self->options.credit,
+                      self->options.name, NULL, features);
     s_send (self, MMP_HELLO);
     self->last_hello = s_now ();
 }

@@ -7,6 +7,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "mdl_curve.h"
 #include "mdl_http.h"
 #include "mdl_log.h"
 #include "mdl_metrics.h"
@@ -98,7 +99,8 @@ s_effect_save (void *arg, const wrk_job_t *job)
         .instance_name = wrk_job_instance_name (job),
         .hostname = wrk_job_hostname (job),
         .attempt = wrk_job_attempt (job),
-        .received_wall_ms = wrk_job_received_wall (job)
+        .received_wall_ms = wrk_job_received_wall (job),
+        .publisher = wrk_job_publisher (job)
     };
     row.attributes = wrk_job_attributes (job, &row.attributes_size);
     return wrk_db_save (self->db, &row);
@@ -496,8 +498,15 @@ wrk_worker_run (const wrk_options_t *options)
         mdl_error ("--verify-cmd and --health-cmd need --restart exec");
         goto done;
     }
+    //  Rows name the worker as the broker knows it: by its key under CURVE
+    char identity [MDL_CURVE_NAME_MAX];
+    const char *row_worker = options->name;
+    if (options->curve_cert
+    &&  mdl_curve_identity (options->curve_cert, identity, sizeof identity, NULL, 0) == 0
+    &&  identity [0])
+        row_worker = identity;
     if (!self->db)
-        self->db = wrk_db_new (options->db_url, options->name, error, sizeof error);
+        self->db = wrk_db_new (options->db_url, row_worker, error, sizeof error);
     if (!self->db) {
         mdl_error ("database: %s", error);
         goto done;
