@@ -340,11 +340,16 @@ Test (mmp_encode, hello_features_and_deliver_publisher, .timeout = 10)
     cr_assert_eq (mmp_decode ("MMP1", 4, "HELLO", 5, newer, strlen (newer), MMP_TO_BROKER, &msg, &err), 0);
     cr_assert_eq (msg.features, MMP_FEATURE_VERIFY);
     mmp_msg_reset (&msg);
+    //  One feature over MMP_MAX_FEATURES
+    char too_many [64 + 4 * (MMP_MAX_FEATURES + 1)];
+    size_t at = (size_t) snprintf (too_many, sizeof too_many, "{\"credit\":1,\"features\":[");
+    for (int i = 0; i <= MMP_MAX_FEATURES; i++)
+        at += (size_t) snprintf (too_many + at, sizeof too_many - at, i ? ",\"a\"" : "\"a\"");
+    snprintf (too_many + at, sizeof too_many - at, "]}");
     const char *bad [] = {
         "{\"credit\":1,\"features\":\"publisher\"}",
         "{\"credit\":1,\"features\":[1]}",
-        "{\"credit\":1,\"features\":[\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\","
-        "\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\",\"a\"]}"
+        too_many
     };
     const char *codes [] = { MMP_ERR_BAD_TYPE, MMP_ERR_BAD_TYPE, MMP_ERR_TOO_MANY };
     for (size_t i = 0; i < 3; i++) {
