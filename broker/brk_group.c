@@ -300,3 +300,9 @@ brk_room_group_count (const brk_room_t *self)
 {
     return self->group_count;
 }
+
+brk_msg_t *
+brk_room_tail (const brk_room_t *self, size_t group)
+{
+    return group < self->group_count ? self->groups [group].tail : NULL;
+}

@@ -62,6 +62,8 @@ brk_msg_t *brk_room_pop (brk_room_t *self, size_t group);
 
 //  Head of group's list, left in place, or NULL.
 brk_msg_t *brk_room_peek (const brk_room_t *self, size_t group);
+//  Tail of group's list (the newest), or NULL; msg->prev walks to the head.
+brk_msg_t *brk_room_tail (const brk_room_t *self, size_t group);
 
 //  msg's lease opened / ended. Ending unparks the next waiting message.
 void brk_room_leased (brk_room_t *self, brk_msg_t *msg);
