@@ -11,7 +11,8 @@
     observers.
 
     PAUSE and RESUME save the policy's state through the store before
-    they answer ("durable" says whether that worked), so a pause the
+    they answer ("durable" says whether that worked and the store keeps
+    it across a restart: false with --durability memory), so a pause the
     operator saw acknowledged holds across a broker restart.
     Cost: GROUPS and STATS O(groups); INFLIGHT O(leases) up to its limit;
     WORKERS O(workers); PAUSE and RESUME one state save.
@@ -49,12 +50,15 @@ s_send (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
         mmp_send (self->frontend, routing_id, msg->command, mmp_buf_data (buf), mmp_buf_size (buf));
 }
 
-//  Save now, so that the reply promises what a restart keeps.
+//  Save now, so that the reply promises what a restart keeps: true when
+//  the state is on disk (a memory broker keeps nothing across a restart).
 static bool
 s_save_now (s_server_t *self)
 {
     brk_server_policy_save (self, true);
-    return !self->policy_save_failed;
+    brk_store_stats_t stats;
+    brk_store_stats (self->store, &stats);
+    return !self->policy_save_failed && stats.persistent;
 }
 
 static void

@@ -52,10 +52,13 @@ brk_server_policy_open (s_server_t *self)
         return -1;
     }
     self->config.policy_file = self->policy_file;
+    const char *const *specs = config->group_specs;
+    size_t spec_count = config->group_spec_count;
     self->config.group_specs = NULL;        //  Borrowed, read only here
+    self->config.group_spec_count = 0;
     char err [512];
-    for (size_t i = 0; i < config->group_spec_count; i++)
-        if (brk_policy_add_spec (self->policy, config->group_specs [i], err, sizeof err) != 0) {
+    for (size_t i = 0; i < spec_count; i++)
+        if (brk_policy_add_spec (self->policy, specs [i], err, sizeof err) != 0) {
             mdl_error ("policy: %s", err);
             return -1;
         }
@@ -74,8 +77,10 @@ brk_server_policy_open (s_server_t *self)
         const brk_group_config_t *group = brk_policy_group_config (self->policy, i);
         brk_group_stats_t stats;
         brk_policy_group_stats (self->policy, i, &stats);
-        mdl_info ("policy: group %s matches '%s', cap %s%" PRId64, group->name, group->glob,
-                  stats.max < 0 ? "none" : "", stats.max < 0 ? (int64_t) 0 : stats.max);
+        char cap [32] = "none";
+        if (stats.max >= 0)
+            snprintf (cap, sizeof cap, "%" PRId64, stats.max);
+        mdl_info ("policy: group %s matches '%s', cap %s", group->name, group->glob, cap);
     }
     return 0;
 }
