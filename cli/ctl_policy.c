@@ -72,8 +72,8 @@ s_groups (FILE *out, const cJSON *body)
         char cap [24], max [24];
         bool paused = s_true (group, "paused");
         char state [200];
-        snprintf (state, sizeof state, "%s%s%s", paused ? "paused: " : "running",
-                  paused ? s_str (group, "paused_reason") : "", "");
+        snprintf (state, sizeof state, "%s%s", paused ? "paused: " : "running",
+                  paused ? s_str (group, "paused_reason") : "");
         char window [40];
         if (s_true (group, "window_open"))
             snprintf (window, sizeof window, "open");
@@ -166,7 +166,6 @@ ctl_policy_print (FILE *out, const char *command, const cJSON *body)
         if (!s_true (body, "durable"))
             fprintf (out, "WARNING: the broker could not save this; a broker restart forgets it\n");
         else
-            fprintf (out, "open leases finish; the state survives a broker restart%s\n",
-                     pause ? "" : "");
+            fprintf (out, "open leases finish; the state survives a broker restart\n");
     }
 }
