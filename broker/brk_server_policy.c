@@ -16,7 +16,11 @@
     starts clean; a save that fails is logged (once per run of failures)
     and retried at the next change. Cost: serialising is O(groups +
     targets ever leased); saving blocks the loop for the journal store's
-    two fsyncs of a small file.
+    two fsyncs of a small file. The blob grows with every target ever
+    leased (the policy does not age last-restart stamps out yet): at
+    100,000 hosts about 5 MB written up to ten times a second while
+    leases go on. A store that keeps no state (memory) costs nothing: the
+    policy is not even serialised.
 */
 #include "brk_server_internal.h"
 
@@ -129,6 +133,13 @@ brk_server_policy_save (s_server_t *self, bool force)
     if (!force && urgent == self->policy_saved_urgent
     &&  now - self->policy_saved_at < S_SAVE_INTERVAL_MS)
         return;
+    if (!brk_store_keeps_state (self->store)) {
+        //  Memory: nothing to write, so nothing to serialise
+        self->policy_saved = changes;
+        self->policy_saved_urgent = urgent;
+        self->policy_saved_at = now;
+        return;
+    }
     char *blob = brk_policy_serialise (self->policy);
     int rc = blob ? brk_store_save_state (self->store, blob, strlen (blob)) : -1;
     if (!blob)

@@ -111,6 +111,12 @@ brk_store_save_state (brk_store_t *self, const char *blob, size_t len)
     return self->ops->save_state ? self->ops->save_state (self->state, blob, len) : 0;
 }
 
+bool
+brk_store_keeps_state (const brk_store_t *self)
+{
+    return self->ops->save_state != NULL;
+}
+
 char *
 brk_store_load_state (brk_store_t *self)
 {

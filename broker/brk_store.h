@@ -148,6 +148,9 @@ int brk_store_sync (brk_store_t *self);
 //  writes and fsyncs one small file): the server calls it at most every
 //  100 ms, plus once per operator action.
 int brk_store_save_state (brk_store_t *self, const char *blob, size_t len);
+//  Does the store keep a state blob at all (save_state given)? The server
+//  does not even serialise the policy for one that does not.
+bool brk_store_keeps_state (const brk_store_t *self);
 char *brk_store_load_state (brk_store_t *self);
 
 #endif
