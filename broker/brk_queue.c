@@ -829,7 +829,7 @@ s_dispatch_policy (brk_queue_t *self, brk_deliver_fn *deliver, void *arg, int64_
             brk_room_pop (self->room, group);
             s_dead_letter_as (self, head, "max_age");
         }
-        brk_policy_verdict_t check;
+        brk_policy_verdict_t check = BRK_POLICY_OK;
         while (spare > 0 && (check = brk_policy_group_check (self->policy, group)) == BRK_POLICY_OK) {
             brk_msg_t *msg = brk_room_pop (self->room, group);
             if (!msg)

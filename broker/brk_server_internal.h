@@ -14,6 +14,11 @@
                       the queue's changes appended to the store, replies
                       held until the store is durable
       brk_reject.c    answering and logging peers' mistakes, rate-limited
+      brk_server_policy.c  the restart policy: built from the config,
+                      its state saved and restored through the store,
+                      reloads, group events
+      brk_control.c   the policy's frontend commands (PAUSE, RESUME,
+                      GROUPS, INFLIGHT, WORKERS, RELOAD), STATS' groups
     One thread runs all of them (the actor's); nothing here is locked.
 
     Some shared functions and types keep their s_ names (s_server_t,
