@@ -28,6 +28,8 @@ s_manual_now (void *arg)
     return (int64_t) atomic_load (&s_now);
 }
 
+static const char *s_policy_file;   //  For the next s_start, or NULL
+
 static void
 s_start (const char *const *specs, size_t count, const char *data_dir)
 {
@@ -42,6 +44,7 @@ s_start (const char *const *specs, size_t count, const char *data_dir)
     config.group_specs = specs;
     config.group_spec_count = count;
     config.data_dir = data_dir;
+    config.policy_file = s_policy_file;
     atomic_store (&s_now, 1000000);
     s_broker = zactor_new (brk_server, &config);
     cr_assert_not_null (s_broker);
@@ -503,4 +506,107 @@ Test (brk_server_policy, pause_survives_a_restart, .fini = s_teardown, .timeout 
     cr_expect (cJSON_IsFalse (cJSON_GetObjectItemCaseSensitive (web, "paused")));
     mmp_msg_reset (&msg);
     zsock_destroy (&operator);
+}
+
+static void
+s_write (const char *path, const char *text)
+{
+    FILE *file = fopen (path, "w");
+    cr_assert_not_null (file);
+    fputs (text, file);
+    fclose (file);
+}
+
+static double
+s_group_cap (zsock_t *client, const char *name)
+{
+    mmp_msg_t msg;
+    cJSON *group = s_stats_group (client, name, &msg);
+    double cap = s_num (group, "max");
+    mmp_msg_reset (&msg);
+    return cap;
+}
+
+Test (brk_server_policy, reload_applies_a_good_file_and_refuses_a_bad_one, .fini = s_teardown,
+      .timeout = 60)
+{
+    snprintf (s_dir, sizeof s_dir, "/tmp/brk_policy_XXXXXX");
+    cr_assert_not_null (mkdtemp (s_dir));
+    char path [128];
+    snprintf (path, sizeof path, "%s/policy.cfg", s_dir);
+    s_write (path, "groups\n    web\n        match = \"web-*\"\n        max = 2\n");
+    s_policy_file = path;
+    s_start (NULL, 0, NULL);
+    s_policy_file = NULL;
+    zsock_t *operator = s_dealer (s_frontend);
+    cr_assert_eq (s_group_cap (operator, "web"), 2);
+
+    s_write (path, "groups\n    web\n        match = \"web-*\"\n        max = 5\n");
+    mmp_msg_t msg;
+    s_ask (operator, MMP_RELOAD, "{}", MMP_RELOAD, &msg);
+    cr_expect (cJSON_IsTrue (cJSON_GetObjectItemCaseSensitive (msg.body, "ok")));
+    mmp_msg_reset (&msg);
+    cr_expect_eq (s_group_cap (operator, "web"), 5);
+
+    //  A bad value, then a changed glob: refused, the old policy stays
+    s_write (path, "groups\n    web\n        match = \"web-*\"\n        max = two\n");
+    s_ask (operator, MMP_RELOAD, "{}", MMP_ERROR, &msg);
+    cr_expect_str_eq (msg.code, MMP_ERR_BAD_VALUE);
+    cr_expect (strstr (msg.reason, "max"), "%s", msg.reason);
+    mmp_msg_reset (&msg);
+    s_write (path, "groups\n    web\n        match = \"www-*\"\n        max = 1\n");
+    s_ask (operator, MMP_RELOAD, "{}", MMP_ERROR, &msg);
+    cr_expect (strstr (msg.reason, "restart"), "%s", msg.reason);
+    mmp_msg_reset (&msg);
+    cr_expect_eq (s_group_cap (operator, "web"), 5);
+
+    //  The pipe's RELOAD (mandrill-broker's SIGHUP)
+    s_write (path, "groups\n    web\n        match = \"web-*\"\n        max = 3\n");
+    zstr_send (s_broker, "RELOAD");
+    int rc = -1;
+    char *text = NULL;
+    cr_assert_eq (zsock_recv (s_broker, "is", &rc, &text), 0);
+    cr_expect_eq (rc, 0);
+    cr_expect (text && strstr (text, "reloaded"));
+    zstr_free (&text);
+    cr_expect_eq (s_group_cap (operator, "web"), 3);
+    zsock_destroy (&operator);
+}
+
+Test (brk_server_policy, waiting_says_full, .fini = s_teardown, .timeout = 60)
+{
+    static const char *one [] = { "web:web-*:1" };
+    s_start (one, 1, NULL);
+    zsock_t *publisher = s_dealer (s_frontend);
+    zsock_t *sub = zsock_new_sub (s_events, "waiting");
+    cr_assert_not_null (sub);
+    zsock_t *worker = s_worker (10, "w1");
+    char id [37];
+    s_id (1, id);
+    s_publish (publisher, id, "web-1", NULL);
+    uint64_t ids [4];
+    cr_assert_eq (s_collect (worker, 200, ids, NULL, 4), 1);
+    //  The subscription takes effect some time after connect: publish
+    //  until a waiting event arrives, each for another host of the full group
+    cJSON *event = NULL;
+    for (int i = 2; i < 40 && !event; i++) {
+        s_id (i, id);
+        char instance [32];
+        snprintf (instance, sizeof instance, "web-%d", i);
+        s_publish (publisher, id, instance, NULL);
+        s_settle ();
+        event = s_event (sub, "waiting", 100);
+    }
+    cr_assert_not_null (event, "no waiting event");
+    cr_expect_str_eq (cJSON_GetObjectItemCaseSensitive (event, "reason")->valuestring, "full");
+    cJSON_Delete (event);
+    //  Once per request and reason: nothing more without a change
+    s_settle ();
+    s_settle ();
+    event = s_event (sub, "waiting", 200);
+    cr_expect_null (event, "a second waiting event for the same reason");
+    cJSON_Delete (event);
+    zsock_destroy (&worker);
+    zsock_destroy (&sub);
+    zsock_destroy (&publisher);
 }
