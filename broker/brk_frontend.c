@@ -73,7 +73,9 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
             rc = 1;
             self->duplicates++;
             //  A duplicate still waiting for the disk: its PUBACK waits too
-            if (brk_msg_held (known) && brk_msg_seq (known) > wait_for)
+            //  (also one coalesced at publish, which is not held)
+            if ((brk_msg_held (known) || brk_msg_seq (known) > self->durable)
+            &&  brk_msg_seq (known) > wait_for)
                 wait_for = brk_msg_seq (known);
         }
         else

@@ -410,7 +410,11 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
         brk_msg_destroy (&msg);
         return -1;
     }
-    if (seq) {
+    //  Under a policy a request that joins one already waiting for its
+    //  target does so at once, even before its record is durable: it is
+    //  never leased itself (nothing is acted on), and so the PUBACK can say
+    //  whom it joined. The PUBACK still waits for the record.
+    if (seq && !(self->room && brk_room_would_coalesce (self->room, msg))) {
         msg->state = BRK_MSG_HELD;
         s_list_push (&self->held, msg);
     }
