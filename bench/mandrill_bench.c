@@ -210,6 +210,12 @@ s_dealer (const char *endpoint)
 //  Build a PUBLISH body of count requests. ts is taken per request, just
 //  before it is written, so latency includes the time spent batching.
 //  0, or -1 when out of memory.
+//  --hosts N: requests name N hosts in turn (cattle-0 .. cattle-N-1), so a
+//  restart policy's one-lease-per-host rule does not serialise the run;
+//  0 (the default) names the one host cattle-ab12 as before.
+static int64_t s_hosts;
+static int64_t s_host_next;
+
 static int
 s_build_publish (mmp_buf_t *buf, int64_t count)
 {
@@ -221,8 +227,13 @@ s_build_publish (mmp_buf_t *buf, int64_t count)
         mdl_uuid4 (uuid);
         char attributes [40];
         int size = snprintf (attributes, sizeof attributes, "{\"ts\":%" PRId64 "}", s_now_ns ());
-        mmp_encode_request (&request, uuid, "cattle-ab12", "cattle-ab12.example.net",
-                            attributes, (size_t) size);
+        char instance [32] = "cattle-ab12", hostname [64] = "cattle-ab12.example.net";
+        if (s_hosts > 0) {
+            int64_t host = s_host_next++ % s_hosts;
+            snprintf (instance, sizeof instance, "cattle-%" PRId64, host);
+            snprintf (hostname, sizeof hostname, "cattle-%" PRId64 ".example.net", host);
+        }
+        mmp_encode_request (&request, uuid, instance, hostname, attributes, (size_t) size);
         mmp_encode_publish_add (buf, mmp_buf_data (&request), mmp_buf_size (&request));
     }
     bool failed = mmp_buf_failed (&request);
@@ -754,6 +765,7 @@ s_usage (FILE *out)
         "  --credit C        consumer HELLO credit, the lease batch (default 100)\n"
         "  --consumers K     consumer processes, 1..%d (default 2)\n"
         "  --duration S      w2 producer seconds (default 10)\n"
+        "  --hosts N         requests name N hosts in turn (default: one host)\n"
         "  --backlog W       w2 closed loop: max published-but-unacked (default 2000 unless --rate)\n"
         "  --rate R          w2 open loop: msgs/s\n"
         "  --max-sec S       hard stop for consumers (default 120)\n"
@@ -810,6 +822,9 @@ main (int argc, char *argv [])
         else
         if (streq (key, "--n"))
             bad = mdl_parse_int (value, 1, INT64_C (1) << 40, &opts.n) != 0;
+        else
+        if (streq (key, "--hosts"))
+            bad = mdl_parse_int (value, 0, INT64_C (1) << 40, &s_hosts) != 0;
         else
         if (streq (key, "--pbatch"))
             bad = mdl_parse_int (value, 1, MMP_MAX_MESSAGES, &opts.pbatch) != 0;

@@ -7,9 +7,12 @@
 #   bench/run.sh [--build DIR] [--reps 3] [--n 200000] [--n1 50000] [--k1]
 #                [--dur 10] [--rate 10000] [--backlog 2000]
 #                [--durability memory|none|batch|sync]
-#                [--broker-args "--ack-deadline 30s"] [--out DIR]
+#                [--broker-args "--ack-deadline 30s"] [--out DIR] [--hosts N]
 #                [--peers redis-aof,zmq] [--peers-install] [--curve]
 #
+# --hosts N: the driver's requests name N hosts in turn instead of one (a
+# restart policy leases one request per host at a time; see
+# bench/policy_groups.sh for the policy-cost runs).
 # --curve: generate a broker key and one client key (OUT/keys), run the
 # broker with CURVE on every socket and the driver with that key as both
 # publisher and worker: the same workloads, encrypted.
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --rate) RATE=$2; shift ;;
     --backlog) BACKLOG=$2; shift ;;
     --broker-args) BROKER_ARGS=$2; shift ;;
+    --hosts) HOSTS=$2; shift ;;
     --durability) DURABILITY=$2; shift ;;
     --out) OUT=$2; shift ;;
     --peers) PEERS=$2; shift ;;
@@ -61,6 +65,7 @@ HAS_JOURNAL=0
 [ -n "$DURABILITY" ] && BROKER_ARGS="--durability $DURABILITY $BROKER_ARGS"
 # --curve: every socket CurveZMQ; the driver's one key is publisher and worker.
 BENCH_ARGS=()
+[ -n "${HOSTS:-}" ] && BENCH_ARGS+=(--hosts "$HOSTS")
 if [ "$CURVE" = 1 ]; then
     CTL=$BUILD/cli/mandrill-ctl
     KEYS=$OUT/keys
@@ -69,7 +74,7 @@ if [ "$CURVE" = 1 ]; then
         { echo "run.sh: $CTL keygen failed" >&2; exit 1; }
     cp "$KEYS/bench.key" "$KEYS/publishers/" && cp "$KEYS/bench.key" "$KEYS/workers/"
     BROKER_ARGS="--curve-cert $KEYS/broker.key_secret --publishers $KEYS/publishers --workers $KEYS/workers $BROKER_ARGS"
-    BENCH_ARGS=(--curve-cert "$KEYS/bench.key_secret" --broker-cert "$KEYS/broker.key")
+    BENCH_ARGS+=(--curve-cert "$KEYS/bench.key_secret" --broker-cert "$KEYS/broker.key")
 fi
 
 BPID=

@@ -90,7 +90,9 @@ brk_auth_allows (brk_role_t role, mmp_command_t command)
             //  Every frontend command, also those added later (pause, ...)
             return command >= 0 && command < MMP_COMMAND_COUNT && !s_worker_command (command);
         case BRK_ROLE_OBSERVER:
-            return command == MMP_STATS;
+            //  Read-only: PAUSE, RESUME and RELOAD are for operators
+            return command == MMP_STATS || command == MMP_GROUPS || command == MMP_INFLIGHT
+                || command == MMP_WORKERS;
         default:
             return false;
     }

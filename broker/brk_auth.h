@@ -51,7 +51,7 @@ typedef enum {
     BRK_ROLE_PUBLISHER,         //  PUBLISH
     BRK_ROLE_WORKER,            //  The backend's commands
     BRK_ROLE_OPERATOR,          //  Every frontend command, the event feed
-    BRK_ROLE_OBSERVER,          //  STATS and the event feed
+    BRK_ROLE_OBSERVER,          //  STATS, GROUPS, INFLIGHT, WORKERS and the event feed
     BRK_ROLE_COUNT
 } brk_role_t;
 

@@ -4,7 +4,9 @@
     frame. A slow subscriber loses events (PUB semantics), never the
     broker's time: sends never block. Events are made only while someone
     is subscribed (the queue calls nothing otherwise), so an unobserved
-    broker pays nothing for them.
+    broker pays nothing for them. Group events (group_paused,
+    group_resumed) carry the group in a field of their own
+    (mmp_encode_group_event); operators' pauses come from brk_control.c.
 */
 #include "brk_server_internal.h"
 
@@ -26,6 +28,18 @@ brk_events_publish (void *arg, const brk_event_info_t *info)
     s_server_t *self = (s_server_t *) arg;
     mmp_buf_t *buf = &self->event;
     const char *name = brk_event_name (info->event);
+    if (info->event == BRK_EVENT_GROUP_PAUSED && !info->msg && info->reason) {
+        //  The queue's error stop says "GROUP: why": the group gets its field
+        const char *colon = strstr (info->reason, ": ");
+        char group [BRK_POLICY_NAME_MAX];
+        size_t len = colon ? (size_t) (colon - info->reason) : 0;
+        if (len > 0 && len < sizeof group) {
+            memcpy (group, info->reason, len);
+            group [len] = 0;
+            brk_server_group_event (self, name, group, colon + 2);
+            return;
+        }
+    }
     if (mmp_encode_event (buf, name, mdl_clock_wall (),
                           info->msg ? brk_msg_id (info->msg) : NULL,
                           info->attempt, info->delivery_id,

@@ -4,7 +4,8 @@
     Frontend peers need no state: every request gets exactly one reply.
     PUBLISH is all or nothing per batch, idempotent on message_id, and its
     PUBACK waits until the store is durable up to the batch's last record
-    (brk_durable); STATS, DEADLETTERS and REPLAY are answered at once.
+    (brk_durable); STATS, DEADLETTERS and REPLAY are answered at once;
+    the restart-policy commands go to brk_control.c.
     Failure: bad input, a command for the other socket, a store that
     cannot write (ERROR unavailable) or no memory (ERROR internal; what
     was queued of a batch stays, and a retry finds it as duplicates) are
@@ -35,11 +36,14 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
     //  Normalise every request first: the batch is all or nothing
     char (*ids) [37] = malloc (msg->message_count * sizeof *ids);
     bool *duplicate = calloc (msg->message_count, sizeof (bool));
+    //  Under a policy: the id each request was coalesced with, or NULL
+    const char **coalesced = self->policy ? calloc (msg->message_count, sizeof (char *)) : NULL;
     mmp_buf_t json;
     mmp_buf_init (&json);
-    if (!ids || !duplicate) {
+    if (!ids || !duplicate || (self->policy && !coalesced)) {
         free (ids);
         free (duplicate);
+        free (coalesced);
         mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL, "out of memory", msg->req);
         return;
     }
@@ -73,7 +77,9 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
             rc = 1;
             self->duplicates++;
             //  A duplicate still waiting for the disk: its PUBACK waits too
-            if (brk_msg_held (known) && brk_msg_seq (known) > wait_for)
+            //  (also one coalesced at publish, which is not held)
+            if ((brk_msg_held (known) || brk_msg_seq (known) > self->durable)
+            &&  brk_msg_seq (known) > wait_for)
                 wait_for = brk_msg_seq (known);
         }
         else
@@ -89,6 +95,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
                 mmp_buf_free (&json);
                 free (ids);
                 free (duplicate);
+                free (coalesced);
                 self->store_dirty = true;
                 s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNAVAILABLE,
                           "the broker cannot write its journal now; retry later", msg->req);
@@ -100,6 +107,10 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
             else
                 seq = 0;        //  No promise to wait for: deliver at once
             rc = brk_queue_publish (self->queue, ids [i], mmp_buf_data (&json), mmp_buf_size (&json), seq);
+            if (rc == 0 && coalesced) {
+                brk_msg_t *queued = brk_queue_lookup (self->queue, ids [i]);
+                coalesced [i] = queued ? brk_queue_msg_coalesced_with (queued) : NULL;
+            }
         }
         if (rc < 0) {
             //  Out of memory part-way: what was queued stays queued (the
@@ -107,6 +118,7 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
             mmp_buf_free (&json);
             free (ids);
             free (duplicate);
+            free (coalesced);
             mmp_send_error (self->frontend, routing_id, MMP_ERR_INTERNAL,
                             "out of memory; retry the batch", msg->req);
             return;
@@ -118,8 +130,9 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
     mmp_buf_free (&json);
 
     mmp_buf_t *buf = &self->reply;
-    int failed = mmp_encode_puback (buf, ids [0], sizeof ids [0], duplicate, msg->message_count,
-                                    self->durability, msg->req);
+    int failed = mmp_encode_puback_coalesced (buf, ids [0], sizeof ids [0], duplicate, coalesced,
+                                              msg->message_count, self->durability, msg->req);
+    free (coalesced);
     if (msg->message_count - accepted)
         mdl_debug ("PUBLISH: %zu accepted, %zu duplicates", accepted, msg->message_count - accepted);
     free (ids);
@@ -163,6 +176,8 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     mmp_encode_member_int (buf, "held", (int64_t) stats.held);
     mmp_encode_member_string (buf, "durability", self->durability);
     mmp_encode_member_int (buf, "replies_waiting", (int64_t) self->reply_count);
+    mmp_encode_member_int (buf, "coalesced", (int64_t) stats.coalesced);
+    brk_control_stats_groups (self, buf);
     brk_store_stats_t journal;
     brk_store_stats (self->store, &journal);
     if (journal.persistent) {
@@ -332,6 +347,14 @@ brk_frontend_handle (s_server_t *self)
                 break;
             case MMP_REPLAY:
                 s_handle_replay (self, routing_id, &msg);
+                break;
+            case MMP_PAUSE:
+            case MMP_RESUME:
+            case MMP_GROUPS:
+            case MMP_INFLIGHT:
+            case MMP_WORKERS:
+            case MMP_RELOAD:
+                brk_control_handle (self, routing_id, &msg);
                 break;
             default:
                 s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNEXPECTED,

@@ -161,13 +161,20 @@ s_pop (brk_msg_t **head, brk_msg_t **tail)
     return msg;
 }
 
+bool
+brk_room_would_coalesce (const brk_room_t *self, const brk_msg_t *msg)
+{
+    const brk_target_t *target = msg->policy ? msg->policy->target : NULL;
+    return target && msg->attempts == 0 && target->waiting && target->waiting != msg
+        && brk_policy_coalesce (self->policy) && !msg->policy->followers;
+}
+
 static int
 s_room_push (brk_room_t *self, brk_msg_t *msg, bool may_coalesce)
 {
     brk_target_t *target = msg->policy->target;
     s_group_list_t *list = &self->groups [target->group];
-    if (may_coalesce && msg->attempts == 0 && target->waiting && target->waiting != msg
-    &&  brk_policy_coalesce (self->policy) && !msg->policy->followers) {
+    if (may_coalesce && brk_room_would_coalesce (self, msg)) {
         brk_msg_policy_t *leader = target->waiting->policy;
         msg->state = BRK_MSG_COALESCED;
         msg->policy->fnext = leader->followers;
@@ -299,4 +306,10 @@ size_t
 brk_room_group_count (const brk_room_t *self)
 {
     return self->group_count;
+}
+
+brk_msg_t *
+brk_room_tail (const brk_room_t *self, size_t group)
+{
+    return group < self->group_count ? self->groups [group].tail : NULL;
 }

@@ -53,6 +53,9 @@ void brk_room_detach (brk_room_t *self, brk_msg_t *msg);
 //  msg became READY: to its group's list, its target's parked list, or
 //  (returns 1) coalesced into the waiting request. Returns 0 otherwise.
 int brk_room_push (brk_room_t *self, brk_msg_t *msg);
+//  Would brk_room_push coalesce msg now (a new request for a target that
+//  has a request waiting, coalescing on)? Changes nothing.
+bool brk_room_would_coalesce (const brk_room_t *self, const brk_msg_t *msg);
 //  The same, never coalescing (a message dispatch took but could not lease).
 void brk_room_requeue (brk_room_t *self, brk_msg_t *msg);
 //  Put msg back at the head of its group's list (dispatch could not lease it).
@@ -62,6 +65,8 @@ brk_msg_t *brk_room_pop (brk_room_t *self, size_t group);
 
 //  Head of group's list, left in place, or NULL.
 brk_msg_t *brk_room_peek (const brk_room_t *self, size_t group);
+//  Tail of group's list (the newest), or NULL; msg->prev walks to the head.
+brk_msg_t *brk_room_tail (const brk_room_t *self, size_t group);
 
 //  msg's lease opened / ended. Ending unparks the next waiting message.
 void brk_room_leased (brk_room_t *self, brk_msg_t *msg);

@@ -496,6 +496,7 @@ brk_policy_leased (brk_policy_t *self, const char *name, size_t group)
     if (!target)
         return -1;
     target->last_wall = mdl_clock_now (&self->wall);
+    self->changes++;
     return 0;
 }
 
@@ -522,6 +523,7 @@ brk_policy_released (brk_policy_t *self, size_t group_index, brk_policy_outcome_
         return;
     int64_t now = mdl_clock_now (&self->mono);
     size_t size = (size_t) group->config.max_errors;
+    self->changes++;
     group->failures [group->failure_head] = now;
     group->failure_head = (group->failure_head + 1) % size;
     if (group->failure_count < size)
@@ -531,6 +533,7 @@ brk_policy_released (brk_policy_t *self, size_t group_index, brk_policy_outcome_
     if (group->failure_count == size && !group->paused
     &&  now - oldest < group->config.error_window_ms) {
         group->paused = true;
+        self->urgent++;
         snprintf (group->reason, sizeof group->reason,
                   "error stop: %" PRId64 " failures within %" PRId64 " s",
                   group->config.max_errors, group->config.error_window_ms / 1000);
@@ -546,6 +549,8 @@ brk_policy_pause (brk_policy_t *self, const char *name, const char *reason)
     brk_policy_group_t *group = &self->groups [index];
     group->paused = true;
     snprintf (group->reason, sizeof group->reason, "%s", reason && *reason ? reason : "operator");
+    self->changes++;
+    self->urgent++;
     return 0;
 }
 
@@ -560,6 +565,8 @@ brk_policy_resume (brk_policy_t *self, const char *name)
     group->reason [0] = 0;
     group->failure_count = 0;
     group->failure_head = 0;
+    self->changes++;
+    self->urgent++;
     return 0;
 }
 
@@ -574,6 +581,16 @@ void
 brk_policy_kill (brk_policy_t *self, bool killed)
 {
     self->killed = killed;
+    self->changes++;
+    self->urgent++;
+}
+
+uint64_t
+brk_policy_changes (const brk_policy_t *self, uint64_t *urgent)
+{
+    if (urgent)
+        *urgent = self->urgent;
+    return self->changes;
 }
 
 bool

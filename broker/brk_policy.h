@@ -192,6 +192,12 @@ const char *brk_policy_paused_reason (const brk_policy_t *self, size_t group);
 void brk_policy_kill (brk_policy_t *self, bool killed);
 bool brk_policy_killed (const brk_policy_t *self);
 
+//  How often the durable state changed (a lease stamped a target, a
+//  failure counted, pause, resume, kill), and in *urgent (if given) how
+//  often by pause, resume, kill or an error stop: counters the owner
+//  compares to decide when to save brk_policy_serialise () again.
+uint64_t brk_policy_changes (const brk_policy_t *self, uint64_t *urgent);
+
 //  Per group, for STATS and metrics.
 typedef struct {
     const char *name;           //  Group name (valid while the policy is)

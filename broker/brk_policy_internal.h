@@ -38,6 +38,8 @@ struct _brk_policy_t {
     mdl_strmap_t *targets;      //  Folded target -> brk_policy_target_t
     bool killed;                //  Global kill switch
     bool coalesce;              //  Coalesce waiting requests per target
+    uint64_t changes;           //  Durable state changes (brk_policy_changes)
+    uint64_t urgent;            //  Of them pause, resume, kill, error stop
 };
 
 //  The record of a folded target, made on first use. NULL out of memory.

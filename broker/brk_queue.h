@@ -59,6 +59,8 @@ typedef enum {
     BRK_EVENT_IN_DOUBT,         //  A started restart's lease ended unfinished
     BRK_EVENT_GROUP_PAUSED,     //  Error stop: reason is "GROUP: why"
     BRK_EVENT_EPOCH,            //  Store only (never an event): delivery_id is the new epoch's first
+    BRK_EVENT_WAITING,          //  Under a policy: cannot start now; reason full, paused,
+                                //  window, interval or target_busy (once per reason change)
     BRK_EVENT_COUNT
 } brk_event_t;
 
@@ -288,5 +290,31 @@ brk_result_t brk_queue_started (brk_queue_t *self, uint64_t delivery_id);
 const char *brk_queue_msg_coalesced_with (const brk_msg_t *msg);
 //  Is msg's next (or current) delivery a restart in doubt?
 bool brk_queue_msg_in_doubt (const brk_msg_t *msg);
+
+//  Open leases and workers, for INFLIGHT and WORKERS. fn is called for
+//  each (at most limit; leases in no particular order, workers in
+//  dispatch order) and must not change the queue. Returns the number
+//  visited. O(open leases) / O(workers).
+typedef struct {
+    uint64_t delivery_id;       //  The lease
+    const brk_msg_t *msg;       //  What is leased
+    const brk_worker_t *worker; //  Holder, or NULL (a lease restored from the journal)
+    int64_t age_ms;             //  Since the lease opened (its last extension for a restored one)
+    int64_t deadline_ms;        //  Until it runs out
+    int64_t attempt;            //  Delivery number
+    unsigned steps;             //  Steps reported done
+    bool started;               //  The worker reported the restart started
+    const char *target;         //  Folded hostname under a policy, else NULL
+    int group;                  //  Its group under a policy, else -1
+} brk_lease_info_t;
+typedef void (brk_lease_fn) (void *arg, const brk_lease_info_t *info);
+size_t brk_queue_leases (brk_queue_t *self, size_t limit, brk_lease_fn *fn, void *arg);
+
+typedef struct {
+    const brk_worker_t *worker; //  The worker
+    int64_t seen_ms_ago;        //  Since its last sign of life
+} brk_worker_info_t;
+typedef void (brk_worker_fn) (void *arg, const brk_worker_info_t *info);
+size_t brk_queue_workers (brk_queue_t *self, brk_worker_fn *fn, void *arg);
 
 #endif

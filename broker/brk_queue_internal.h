@@ -41,6 +41,7 @@ typedef struct {
     brk_msg_t *fnext;           //  Next follower of the same leader
     brk_msg_t *leader;          //  When COALESCED: the request it completes with
     bool in_doubt;              //  A started restart's lease ended unfinished
+    unsigned char waiting;      //  Last "waiting" event's reason (brk_queue.c), 0 = none
 } brk_msg_policy_t;
 
 //  What only a message that failed at least once (or came back dead from
@@ -81,6 +82,7 @@ struct _brk_lease_t {
     mdl_heap_node_t deadline;   //  Position in the lease heap
     brk_lease_t *wnext, *wprev; //  Holder's lease list
     int64_t started_at;         //  Monotonic ms the restart was reported started, 0 = not
+    int64_t opened_at;          //  Monotonic ms the lease opened (INFLIGHT's age)
 };
 
 struct _brk_worker_t {

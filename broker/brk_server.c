@@ -76,6 +76,18 @@ s_handle_pipe (s_server_t *self)
     if (command && streq (command, "STATUS"))
         zsock_send (self->pipe, "i", BRK_SERVER_OK);
     else
+    if (command && streq (command, "RELOAD")) {
+        //  SIGHUP in mandrill-broker
+        char err [512];
+        if (brk_server_policy_reload (self, err, sizeof err) == 0) {
+            char text [600];
+            snprintf (text, sizeof text, "reloaded %s", self->policy_file);
+            zsock_send (self->pipe, "is", 0, text);
+        }
+        else
+            zsock_send (self->pipe, "is", -1, err);
+    }
+    else
     if (command && streq (command, "BIND")) {
         char *name = zmsg_popstr (request);
         char *endpoint = zmsg_popstr (request);
@@ -134,6 +146,8 @@ s_server_destroy (s_server_t **self_p)
     free (self->data_dir);
     zhashx_destroy (&self->peers);
     brk_queue_destroy (&self->queue);
+    brk_policy_destroy (&self->policy);         //  After the queue, which uses it
+    free (self->policy_file);
     zsock_destroy (&self->frontend);
     zsock_destroy (&self->backend);
     zsock_destroy (&self->events);
@@ -229,11 +243,17 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
         if (!config->store_open && self->data_dir)
             self->config.journal.io = brk_metrics_journal_io (self->metrics, config->journal.io);
     }
+    //  The policy before the store: recovered messages go into its groups
+    if (brk_server_policy_open (self) != 0) {
+        s_server_destroy (&self);
+        return NULL;
+    }
     *status = brk_durable_open (self);
     if (*status != BRK_SERVER_OK) {
         s_server_destroy (&self);
         return NULL;
     }
+    brk_server_policy_restore (self);
     if (self->metrics
     &&  brk_metrics_attach (self->metrics, self->queue, self->store, &self->duplicates,
                             mdl_clock_now (&self->clock)) != 0) {
@@ -311,6 +331,8 @@ brk_server (zsock_t *pipe, void *args)
             brk_store_commit (self->store);
             self->store_dirty = false;
         }
+        if (self->policy)
+            brk_server_policy_save (self, false);
         now = mdl_clock_now (&self->clock);
         if (now >= self->next_heartbeat) {
             brk_backend_send_heartbeats (self);
@@ -322,6 +344,8 @@ brk_server (zsock_t *pipe, void *args)
             mdl_metrics_collect (self->config.metrics, now);
     }
     //  Make everything durable, then answer the peers still waiting
+    if (self->policy)
+        brk_server_policy_save (self, true);
     if (brk_store_sync (self->store) == 0)
         brk_durable_progress (self);
     else

@@ -12,6 +12,8 @@
       STATUS                                  -> "i" BRK_SERVER_* (start-up outcome)
       BIND frontend|backend|events ENDPOINT  -> "i" port (or -1)
       PORT frontend|backend|events            -> "i" port bound last (or -1)
+      RELOAD                                  -> "is" 0 and "reloaded FILE", or -1 and
+                                                 why (the old policy stays)
       TICK                                    -> "i" 0 once what is due at the
                                                  clock's time now has fired
                                                  (for an injected clock)
@@ -47,6 +49,14 @@
     second). Wall-clock timestamps in events
     and dead letters are not injected.
 
+    Restart policy: with config.policy_file or config.group_specs the
+    actor owns a brk_policy_t (a spec or file that does not load fails the
+    start, BRK_SERVER_FAILED, logged with the reason; mandrill-broker
+    checks them first to exit 2). Its durable state is saved through the
+    store (brk_store_save_state): at once after pause, resume, kill and an
+    error stop, and at most every 100 ms after lease events; it is
+    restored at start after recovery, before the first dispatch.
+
     Metrics: with config.metrics, the actor registers the broker's series
     there (brk_metrics.h), times the journal's fsyncs, and refreshes the
     mirrored totals from its loop at most once a second; serving them
@@ -78,6 +88,12 @@ typedef struct {
     bool insecure;              //  Without curve_cert, allow binding other than loopback (loudly logged)
     mdl_metrics_t *metrics;     //  Registry the broker's series go into (brk_metrics.h),
                                 //  borrowed: must outlive the actor; NULL: none
+    //  Restart policy (docs/POLICY.md): the actor builds and owns it from
+    //  these. Neither set: no policy, the broker leases as without one.
+    const char *policy_file;    //  --policy FILE (copied; RELOAD and SIGHUP read it again)
+    const char *const *group_specs; //  --group 'NAME:GLOB:MAX' specs in match order (read at start)
+    size_t group_spec_count;    //  Entries in group_specs; not together with policy_file
+    mdl_clock_t wall_clock;     //  Unix ms for windows and intervals; { NULL } is the system's
 } brk_server_config_t;
 
 //  Start-up outcome, the answer to STATUS.

@@ -14,6 +14,11 @@
                       the queue's changes appended to the store, replies
                       held until the store is durable
       brk_reject.c    answering and logging peers' mistakes, rate-limited
+      brk_server_policy.c  the restart policy: built from the config,
+                      its state saved and restored through the store,
+                      reloads, group events
+      brk_control.c   the policy's frontend commands (PAUSE, RESUME,
+                      GROUPS, INFLIGHT, WORKERS, RELOAD), STATS' groups
     One thread runs all of them (the actor's); nothing here is locked.
 
     Some shared functions and types keep their s_ names (s_server_t,
@@ -95,6 +100,12 @@ typedef struct {
     mdl_rate_t *warn_rate;      //  Bad-input warnings: 20 a second
     brk_auth_t *auth;           //  ZAP handler and role checks, or NULL without CURVE
     brk_metrics_t *metrics;     //  Series in config.metrics, or NULL
+    brk_policy_t *policy;       //  Restart policy, owned, or NULL for none
+    char *policy_file;          //  Copy of config.policy_file, or NULL
+    uint64_t policy_saved;      //  brk_policy_changes () at the last save
+    uint64_t policy_saved_urgent;   //  Its urgent count then
+    int64_t policy_saved_at;    //  Monotonic ms of the last save
+    bool policy_save_failed;    //  The last save failed (logged once per failure run)
 } s_server_t;
 
 //  Send on the backend; a failure marks the peer gone (it is removed after
@@ -147,6 +158,29 @@ void brk_dispatch (s_server_t *self);
 void brk_events_publish (void *arg, const brk_event_info_t *info);
 //  Count (un)subscriptions; events are made only while someone listens.
 void brk_events_handle_subscriptions (s_server_t *self);
+
+//  brk_server_policy.c
+//  Build the policy from the config (before the store opens, so recovered
+//  messages are sorted into its groups). 0, or -1 logged.
+int brk_server_policy_open (s_server_t *self);
+//  After the store opened: restore the state it kept (a bad blob is
+//  logged and ignored: the policy starts clean).
+void brk_server_policy_restore (s_server_t *self);
+//  Save the state if it changed: at once after an urgent change (or with
+//  force), else at most every 100 ms. Called once per loop turn.
+void brk_server_policy_save (s_server_t *self, bool force);
+//  Reload the policy file. 0, or -1 with err (nothing changed); logged.
+int brk_server_policy_reload (s_server_t *self, char *err, size_t err_size);
+//  A group event (group_paused, group_resumed) on the events socket.
+void brk_server_group_event (s_server_t *self, const char *event, const char *group,
+                             const char *reason);
+
+//  brk_control.c
+//  The restart-policy commands of the frontend: PAUSE, RESUME, GROUPS,
+//  INFLIGHT, WORKERS, RELOAD. Each gets one reply.
+void brk_control_handle (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg);
+//  STATS' "groups" array (only under a policy).
+void brk_control_stats_groups (s_server_t *self, mmp_buf_t *buf);
 
 //  brk_durable.c
 //  Open the store (config.store_open, or the journal with a data dir, or

@@ -3,6 +3,7 @@
 #include "brk_store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdlib.h>
 
 struct _brk_store_t {
@@ -102,4 +103,26 @@ int
 brk_store_sync (brk_store_t *self)
 {
     return self->ops->sync (self->state);
+}
+
+int
+brk_store_save_state (brk_store_t *self, const char *blob, size_t len)
+{
+    return self->ops->save_state ? self->ops->save_state (self->state, blob, len) : 0;
+}
+
+bool
+brk_store_keeps_state (const brk_store_t *self)
+{
+    return self->ops->save_state != NULL;
+}
+
+char *
+brk_store_load_state (brk_store_t *self)
+{
+    if (!self->ops->load_state) {
+        errno = 0;
+        return NULL;
+    }
+    return self->ops->load_state (self->state);
 }

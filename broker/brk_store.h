@@ -97,6 +97,13 @@ typedef struct {
     void (*stats) (void *state, brk_store_stats_t *stats);
     int (*sync) (void *state);
     void (*destroy) (void *state);
+    //  Optional (NULL: the store keeps no state blob). The restart
+    //  policy's durable state (brk_policy_serialise): save replaces the
+    //  kept blob as a whole (0 or -1 with errno); load returns the blob
+    //  kept (malloc'd, null-terminated, the caller frees it) or NULL when
+    //  there is none or it cannot be read (errno 0 for none).
+    int (*save_state) (void *state, const char *blob, size_t len);
+    char *(*load_state) (void *state);
 } brk_store_ops_t;
 
 //  Outcome of opening a store (the values of BRK_SERVER_*).
@@ -141,5 +148,14 @@ int brk_store_status (brk_store_t *self);
 void brk_store_stats (brk_store_t *self, brk_store_stats_t *stats);
 //  Block until everything appended is durable (for shutdown). 0 or -1.
 int brk_store_sync (brk_store_t *self);
+//  The policy state blob (see ops): a store without it saves nothing
+//  (returns 0) and loads NULL. Save may block on I/O (the journal store
+//  writes and fsyncs one small file): the server calls it at most every
+//  100 ms, plus once per operator action.
+int brk_store_save_state (brk_store_t *self, const char *blob, size_t len);
+//  Does the store keep a state blob at all (save_state given)? The server
+//  does not even serialise the policy for one that does not.
+bool brk_store_keeps_state (const brk_store_t *self);
+char *brk_store_load_state (brk_store_t *self);
 
 #endif

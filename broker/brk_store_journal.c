@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "brk_state_file.h"
 #include "mdl_log.h"
 
 typedef struct {
@@ -108,8 +109,23 @@ s_destroy (void *state)
     }
 }
 
+//  The policy state lives beside the journal in DATA_DIR/policy.state,
+//  replaced atomically (brk_state_file.h), not in the journal's records.
+static int
+s_save_state (void *state, const char *blob, size_t len)
+{
+    return brk_state_file_write (((s_journal_store_t *) state)->dir, BRK_POLICY_STATE_FILE, blob, len);
+}
+
+static char *
+s_load_state (void *state)
+{
+    return brk_state_file_read (((s_journal_store_t *) state)->dir, BRK_POLICY_STATE_FILE);
+}
+
 static const brk_store_ops_t s_ops = {
-    s_append, s_commit, s_durable, s_fd, s_status, s_stats, s_sync, s_destroy
+    s_append, s_commit, s_durable, s_fd, s_status, s_stats, s_sync, s_destroy,
+    s_save_state, s_load_state
 };
 
 static int

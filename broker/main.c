@@ -46,6 +46,12 @@ static const mdl_opt_spec_t s_options [] = {
     { "fsync-interval", 0, "DUR", "batch mode: least time between fsyncs\n(default 10ms)", NULL },
     { "salvage", 0, NULL, "start even if the journal is corrupt before its\n"
       "end, keeping what can be read (what is skipped\nis logged)", NULL },
+    { NULL, 0, NULL, "Restart policy (docs/POLICY.md)", NULL },
+    { "group", 0, "NAME:GLOB:MAX", "a group of hosts (glob on the hostname) with its\n"
+      "most concurrent restarts (MAX, or N%:SIZE);\nrepeatable, first match wins (in the environment\n"
+      "or the file: specs separated by spaces)", NULL },
+    { "policy", 0, "FILE", "the full policy file (groups, ramps, error stops,\n"
+      "windows, intervals); SIGHUP or mandrill-ctl\nreload reads it again; not with --group", NULL },
     { NULL, 0, NULL, "Security (docs/SECURITY.md)", NULL },
     { "curve-cert", 0, "FILE", "the broker's secret certificate (mandrill-ctl\n"
       "keygen): CURVE on all three sockets, only known\nkeys served", NULL },
@@ -68,8 +74,9 @@ static const char *s_usage =
     "Holds restart requests and leases them to workers (see proto/PROTOCOL.md).\n";
 
 static const char *s_epilogue =
-    "SIGTERM, SIGINT, SIGHUP or SIGQUIT stop the broker cleanly (exit 0): the\n"
-    "journal is flushed and fsynced first.\n"
+    "SIGTERM, SIGINT or SIGQUIT stop the broker cleanly (exit 0): the journal is\n"
+    "flushed and fsynced first. SIGHUP reloads the --policy file (a bad file is\n"
+    "refused and logged; the old policy stays).\n"
     "Exit codes: 0 clean stop; 1 cannot bind or start; 2 bad usage (command line,\n"
     "environment or configuration file); 3 journal corrupt (see --salvage); 4 data\n"
     "directory used by another broker.\n";
@@ -161,6 +168,70 @@ s_check_metrics (mdl_opt_t *opt, const char **metrics)
                          error);
 }
 
+//  --group is repeatable; mdl_opt keeps one value per option, so the
+//  command line's occurrences are collected here (--group SPEC and
+//  --group=SPEC, up to "--"); from the environment or the file, one value
+//  of specs separated by white space. *specs points into argv or into
+//  *text (both live until exit).
+#define S_MAX_GROUP_SPECS 4096
+static int
+s_group_specs (mdl_opt_t *opt, int argc, char *argv [], const char **specs, size_t *count,
+               char **text)
+{
+    *count = 0;
+    for (int i = 1; i < argc && strcmp (argv [i], "--") != 0; i++) {
+        const char *spec = NULL;
+        if (strcmp (argv [i], "--group") == 0 && i + 1 < argc)
+            spec = argv [++i];
+        else
+        if (strncmp (argv [i], "--group=", 8) == 0)
+            spec = argv [i] + 8;
+        if (spec && *count == S_MAX_GROUP_SPECS)
+            return mdl_opt_fail (opt, "more than %d --group specs: use --policy FILE", S_MAX_GROUP_SPECS);
+        if (spec)
+            specs [(*count)++] = spec;
+    }
+    const char *value = mdl_opt_value (opt, "group");
+    if (*count || !value)
+        return 0;
+    //  The environment, the file, or an abbreviated --gr: split on spaces
+    *text = strdup (value);
+    if (!*text)
+        return mdl_opt_fail (opt, "out of memory");
+    char *save = NULL;
+    for (char *word = strtok_r (*text, " \t\n", &save); word; word = strtok_r (NULL, " \t\n", &save)) {
+        if (*count == S_MAX_GROUP_SPECS)
+            return mdl_opt_fail (opt, "more than %d group specs: use --policy FILE", S_MAX_GROUP_SPECS);
+        specs [(*count)++] = word;
+    }
+    return 0;
+}
+
+//  Check the policy flags by building a scratch policy (the actor builds
+//  its own from the same specs): a bad spec or file is a usage error,
+//  exit 2, naming it. Returns 0 or -1 (printed).
+static int
+s_check_policy (mdl_opt_t *opt, brk_server_config_t *config)
+{
+    if (config->policy_file && config->group_spec_count)
+        return mdl_opt_fail (opt, "give --group or --policy, not both (put the groups in the file)");
+    if (!config->policy_file && !config->group_spec_count)
+        return 0;
+    brk_policy_t *policy = brk_policy_new (mdl_clock_system (), mdl_clock_system ());
+    if (!policy)
+        return mdl_opt_fail (opt, "out of memory");
+    char err [512];
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < config->group_spec_count; i++)
+        if (brk_policy_add_spec (policy, config->group_specs [i], err, sizeof err) != 0)
+            rc = mdl_opt_fail (opt, "%s", err);
+    if (rc == 0 && config->policy_file
+    &&  brk_policy_load (policy, config->policy_file, err, sizeof err) != 0)
+        rc = mdl_opt_fail (opt, "--policy: %s", err);
+    brk_policy_destroy (&policy);
+    return rc;
+}
+
 //  Everything main does with opt, which main owns, so that one place
 //  frees it on every way out.
 static int
@@ -182,8 +253,24 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     const char *metrics_address = NULL;
     if (rc == 0)
         rc = s_check_metrics (opt, &metrics_address);
-    if (rc != 0)
+    static const char *specs [S_MAX_GROUP_SPECS];
+    static char *spec_text = NULL;      //  Kept until exit: specs point into it
+    size_t spec_count = 0;
+    if (rc == 0)
+        rc = s_group_specs (opt, argc, argv, specs, &spec_count, &spec_text);
+    if (rc == 0) {
+        config.policy_file = mdl_opt_value (opt, "policy");
+        if (config.policy_file && !*config.policy_file)
+            rc = mdl_opt_bad (opt, "policy", "a policy file (docs/POLICY.md)");
+        config.group_specs = specs;
+        config.group_spec_count = spec_count;
+    }
+    if (rc == 0)
+        rc = s_check_policy (opt, &config);
+    if (rc != 0) {
+        free (spec_text);
         return rc > 0 ? MDL_EXIT_OK : MDL_EXIT_USAGE;
+    }
 
     mdl_log_set_level (level);
     mdl_log_set_name ("broker");
@@ -250,14 +337,26 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
               memory ? "" : " in ", memory ? "" : data_dir);
 
     int signal_number = 0;
-    while (sigwait (&signals, &signal_number) != 0)
-        ;
+    while (true) {
+        if (sigwait (&signals, &signal_number) != 0)
+            continue;
+        if (signal_number != SIGHUP)
+            break;
+        //  The actor logs the outcome and why
+        zstr_send (broker, "RELOAD");
+        int reloaded = -1;
+        char *text = NULL;
+        if (zsock_recv (broker, "is", &reloaded, &text) == 0)
+            mdl_info ("SIGHUP: %s", text ? text : "");
+        zstr_free (&text);
+    }
     mdl_info ("received %s, stopping", strsignal (signal_number));
     rc = MDL_EXIT_OK;
 stop:
     mdl_http_destroy (&http);
     zactor_destroy (&broker);
     mdl_metrics_destroy (&metrics);
+    free (spec_text);
     if (rc == MDL_EXIT_OK)
         mdl_info ("stopped");
     return rc;

@@ -1,6 +1,8 @@
 /*  mandrill-ctl: the operator's tool for a running mandrill-broker.
 
-    Commands talk to the frontend (STATS, DEADLETTERS, REPLAY) with one
+    Commands talk to the frontend (STATS, DEADLETTERS, REPLAY, and the
+    restart policy's PAUSE, RESUME, GROUPS, INFLIGHT, WORKERS, RELOAD,
+    whose tables ctl_policy prints) with one
     DEALER and wait at most --timeout for each answer; `tail` subscribes
     to the events socket and prints each event's JSON on its own line.
     Human output by default, the broker's JSON with --json.
@@ -11,6 +13,7 @@
 */
 #include "cli_reply.h"
 #include "ctl_keygen.h"
+#include "ctl_policy.h"
 #include "mdl_curve.h"
 #include "mdl_log.h"
 #include "mdl_opt.h"
@@ -48,7 +51,11 @@ typedef struct {
     const char *curve_cert;     //  Own secret certificate (CURVE), or NULL
     const char *broker_cert;    //  The broker's public certificate, or NULL
     const char *dir;            //  keygen --dir, or NULL (the current directory)
+    const char *group;          //  pause/resume GROUP, or NULL with --all
+    const char *reason;         //  pause --reason, or NULL
 } opts_t;
+
+#define S_POLICY_COMMANDS "pause resume groups inflight workers reload"
 
 static const mdl_opt_spec_t s_options [] = {
     { NULL, 0, NULL, "Options", NULL },
@@ -56,13 +63,15 @@ static const mdl_opt_spec_t s_options [] = {
     { "events", 0, "EP", "events socket for tail\n(default tcp://localhost:5557)", NULL },
     { "timeout", 0, "DUR", "wait for an answer (default 3s)", NULL },
     { "json", 0, NULL, "print the broker's JSON reply as is (one line)", NULL },
-    { "limit", 0, "N", "deadletters: show at most N", "deadletters" },
-    { "all", 0, NULL, "replay: every dead letter", "replay" },
+    { "limit", 0, "N", "deadletters, inflight: show at most N", "deadletters inflight" },
+    { "all", 0, NULL, "replay: every dead letter; pause, resume: every\ngroup (the kill switch)",
+      "replay pause resume" },
+    { "reason", 0, "TEXT", "pause: why (shown in groups, STATS and events)", "pause" },
     { "count", 0, "N", "tail: stop after N events", "tail" },
     { "curve-cert", 0, "FILE", "own secret certificate: CURVE to the broker\n"
-      "(with --broker-cert)", "stats deadletters replay tail" },
+      "(with --broker-cert)", "stats deadletters replay tail " S_POLICY_COMMANDS },
     { "broker-cert", 0, "FILE", "the broker's public certificate\n(docs/SECURITY.md)",
-      "stats deadletters replay tail" },
+      "stats deadletters replay tail " S_POLICY_COMMANDS },
     { "dir", 0, "DIR", "keygen: where the files go (default .)", "keygen" },
     { NULL, 0, NULL, NULL, NULL }
 };
@@ -79,14 +88,28 @@ static const char *s_usage =
     "                         print events as JSON lines (all, or the names given:\n"
     "                         published delivered extended acked nacked expired\n"
     "                         dead_lettered replayed progress worker_joined\n"
-    "                         worker_lost); says on stderr what it subscribed to\n"
+    "                         worker_lost waiting coalesced in_doubt group_paused\n"
+    "                         group_resumed); says on stderr what it subscribed to\n"
+    "Restart policy (docs/POLICY.md; a table, or the reply with --json):\n"
+    "  pause GROUP|--all [--reason TEXT]\n"
+    "                         no new leases in GROUP (--all: the kill switch); open\n"
+    "                         ones finish; survives a broker restart (operators)\n"
+    "  resume GROUP|--all     let GROUP go on (also after an error stop); --all\n"
+    "                         lifts the kill switch and resumes every group\n"
+    "  groups                 each group: match, in flight, cap, waiting, failures,\n"
+    "                         window, paused and why\n"
+    "  inflight [--limit N]   every open lease: message, target, group, worker,\n"
+    "                         age, time left, attempt, steps\n"
+    "  workers                each worker: credit, leases held, last seen, peer\n"
+    "  reload                 read the broker's --policy file again (operators; a\n"
+    "                         bad file is refused with the reason, nothing changes)\n"
     "  keygen NAME [--dir DIR]\n"
     "                         write DIR/NAME.key (public) and DIR/NAME.key_secret\n"
     "                         (mode 0600) in zcert format; never overwrites; works\n"
     "                         offline\n";
 
 static const char *s_epilogue =
-    "Options that go with some commands only (--limit, --all, --count, --dir,\n"
+    "Options that go with some commands only (--limit, --all, --reason, --count, --dir,\n"
     "--curve-cert, --broker-cert) are refused with another on the command line, and\n"
     "ignored for another when they come from the environment or the file.\n"
     "Exit codes: 0 ok; 1 no answer from the broker within --timeout; 2 bad usage\n"
@@ -121,7 +144,9 @@ s_request (zsock_t *sock, const opts_t *opts, mmp_command_t command, int64_t lim
     mmp_buf_t body;
     mmp_buf_init (&body);
     int rc = command == MMP_REPLAY ? mmp_encode_replay (&body, ids, id_count, req)
-                                   : mmp_encode_request_only (&body, req, limit);
+           : command == MMP_PAUSE || command == MMP_RESUME
+           ? mmp_encode_group_command (&body, command, opts->group, opts->reason, req)
+           : mmp_encode_request_only (&body, req, limit);
     if (rc == 0)
         rc = mmp_send (sock, NULL, command, mmp_buf_data (&body), mmp_buf_size (&body));
     mmp_buf_free (&body);
@@ -357,10 +382,30 @@ s_replay (zsock_t *sock, const opts_t *opts, int argc, char **argv)
     return rc == EXIT_OK && unknown ? EXIT_FAILED : rc;
 }
 
+//  pause, resume, groups, inflight, workers, reload: one request, a
+//  table (ctl_policy) or the JSON.
+static int
+s_policy (zsock_t *sock, const opts_t *opts, mmp_command_t command)
+{
+    mmp_msg_t reply;
+    int rc = s_request (sock, opts, command, command == MMP_INFLIGHT ? opts->limit : 0,
+                        NULL, 0, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    cJSON_DeleteItemFromObjectCaseSensitive (reply.body, "req");
+    if (opts->json)
+        s_print_json (reply.body);
+    else
+        ctl_policy_print (stdout, mmp_command_name (command), reply.body);
+    mmp_msg_reset (&reply);
+    return EXIT_OK;
+}
+
 //  The names the broker publishes events under (PROTOCOL.md section 5).
 static const char *s_events [] = {
     "published", "delivered", "extended", "acked", "nacked", "expired",
-    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost", NULL
+    "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost",
+    "waiting", "coalesced", "in_doubt", "group_paused", "group_resumed", NULL
 };
 
 static bool
@@ -451,6 +496,20 @@ s_tail (const opts_t *opts, int argc, char **argv)
     return EXIT_OK;
 }
 
+//  The request of a restart-policy command, or MMP_COMMAND_COUNT.
+static mmp_command_t
+s_policy_command (const char *command)
+{
+    static const struct { const char *name; mmp_command_t command; } table [] = {
+        { "pause", MMP_PAUSE }, { "resume", MMP_RESUME }, { "groups", MMP_GROUPS },
+        { "inflight", MMP_INFLIGHT }, { "workers", MMP_WORKERS }, { "reload", MMP_RELOAD }
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table [0]; i++)
+        if (streq (command, table [i].name))
+            return table [i].command;
+    return MMP_COMMAND_COUNT;
+}
+
 //  Everything main does with opt, which main owns, so that one place
 //  frees it on every way out.
 static int
@@ -475,6 +534,7 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     opts.curve_cert = mdl_opt_value (opt, "curve-cert");
     opts.broker_cert = mdl_opt_value (opt, "broker-cert");
     opts.dir = mdl_opt_value (opt, "dir");
+    opts.reason = mdl_opt_value (opt, "reason");
     const char *command = mdl_opt_arg (opt, 0);
     int nargs = mdl_opt_argc (opt) > 0 ? (int) mdl_opt_argc (opt) - 1 : 0;
     char **args = calloc ((size_t) nargs + 1, sizeof *args);
@@ -482,7 +542,8 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     for (int i = 0; i < nargs; i++)
         args [i] = (char *) mdl_opt_arg (opt, (size_t) i + 1);
     if (!command) {
-        mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail, keygen)");
+        mdl_opt_fail (opt, "no command given (stats, deadletters, replay, tail, pause, resume, "
+                      "groups, inflight, workers, reload, keygen)");
         free (args);
         return EXIT_USAGE;
     }
@@ -494,9 +555,17 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     if (streq (command, "tail"))
         rc = s_tail (&opts, nargs, args);
     else
-    if (streq (command, "stats") || streq (command, "deadletters") || streq (command, "replay")) {
+    if (streq (command, "stats") || streq (command, "deadletters") || streq (command, "replay")
+    ||  s_policy_command (command) != MMP_COMMAND_COUNT) {
+        mmp_command_t policy = s_policy_command (command);
+        bool by_group = policy == MMP_PAUSE || policy == MMP_RESUME;
+        if (by_group && nargs == 1 && !opts.all)
+            opts.group = args [0];
         if ((streq (command, "replay") && (nargs == 0) == !opts.all)
-        ||  (!streq (command, "replay") && nargs > 0)) {
+        ||  (by_group && (nargs == 0) == !opts.all)
+        ||  (by_group && nargs > 1)
+        ||  (by_group && nargs == 1 && !*args [0])
+        ||  (!streq (command, "replay") && !by_group && nargs > 0)) {
             mdl_opt_fail (opt, "%s: wrong arguments", command);
             free (args);
             return EXIT_USAGE;
@@ -510,6 +579,9 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         }
         zsock_set_linger (sock, 0);
         zsock_set_sndtimeo (sock, (int) opts.timeout_ms);
+        if (policy != MMP_COMMAND_COUNT)
+            rc = s_policy (sock, &opts, policy);
+        else
         if (streq (command, "stats"))
             rc = s_stats (sock, &opts);
         else

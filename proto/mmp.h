@@ -71,6 +71,14 @@ typedef enum {
     MMP_PROGRESSED,     //  broker -> worker   {ok, stale, unknown}
     MMP_HEARTBEAT,      //  both ways          {}
     MMP_BYE,            //  worker -> broker   {}
+    //  Restart policy (docs/POLICY.md): requests to the broker, and the
+    //  replies of the same names (open-ended objects, like STATS)
+    MMP_PAUSE,          //  both ways          request {group | all:true, reason?, req?}
+    MMP_RESUME,         //  both ways          request {group | all:true, req?}
+    MMP_GROUPS,         //  both ways          request {req?}; reply {groups, killed, req?}
+    MMP_INFLIGHT,       //  both ways          request {limit?, req?}; reply {leases, total, req?}
+    MMP_WORKERS,        //  both ways          request {req?}; reply {workers, req?}
+    MMP_RELOAD,         //  both ways          request {req?}; reply {ok, file, req?}
     MMP_COMMAND_COUNT
 } mmp_command_t;
 
@@ -189,6 +197,8 @@ typedef struct {
     const char *reason;         //  NACK, ERROR
     const char *code;           //  ERROR
     const char *durability;     //  PUBACK: "none", "batch" or "sync"
+    const char *group;          //  PAUSE, RESUME: the group, or NULL with all
+    bool all;                   //  PAUSE, RESUME: every group (the kill switch)
 } mmp_msg_t;
 
 //  Command name as on the wire, e.g. "PUBLISH"; NULL for an invalid value.
@@ -273,7 +283,20 @@ int mmp_encode_publish_end (mmp_buf_t *buf, const char *req);
 //  also listed in duplicates.
 int mmp_encode_puback (mmp_buf_t *buf, const char *ids, size_t stride, const bool *duplicates,
                        size_t count, const char *durability, const char *req);
-//  STATS or DEADLETTERS request {req?, limit?} (limit <= 0: left out).
+//  PUBACK as above plus, when coalesced is not NULL and names at least
+//  one id, "coalesced_with": {ID: LEADER_ID, ...}: coalesced [i] (NULL
+//  for none) is the id of the waiting request that id i joined.
+int mmp_encode_puback_coalesced (mmp_buf_t *buf, const char *ids, size_t stride,
+                                 const bool *duplicates, const char *const *coalesced,
+                                 size_t count, const char *durability, const char *req);
+//  PAUSE {group | all:true, reason?, req?} or RESUME {group | all:true,
+//  req?} (command MMP_PAUSE or MMP_RESUME; reason is left out for RESUME
+//  and when NULL; group NULL means all).
+int mmp_encode_group_command (mmp_buf_t *buf, mmp_command_t command, const char *group,
+                              const char *reason, const char *req);
+//  STATS, DEADLETTERS, GROUPS, INFLIGHT, WORKERS or RELOAD request
+//  {req?, limit?} (limit <= 0: left out; only DEADLETTERS and INFLIGHT
+//  define it).
 int mmp_encode_request_only (mmp_buf_t *buf, const char *req, int64_t limit);
 //  REPLAY {message_ids, req?}.
 int mmp_encode_replay (mmp_buf_t *buf, const char *const *ids, size_t count, const char *req);
@@ -289,6 +312,7 @@ int mmp_encode_replayed (mmp_buf_t *buf, const char *const *replayed, size_t rep
 void mmp_encode_open (mmp_buf_t *buf);
 void mmp_encode_member_int (mmp_buf_t *buf, const char *name, int64_t value);
 void mmp_encode_member_string (mmp_buf_t *buf, const char *name, const char *value);
+void mmp_encode_member_bool (mmp_buf_t *buf, const char *name, bool value);
 void mmp_encode_member_object (mmp_buf_t *buf, const char *name);
 void mmp_encode_member_array (mmp_buf_t *buf, const char *name);
 //  A member whose value is JSON text already validated (a stored request).
@@ -312,6 +336,11 @@ void mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t deliver
 int mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,
                       int64_t attempt, uint64_t delivery_id, const char *worker,
                       const char *publisher, const char *reason);
+
+//  A group event's body: {event, at_ms, group, reason?} (group_paused,
+//  group_resumed); reason left out when NULL.
+int mmp_encode_group_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *group,
+                            const char *reason);
 
 //  HELLO {credit, name?, subscription?, features?} (features, MMP_FEATURE_*
 //  bits, left out when 0), WELCOME, CREDIT, and the empty body {} of

@@ -28,7 +28,8 @@
     about three reads of each byte; no allocation per field or per request.
     This file is the command table and one short function per command
     body; at about 800 lines it is kept whole so that every body's rules
-    can be read side by side with PROTOCOL.md section 4.
+    can be read side by side with PROTOCOL.md section 4 (about 870 with
+    the restart-policy commands).
 */
 #include "mmp.h"
 #include "mmp_decode.h"
@@ -64,6 +65,12 @@ static const char *const s_command_names [MMP_COMMAND_COUNT] = {
     [MMP_PROGRESSED]  = "PROGRESSED",
     [MMP_HEARTBEAT]   = "HEARTBEAT",
     [MMP_BYE]         = "BYE",
+    [MMP_PAUSE]       = "PAUSE",
+    [MMP_RESUME]      = "RESUME",
+    [MMP_GROUPS]      = "GROUPS",
+    [MMP_INFLIGHT]    = "INFLIGHT",
+    [MMP_WORKERS]     = "WORKERS",
+    [MMP_RELOAD]      = "RELOAD",
 };
 
 //  Which way each command may travel: bit 0 to the broker, bit 1 from it.
@@ -91,6 +98,12 @@ static const unsigned char s_command_ways [MMP_COMMAND_COUNT] = {
     [MMP_PROGRESSED]  = S_FROM,
     [MMP_HEARTBEAT]   = S_TO | S_FROM,
     [MMP_BYE]         = S_TO,
+    [MMP_PAUSE]       = S_TO | S_FROM,
+    [MMP_RESUME]      = S_TO | S_FROM,
+    [MMP_GROUPS]      = S_TO | S_FROM,
+    [MMP_INFLIGHT]    = S_TO | S_FROM,
+    [MMP_WORKERS]     = S_TO | S_FROM,
+    [MMP_RELOAD]      = S_TO | S_FROM,
 };
 
 //  Largest integer a JSON double carries exactly; the bound for every
@@ -324,7 +337,7 @@ s_publish (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_
 }
 
 static const mmp_schema_t s_puback_schema = {
-    { "message_ids", "duplicates", "durability", "req", NULL }
+    { "message_ids", "duplicates", "durability", "req", "coalesced_with", NULL }
 };
 
 static int
@@ -350,6 +363,9 @@ s_puback (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t
     &&  strcmp (mode, "batch") && strcmp (mode, "sync"))
         return mmp_fail_at (err, MMP_ERR_BAD_VALUE, &mmp_top, "durability",
                        "must be \"memory\", \"none\", \"batch\" or \"sync\"");
+    //  Optional (restart policy): {ID: LEADER_ID}, read from the tree
+    if (slot [4] && *slot [4] != '{')
+        return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &mmp_top, "coalesced_with", "must be an object");
     return 0;
 }
 
@@ -701,6 +717,64 @@ s_id_reply (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error
     return 0;
 }
 
+//  The restart-policy commands (docs/POLICY.md). To the broker: PAUSE
+//  {group | all:true, reason?}, RESUME {group | all:true}, GROUPS {},
+//  INFLIGHT {limit?}, WORKERS {}, RELOAD {}, each with req?. From it:
+//  open-ended replies of the same names, like STATS.
+static const mmp_schema_t s_pause_schema = { { "req", "group", "all", "reason", NULL } };
+static const mmp_schema_t s_resume_schema = { { "req", "group", "all", NULL } };
+static const mmp_schema_t s_inflight_schema = { { "req", "limit", NULL } };
+
+//  The most leases an INFLIGHT request may ask for.
+#define S_MAX_INFLIGHT  100000
+
+static int
+s_policy_command (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t *err)
+{
+    mmp_pos_t *slot [MMP_MAX_FIELDS], *end;
+    if (msg->direction == MMP_FROM_BROKER) {
+        mmp_pos_t *req;
+        return s_open_reply (body, &req, err) || s_req (req, msg, err)? -2: 0;
+    }
+    const mmp_schema_t *schema =
+        msg->command == MMP_PAUSE? &s_pause_schema:
+        msg->command == MMP_RESUME? &s_resume_schema:
+        msg->command == MMP_INFLIGHT? &s_inflight_schema: &s_req_only_schema;
+    if (mmp_collect_top (body, hints, schema, slot, &end, &mmp_top, err) || s_req (slot [0], msg, err))
+        return -2;
+    if (msg->command == MMP_INFLIGHT)
+        return slot [1] && mmp_read_int (slot [1], "limit", 1, S_MAX_INFLIGHT, &msg->limit,
+                                         &mmp_top, err)? -2: 0;
+    if (msg->command != MMP_PAUSE && msg->command != MMP_RESUME)
+        return 0;
+    if (slot [2]) {
+        //  The scan passed the body: a value starting with t or f is a boolean
+        if (*slot [2] != 't' && *slot [2] != 'f')
+            return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &mmp_top, "all", "must be a boolean");
+        if (*slot [2] == 'f')
+            return mmp_fail_at (err, MMP_ERR_BAD_VALUE, &mmp_top, "all",
+                                "must be true (or left out, with a group)");
+        msg->all = true;
+    }
+    if (slot [1]) {
+        size_t len;
+        if (msg->all)
+            return mmp_fail_at (err, MMP_ERR_BAD_VALUE, &mmp_top, "group",
+                                "give a group or all, not both");
+        if (mmp_read_text (slot [1], "group", MMP_MAX_TEXT, &msg->group, &len, &mmp_top, err))
+            return -2;
+        if (len == 0)
+            return mmp_fail_at (err, MMP_ERR_BAD_VALUE, &mmp_top, "group", "must not be empty");
+    }
+    else
+    if (!msg->all)
+        return mmp_missing (err, &mmp_top, "group");
+    if (msg->command == MMP_PAUSE && slot [3]
+    &&  mmp_read_text (slot [3], "reason", MMP_MAX_TEXT, &msg->reason, NULL, &mmp_top, err))
+        return -2;
+    return 0;
+}
+
 static const mmp_schema_t s_empty_schema = { { NULL } };
 
 static int
@@ -735,6 +809,12 @@ static s_body_fn *const s_body_decoders [MMP_COMMAND_COUNT] = {
     [MMP_PROGRESSED]  = s_id_reply,
     [MMP_HEARTBEAT]   = s_empty,
     [MMP_BYE]         = s_empty,
+    [MMP_PAUSE]       = s_policy_command,
+    [MMP_RESUME]      = s_policy_command,
+    [MMP_GROUPS]      = s_policy_command,
+    [MMP_INFLIGHT]    = s_policy_command,
+    [MMP_WORKERS]     = s_policy_command,
+    [MMP_RELOAD]      = s_policy_command,
 };
 
 static int
@@ -836,7 +916,8 @@ mmp_decode (const void *signature, size_t signature_size,
     msg->command = found;
     msg->direction = direction;
     if (direction == MMP_FROM_BROKER && (found == MMP_PUBACK || found == MMP_STATS
-                                     ||  found == MMP_DEADLETTERS || found == MMP_REPLAYED)) {
+                                     ||  found == MMP_DEADLETTERS || found == MMP_REPLAYED
+                                     ||  (found >= MMP_PAUSE && found <= MMP_RELOAD))) {
         //  Frontend replies, read by tools, some open-ended: also a tree
         msg->body = cJSON_ParseWithLength (body, body_size);
         if (!msg->body) {

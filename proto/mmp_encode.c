@@ -152,6 +152,14 @@ int
 mmp_encode_puback (mmp_buf_t *buf, const char *ids, size_t stride, const bool *duplicates,
                    size_t count, const char *durability, const char *req)
 {
+    return mmp_encode_puback_coalesced (buf, ids, stride, duplicates, NULL, count, durability, req);
+}
+
+int
+mmp_encode_puback_coalesced (mmp_buf_t *buf, const char *ids, size_t stride,
+                             const bool *duplicates, const char *const *coalesced,
+                             size_t count, const char *durability, const char *req)
+{
     assert (buf && ids && durability);
     mmp_buf_clear (buf);
     mmp_buf_puts (buf, "{\"message_ids\":[");
@@ -171,6 +179,39 @@ mmp_encode_puback (mmp_buf_t *buf, const char *ids, size_t stride, const bool *d
         }
     mmp_buf_puts (buf, "],\"durability\":");
     mmp_buf_json_string_max (buf, durability, MMP_MAX_TEXT);
+    //  Only when it happened: a PUBACK without coalescing is unchanged
+    first = true;
+    for (size_t i = 0; coalesced && i < count; i++)
+        if (coalesced [i]) {
+            mmp_buf_puts (buf, first? ",\"coalesced_with\":{\"": ",\"");
+            mmp_buf_append (buf, ids + i * stride, 36);
+            mmp_buf_puts (buf, "\":");
+            mmp_buf_json_string_max (buf, coalesced [i], 36);
+            first = false;
+        }
+    if (!first)
+        mmp_buf_append (buf, "}", 1);
+    s_req (buf, req);
+    mmp_buf_puts (buf, "}");
+    return s_done (buf);
+}
+
+int
+mmp_encode_group_command (mmp_buf_t *buf, mmp_command_t command, const char *group,
+                          const char *reason, const char *req)
+{
+    assert (buf && (command == MMP_PAUSE || command == MMP_RESUME));
+    mmp_buf_clear (buf);
+    if (group) {
+        mmp_buf_puts (buf, "{\"group\":");
+        mmp_buf_json_string_max (buf, group, MMP_MAX_TEXT);
+    }
+    else
+        mmp_buf_puts (buf, "{\"all\":true");
+    if (command == MMP_PAUSE && reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string_max (buf, reason, MMP_MAX_TEXT);
+    }
     s_req (buf, req);
     mmp_buf_puts (buf, "}");
     return s_done (buf);
@@ -261,6 +302,13 @@ mmp_encode_member_string (mmp_buf_t *buf, const char *name, const char *value)
 }
 
 void
+mmp_encode_member_bool (mmp_buf_t *buf, const char *name, bool value)
+{
+    s_member (buf, name);
+    mmp_buf_puts (buf, value? "true": "false");
+}
+
+void
 mmp_encode_member_object (mmp_buf_t *buf, const char *name)
 {
     s_member (buf, name);
@@ -336,6 +384,26 @@ mmp_encode_history_entry (mmp_buf_t *buf, int64_t attempt, uint64_t delivery_id,
 
 //  --------------------------------------------------------------------------
 //  Events
+
+int
+mmp_encode_group_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *group,
+                        const char *reason)
+{
+    assert (buf && event && group);
+    mmp_buf_clear (buf);
+    mmp_buf_puts (buf, "{\"event\":");
+    mmp_buf_json_string (buf, event);
+    mmp_buf_puts (buf, ",\"at_ms\":");
+    mmp_buf_i64 (buf, at_ms);
+    mmp_buf_puts (buf, ",\"group\":");
+    mmp_buf_json_string (buf, group);
+    if (reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string (buf, reason);
+    }
+    mmp_buf_puts (buf, "}");
+    return s_done (buf);
+}
 
 int
 mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *message_id,

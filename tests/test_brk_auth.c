@@ -143,7 +143,9 @@ Test (brk_auth, each_role_has_exactly_its_commands, .timeout = 10)
         cr_expect_eq (brk_auth_allows (BRK_ROLE_PUBLISHER, command), command == MMP_PUBLISH, "%s", name);
         cr_expect_eq (brk_auth_allows (BRK_ROLE_WORKER, command), worker, "%s", name);
         cr_expect_eq (brk_auth_allows (BRK_ROLE_OPERATOR, command), !worker, "%s", name);
-        cr_expect_eq (brk_auth_allows (BRK_ROLE_OBSERVER, command), command == MMP_STATS, "%s", name);
+        bool observer = command == MMP_STATS || command == MMP_GROUPS || command == MMP_INFLIGHT
+                     || command == MMP_WORKERS;
+        cr_expect_eq (brk_auth_allows (BRK_ROLE_OBSERVER, command), observer, "%s", name);
         cr_expect_not (brk_auth_allows (BRK_ROLE_NONE, command), "%s", name);
     }
     cr_expect_not (brk_auth_allows (BRK_ROLE_OPERATOR, MMP_COMMAND_COUNT));
