@@ -27,9 +27,28 @@
     and inproc unless insecure is set.
 
     Sockets: frontend ROUTER (publishers, control), backend ROUTER
-    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY and no send
-    high-water mark, so a reply to a live peer is never dropped silently
-    and a reply to a vanished peer fails loudly (the worker is then lost).
+    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY, a send and
+    a receive high-water mark of BRK_PEER_HWM messages per peer and a send
+    timeout of 0, so a reply never blocks the loop and is never dropped
+    silently: a send to a vanished peer, or to one that has not read its
+    last BRK_PEER_HWM messages, fails loudly (a worker is then lost; a
+    frontend client loses that reply and retries on its timeout). A peer
+    that sends faster than the broker reads is held back by its own socket
+    once BRK_PEER_HWM of its messages wait. The events XPUB drops events for
+    a subscriber BRK_EVENTS_HWM behind: the feed is lossy under a slow
+    reader, and never grows the broker.
+
+    Memory bounds: with config.max_pending (messages held, ready, delayed
+    or leased) or config.max_memory (bytes of request bodies held,
+    dead letters included) reached, PUBLISH is answered ERROR unavailable
+    ("max_pending" / "max_memory" in the reason) and nothing of the batch
+    is queued; the check is made before each batch, so one batch accepted
+    below a limit may pass it by at most its own size (1000 requests,
+    1 MiB). Replies waiting for the journal are bounded with them: each
+    is the answer to one PUBLISH batch (at most max_pending of those while
+    the broker holds messages) or to one ACK/PROGRESS from a worker, whose
+    ids are bounded by the leases it holds (credit), and both arrive
+    through ROUTERs bounded per peer.
 
     Durability: every change that matters goes to a store (brk_store.h):
     the journal with a data_dir, memory without one, or the one
@@ -78,7 +97,14 @@ typedef struct {
     bool insecure;              //  Without curve_cert, allow binding other than loopback (loudly logged)
     mdl_metrics_t *metrics;     //  Registry the broker's series go into (brk_metrics.h),
                                 //  borrowed: must outlive the actor; NULL: none
+    int64_t max_pending;        //  PUBLISH refused at this many pending messages; 0 = no limit
+    int64_t max_memory;         //  PUBLISH refused at this many bytes of bodies held; 0 = no limit
 } brk_server_config_t;
+
+#define BRK_MAX_PENDING_DEFAULT 1000000                 //  max_pending
+#define BRK_MAX_MEMORY_DEFAULT  (INT64_C (1) << 30)     //  max_memory, 1 GiB
+#define BRK_PEER_HWM            10000   //  Messages queued per ROUTER peer, each way
+#define BRK_EVENTS_HWM          10000   //  Events queued per subscriber before it loses some
 
 //  Start-up outcome, the answer to STATUS.
 #define BRK_SERVER_OK           0   //  Running
