@@ -209,10 +209,10 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
     //  way, and a send to a dead or full peer fails at once (sndtimeo 0)
     zsock_set_router_mandatory (self->frontend, 1);
     zsock_set_router_mandatory (self->backend, 1);
-    zsock_set_sndhwm (self->frontend, BRK_PEER_HWM);
-    zsock_set_sndhwm (self->backend, BRK_PEER_HWM);
-    zsock_set_rcvhwm (self->frontend, BRK_PEER_HWM);
-    zsock_set_rcvhwm (self->backend, BRK_PEER_HWM);
+    zsock_set_sndhwm (self->frontend, BRK_PEER_SNDHWM);
+    zsock_set_sndhwm (self->backend, BRK_PEER_SNDHWM);
+    zsock_set_rcvhwm (self->frontend, BRK_PEER_RCVHWM);
+    zsock_set_rcvhwm (self->backend, BRK_PEER_RCVHWM);
     zsock_set_sndtimeo (self->frontend, 0);
     zsock_set_sndtimeo (self->backend, 0);
     //  A slow subscriber loses events (XPUB drops at its mark)

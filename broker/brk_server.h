@@ -27,14 +27,15 @@
     and inproc unless insecure is set.
 
     Sockets: frontend ROUTER (publishers, control), backend ROUTER
-    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY, a send and
-    a receive high-water mark of BRK_PEER_HWM messages per peer and a send
-    timeout of 0, so a reply never blocks the loop and is never dropped
-    silently: a send to a vanished peer, or to one that has not read its
-    last BRK_PEER_HWM messages, fails loudly (a worker is then lost; a
-    frontend client loses that reply and retries on its timeout). A peer
-    that sends faster than the broker reads is held back by its own socket
-    once BRK_PEER_HWM of its messages wait. The events XPUB drops events for
+    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY, per peer a
+    send high-water mark of BRK_PEER_SNDHWM messages and a receive one of
+    BRK_PEER_RCVHWM, and a send timeout of 0, so a reply never blocks the
+    loop and is never dropped silently: a send to a vanished peer, or to
+    one that has not read its last BRK_PEER_SNDHWM messages, fails loudly
+    (a worker is then lost; a frontend client loses that reply and retries
+    on its timeout). A peer that sends faster than the broker reads is held
+    back by its own socket once BRK_PEER_RCVHWM of its messages wait: at
+    most that many bodies of 1 MiB per peer are queued inside the broker. The events XPUB drops events for
     a subscriber BRK_EVENTS_HWM behind: the feed is lossy under a slow
     reader, and never grows the broker.
 
@@ -103,7 +104,8 @@ typedef struct {
 
 #define BRK_MAX_PENDING_DEFAULT 1000000                 //  max_pending
 #define BRK_MAX_MEMORY_DEFAULT  (INT64_C (1) << 30)     //  max_memory, 1 GiB
-#define BRK_PEER_HWM            10000   //  Messages queued per ROUTER peer, each way
+#define BRK_PEER_SNDHWM         10000   //  Messages queued to one ROUTER peer
+#define BRK_PEER_RCVHWM         1000    //  Messages queued from one ROUTER peer
 #define BRK_EVENTS_HWM          10000   //  Events queued per subscriber before it loses some
 
 //  Start-up outcome, the answer to STATUS.
