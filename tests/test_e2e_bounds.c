@@ -1,8 +1,10 @@
 /*  End-to-end tests of the broker's memory bounds: the built
     mandrill-broker under a publisher that floods and an event subscriber
     that never reads; its peak resident memory (VmHWM in /proc/PID/status)
-    must stay under a generous bound. And mandrill-publish against a full
-    broker: it backs off and every request is confirmed in the end.
+    must stay under a generous bound. mandrill-publish against a full
+    broker: it backs off and every request is confirmed in the end. And
+    the worker's shutdown NACKs, which use up no attempt: five rolling
+    restarts of mandrill-worker dead-letter nothing.
     Processes are killed by PID in the teardown.
 */
 #include <criterion/criterion.h>
@@ -53,14 +55,30 @@ s_teardown (void)
 }
 
 static pid_t
-s_start_broker (const char *max_pending, const char *max_memory)
+s_start_broker_with (const char *max_pending, const char *max_memory, const char *max_attempts)
 {
     char *argv [] = {
         (char *) e2e_program ("MANDRILL_BROKER"), "--frontend", s_frontend, "--backend", s_backend,
         "--events", s_events, "--durability", "memory", "--max-pending", (char *) max_pending,
-        "--max-memory", (char *) max_memory, "--log-level", "error", NULL
+        "--max-memory", (char *) max_memory, "--max-attempts", (char *) max_attempts,
+        "--log-level", "error", NULL
     };
     return s_spawn ("broker.log", argv);
+}
+
+static pid_t
+s_start_broker (const char *max_pending, const char *max_memory)
+{
+    return s_start_broker_with (max_pending, max_memory, "5");
+}
+
+//  Forget a child reaped elsewhere.
+static void
+s_forget (pid_t pid)
+{
+    for (int i = 0; i < MAX_PROCS; i++)
+        if (s_pids [i] == pid)
+            s_pids [i] = 0;
 }
 
 //  A line "Name:   N kB" of /proc/pid/status, in bytes; -1 if absent.
@@ -203,4 +221,53 @@ Test (e2e_bounds, publisher_backs_off_from_a_full_broker_and_gets_everything_con
     cr_assert (e2e_log_has (s_dir, "publish.log", "backing off"), "never backed off");
     cr_assert_gt (s_stat ("refused_full"), 0);
     cr_assert_eq (s_stat ("published"), 2000, "every request queued once");
+}
+
+//  Poll STATS until name reaches value or timeout_ms passes; the last value.
+static double
+s_wait_stat (const char *name, double value, int timeout_ms)
+{
+    int64_t until = zclock_mono () + timeout_ms;
+    double now = s_stat (name);
+    while (now < value && zclock_mono () < until) {
+        zclock_sleep (20);
+        now = s_stat (name);
+    }
+    return now;
+}
+
+Test (e2e_bounds, rolling_worker_restarts_do_not_dead_letter_work_never_started)
+{
+    s_start_broker_with ("1000", "1G", "3");
+    zsock_t *publisher = e2e_dealer (s_frontend, 5000, 5000);
+    mmp_msg_t reply;
+    cr_assert_eq (e2e_request (publisher, MMP_PUBLISH,
+                               "{\"messages\":[{\"instance_name\":\"cattle-roll\"}]}", &reply), 0);
+    cr_assert_eq (reply.command, MMP_PUBACK);
+    mmp_msg_reset (&reply);
+    zsock_destroy (&publisher);
+    char db [256];
+    snprintf (db, sizeof db, "sqlite:%s/worker.db", s_dir);
+    //  Each worker takes the request, whose restart takes far longer than
+    //  its grace; SIGTERM makes it NACK the request back as it stops
+    for (int restart = 0; restart < 5; restart++) {
+        char name [16], log [32];
+        snprintf (name, sizeof name, "w%d", restart);
+        snprintf (log, sizeof log, "%s.log", name);
+        char *argv [] = {
+            (char *) e2e_program ("MANDRILL_WORKER"), "--broker", s_backend, "--name", name,
+            "--db", db, "--restart-latency", "23h", "--max-job-time", "24h", "--grace", "100ms", NULL
+        };
+        pid_t worker = s_spawn (log, argv);
+        cr_assert_eq (s_wait_stat ("delivered", restart + 1, 20000), restart + 1,
+                      "restart %d: not delivered", restart);
+        kill (worker, SIGTERM);
+        int status = e2e_wait_exit (worker, 20000);
+        cr_assert_neq (status, -1, "worker %d did not stop", restart);
+        s_forget (worker);
+        cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "worker exit %d", status);
+    }
+    cr_assert_eq (s_wait_stat ("requeued", 5, 10000), 5, "five shutdown NACKs");
+    cr_assert_eq (s_stat ("dead_letters"), 0, "max_attempts 3, five restarts: nothing dead");
+    cr_assert_eq (s_stat ("ready"), 1, "waiting for the next worker");
 }
