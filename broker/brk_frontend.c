@@ -5,6 +5,9 @@
     PUBLISH is all or nothing per batch, idempotent on message_id, and its
     PUBACK waits until the store is durable up to the batch's last record
     (brk_durable); STATS, DEADLETTERS and REPLAY are answered at once.
+    At the memory bounds (max_pending, max_memory: brk_server.h) a whole
+    PUBLISH batch is refused with ERROR unavailable before anything of it
+    is stored or queued (refused_full counts them).
     Failure: bad input, a command for the other socket, a store that
     cannot write (ERROR unavailable) or no memory (ERROR internal; what
     was queued of a batch stays, and a retry finds it as duplicates) are

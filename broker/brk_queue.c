@@ -37,6 +37,13 @@
     structs as it ever had open at once (bounded by the workers' credit),
     and the maps (mdl_map) allocate nothing per entry: leasing and acking
     allocate nothing in the steady state.
+
+    Late ACK and PROGRESS (brk_queue.h): a lease that ends by expiry or
+    worker loss leaves its id in the late map while its message waits
+    (READY or DELAYED); the entry goes when the message is leased again,
+    completes or is dead-lettered, so the map holds at most one id per
+    waiting message that failed. A requeue (shutdown NACK) undoes the
+    attempt count of its delivery and readies the message at once.
 */
 #include "brk_queue.h"
 #include "brk_queue_internal.h"
@@ -521,6 +528,7 @@ s_lease_close (brk_queue_t *self, brk_lease_t *lease)
 
 static void s_dead_letter_as (brk_queue_t *self, brk_msg_t *msg, const char *text);
 static void s_hold_end (brk_queue_t *self, brk_msg_t *msg);
+static void s_late_forget (brk_queue_t *self, brk_msg_t *msg);
 
 static void
 s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const char *reason)
@@ -536,6 +544,7 @@ static void
 s_dead_letter_as (brk_queue_t *self, brk_msg_t *msg, const char *text)
 {
     s_hold_end (self, msg);
+    s_late_forget (self, msg);
     //  Out of memory, the message is still dead-lettered, without a reason
     brk_msg_extra_t *extra = brk_msg_extra (msg);
     if (extra) {

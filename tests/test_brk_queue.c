@@ -705,6 +705,9 @@ Test (brk_queue, nacked_or_dead_lease_takes_no_late_ack)
     brk_queue_stats (s_queue, &stats);
     cr_assert_geq (stats.dead, 1);
     cr_assert_eq (brk_queue_ack (s_queue, last), BRK_STALE);
+    //  ...also once it is replayed and waits again
+    cr_assert_eq (brk_queue_replay (s_queue, s_deliveries [s_delivered - 1].message_id), 0);
+    cr_assert_eq (brk_queue_ack (s_queue, last), BRK_STALE);
 }
 
 //  Item: shutdown NACKs use up no attempts.
