@@ -171,6 +171,10 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         char error [300] = "";
         zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
         zsock_t *probe = zsock_new (ZMQ_DEALER);
+        if (!probe) {
+            fprintf (stderr, "mandrill-publish: cannot make a socket (out of memory or files)\n");
+            return PUB_UNCONFIRMED;
+        }
         int curve = mdl_curve_client_files (probe, opts.curve_cert, opts.broker_cert, error, sizeof error);
         zsock_destroy (&probe);
         if (curve != 0) {
