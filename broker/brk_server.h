@@ -46,10 +46,13 @@
     is queued; the check is made before each batch, so one batch accepted
     below a limit may pass it by at most its own size (1000 requests,
     1 MiB). Replies waiting for the journal are bounded with them: each
-    is the answer to one PUBLISH batch (at most max_pending of those while
-    the broker holds messages) or to one ACK/PROGRESS from a worker, whose
-    ids are bounded by the leases it holds (credit), and both arrive
-    through ROUTERs bounded per peer.
+    answers one PUBLISH batch or one ACK/PROGRESS message that arrived
+    since the store's last durable point, so they wait at most one commit
+    and number at most what the ROUTERs let in meanwhile (BRK_PEER_RCVHWM
+    per peer); a PUBLISH reply that waits holds at least one message that
+    counts toward max_pending (its own, or the held original of a
+    duplicate), and an ACK/PROGRESS reply names leases its worker holds
+    (at most its credit).
 
     Durability: every change that matters goes to a store (brk_store.h):
     the journal with a data_dir, memory without one, or the one
