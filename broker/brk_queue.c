@@ -1140,15 +1140,14 @@ brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms, const
     return BRK_OK;
 }
 
-brk_result_t
-brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason)
+//  Give a lease back unused: no attempt spent, no policy failure, ready
+//  again at once (preferably for another worker).
+static void
+s_requeue (brk_queue_t *self, brk_lease_t *lease, const char *reason)
 {
-    brk_lease_t *lease;
-    brk_result_t result = s_classify (self, delivery_id, &lease);
-    if (result != BRK_OK)
-        return result;
     brk_msg_t *msg = lease->msg;
-    s_record (self, msg, lease, "nacked", reason ? reason : "requeue");
+    uint64_t delivery_id = lease->delivery_id;
+    s_record (self, msg, lease, "nacked", reason);
     brk_worker_t *worker = lease->worker;
     s_lease_close (self, lease);
     //  The delivery never ran: it does not count as an attempt
@@ -1157,8 +1156,18 @@ brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason)
     self->counters.nacked++;
     self->counters.requeued++;
     s_policy_end (self, msg, BRK_POLICY_NEUTRAL, false);
-    s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason ? reason : "requeue");
+    s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason);
     s_make_ready (self, msg);
+}
+
+brk_result_t
+brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    s_requeue (self, lease, reason ? reason : "requeue");
     return BRK_OK;
 }
 
@@ -1230,9 +1239,16 @@ s_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason,
     brk_worker_t *worker = *worker_p;
     if (!worker)
         return;
-    //  Give back its leases at once: no need to wait for their deadlines
+    //  Give back its leases at once: no need to wait for their deadlines.
+    //  A worker that says BYE has answered all it received, so a lease it
+    //  still holds is one it never got (a DELIVER that crossed its BYE): it
+    //  is given back unused, unless its restart was reported started
     while (worker->leases) {
-        s_lease_failed (self, worker->leases, 0, "worker_lost", reason, "worker_lost");
+        brk_lease_t *lease = worker->leases;
+        if (!lost && !lease->started_at)
+            s_requeue (self, lease, "worker left before receiving it");
+        else
+            s_lease_failed (self, lease, 0, "worker_lost", reason, "worker_lost");
     }
     if (worker->prev)
         worker->prev->next = worker->next;

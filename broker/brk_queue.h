@@ -161,7 +161,9 @@ void brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker);
 void brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p,
                               const char *reason);
 
-//  The same for a worker that said BYE: counted as left, not lost.
+//  The same for a worker that said BYE: counted as left, not lost, and
+//  its leases are given back unused (brk_queue_requeue) unless a restart
+//  was reported started on one.
 void brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p);
 
 //  Lease ready messages to workers with spare credit, round-robin, calling
@@ -193,6 +195,8 @@ bool brk_queue_lease_open (brk_queue_t *self, uint64_t delivery_id);
 //  restart policy, and the request is ready again at once, preferably for
 //  another worker. Recorded in the history as "nacked" with reason.
 brk_result_t brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason);
+//  (brk_queue_worker_leave gives back the same way the leases its worker
+//  still holds, except one whose restart was reported started.)
 
 //  Fire what is due: expired leases, delayed messages now ready, workers
 //  silent for 3 heartbeats (removed; lost_fn is told each one's handle
@@ -233,7 +237,7 @@ typedef struct {
     uint64_t workers;           //  Now: registered workers
     int64_t oldest_unacked_ms;  //  Now: age of the oldest pending message, 0 if none
     uint64_t coalesced;         //  Requests coalesced into one waiting for the same target
-    uint64_t requeued;          //  NACKs that gave a lease back unused (brk_queue_requeue)
+    uint64_t requeued;          //  Leases given back unused (brk_queue_requeue, BYE)
     uint64_t late;              //  ACKs and PROGRESS taken for a lease just ended
     uint64_t pending;           //  Now: held + ready + delayed + leased (+ coalesced)
     uint64_t memory_bytes;      //  Now: bytes of request bodies held (pending and dead)

@@ -759,3 +759,33 @@ Test (brk_queue, pending_and_memory_gauges)
     cr_assert_eq (stats.pending, 1);
     cr_assert_eq (stats.memory_bytes, body);
 }
+
+Test (brk_queue, bye_gives_back_unread_leases_without_an_attempt)
+{
+    s_publish (1);
+    s_publish (2);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "a", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    //  Message 2's restart was reported started: that lease ends as a failure
+    cr_assert_eq (brk_queue_started (s_queue, s_deliveries [1].delivery_id), BRK_OK);
+    brk_queue_worker_leave (s_queue, &worker);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.requeued, 1, "the unread one");
+    cr_assert_eq (stats.workers_left, 1);
+    worker = brk_queue_worker_add (s_queue, "b", 10, NULL);
+    s_now += 60 * 60 * 1000;        //  Past any in-doubt hold
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    for (size_t i = 2; i < 4; i++) {
+        if (strcmp (s_deliveries [i].message_id, s_id (1)) == 0)
+            cr_assert_eq (s_deliveries [i].attempt, 1, "given back unused");
+        else
+            cr_assert_eq (s_deliveries [i].attempt, 2, "its restart had started");
+    }
+    //  A lost worker's leases still count
+    brk_queue_worker_remove (s_queue, &worker, "silent");
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.requeued, 1);
+}
