@@ -109,6 +109,9 @@ s_op_extend (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
 static brk_result_t
 s_op_nack (s_server_t *self, uint64_t id, const mmp_msg_t *msg)
 {
+    //  A worker shutting down gives back what it never started: no attempt used
+    if (msg->requeue)
+        return brk_queue_requeue (self->queue, id, msg->reason);
     return brk_queue_nack (self->queue, id, msg->delay_ms, msg->reason);
 }
 

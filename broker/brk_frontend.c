@@ -6,6 +6,9 @@
     PUBACK waits until the store is durable up to the batch's last record
     (brk_durable); STATS, DEADLETTERS and REPLAY are answered at once;
     the restart-policy commands go to brk_control.c.
+    At the memory bounds (max_pending, max_memory: brk_server.h) a whole
+    PUBLISH batch is refused with ERROR unavailable before anything of it
+    is stored or queued (refused_full counts them).
     Failure: bad input, a command for the other socket, a store that
     cannot write (ERROR unavailable) or no memory (ERROR internal; what
     was queued of a batch stays, and a retry finds it as duplicates) are
@@ -22,6 +25,29 @@
 #include "mdl_log.h"
 #include "mdl_uuid.h"
 
+//  Memory bounds (brk_server.h): may a batch be queued now? Checked before
+//  the batch, so one batch accepted below a limit may pass it by its size.
+//  Returns 0, or -1 after answering ERROR unavailable.
+static int
+s_admit (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
+{
+    brk_queue_stats_t stats;
+    brk_queue_stats (self->queue, &stats);
+    char reason [160];
+    if (self->config.max_pending > 0 && stats.pending >= (uint64_t) self->config.max_pending)
+        snprintf (reason, sizeof reason, "max_pending: %" PRIu64 " requests pending (limit %"
+                  PRId64 "); retry later", stats.pending, self->config.max_pending);
+    else
+    if (self->config.max_memory > 0 && stats.memory_bytes >= (uint64_t) self->config.max_memory)
+        snprintf (reason, sizeof reason, "max_memory: %" PRIu64 " bytes of requests held (limit %"
+                  PRId64 "); retry later", stats.memory_bytes, self->config.max_memory);
+    else
+        return 0;
+    self->refused_full++;
+    s_reject (self, self->frontend, "frontend", routing_id, MMP_ERR_UNAVAILABLE, reason, msg->req);
+    return -1;
+}
+
 //  publisher: the authenticated name of the sender's key, or NULL without CURVE.
 static void
 s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
@@ -32,6 +58,8 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
                   "the broker cannot write its journal now; retry later", msg->req);
         return;
     }
+    if (s_admit (self, routing_id, msg) != 0)
+        return;
     uint64_t wait_for = 0;      //  Journal sequence this PUBACK waits for
     //  Normalise every request first: the batch is all or nothing
     char (*ids) [37] = malloc (msg->message_count * sizeof *ids);
@@ -178,6 +206,12 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     mmp_encode_member_int (buf, "replies_waiting", (int64_t) self->reply_count);
     mmp_encode_member_int (buf, "coalesced", (int64_t) stats.coalesced);
     brk_control_stats_groups (self, buf);
+    mmp_encode_member_int (buf, "max_pending", self->config.max_pending);
+    mmp_encode_member_int (buf, "max_memory", self->config.max_memory);
+    mmp_encode_member_int (buf, "memory_bytes", (int64_t) stats.memory_bytes);
+    mmp_encode_member_int (buf, "refused_full", (int64_t) self->refused_full);
+    mmp_encode_member_int (buf, "requeued", (int64_t) stats.requeued);
+    mmp_encode_member_int (buf, "late", (int64_t) stats.late);
     brk_store_stats_t journal;
     brk_store_stats (self->store, &journal);
     if (journal.persistent) {

@@ -16,7 +16,7 @@
     request, its body and history) and brk_worker (a registration and its
     lease list); their fields are shared through brk_queue_internal.h. The
     lease has no file of its own: only the queue opens and closes leases.
-    At about 1,440 lines this file is over the house's 800 on purpose: it is
+    At about 1,570 lines this file is over the house's 800 on purpose: it is
     one state machine whose transitions all touch the same lists, heaps
     and maps, and cutting it would spread one transition over files. The
     restart policy added about 400 of them (dispatch under a policy, the
@@ -25,7 +25,8 @@
     brk_policy.c and its waiting lists in brk_group.c, so what is here is
     only where the policy meets a transition. The in-doubt rule (the
     recorded start, restore in doubt, dead_letter at lease time) is
-    about 100 more.
+    about 100 more. Late ACK/PROGRESS and the
+    requeue NACK added about 130 more (one transition each), for the same reason.
 
     Under a policy (brk_queue_set_policy) a READY message is not on the
     ready list but in its group's list or parked on its leased target
@@ -40,6 +41,13 @@
     structs as it ever had open at once (bounded by the workers' credit),
     and the maps (mdl_map) allocate nothing per entry: leasing and acking
     allocate nothing in the steady state.
+
+    Late ACK and PROGRESS (brk_queue.h): a lease that ends by expiry or
+    worker loss leaves its id in the late map while its message waits
+    (READY or DELAYED); the entry goes when the message is leased again,
+    completes or is dead-lettered, so the map holds at most one id per
+    waiting message that failed. A requeue (shutdown NACK) undoes the
+    attempt count of its delivery and readies the message at once.
 */
 #include "brk_queue.h"
 #include "brk_queue_internal.h"
@@ -66,6 +74,10 @@ struct _brk_queue_t {
     mdl_clock_t clock;          //  Injected time
     mdl_strmap_t *messages;     //  message_id (inside the message) -> brk_msg_t, every state
     mdl_map_t *leases;          //  delivery_id -> brk_lease_t, open leases
+    mdl_map_t *late;            //  delivery_id -> brk_msg_t: a READY or DELAYED message's
+                                //  last lease, ended by expiry or loss (late ACK/PROGRESS)
+    size_t pending;             //  Messages on the pending list
+    uint64_t body_bytes;        //  Bytes of request bodies held (pending and dead)
     brk_lease_t *spare_leases;  //  Closed leases for reuse, linked through wnext
     mdl_heap_t *lease_heap;     //  Open leases by deadline
     mdl_heap_t *delay_heap;     //  Delayed messages by time ready
@@ -177,6 +189,7 @@ s_pending_push (brk_queue_t *self, brk_msg_t *msg)
     else
         self->pending_head = msg;
     self->pending_tail = msg;
+    self->pending++;
 }
 
 static void
@@ -191,6 +204,7 @@ s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
     else
         self->pending_tail = msg->pprev;
     msg->pnext = msg->pprev = NULL;
+    self->pending--;
 }
 
 //  msg is READY: to the ready list, or under a policy to its group's list
@@ -299,10 +313,12 @@ brk_queue_new (const brk_queue_config_t *config, mdl_clock_t clock)
     self->clock = clock;
     self->messages = mdl_strmap_new ();
     self->leases = mdl_map_new ();
+    self->late = mdl_map_new ();
     self->lease_heap = mdl_heap_new ();
     self->delay_heap = mdl_heap_new ();
     self->names = brk_names_new ();
-    if (!self->messages || !self->leases || !self->lease_heap || !self->delay_heap || !self->names) {
+    if (!self->messages || !self->leases || !self->late || !self->lease_heap || !self->delay_heap
+    ||  !self->names) {
         brk_queue_destroy (&self);
         return NULL;
     }
@@ -328,6 +344,7 @@ brk_queue_destroy (brk_queue_t **self_p)
             free (lease);
         mdl_map_destroy (&self->leases);
     }
+    mdl_map_destroy (&self->late);      //  Its values are messages, freed below
     while (self->spare_leases) {
         brk_lease_t *lease = self->spare_leases;
         self->spare_leases = lease->wnext;
@@ -447,6 +464,7 @@ brk_queue_publish (brk_queue_t *self, const char *message_id,
     else
         s_make_ready (self, msg);
     s_pending_push (self, msg);
+    self->body_bytes += json_len;
     self->counters.published++;
     s_emit (self, BRK_EVENT_PUBLISHED, msg, NULL, 0, NULL);
     return 0;
@@ -546,6 +564,7 @@ brk_queue_restore (brk_queue_t *self, const brk_restore_t *restore)
         brk_msg_destroy (&msg);
         return -1;
     }
+    self->body_bytes += restore->json_len;
     if (restore->dead) {
         msg->state = BRK_MSG_DEAD;
         msg->extra->dead_reason = strdup (restore->dead_reason ? restore->dead_reason : "");
@@ -655,6 +674,7 @@ s_lease_close (brk_queue_t *self, brk_lease_t *lease)
 
 static void s_dead_letter_as (brk_queue_t *self, brk_msg_t *msg, const char *text);
 static void s_hold_end (brk_queue_t *self, brk_msg_t *msg);
+static void s_late_forget (brk_queue_t *self, brk_msg_t *msg);
 
 static void
 s_dead_letter (brk_queue_t *self, brk_msg_t *msg, const char *outcome, const char *reason)
@@ -670,6 +690,7 @@ static void
 s_dead_letter_as (brk_queue_t *self, brk_msg_t *msg, const char *text)
 {
     s_hold_end (self, msg);
+    s_late_forget (self, msg);
     //  Out of memory, the message is still dead-lettered, without a reason
     brk_msg_extra_t *extra = brk_msg_extra (msg);
     if (extra) {
@@ -759,6 +780,17 @@ s_next_delivery_id (brk_queue_t *self)
     return ((uint64_t) self->config.epoch << S_SEQ_BITS) | self->next_seq++;
 }
 
+//  msg's last lease no longer takes a late ACK or PROGRESS (a newer lease
+//  exists, or msg is done or dead).
+static void
+s_late_forget (brk_queue_t *self, brk_msg_t *msg)
+{
+    if (msg->extra && msg->extra->late_id) {
+        mdl_map_delete (self->late, msg->extra->late_id);
+        msg->extra->late_id = 0;
+    }
+}
+
 //  Open a lease on msg for worker (NULL: a lease recovered from before a
 //  restart, held by nobody we know) lasting one ack deadline from now.
 //  Returns 0 or -1 when out of memory.
@@ -789,6 +821,7 @@ s_lease_open (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t 
     }
     if (worker)
         brk_worker_lease_add (worker, lease);
+    s_late_forget (self, msg);
     msg->lease = lease;
     msg->state = BRK_MSG_LEASED;
     self->in_flight++;
@@ -1136,14 +1169,24 @@ s_lease_failed (brk_queue_t *self, brk_lease_t *lease, int64_t delay_ms,
         delay_ms = hold > backoff ? hold : backoff;
     }
     s_retry (self, msg, delay_ms, outcome, reason);
+    //  Its worker may still finish it: until msg is leased again, the
+    //  old id's ACK and PROGRESS are taken (brk_queue_ack). Out of memory,
+    //  the id is only stale, as it always was.
+    if ((msg->state == BRK_MSG_READY || msg->state == BRK_MSG_DELAYED) && msg->extra) {
+        s_late_forget (self, msg);
+        if (mdl_map_insert (self->late, delivery_id, msg) == 0)
+            msg->extra->late_id = delivery_id;
+    }
 }
 
 //  msg is acked: done, with every request coalesced into it.
 static void
 s_complete (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t delivery_id)
 {
+    s_late_forget (self, msg);
     msg->state = BRK_MSG_DONE;
     s_pending_unlink (self, msg);
+    self->body_bytes -= msg->json_len;
     self->counters.acked++;
     s_emit (self, BRK_EVENT_ACKED, msg, worker, delivery_id, NULL);
     brk_msg_t *follower = msg->policy ? msg->policy->followers : NULL;
@@ -1167,11 +1210,49 @@ s_complete (brk_queue_t *self, brk_msg_t *msg, brk_worker_t *worker, uint64_t de
     }
 }
 
+//  The message whose last lease was delivery_id, when that lease ended by
+//  expiry or loss and msg has not been leased again since; or NULL.
+static brk_msg_t *
+s_late (brk_queue_t *self, uint64_t delivery_id)
+{
+    brk_msg_t *msg = mdl_map_lookup (self->late, delivery_id);
+    if (msg && (msg->state == BRK_MSG_READY || msg->state == BRK_MSG_DELAYED))
+        return msg;
+    return NULL;
+}
+
+//  A late ACK: take msg out of the delay heap or the ready list so it can
+//  complete. Under a policy a READY message sits in its group's lists,
+//  which cannot give up one member: it stays (false), and the ACK is stale.
+static bool
+s_late_take (brk_queue_t *self, brk_msg_t *msg)
+{
+    if (msg->state == BRK_MSG_DELAYED) {
+        mdl_heap_remove (self->delay_heap, &msg->extra->delay);
+        s_hold_end (self, msg);
+        return true;
+    }
+    if (msg->state == BRK_MSG_READY && !(self->room && msg->policy)) {
+        s_list_unlink (&self->ready, msg);
+        return true;
+    }
+    return false;
+}
+
 brk_result_t
 brk_queue_ack (brk_queue_t *self, uint64_t delivery_id)
 {
     brk_lease_t *lease;
     brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result == BRK_STALE) {
+        brk_msg_t *msg = s_late (self, delivery_id);
+        if (!msg || !s_late_take (self, msg))
+            return BRK_STALE;
+        self->counters.late++;
+        s_complete (self, msg, NULL, delivery_id);
+        s_done_trim (self);
+        return BRK_OK;
+    }
     if (result != BRK_OK)
         return result;
     brk_msg_t *msg = lease->msg;
@@ -1216,11 +1297,55 @@ brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms, const
     return BRK_OK;
 }
 
+//  Give a lease back unused: no attempt spent, no policy failure, ready
+//  again at once (preferably for another worker).
+static void
+s_requeue (brk_queue_t *self, brk_lease_t *lease, const char *reason)
+{
+    brk_msg_t *msg = lease->msg;
+    uint64_t delivery_id = lease->delivery_id;
+    s_record (self, msg, lease, "nacked", reason);
+    brk_worker_t *worker = lease->worker;
+    s_lease_close (self, lease);
+    //  The delivery never ran: it does not count as an attempt
+    if (msg->attempts > 0)
+        msg->attempts--;
+    self->counters.nacked++;
+    self->counters.requeued++;
+    s_policy_end (self, msg, BRK_POLICY_NEUTRAL, false);
+    s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason);
+    s_make_ready (self, msg);
+}
+
+brk_result_t
+brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason)
+{
+    brk_lease_t *lease;
+    brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result != BRK_OK)
+        return result;
+    s_requeue (self, lease, reason ? reason : "requeue");
+    return BRK_OK;
+}
+
 brk_result_t
 brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps)
 {
     brk_lease_t *lease;
     brk_result_t result = s_classify (self, delivery_id, &lease);
+    if (result == BRK_STALE) {
+        //  A late report of the last lease: the step is done, so the next
+        //  delivery skips it; a finished restart is no longer in doubt
+        brk_msg_t *msg = s_late (self, delivery_id);
+        if (!msg)
+            return BRK_STALE;
+        msg->steps |= steps;
+        if ((steps & BRK_STEP_RESTART) && msg->policy)
+            msg->policy->in_doubt = false;
+        self->counters.late++;
+        s_emit (self, BRK_EVENT_PROGRESS, msg, NULL, delivery_id, NULL);
+        return BRK_OK;
+    }
     if (result != BRK_OK)
         return result;
     lease->msg->steps |= steps;
@@ -1228,6 +1353,12 @@ brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps)
         lease->started_at = 0;
     s_emit (self, BRK_EVENT_PROGRESS, lease->msg, lease->worker, delivery_id, NULL);
     return BRK_OK;
+}
+
+bool
+brk_queue_lease_open (brk_queue_t *self, uint64_t delivery_id)
+{
+    return mdl_map_lookup (self->leases, delivery_id) != NULL;
 }
 
 brk_result_t
@@ -1276,9 +1407,16 @@ s_worker_remove (brk_queue_t *self, brk_worker_t **worker_p, const char *reason,
     brk_worker_t *worker = *worker_p;
     if (!worker)
         return;
-    //  Give back its leases at once: no need to wait for their deadlines
+    //  Give back its leases at once: no need to wait for their deadlines.
+    //  A worker that says BYE has answered all it received, so a lease it
+    //  still holds is one it never got (a DELIVER that crossed its BYE): it
+    //  is given back unused, unless its restart was reported started
     while (worker->leases) {
-        s_lease_failed (self, worker->leases, 0, "worker_lost", reason, "worker_lost");
+        brk_lease_t *lease = worker->leases;
+        if (!lost && !lease->started_at)
+            s_requeue (self, lease, "worker left before receiving it");
+        else
+            s_lease_failed (self, lease, 0, "worker_lost", reason, "worker_lost");
     }
     if (worker->prev)
         worker->prev->next = worker->next;
@@ -1389,6 +1527,8 @@ brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats)
     stats->ready = self->ready.size + (self->room ? brk_room_ready (self->room) : 0);
     stats->delayed = mdl_heap_size (self->delay_heap);
     stats->in_flight = self->in_flight;
+    stats->pending = self->pending;
+    stats->memory_bytes = self->body_bytes;
     stats->dead = self->dead.size;
     stats->workers = self->worker_count;
     stats->oldest_unacked_ms = self->pending_head

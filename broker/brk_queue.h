@@ -181,7 +181,9 @@ void brk_queue_worker_seen (brk_queue_t *self, brk_worker_t *worker);
 void brk_queue_worker_remove (brk_queue_t *self, brk_worker_t **worker_p,
                               const char *reason);
 
-//  The same for a worker that said BYE: counted as left, not lost.
+//  The same for a worker that said BYE: counted as left, not lost, and
+//  its leases are given back unused (brk_queue_requeue) unless a restart
+//  was reported started on one.
 void brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p);
 
 //  Lease ready messages to workers with spare credit, round-robin, calling
@@ -190,6 +192,14 @@ void brk_queue_worker_leave (brk_queue_t *self, brk_worker_t **worker_p);
 size_t brk_queue_dispatch (brk_queue_t *self, brk_deliver_fn *deliver, void *arg);
 
 //  Operations on delivery ids; see brk_result_t.
+//  ACK and PROGRESS also take the id of a message's last lease after it
+//  expired or its worker was lost, as long as the message has not been
+//  leased again (it is READY or DELAYED): a worker that finished just after
+//  the deadline is heard. A late ACK completes the request (under a policy
+//  only while it is DELAYED: a READY one in its group's list stays, and the
+//  ACK is stale); a late PROGRESS records the steps for the next delivery.
+//  Once a newer lease exists, or the request is done or dead, the id is
+//  stale. Cost: one map entry per message waiting after such a lease.
 brk_result_t brk_queue_ack (brk_queue_t *self, uint64_t delivery_id);
 //  extension_ms < 0 means the ack deadline. Sets the deadline to now + extension.
 brk_result_t brk_queue_extend (brk_queue_t *self, uint64_t delivery_id, int64_t extension_ms);
@@ -197,6 +207,16 @@ brk_result_t brk_queue_extend (brk_queue_t *self, uint64_t delivery_id, int64_t 
 brk_result_t brk_queue_nack (brk_queue_t *self, uint64_t delivery_id, int64_t delay_ms,
                              const char *reason);
 brk_result_t brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps);
+//  Is delivery_id an open lease now? O(1); changes nothing.
+bool brk_queue_lease_open (brk_queue_t *self, uint64_t delivery_id);
+//  A NACK from a worker that is shutting down (MMP NACK "requeue"): the
+//  delivery never ran, so it uses up no attempt (the next DELIVER has the
+//  same attempt number), counts as neither success nor failure for the
+//  restart policy, and the request is ready again at once, preferably for
+//  another worker. Recorded in the history as "nacked" with reason.
+brk_result_t brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const char *reason);
+//  (brk_queue_worker_leave gives back the same way the leases its worker
+//  still holds, except one whose restart was reported started.)
 
 //  Fire what is due: expired leases, delayed messages now ready, workers
 //  silent for 3 heartbeats (removed; lost_fn is told each one's handle
@@ -237,6 +257,10 @@ typedef struct {
     uint64_t workers;           //  Now: registered workers
     int64_t oldest_unacked_ms;  //  Now: age of the oldest pending message, 0 if none
     uint64_t coalesced;         //  Requests coalesced into one waiting for the same target
+    uint64_t requeued;          //  Leases given back unused (brk_queue_requeue, BYE)
+    uint64_t late;              //  ACKs and PROGRESS taken for a lease just ended
+    uint64_t pending;           //  Now: held + ready + delayed + leased (+ coalesced)
+    uint64_t memory_bytes;      //  Now: bytes of request bodies held (pending and dead)
 } brk_queue_stats_t;
 
 void brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats);

@@ -55,6 +55,8 @@ typedef struct {
     char *history_json;         //  Recovered dead letter's history, or NULL
     char *dead_reason;          //  Why it was dead-lettered, or NULL
     int64_t dead_at;            //  Unix ms it was dead-lettered
+    uint64_t late_id;           //  Last lease, ended by expiry or loss, whose ACK or
+                                //  PROGRESS is still taken (in the queue's late map), or 0
 } brk_msg_extra_t;
 
 struct _brk_msg_t {

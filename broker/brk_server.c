@@ -29,6 +29,8 @@ brk_server_config_defaults (brk_server_config_t *config)
     brk_queue_config_defaults (&config->queue);
     brk_journal_config_defaults (&config->journal);
     config->data_dir = NULL;
+    config->max_pending = BRK_MAX_PENDING_DEFAULT;
+    config->max_memory = BRK_MAX_MEMORY_DEFAULT;
 }
 
 //  --------------------------------------------------------------------------
@@ -217,14 +219,18 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
         return NULL;
     }
     zhashx_set_destructor (self->peers, brk_backend_peer_destructor);
-    //  No silent drops: unbounded queues to live peers, errors for dead ones
+    //  No silent drops, no unbounded queues: a bounded queue per peer each
+    //  way, and a send to a dead or full peer fails at once (sndtimeo 0)
     zsock_set_router_mandatory (self->frontend, 1);
     zsock_set_router_mandatory (self->backend, 1);
-    zsock_set_sndhwm (self->frontend, 0);
-    zsock_set_sndhwm (self->backend, 0);
-    zsock_set_rcvhwm (self->frontend, 0);
-    zsock_set_rcvhwm (self->backend, 0);
-    zsock_set_sndhwm (self->events, 100000);
+    zsock_set_sndhwm (self->frontend, BRK_PEER_SNDHWM);
+    zsock_set_sndhwm (self->backend, BRK_PEER_SNDHWM);
+    zsock_set_rcvhwm (self->frontend, BRK_PEER_RCVHWM);
+    zsock_set_rcvhwm (self->backend, BRK_PEER_RCVHWM);
+    zsock_set_sndtimeo (self->frontend, 0);
+    zsock_set_sndtimeo (self->backend, 0);
+    //  A slow subscriber loses events (XPUB drops at its mark)
+    zsock_set_sndhwm (self->events, BRK_EVENTS_HWM);
     zsock_set_linger (self->frontend, 0);
     zsock_set_linger (self->backend, 0);
     zsock_set_linger (self->events, 0);

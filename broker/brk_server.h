@@ -29,9 +29,32 @@
     and inproc unless insecure is set.
 
     Sockets: frontend ROUTER (publishers, control), backend ROUTER
-    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY and no send
-    high-water mark, so a reply to a live peer is never dropped silently
-    and a reply to a vanished peer fails loudly (the worker is then lost).
+    (workers), events XPUB. Both ROUTERs have ROUTER_MANDATORY, per peer a
+    send high-water mark of BRK_PEER_SNDHWM messages and a receive one of
+    BRK_PEER_RCVHWM, and a send timeout of 0, so a reply never blocks the
+    loop and is never dropped silently: a send to a vanished peer, or to
+    one that has not read its last BRK_PEER_SNDHWM messages, fails loudly
+    (a worker is then lost; a frontend client loses that reply and retries
+    on its timeout). A peer that sends faster than the broker reads is held
+    back by its own socket once BRK_PEER_RCVHWM of its messages wait: at
+    most that many bodies of 1 MiB per peer are queued inside the broker. The events XPUB drops events for
+    a subscriber BRK_EVENTS_HWM behind: the feed is lossy under a slow
+    reader, and never grows the broker.
+
+    Memory bounds: with config.max_pending (messages held, ready, delayed
+    or leased) or config.max_memory (bytes of request bodies held,
+    dead letters included) reached, PUBLISH is answered ERROR unavailable
+    ("max_pending" / "max_memory" in the reason) and nothing of the batch
+    is queued; the check is made before each batch, so one batch accepted
+    below a limit may pass it by at most its own size (1000 requests,
+    1 MiB). Replies waiting for the journal are bounded with them: each
+    answers one PUBLISH batch or one ACK/PROGRESS message that arrived
+    since the store's last durable point, so they wait at most one commit
+    and number at most what the ROUTERs let in meanwhile (BRK_PEER_RCVHWM
+    per peer); a PUBLISH reply that waits holds at least one message that
+    counts toward max_pending (its own, or the held original of a
+    duplicate), and an ACK/PROGRESS reply names leases its worker holds
+    (at most its credit).
 
     Durability: every change that matters goes to a store (brk_store.h):
     the journal with a data_dir, memory without one, or the one
@@ -94,7 +117,15 @@ typedef struct {
     const char *const *group_specs; //  --group 'NAME:GLOB:MAX' specs in match order (read at start)
     size_t group_spec_count;    //  Entries in group_specs; not together with policy_file
     mdl_clock_t wall_clock;     //  Unix ms for windows and intervals; { NULL } is the system's
+    int64_t max_pending;        //  PUBLISH refused at this many pending messages; 0 = no limit
+    int64_t max_memory;         //  PUBLISH refused at this many bytes of bodies held; 0 = no limit
 } brk_server_config_t;
+
+#define BRK_MAX_PENDING_DEFAULT 1000000                 //  max_pending
+#define BRK_MAX_MEMORY_DEFAULT  (INT64_C (1) << 30)     //  max_memory, 1 GiB
+#define BRK_PEER_SNDHWM         10000   //  Messages queued to one ROUTER peer
+#define BRK_PEER_RCVHWM         1000    //  Messages queued from one ROUTER peer
+#define BRK_EVENTS_HWM          10000   //  Events queued per subscriber before it loses some
 
 //  Start-up outcome, the answer to STATUS.
 #define BRK_SERVER_OK           0   //  Running

@@ -85,6 +85,7 @@ typedef struct {
     size_t reply_count;         //  How many
     uint64_t last_seq;          //  Sequence of the newest store record
     uint64_t duplicates;        //  Publishes refused as duplicates
+    uint64_t refused_full;      //  PUBLISH batches refused at max_pending / max_memory
     mdl_clock_t clock;          //  Monotonic time, injectable
     zhashx_t *peers;            //  Routing id hex -> s_peer_t, backend peers
     s_peer_t **flush;           //  Peers with a DELIVER to send

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "brk_server.h"
@@ -34,6 +35,10 @@ static const mdl_opt_spec_t s_options [] = {
     { "heartbeat", 0, "DUR", "heartbeat interval; a worker silent for 3 is\nlost (default 1s)", NULL },
     { "restart-timeout", 0, "DUR", "a started restart's own time limit without a\npolicy: a request whose worker died mid-restart\n(in doubt) is not delivered again before it\npassed (default 5m; see docs/POLICY.md)", NULL },
     { "dedup-window", 0, "N", "acked ids remembered to refuse re-publishes\n(default 100000)", NULL },
+    { NULL, 0, NULL, "Limits (PUBLISH beyond them: ERROR unavailable)", NULL },
+    { "max-pending", 0, "N", "requests held, ready, delayed or leased\n(default 1000000; 0: no limit)", NULL },
+    { "max-memory", 0, "BYTES", "bytes of requests held, dead letters included;\n"
+      "K, M, G suffixes (default 1G; 0: no limit)", NULL },
     { NULL, 0, NULL, "Durability", NULL },
     { "data-dir", 0, "DIR", "journal directory (default ./mandrill-data)", NULL },
     { "durability", 0, "MODE", "when a PUBACK is sent (default batch):\n"
@@ -81,6 +86,37 @@ static const char *s_epilogue =
     "environment or configuration file); 3 journal corrupt (see --salvage); 4 data\n"
     "directory used by another broker.\n";
 
+//  --max-memory: a byte count with an optional K, M or G (powers of 1024).
+//  Returns 0, or -1 (printed) for anything else.
+static int
+s_opt_bytes (mdl_opt_t *opt, const char *name, int64_t *value)
+{
+    const char *text = mdl_opt_value (opt, name);
+    if (!text)
+        return 0;
+    const char *expected = "a byte count, e.g. 512M or 2G (K, M, G: powers of 1024)";
+    char *end;
+    errno = 0;
+    unsigned long long number = strtoull (text, &end, 10);
+    if (end == text || errno || *text == '-' || *text == '+')
+        return mdl_opt_bad (opt, name, expected);
+    int shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else
+    if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else
+    if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*end || number > ((unsigned long long) INT64_MAX >> shift))
+        return mdl_opt_bad (opt, name, expected);
+    *value = (int64_t) (number << shift);
+    return 0;
+}
+
 //  Turn the options into the server's configuration. Returns 0 or -1 (the
 //  error is printed).
 static int
@@ -103,6 +139,9 @@ s_configure (mdl_opt_t *opt, brk_server_config_t *config, const char *endpoints 
                      "a whole number from 1 to 1000")
     ||  mdl_opt_int (opt, "dedup-window", 0, 100000000, &config->queue.dedup_window,
                      "a whole number from 0 to 100000000")
+    ||  mdl_opt_int (opt, "max-pending", 0, INT64_C (1000000000000), &config->max_pending,
+                     "a whole number, 0 for no limit")
+    ||  s_opt_bytes (opt, "max-memory", &config->max_memory)
     ||  mdl_opt_string (opt, "data-dir", data_dir))
         return -1;
     static const struct { const char *name; brk_role_t role; } roles [] = {

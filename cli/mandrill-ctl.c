@@ -538,7 +538,10 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     const char *command = mdl_opt_arg (opt, 0);
     int nargs = mdl_opt_argc (opt) > 0 ? (int) mdl_opt_argc (opt) - 1 : 0;
     char **args = calloc ((size_t) nargs + 1, sizeof *args);
-    assert (args);
+    if (!args) {
+        fprintf (stderr, "mandrill-ctl: out of memory\n");
+        return EXIT_FAILURE;
+    }
     for (int i = 0; i < nargs; i++)
         args [i] = (char *) mdl_opt_arg (opt, (size_t) i + 1);
     if (!command) {

@@ -171,6 +171,10 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
         char error [300] = "";
         zsys_handler_set (NULL);        //  Before the first socket: signals stay ours
         zsock_t *probe = zsock_new (ZMQ_DEALER);
+        if (!probe) {
+            fprintf (stderr, "mandrill-publish: cannot make a socket (out of memory or files)\n");
+            return PUB_UNCONFIRMED;
+        }
         int curve = mdl_curve_client_files (probe, opts.curve_cert, opts.broker_cert, error, sizeof error);
         zsock_destroy (&probe);
         if (curve != 0) {
@@ -231,7 +235,16 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
     s_totals.summarise = progress;
     pub_window_t **publishers = calloc ((size_t) opts.publishers, sizeof *publishers);
     pthread_t *threads = calloc ((size_t) opts.publishers, sizeof *threads);
-    assert (publishers && threads);
+    if (!publishers || !threads) {
+        fprintf (stderr, "mandrill-publish: out of memory starting %" PRId64 " publishers\n",
+                 opts.publishers);
+        free (publishers);
+        free (threads);
+        for (size_t i = 0; i < list_count; i++)
+            pub_request_free (&list [i]);
+        free (list);
+        return PUB_UNCONFIRMED;
+    }
     //  List mode: contiguous shares, so each publisher keeps the file's order.
     size_t share_start = 0;
     for (int i = 0; i < opts.publishers; i++) {
@@ -246,7 +259,17 @@ s_main (mdl_opt_t *opt, int argc, char *argv [])
                        : opts.count / opts.publishers + (i < opts.count % opts.publishers);
         publishers [i] = pub_window_new (i, &opts, &s_totals, list ? list + share_start : NULL,
                                          share, mock_count, opts.rate / (double) opts.publishers);
-        assert (publishers [i]);
+        if (!publishers [i]) {
+            fprintf (stderr, "mandrill-publish: out of memory starting publisher %d\n", i);
+            for (int j = 0; j < i; j++)
+                pub_window_destroy (&publishers [j]);
+            free (publishers);
+            free (threads);
+            for (size_t j = 0; j < list_count; j++)
+                pub_request_free (&list [j]);
+            free (list);
+            return PUB_UNCONFIRMED;
+        }
         share_start += share;
     }
     mdl_info ("publishing to %s with %" PRId64 " publisher%s, batches of up to %" PRId64,

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #define BODY_OVERHEAD       64  //  PUBLISH body bytes besides the requests: {"req":"p63-<n>","messages":[]}
+#define BACKOFF_FIRST_MS    100     //  First wait after ERROR unavailable
+#define BACKOFF_MAX_MS      5000    //  Cap of the doubling wait
 
 //  A PUBLISH awaiting its PUBACK.
 typedef struct {
@@ -22,7 +24,8 @@ typedef struct {
     size_t body_size;           //  strlen (body)
     pub_request_t *requests;    //  The requests (owned; json freed with the batch)
     size_t count;               //  Number of requests
-    int attempts;               //  Sends so far
+    int attempts;               //  Sends so far that may count toward --retries
+    bool refused;               //  Last answer was ERROR unavailable: the resend is no retry
     int64_t resend_at;          //  Monotonic ms at which it is sent again
 } batch_t;
 
@@ -40,6 +43,9 @@ struct _pub_window_t {
     uint64_t seq;               //  Next req number
     batch_t window [PUB_WINDOW];    //  Batches in flight
     int result;                 //  Exit code contribution
+    int64_t backoff_ms;         //  Current wait after ERROR unavailable, 0 when none
+    int64_t paused_until;       //  Monotonic ms before which nothing is sent (backoff)
+    int oom;                    //  Out of memory building a batch: stop (PUB_UNCONFIRMED)
 };
 
 pub_window_t *
@@ -107,9 +113,11 @@ s_next_request (pub_window_t *self, int64_t now, pub_request_t *request)
 static int
 s_send_batch (zsock_t *sock, pub_window_t *self, batch_t *batch, int64_t now)
 {
-    batch->attempts++;
+    //  A resend after ERROR unavailable is the backoff's, not a retry
+    if (!batch->refused)
+        batch->attempts++;
     batch->resend_at = now + self->opts->timeout_ms;
-    if (batch->attempts > 1) {
+    if (batch->attempts > 1 && !batch->refused) {
         atomic_fetch_add (&self->totals->resends, 1);
         mdl_warn ("no PUBACK for batch %s (%zu requests) within %" PRId64 " ms, sending it again "
                   "(attempt %d, same message ids)", batch->req, batch->count,
@@ -119,6 +127,7 @@ s_send_batch (zsock_t *sock, pub_window_t *self, batch_t *batch, int64_t now)
         mdl_warn ("send of batch %s failed, will retry", batch->req);
         return -1;
     }
+    batch->refused = false;
     return 0;
 }
 
@@ -132,7 +141,14 @@ s_fill_batch (zsock_t *sock, pub_window_t *self, batch_t *batch, int64_t now)
     if (got <= 0)
         return got;
     batch->requests = malloc (sizeof (pub_request_t) * (size_t) self->opts->batch);
-    assert (batch->requests);
+    if (!batch->requests) {
+        mdl_error ("out of memory building a batch of %" PRId64 " requests; stopping",
+                   self->opts->batch);
+        pub_request_free (&request);
+        atomic_fetch_add (&self->totals->failed, 1);
+        self->oom = 1;
+        return -1;
+    }
     batch->requests [0] = request;
     batch->count = 1;
     //  A body over MMP_MAX_BODY is refused before the broker can read its
@@ -158,9 +174,16 @@ s_fill_batch (zsock_t *sock, pub_window_t *self, batch_t *batch, int64_t now)
     for (size_t i = 0; i < batch->count; i++)
         mmp_encode_publish_add (&buf, batch->requests [i].json, strlen (batch->requests [i].json));
     int failed = mmp_encode_publish_end (&buf, batch->req);
-    assert (!failed);
     //  Ownership of the text moves to the batch
-    batch->body = mmp_buf_detach (&buf, &batch->body_size);
+    batch->body = failed ? NULL : mmp_buf_detach (&buf, &batch->body_size);
+    if (!batch->body) {
+        mmp_buf_free (&buf);
+        mdl_error ("out of memory building batch %s (%zu requests); stopping", batch->req, batch->count);
+        atomic_fetch_add (&self->totals->failed, (int64_t) batch->count);
+        s_batch_free (batch);
+        self->oom = 1;
+        return -1;
+    }
     atomic_fetch_add (&self->totals->sent, (int64_t) batch->count);
     s_send_batch (sock, self, batch, now);
     return (int) batch->count;
@@ -272,14 +295,27 @@ s_handle_reply (pub_window_t *self, mmp_msg_t *reply, int64_t now)
         atomic_fetch_add (&self->totals->duplicates, (int64_t) reply->other_id_count);
         s_log_confirmed (self, batch, reply);
         s_batch_free (batch);
+        if (self->backoff_ms) {
+            mdl_info ("broker accepting again after backing off");
+            self->backoff_ms = 0;
+        }
     }
     else
     if (reply->command == MMP_ERROR) {
         if (reply->code && streq (reply->code, MMP_ERR_UNAVAILABLE)) {
-            int64_t delay = (int64_t) 100 << (batch->attempts < 7 ? batch->attempts : 7);
-            mdl_warn ("broker unavailable for batch %s (%s), retrying in %" PRId64 " ms",
-                      batch->req, reply->reason ? reply->reason : "", delay);
-            batch->resend_at = now + delay;
+            //  Full or cannot write: the whole window waits, the wait doubles
+            //  up to BACKOFF_MAX_MS per refusal after the last wait ended,
+            //  and each wait is logged once (not per batch)
+            if (now >= self->paused_until) {
+                self->backoff_ms = self->backoff_ms
+                    ? (self->backoff_ms * 2 < BACKOFF_MAX_MS ? self->backoff_ms * 2 : BACKOFF_MAX_MS)
+                    : BACKOFF_FIRST_MS;
+                self->paused_until = now + self->backoff_ms;
+                mdl_warn ("broker unavailable (%s); backing off %" PRId64 " ms",
+                          reply->reason ? reply->reason : "", self->backoff_ms);
+            }
+            batch->refused = true;
+            batch->resend_at = self->paused_until;
         }
         else {
             char why [320];
@@ -346,13 +382,17 @@ pub_window_run (void *arg)
             break;
         if (drain_deadline && now >= drain_deadline)
             break;
-        //  New batches, while there is room and work.
-        while (!exhausted && !stop && inflight < PUB_WINDOW) {
+        if (self->oom)
+            break;
+        //  New batches, while there is room and work (and no backoff).
+        while (!exhausted && !stop && inflight < PUB_WINDOW && now >= self->paused_until) {
             batch_t *free_slot = NULL;
             for (int i = 0; i < PUB_WINDOW && !free_slot; i++)
                 if (!self->window [i].used)
                     free_slot = &self->window [i];
             int sent = s_fill_batch (sock, self, free_slot, now);
+            if (sent < 0 && self->oom)
+                break;
             if (sent < 0)
                 exhausted = true;
             if (sent <= 0)
@@ -363,13 +403,14 @@ pub_window_run (void *arg)
         int64_t wake = now + 100;
         if (!exhausted && !stop && inflight < PUB_WINDOW && opts->mock
         &&  pub_mock_due (self->mock) < wake)
-            wake = pub_mock_due (self->mock);
+            wake = pub_mock_due (self->mock) > self->paused_until
+                 ? pub_mock_due (self->mock) : self->paused_until;
         for (int i = 0; i < PUB_WINDOW; i++) {
             batch_t *batch = &self->window [i];
             if (!batch->used)
                 continue;
             if (now >= batch->resend_at) {
-                if (batch->attempts > opts->retries)
+                if (batch->attempts > opts->retries && !batch->refused)
                     s_give_up (self, batch, "no PUBACK after all retries", PUB_UNCONFIRMED);
                 else
                     s_send_batch (sock, self, batch, now);
@@ -399,6 +440,8 @@ pub_window_run (void *arg)
         if (self->window [i].used)
             s_give_up (self, &self->window [i], "stopped before the broker confirmed it",
                        PUB_UNCONFIRMED);
+    if (self->oom && self->result == PUB_OK)
+        self->result = PUB_UNCONFIRMED;
     //  Requests never taken (stopped early) are unconfirmed too.
     if (!opts->mock && self->list_next < self->list_count) {
         mdl_error ("%zu requests were not sent (stopped)", self->list_count - self->list_next);

@@ -6,8 +6,14 @@
     sent again unchanged, up to --retries times. The broker is idempotent
     on message_id, so a retry of a batch that did arrive is reported as
     duplicates and never queued twice. An ERROR reply is retried only when
-    it is "unavailable"; any other code means the broker refused the batch
-    and it is reported, not retried. An ERROR without req (the broker could
+    it is "unavailable" (the broker is full, --max-pending / --max-memory,
+    or cannot write its journal): the publisher then sends nothing for a
+    backoff that starts at 100 ms and doubles up to 5 s while refusals go
+    on (one log line per backoff), and the refused batch is sent again
+    after it; such resends do not count toward --retries, so a full broker
+    is waited for, not given up on. Any other code means the broker
+    refused the batch and it is reported, not retried. Out of memory
+    building a batch stops this publisher (PUB_UNCONFIRMED). An ERROR without req (the broker could
     not read the body) is pinned on the one batch in flight, or, with
     several in flight, stops the run at once (PUB_STOP_NOW).
 

@@ -65,7 +65,7 @@ typedef enum {
     MMP_EXTENDED,       //  broker -> worker   {ok, stale, unknown, deadline_ms}
     MMP_ACK,            //  worker -> broker   {delivery_ids}
     MMP_ACKED,          //  broker -> worker   {ok, stale, unknown}
-    MMP_NACK,           //  worker -> broker   {delivery_ids, delay_ms?, reason?}
+    MMP_NACK,           //  worker -> broker   {delivery_ids, delay_ms?, reason?, requeue?}
     MMP_NACKED,         //  broker -> worker   {ok, stale, unknown}
     MMP_PROGRESS,       //  worker -> broker   {delivery_ids, steps}
     MMP_PROGRESSED,     //  broker -> worker   {ok, stale, unknown}
@@ -192,6 +192,7 @@ typedef struct {
     int64_t limit;              //  DEADLETTERS request (-1 = all)
     unsigned steps;             //  PROGRESS
     unsigned features;          //  HELLO: MMP_FEATURE_* declared (unknown names ignored)
+    bool requeue;               //  NACK: the lease was given back unused (false if left out)
     const char *name;           //  HELLO: worker name
     const char *subscription;   //  HELLO
     const char *reason;         //  NACK, ERROR
@@ -356,6 +357,10 @@ int mmp_encode_ack (mmp_buf_t *buf, const uint64_t *ids, size_t count);
 int mmp_encode_extend (mmp_buf_t *buf, const uint64_t *ids, size_t count, int64_t extension_ms);
 int mmp_encode_nack (mmp_buf_t *buf, const uint64_t *ids, size_t count, int64_t delay_ms,
                      const char *reason);
+//  NACK with "requeue": true: the leases are given back unused (a worker
+//  shutting down); the broker counts no attempt and waits no backoff.
+int mmp_encode_nack_requeue (mmp_buf_t *buf, const uint64_t *ids, size_t count,
+                             const char *reason);
 int mmp_encode_progress (mmp_buf_t *buf, const uint64_t *ids, size_t count, unsigned steps);
 //  EXTENDED (deadline_ms >= 0), ACKED, NACKED, PROGRESSED (deadline_ms < 0).
 int mmp_encode_id_reply (mmp_buf_t *buf, const uint64_t *ok, size_t ok_count,

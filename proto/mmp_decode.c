@@ -650,7 +650,7 @@ s_credit (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_error_t
 //  EXTEND, ACK, NACK, PROGRESS: delivery_ids plus at most two extras.
 static const mmp_schema_t s_extend_schema = { { "delivery_ids", "extension_ms", NULL } };
 static const mmp_schema_t s_ack_schema = { { "delivery_ids", NULL } };
-static const mmp_schema_t s_nack_schema = { { "delivery_ids", "delay_ms", "reason", NULL } };
+static const mmp_schema_t s_nack_schema = { { "delivery_ids", "delay_ms", "reason", "requeue", NULL } };
 static const mmp_schema_t s_progress_schema = { { "delivery_ids", "steps", NULL } };
 
 static int
@@ -681,6 +681,12 @@ s_id_command (mmp_pos_t *body, const mmp_hints_t *hints, mmp_msg_t *msg, mmp_err
                 return -2;
             if (slot [2] && mmp_read_text (slot [2], "reason", MMP_MAX_TEXT, &msg->reason, NULL, &mmp_top, err))
                 return -2;
+            //  Pass 1 accepted the text: a value starting t or f is true or false
+            if (slot [3]) {
+                if (*slot [3] != 't' && *slot [3] != 'f')
+                    return mmp_fail_at (err, MMP_ERR_BAD_TYPE, &mmp_top, "requeue", "must be true or false");
+                msg->requeue = *slot [3] == 't';
+            }
             break;
         case MMP_PROGRESS:
             if (mmp_read_steps (slot [1], 1, &msg->steps, &mmp_top, err))

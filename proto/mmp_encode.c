@@ -562,6 +562,18 @@ mmp_encode_nack (mmp_buf_t *buf, const uint64_t *ids, size_t count, int64_t dela
 }
 
 int
+mmp_encode_nack_requeue (mmp_buf_t *buf, const uint64_t *ids, size_t count, const char *reason)
+{
+    s_id_head (buf, ids, count);
+    if (reason) {
+        mmp_buf_puts (buf, ",\"reason\":");
+        mmp_buf_json_string_max (buf, reason, MMP_MAX_TEXT);
+    }
+    mmp_buf_puts (buf, ",\"requeue\":true}");
+    return s_done (buf);
+}
+
+int
 mmp_encode_progress (mmp_buf_t *buf, const uint64_t *ids, size_t count, unsigned steps)
 {
     s_id_head (buf, ids, count);

@@ -395,7 +395,19 @@ Test (brk_queue, silent_worker_loses_leases_before_deadline)
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
     cr_assert_eq (s_deliveries [4].worker, wb);
     cr_assert_eq (s_deliveries [4].attempt, 2);
-    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_STALE);
+    //  a's old id of the request b now holds is stale; a's id of the one
+    //  still waiting is its last lease, so a late ACK of it still counts
+    size_t redone = 4, waiting = 4;
+    for (size_t i = 0; i < 4; i++)
+        if (s_deliveries [i].worker != wb) {
+            if (strcmp (s_deliveries [i].message_id, s_deliveries [4].message_id) == 0)
+                redone = i;
+            else
+                waiting = i;
+        }
+    cr_assert (redone < 4 && waiting < 4);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [redone].delivery_id), BRK_STALE);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [waiting].delivery_id), BRK_OK);
 }
 
 Test (brk_queue, redelivery_prefers_another_worker)
@@ -679,4 +691,212 @@ Test (brk_queue, restored_started_restart_is_held_in_doubt)
         cr_assert (strcmp (s_deliveries [i].message_id, s_id (1)) == 0
                 || strcmp (s_deliveries [i].message_id, s_id (3)) == 0);
     cr_assert_eq (s_deliveries [1].steps & BRK_STEP_RESTART, 0);
+}
+
+//  Item: a worker that finishes just after its deadline is heard.
+Test (brk_queue, late_ack_of_the_last_lease_completes_the_request)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    uint64_t first = s_deliveries [0].delivery_id;
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 1);
+    cr_assert_eq (stats.delayed, 1, "waits out its backoff");
+    //  The restart finished just after the deadline: its ACK still counts
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_OK, "late ACK of the last lease");
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.acked, 1);
+    cr_assert_eq (stats.delayed, 0);
+    cr_assert_eq (stats.pending, 0);
+    cr_assert_eq (stats.late, 1);
+    cr_assert_eq (s_events [BRK_EVENT_ACKED], 1);
+    //  Nothing is delivered again, and a second ACK is stale
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_STALE);
+    cr_assert (brk_queue_known (s_queue, s_id (1)), "still a duplicate if re-published");
+}
+
+Test (brk_queue, late_ack_after_worker_loss_while_ready)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    uint64_t first = s_deliveries [0].delivery_id;
+    brk_queue_worker_remove (s_queue, &worker, "gone");
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.ready, 1, "ready again at once");
+    //  The worker comes back on a new connection and acks by its old id
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_OK);
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.ready, 0);
+    cr_assert_eq (stats.acked, 1);
+    brk_queue_worker_add (s_queue, "w2", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+}
+
+Test (brk_queue, late_progress_is_kept_for_the_next_delivery)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    uint64_t first = s_deliveries [0].delivery_id;
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    //  The restart finished after the deadline: the next delivery skips it
+    cr_assert_eq (brk_queue_progress (s_queue, first, BRK_STEP_RESTART), BRK_OK);
+    cr_assert_eq (s_events [BRK_EVENT_PROGRESS], 1);
+    s_now += brk_queue_backoff (s_queue, 1);
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (s_deliveries [1].attempt, 2);
+    cr_assert_eq (s_deliveries [1].steps, BRK_STEP_RESTART, "restart reported late, kept");
+}
+
+Test (brk_queue, once_leased_again_the_old_id_is_stale)
+{
+    s_publish (1);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    uint64_t first = s_deliveries [0].delivery_id;
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    s_now += brk_queue_backoff (s_queue, 1);
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    uint64_t second = s_deliveries [1].delivery_id;
+    //  A newer lease exists: the old id names nothing any more
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_STALE);
+    cr_assert_eq (brk_queue_progress (s_queue, first, BRK_STEP_RESTART), BRK_STALE);
+    cr_assert_eq (brk_queue_nack (s_queue, first, 0, NULL), BRK_STALE);
+    //  ...and after the newer one expires too, only the newest is taken
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_ack (s_queue, first), BRK_STALE);
+    cr_assert_eq (brk_queue_ack (s_queue, second), BRK_OK);
+}
+
+Test (brk_queue, nacked_or_dead_lease_takes_no_late_ack)
+{
+    s_publish (1);
+    s_publish (2);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "w1", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    //  A NACK is the worker's own word that it did not finish
+    cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [0].delivery_id, 5000, NULL), BRK_OK);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_STALE);
+    //  A dead letter stays dead
+    for (int attempt = 1; attempt < 3; attempt++) {
+        s_now += 10000;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+        s_now += 1000;
+        brk_queue_worker_seen (s_queue, worker);
+        s_tick ();
+        brk_queue_dispatch (s_queue, s_deliver, NULL);
+    }
+    uint64_t last = s_deliveries [s_delivered - 1].delivery_id;
+    s_now += 10000;
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_geq (stats.dead, 1);
+    cr_assert_eq (brk_queue_ack (s_queue, last), BRK_STALE);
+    //  ...also once it is replayed and waits again
+    cr_assert_eq (brk_queue_replay (s_queue, s_deliveries [s_delivered - 1].message_id), 0);
+    cr_assert_eq (brk_queue_ack (s_queue, last), BRK_STALE);
+}
+
+//  Item: shutdown NACKs use up no attempts.
+Test (brk_queue, requeue_uses_no_attempt_across_rolling_restarts)
+{
+    s_publish (1);
+    for (int restart = 0; restart < 5; restart++) {
+        brk_worker_t *worker = brk_queue_worker_add (s_queue, "w", 10, NULL);
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1, "restart %d", restart);
+        cr_assert_eq (s_deliveries [s_delivered - 1].attempt, 1, "never counted");
+        cr_assert_eq (brk_queue_requeue (s_queue, s_deliveries [s_delivered - 1].delivery_id,
+                                         "shutdown"), BRK_OK);
+        brk_queue_worker_leave (s_queue, &worker);
+    }
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 0, "max_attempts 3, 5 restarts: not dead-lettered");
+    cr_assert_eq (stats.requeued, 5);
+    cr_assert_eq (stats.ready, 1, "ready at once, no backoff");
+    brk_queue_worker_add (s_queue, "w", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [s_delivered - 1].delivery_id), BRK_OK);
+    //  A plain NACK still counts
+    s_publish (2);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+        cr_assert_eq (brk_queue_nack (s_queue, s_deliveries [s_delivered - 1].delivery_id, 0,
+                                      "boom"), BRK_OK);
+    }
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 1);
+}
+
+Test (brk_queue, pending_and_memory_gauges)
+{
+    s_publish (1);
+    s_publish (2);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    size_t body = strlen ("{\"message_id\":\"00000000-0000-4000-8000-000000000001\"}");
+    cr_assert_eq (stats.pending, 2);
+    cr_assert_eq (stats.memory_bytes, 2 * body);
+    brk_queue_worker_add (s_queue, "w", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.pending, 2, "leased is pending");
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.pending, 1);
+    cr_assert_eq (stats.memory_bytes, body);
+}
+
+Test (brk_queue, bye_gives_back_unread_leases_without_an_attempt)
+{
+    s_publish (1);
+    s_publish (2);
+    brk_worker_t *worker = brk_queue_worker_add (s_queue, "a", 10, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    //  Message 2's restart was reported started: that lease ends as a failure
+    cr_assert_eq (brk_queue_started (s_queue, s_deliveries [1].delivery_id), BRK_OK);
+    brk_queue_worker_leave (s_queue, &worker);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.requeued, 1, "the unread one");
+    cr_assert_eq (stats.workers_left, 1);
+    worker = brk_queue_worker_add (s_queue, "b", 10, NULL);
+    s_now += 60 * 60 * 1000;        //  Past any in-doubt hold
+    brk_queue_worker_seen (s_queue, worker);
+    s_tick ();
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 2);
+    for (size_t i = 2; i < 4; i++) {
+        if (strcmp (s_deliveries [i].message_id, s_id (1)) == 0)
+            cr_assert_eq (s_deliveries [i].attempt, 1, "given back unused");
+        else
+            cr_assert_eq (s_deliveries [i].attempt, 2, "its restart had started");
+    }
+    //  A lost worker's leases still count
+    brk_queue_worker_remove (s_queue, &worker, "silent");
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.requeued, 1);
 }

@@ -240,6 +240,13 @@ Test (mmp_to_broker, extend_ack_nack_progress)
     s_to_broker (MMP_NACK, "{\"delivery_ids\":[5],\"delay_ms\":0,\"reason\":\"db down\"}", &msg);
     cr_assert_eq (msg.delay_ms, 0);
     cr_assert_str_eq (msg.reason, "db down");
+    cr_assert_not (msg.requeue, "left out: false");
+    mmp_msg_reset (&msg);
+    s_to_broker (MMP_NACK, "{\"delivery_ids\":[5],\"reason\":\"shutdown\",\"requeue\":true}", &msg);
+    cr_assert (msg.requeue);
+    mmp_msg_reset (&msg);
+    s_to_broker (MMP_NACK, "{\"delivery_ids\":[5],\"requeue\" : false}", &msg);
+    cr_assert_not (msg.requeue);
     mmp_msg_reset (&msg);
 
     s_to_broker (MMP_PROGRESS, "{\"delivery_ids\":[7],\"steps\":[\"restart\"]}", &msg);
@@ -788,6 +795,9 @@ Test (mmp_decode, wrong_types, .timeout = 10)
     TO ("EXTEND", "{\"delivery_ids\":[1],\"extension_ms\":\"1s\"}", MMP_ERR_BAD_TYPE);
     TO ("NACK", "{\"delivery_ids\":[1],\"delay_ms\":false}", MMP_ERR_BAD_TYPE);
     TO ("NACK", "{\"delivery_ids\":[1],\"reason\":1}", MMP_ERR_BAD_TYPE);
+    TO ("NACK", "{\"delivery_ids\":[1],\"requeue\":1}", MMP_ERR_BAD_TYPE);
+    TO ("NACK", "{\"delivery_ids\":[1],\"requeue\":null}", MMP_ERR_BAD_TYPE);
+    TO ("NACK", "{\"delivery_ids\":[1],\"requeue\":\"true\"}", MMP_ERR_BAD_TYPE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":\"save\"}", MMP_ERR_BAD_TYPE);
     TO ("PROGRESS", "{\"delivery_ids\":[1],\"steps\":[1]}", MMP_ERR_BAD_TYPE);
     FROM ("PUBACK", "{\"message_ids\":[\"" U1 "\"],\"duplicates\":[],\"durability\":1}", MMP_ERR_BAD_TYPE);

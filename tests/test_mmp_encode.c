@@ -191,6 +191,13 @@ Test (mmp_encode, bodies_round_trip, .timeout = 10)
     s_decode (&buf, "NACK", MMP_TO_BROKER, &msg);
     cr_assert_eq (msg.delay_ms, 0);
     cr_assert_str_eq (msg.reason, "db\nfailed");
+    cr_assert_not (msg.requeue);
+    mmp_msg_reset (&msg);
+    cr_assert_eq (mmp_encode_nack_requeue (&buf, ids, 2, "shutdown"), 0);
+    s_decode (&buf, "NACK", MMP_TO_BROKER, &msg);
+    cr_assert (msg.requeue);
+    cr_assert_eq (msg.delay_ms, -1);
+    cr_assert_str_eq (msg.reason, "shutdown");
     mmp_msg_reset (&msg);
 
     cr_assert_eq (mmp_encode_progress (&buf, ids, 1, MMP_STEP_SAVE | MMP_STEP_RESTART), 0);

@@ -273,6 +273,13 @@ wrk_link_nack (wrk_link_t *self, const uint64_t *ids, size_t count, const char *
 }
 
 void
+wrk_link_nack_requeue (wrk_link_t *self, const uint64_t *ids, size_t count, const char *reason)
+{
+    mmp_encode_nack_requeue (&self->buf, ids, count, reason);
+    s_send (self, MMP_NACK);
+}
+
+void
 wrk_link_progress (wrk_link_t *self, const uint64_t *ids, size_t count, unsigned steps)
 {
     s_effect_progress (self, ids, count, steps);

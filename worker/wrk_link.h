@@ -51,6 +51,10 @@ void wrk_link_destroy (wrk_link_t **self_p);
 void wrk_link_extend (wrk_link_t *self, const uint64_t *ids, size_t count);
 void wrk_link_ack (wrk_link_t *self, const uint64_t *ids, size_t count);
 void wrk_link_nack (wrk_link_t *self, const uint64_t *ids, size_t count, const char *reason);
+//  NACK with "requeue": the leases are given back unused because the
+//  worker is shutting down; the broker counts no attempt for them.
+void wrk_link_nack_requeue (wrk_link_t *self, const uint64_t *ids, size_t count,
+                            const char *reason);
 void wrk_link_progress (wrk_link_t *self, const uint64_t *ids, size_t count, unsigned steps);
 
 //  Take no more work: CREDIT 0 now, and credit 0 in every later HELLO.

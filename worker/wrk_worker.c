@@ -79,7 +79,12 @@ static void
 s_effect_nack (void *arg, const uint64_t *ids, size_t count, const char *reason)
 {
     worker_t *self = arg;
-    wrk_link_nack (self->link, ids, count, reason);
+    //  Shutting down, the work was not done: give it back without using
+    //  up an attempt (a rolling restart of workers dead-letters nothing)
+    if (reason && streq (reason, wrk_nack_name (WRK_NACK_SHUTDOWN)))
+        wrk_link_nack_requeue (self->link, ids, count, reason);
+    else
+        wrk_link_nack (self->link, ids, count, reason);
 }
 
 static void
@@ -189,7 +194,8 @@ s_on_message (void *arg, mmp_msg_t *msg)
             for (size_t i = 0; i < msg->delivery_count; i++) {
                 if (self->draining) {
                     //  Sent before our CREDIT 0 arrived: give it straight back
-                    wrk_link_nack (self->link, &msg->deliveries [i].delivery_id, 1, "shutdown");
+                    wrk_link_nack_requeue (self->link, &msg->deliveries [i].delivery_id, 1,
+                                           wrk_nack_name (WRK_NACK_SHUTDOWN));
                     continue;
                 }
                 //  -1: refused, and already NACKed by the table
