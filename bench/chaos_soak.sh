@@ -6,8 +6,9 @@
 # restart -> first delivery; worker kill -> its leases delivered again),
 # the broker's peak RSS and each invariant's verdict.
 #   bench/chaos_soak.sh [SECONDS [SEED [DURABILITY]]]    (default 600, random, batch)
-# Environment: BUILD_DIR (default build), CHAOS_KNOWN_OPEN (default orphan,stalled:
-# see chaos/README.md), CHAOS_OUT (history directory, default a new temp dir).
+# Environment: BUILD_DIR (default build), CHAOS_KNOWN_OPEN (default none:
+# see chaos/README.md), CHAOS_OUT (history directory, default a new temp dir),
+# CHAOS_VERIFY=1 (workers verify deliveries in doubt: chaos/chaos_verify.sh).
 # Exit: the checker's (0 all hold, 1 a violation), 77 no python3-zmq.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ fi
 out="${CHAOS_OUT:-$(mktemp -d /tmp/mandrill-chaos-soak-XXXXXX)}"
 "$py" chaos/mandrill-chaos run --seed "$seed" --duration "$seconds" --durability "$durability" \
     --hosts "$hosts" --workers 3 --publishers 3 --faults all --ack-deadline 5 \
-    --known-open "${CHAOS_KNOWN_OPEN-orphan,stalled}" --bin-dir "${BUILD_DIR:-build}" \
+    ${CHAOS_VERIFY:+--verify} --known-open "${CHAOS_KNOWN_OPEN-}" --bin-dir "${BUILD_DIR:-build}" \
     --timeout $((seconds + 600)) --out "$out"
 rc=$?
 echo

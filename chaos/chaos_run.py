@@ -300,7 +300,7 @@ class Run:
                 "--data-dir", self.data, "--durability", a.durability,
                 "--ack-deadline", "%gs" % a.ack_deadline, "--heartbeat", "%gs" % a.heartbeat,
                 "--max-attempts", str(a.max_attempts), "--backoff-base", "100ms",
-                "--backoff-max", "1s"]
+                "--backoff-max", "1s", "--restart-timeout", "%gs" % a.restart_timeout]
         if a.hosts:
             argv.append("--insecure")
         self.broker = Proc("broker", argv, os.path.join(self.dir, "broker.log"))
@@ -317,7 +317,11 @@ class Run:
                 os.path.join(HERE, "chaos_restart.sh"), hist, name, " fast" if a.flood else "")
             argv = [self.progs["worker"], "--broker", host_be, "--name", name, "--db", db,
                     "--restart", "exec", "--restart-cmd", cmd, "--credit", str(a.credit),
-                    "--extend-every", "1s", "--restart-timeout", "20s", "--grace", "5s"]
+                    "--extend-every", "1s", "--restart-timeout", "%gs" % a.restart_timeout,
+                    "--grace", "5s"]
+            if a.verify:
+                argv += ["--verify-cmd", "sh %s %s {message_id}" % (
+                    os.path.join(HERE, "chaos_verify.sh"), hist)]
             if a.hosts:
                 argv = self.net.wrap(i, argv)
             p = Proc(name, argv, os.path.join(self.dir, "%s.log" % name))
