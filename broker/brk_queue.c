@@ -1487,6 +1487,26 @@ brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg)
     return next;
 }
 
+void
+brk_queue_stalled (brk_queue_t *self, int64_t gap_ms)
+{
+    assert (self);
+    if (gap_ms <= 0)
+        return;
+    int64_t now = mdl_clock_now (&self->clock);
+    for (brk_worker_t *worker = self->workers; worker; worker = worker->next)
+        if (worker->last_seen < now)
+            worker->last_seen = now;
+    //  The same shift for every key keeps the heap's order
+    size_t cursor = 0;
+    brk_lease_t *lease;
+    while ((lease = (brk_lease_t *) mdl_map_next (self->leases, &cursor)))
+        if (mdl_heap_contains (&lease->deadline))
+            mdl_heap_update (self->lease_heap, &lease->deadline, lease->deadline.key + gap_ms);
+    if (self->next_liveness < now + self->config.heartbeat_ms)
+        self->next_liveness = now + self->config.heartbeat_ms;
+}
+
 //  --------------------------------------------------------------------------
 //  Dead letters
 

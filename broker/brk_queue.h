@@ -225,6 +225,15 @@ brk_result_t brk_queue_requeue (brk_queue_t *self, uint64_t delivery_id, const c
 typedef void (brk_lost_fn) (void *arg, void *handle);
 int64_t brk_queue_tick (brk_queue_t *self, brk_lost_fn *lost, void *arg);
 
+//  The owner could not run the queue for gap_ms: its process was stopped
+//  (SIGSTOP, a paused VM) or one loop turn took that long. Nobody could be
+//  heard meanwhile, so that time is not held against anyone: every worker
+//  counts as seen now and every open lease's deadline moves gap_ms later.
+//  Without it, a broker resumed after a stop would declare every worker
+//  lost and every lease expired at once, and deliver each running restart
+//  a second time. O(workers + leases); gap_ms <= 0 does nothing.
+void brk_queue_stalled (brk_queue_t *self, int64_t gap_ms);
+
 //  Backoff before redelivery number attempt+1, after attempt failures:
 //  min (max, base * 2^(attempt-1)).
 int64_t brk_queue_backoff (const brk_queue_t *self, int64_t attempt);

@@ -54,6 +54,23 @@ s_socket_named (s_server_t *self, const char *name, int *index)
     return NULL;
 }
 
+//  A poll that returned far later than it was asked to means the process
+//  did not run (SIGSTOP, a paused VM, a starved machine): heartbeats and
+//  extensions sent meanwhile wait unread in the sockets, so the queue gives
+//  everyone that time back before it judges silence (brk_queue_stalled).
+#define BRK_STALL_SLACK_MS 1000
+
+static void
+s_check_stall (s_server_t *self, int64_t before, long timeout)
+{
+    int64_t gap = mdl_clock_now (&self->clock) - before - timeout;
+    if (gap <= BRK_STALL_SLACK_MS)
+        return;
+    mdl_warn ("broker did not run for %" PRId64 " ms (stopped?): workers and leases get that time "
+              "back before their silence counts", gap);
+    brk_queue_stalled (self->queue, gap);
+}
+
 static void
 s_handle_pipe (s_server_t *self)
 {
@@ -200,6 +217,8 @@ s_server_new (zsock_t *pipe, const brk_server_config_t *config, int *status)
     self->pipe = pipe;
     self->config = *config;
     self->clock = config->clock.now ? config->clock : mdl_clock_system ();
+    //  With an injected clock a test moves time itself: a jump is no stall
+    self->watch_stalls = !config->clock.now;
     self->started = mdl_clock_now (&self->clock);
     self->ports [0] = self->ports [1] = self->ports [2] = -1;
     mmp_buf_init (&self->reply);
@@ -318,6 +337,8 @@ brk_server (zsock_t *pipe, void *args)
         long timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (long) (next - now);
         if (zmq_poll (items, 5, timeout) == -1 && zmq_errno () == ETERM)
             break;
+        if (self->watch_stalls)
+            s_check_stall (self, now, timeout);
         //  Only what is ready: at a few thousand wake-ups a second, asking
         //  idle sockets costs more than the work. A socket left with input
         //  after its drain batch is reported ready again.

@@ -95,6 +95,7 @@ typedef struct {
     mmp_buf_t event;            //  Scratch for events
     int64_t subscriptions;      //  Topics subscribed on events (XPUB)
     int64_t next_heartbeat;     //  When to send heartbeats next
+    bool watch_stalls;          //  System clock: notice when the loop did not run (brk_server.c)
     int64_t started;            //  Monotonic ms at start
     int ports [3];              //  Last bound port per socket
     bool terminated;            //  $TERM received

@@ -410,6 +410,39 @@ Test (brk_queue, silent_worker_loses_leases_before_deadline)
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [waiting].delivery_id), BRK_OK);
 }
 
+//  A broker that was stopped for 5 s hears nobody meanwhile: with the stall
+//  given back, its worker is not lost and its lease runs its full length
+//  after the stall; without it, both are gone at the first tick.
+Test (brk_queue, a_stall_is_not_held_against_workers_or_leases)
+{
+    s_publish (1);
+    int a = 1;
+    brk_worker_t *wa = brk_queue_worker_add (s_queue, "a", 1, &a);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    int64_t leased = s_now;
+    s_lost_count = 0;
+    s_now += 5000;
+    brk_queue_stalled (s_queue, 5000);
+    brk_queue_tick (s_queue, s_lost, NULL);
+    cr_assert_eq (s_lost_count, 0, "the worker was lost for the broker's own stall");
+    cr_assert_eq (brk_worker_in_flight (wa), 1);
+    //  The lease (10 s) ends 10 s of running time after it opened
+    s_now = leased + 5000 + 9999;
+    brk_queue_worker_seen (s_queue, wa);
+    brk_queue_tick (s_queue, s_lost, NULL);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.expired, 0);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
+
+    //  The same stall without brk_queue_stalled: lost at once
+    s_publish (2);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    s_now += 5000;
+    brk_queue_tick (s_queue, s_lost, NULL);
+    cr_assert_eq (s_lost_count, 1);
+}
+
 Test (brk_queue, redelivery_prefers_another_worker)
 {
     s_publish (1);
