@@ -46,13 +46,14 @@ Exit codes: 0 every invariant holds, 1 a violation, 2 usage (no such
 directory, unreadable history). Cost: O(history) time and memory.
 """
 import bisect
+import fnmatch
 import glob
 import json
 import os
 import sys
 
 INVARIANTS = ("lost", "overlap", "orphan", "stalled", "saved_once", "restarted", "delivery_reuse",
-              "unattributed", "memory")
+              "unattributed", "memory", "host_overlap", "group_cap")
 SHOW = 5                            # counterexamples printed per invariant
 
 
@@ -288,6 +289,80 @@ def s_check_overlap(h, rep, intervals):
         rep.holds("stalled", "no worker resumed from a stop restarted a lease it had lost")
 
 
+def s_host_intervals(h):
+    """host -> [(start, end, id, worker)] from the restart log (a start
+    without an end runs to the end of the history)."""
+    open_ = {}
+    out = {}
+    for kind, i, host, worker, t, _n in sorted(h.restarts, key=lambda r: (r[4], r[5])):
+        key = (i, worker)
+        if kind == "start":
+            open_.setdefault(key, []).append((t, host))
+        elif open_.get(key):
+            s, host0 = open_[key].pop(0)
+            out.setdefault(host0.lower(), []).append((s, t, i, worker))
+    for (i, worker), starts in open_.items():
+        for s, host in starts:
+            out.setdefault(host.lower(), []).append((s, h.end_t, i, worker))
+    return out
+
+
+def s_max_concurrency(ivs):
+    """Most intervals open at once, and when; an end at t comes before a start at t."""
+    points = sorted([(a, 1) for a, _b, *_ in ivs] + [(b, -1) for _a, b, *_ in ivs],
+                    key=lambda p: (p[0], p[1]))
+    best, at, now = 0, 0, 0
+    for t, d in points:
+        now += d
+        if now > best:
+            best, at = now, t
+    return best, at
+
+
+def s_check_policy(h, rep):
+    """With --group: one restart per host at a time (whatever the request),
+    and no group more restarts at once than its cap. Hosts are matched to
+    groups as the broker does: the first glob that matches the folded
+    hostname, else "default" (no cap). Returns {group: [max seen, cap]}."""
+    groups = h.meta.get("groups") or []
+    if not groups:
+        return {}
+    by_host = s_host_intervals(h)
+    bad = []
+    for host, ivs in sorted(by_host.items()):
+        ivs.sort()
+        for a, b in zip(ivs, ivs[1:]):
+            if b[0] < a[1] and b[2] != a[2]:
+                bad.append("%s: restart of %s by %s %s..%s overlaps restart of %s by %s from %s"
+                           % (host, a[2], a[3], s_fmt_t(h, a[0]), s_fmt_t(h, a[1]),
+                              b[2], b[3], s_fmt_t(h, b[0])))
+    if bad:
+        rep.violated("host_overlap", "%d pair(s) of restarts of one host at once" % len(bad), bad)
+    else:
+        rep.holds("host_overlap", "%d hosts, never two restarts of one host at once" % len(by_host))
+    per_group = {}
+    for host, ivs in by_host.items():
+        name = "default"
+        for g, pattern, _cap in groups:
+            if fnmatch.fnmatchcase(host, pattern.lower()):
+                name = g
+                break
+        per_group.setdefault(name, []).extend(ivs)
+    caps = {g: cap for g, _p, cap in groups}
+    result, over = {}, []
+    for g in [g for g, _p, _c in groups] + (["default"] if "default" in per_group else []):
+        seen, at = s_max_concurrency(per_group.get(g, []))
+        result[g] = [seen, caps.get(g)]
+        if g in caps and seen > caps[g]:
+            over.append("group %s: %d restarts at once at %s, cap %d" % (g, seen, s_fmt_t(h, at), caps[g]))
+    if over:
+        rep.violated("group_cap", "%d group(s) over their cap" % len(over), over)
+    else:
+        rep.holds("group_cap", "; ".join("%s at most %d at once (cap %s)" % (g, v[0], v[1] or "none")
+                                         for g, v in result.items()))
+    return result
+
+
 def s_check_saved_restarted(h, rep, pubacked, acked, completed):
     rows = {}
     for r in h.rows:
@@ -450,6 +525,7 @@ def check(hdir, known_open=(), rss_limit_mb=None, out=sys.stdout):
     s_check_reuse(h, rep)
     dups = s_check_duplicates(h, rep, intervals)
     peak = s_check_memory(h, rep, rss_limit_mb)
+    groups = s_check_policy(h, rep)
     broker_rec, worker_rec = s_recovery(h)
     faults = {}
     for f in h.faults:
@@ -466,6 +542,7 @@ def check(hdir, known_open=(), rss_limit_mb=None, out=sys.stdout):
         "dead_lettered": len([i for i in pubacked if i in h.dead]),
         "duplicates_by_cause": dups, "rss_max_kb": peak,
         "recovery_broker_s": broker_rec, "recovery_worker_s": worker_rec,
+        "groups": groups, "verify": h.meta.get("verify", False),
         "invariants": rep.result,
     }
     print("mandrill-chaos check %s (seed %s, durability %s)"
@@ -514,6 +591,9 @@ def table(hdir, out=sys.stdout):
     row("broker restart -> first delivery", s_summary(s.get("recovery_broker_s", [])))
     row("worker kill -> its leases redelivered", s_summary(s.get("recovery_worker_s", [])))
     row("broker RSS max", "%.1f MiB" % (s.get("rss_max_kb", 0) / 1024.0))
+    row("workers verify deliveries in doubt", "yes" if s.get("verify") else "no")
+    for g, (seen, cap) in sorted(s.get("groups", {}).items()):
+        row("group %s: most restarts at once / cap" % g, "%d / %s" % (seen, cap or "none"))
     for name, verdict in sorted(s.get("invariants", {}).items()):
         row("invariant " + name, verdict)
     return 0

@@ -52,3 +52,16 @@ def plan(seed, duration_s, kinds, workers, publishers, hosts, heartbeat_s, ack_d
         out.append({"at": round(t, 3), "kind": kind, "target": target, "hold": round(hold, 3)})
         t += hold + rng.uniform(1.5, 4.0)
     return out
+
+
+def parse_groups(specs):
+    """[(name, glob, cap)] from --group NAME:GLOB:MAX specs; ValueError names
+    the first bad one."""
+    out = []
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit() \
+                or int(parts[2]) < 1:
+            raise ValueError("--group %r: NAME:GLOB:MAX with MAX >= 1" % spec)
+        out.append((parts[0], parts[1], int(parts[2])))
+    return out

@@ -73,7 +73,12 @@ def s_unacked(path):
     return out
 
 
-def s_request(mid):
+def s_request(mid, pool):
+    """A request for a new host, or (pool > 0) for one of pool hosts
+    fleet-00 .. fleet-NN, chosen by the id's first 8 hex digits."""
+    if pool > 0:
+        host = "fleet-%02d" % (int(mid[:8], 16) % pool)
+        return {"message_id": mid, "instance_name": host, "hostname": host + ".example.net"}
     return {"message_id": mid, "instance_name": "cattle-" + mid.replace("-", "")[:32]}
 
 
@@ -86,6 +91,7 @@ def main():
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--window", type=int, default=8, help="batches in flight")
     ap.add_argument("--retry-after", type=float, default=3.0)
+    ap.add_argument("--host-pool", type=int, default=0, help="hosts the requests name (0: new each)")
     args = ap.parse_args()
     if args.batch < 1 or args.batch > 1000 or args.window < 1 or args.rate < 0:
         print("chaos_publisher: bad --batch/--window/--rate", file=sys.stderr)
@@ -112,7 +118,7 @@ def main():
         seq += 1
         req = "%s-%d" % (tag, seq)
         hist.write({"t": s_now(), "op": "publish", "req": req, "ids": ids, "retry": is_retry})
-        body = json.dumps({"messages": [s_request(i) for i in ids], "req": req}).encode()
+        body = json.dumps({"messages": [s_request(i, args.host_pool) for i in ids], "req": req}).encode()
         try:
             sock.send_multipart([b"MMP1", b"PUBLISH", body], flags=zmq.NOBLOCK)
         except zmq.Again:

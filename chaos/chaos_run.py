@@ -41,6 +41,7 @@ import chaos_plan
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+
 def s_log(msg):
     print("[chaos] %s" % msg, flush=True)
 
@@ -301,6 +302,8 @@ class Run:
                 "--ack-deadline", "%gs" % a.ack_deadline, "--heartbeat", "%gs" % a.heartbeat,
                 "--max-attempts", str(a.max_attempts), "--backoff-base", "100ms",
                 "--backoff-max", "1s", "--restart-timeout", "%gs" % a.restart_timeout]
+        if a.group:
+            argv += ["--policy", self.write_policy()]
         if a.hosts:
             argv.append("--insecure")
         self.broker = Proc("broker", argv, os.path.join(self.dir, "broker.log"))
@@ -331,12 +334,28 @@ class Run:
             host_fe = "tcp://%s:%d" % (self.net.addr(i % a.hosts, 1), fe) if a.hosts else self.ep["fe"]
             argv = [sys.executable, os.path.join(HERE, "chaos_publisher.py"), "--endpoint", host_fe,
                     "--log", os.path.join(self.dir, "pub-%d.jsonl" % i), "--stop-file", self.stop_file,
-                    "--rate", str(a.rate), "--batch", str(a.batch)]
+                    "--rate", str(a.rate), "--batch", str(a.batch),
+                    "--host-pool", str(a.host_pool)]
             if a.hosts:
                 argv = self.net.wrap(i, argv)
             p = Proc("p%d" % i, argv, os.path.join(self.dir, "p%d.log" % i))
             self.pubs.append(p)
             self.procs.append(p)
+
+    def write_policy(self):
+        """The --group specs as a policy file (docs/POLICY.md) in the history
+        directory: coalescing off, so that every request is restarted on its
+        own and the checker can count it; each group's restart_timeout the
+        run's. Returns its path."""
+        a = self.a
+        lines = ["#   mandrill-chaos policy", "policy", "    coalesce = 0", "groups"]
+        for name, glob_, cap in chaos_plan.parse_groups(a.group):
+            lines += ["    %s" % name, '        match = "%s"' % glob_, "        max = %d" % cap,
+                      "        restart_timeout = %dms" % int(a.restart_timeout * 1000)]
+        path = os.path.join(self.dir, "policy.cfg")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
 
     def stats(self, timeout=1.0):
         """One STATS round trip on a fresh DEALER; None when no answer."""
@@ -520,7 +539,8 @@ class Run:
                 "workers": a.workers, "publishers": a.publishers, "hosts": a.hosts,
                 "ack_deadline_s": a.ack_deadline, "heartbeat_s": a.heartbeat,
                 "kinds": self.kinds, "rss_limit_mb": a.rss_limit_mb, "flood": a.flood,
-                "start_ns": time.time_ns(), "plan": faults}
+                "start_ns": time.time_ns(), "plan": faults, "host_pool": a.host_pool,
+                "groups": [list(g) for g in chaos_plan.parse_groups(a.group)], "verify": a.verify}
         with open(os.path.join(self.dir, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1)
         s_log("history %s" % self.dir)

@@ -3,7 +3,8 @@
 hand-made histories: a clean one must pass, and each broken one (a lost id,
 overlapping leases, a restart orphaned by a worker kill, one from a stalled worker, a reused delivery
 id, a double save, a request never restarted, an unattributed duplicate, a
-run that did not settle, memory over its limit) must fail naming the broken
+run that did not settle, memory over its limit, under a policy two restarts
+of one host at once or a group over its cap) must fail naming the broken
 invariant, or pass with "KNOWN OPEN" when that invariant is marked so.
 Usage: test_chaos_checker.py [CHAOS_DIR]; exit 0 when every case behaves.
 """
@@ -195,6 +196,25 @@ def main():
     print("%s a seed replays its plan (%d faults)" % ("ok  " if ok else "FAIL", len(one)))
     if not ok:
         FAILURES.append("plan replay")
+
+    #  Under a policy: A and B on one host at once, and a group over its cap
+    h = s_base()
+    h["meta"]["groups"] = [["ab", "*.example.net", 2]]
+    s_case("a policy run within its caps passes", h, 0,
+           ["HOLDS host_overlap", "HOLDS group_cap", "ab at most 2 at once (cap 2)"])
+    h = s_base()
+    h["meta"]["groups"] = [["ab", "*.example.net", 1]]
+    s_case("a group over its cap is caught", h, 1, ["VIOLATION group_cap", "group ab: 2 restarts at once"])
+    h = s_base()
+    h["meta"]["groups"] = [["a", "a.*", 1], ["b", "b.*", 1]]
+    s_case("hosts go to the first group that matches", h, 0, ["a at most 1", "b at most 1"])
+    h = s_base()
+    h["meta"]["groups"] = [["ab", "*.example.net", 5]]
+    h["restarts"] = [r.replace("b.example.net", "a.example.net") for r in h["restarts"]]
+    s_case("two restarts of one host at once are caught", h, 1, ["VIOLATION host_overlap", "a.example.net"])
+    h = s_base()
+    h["restarts"] = [r.replace("b.example.net", "a.example.net") for r in h["restarts"]]
+    s_case("without a policy one host may be restarted twice at once", h, 0, ["RESULT PASS"])
 
     rc = chaos_check.check("/nonexistent/chaos/history", out=io.StringIO())
     print("%s a missing directory is a usage error (rc %d)" % ("ok  " if rc == 2 else "FAIL", rc))
