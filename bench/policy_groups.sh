@@ -7,7 +7,9 @@
 # matched against all N globs, the worst case of a policy this size.
 #
 #   bench/policy_groups.sh [N] [FILE]
-#   bench/run.sh --durability memory --hosts 100000 --broker-args "--policy FILE"
+#   bench/run.sh --durability memory --hosts 1000000 --broker-args "--policy FILE"
+# (--hosts at least the run's N, 200000 for W1: a host named twice coalesces
+# under the policy, and W1 then waits for acks that never come.)
 set -eu
 N=${1:-1000}
 FILE=${2:-/tmp/mandrill-policy-$N.cfg}
