@@ -10,7 +10,8 @@ Contract:
   and the tmpfs it made are removed again; the history directory stays.
 - Ports are free ports of 127.0.0.1 found by binding port 0. With --hosts N
   the broker binds 0.0.0.0 (--insecure) and each host i is a network
-  namespace with a veth pair 10.77.i.1 (root side) - 10.77.i.2; workers and
+  namespace with a veth pair 10.X.i.1 (root side) - 10.X.i.2 (X a /16 no
+  address of the machine is in, so two runs at once do not collide); workers and
   publishers are spread over the hosts round robin. Without root (or
   without `ip netns`) --hosts exits 77 (skip) at once.
 - disk_full needs a tmpfs under the data dir, so root; without root the
@@ -202,6 +203,7 @@ class Net:
 
     def __init__(self, hosts, tag):
         self.hosts, self.tag, self.made, self.links = hosts, tag, [], []
+        self.net = s_free_subnet()
 
     def ns(self, i):
         return "mch%sh%d" % (self.tag, i)
@@ -210,7 +212,7 @@ class Net:
         return "mch%sr%d" % (self.tag, i)
 
     def addr(self, i, side):
-        return "10.77.%d.%d" % (i + 1, side)
+        return "10.%d.%d.%d" % (self.net, i + 1, side)
 
     def setup(self):
         for i in range(self.hosts):
@@ -235,6 +237,23 @@ class Net:
         for ns in self.made:
             s_sh(["ip", "netns", "del", ns], check=False)
         self.links, self.made = [], []
+
+
+def s_free_subnet():
+    """A second octet X (64..127) such that no address on this machine is in
+    10.X.0.0/16, starting from one the pid picks: two runs at once then get
+    hosts of their own instead of fighting over one set of addresses."""
+    try:
+        used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
+                              text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        used = ""
+    start = os.getpid() % 64
+    for k in range(64):
+        x = 64 + (start + k) % 64
+        if " 10.%d." % x not in used:
+            return x
+    raise RuntimeError("no free 10.X.0.0/16 for the test hosts (64..127 all in use)")
 
 
 def s_netns_possible():
