@@ -321,12 +321,12 @@ Test (e2e_secure, broker_worker_publish_and_ctl_over_curve, .timeout = 120)
                "no published event naming the publisher's key");
     cr_expect (s_wait_file_has ("restarts.txt", "cattle-0001.example.net", 30000),
                "the published request was not restarted");
-    //  The worker's row names the publisher's key and the worker's own key
-    //  (not its --name w1)
+    //  The worker's row names the publisher's key and the worker as the
+    //  broker names it: its own key, then its --name w1
     char text [128];
     s_db_text ("SELECT publisher || ' ' || worker FROM restarts WHERE instance_name = 'cattle-0001'",
                text, sizeof text, 20000);
-    cr_expect_str_eq (text, "pub wrk");
+    cr_expect_str_eq (text, "pub wrk/w1");
     //  A host outside --allow-hosts is never restarted and ends as a dead letter
     cr_expect_eq (s_publish ("pub", "cattle-0002", "cattle-0002.evil.org"), 0);
     bool dead = false;

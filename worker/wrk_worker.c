@@ -504,13 +504,20 @@ wrk_worker_run (const wrk_options_t *options)
         mdl_error ("--verify-cmd and --health-cmd need --restart exec");
         goto done;
     }
-    //  Rows name the worker as the broker knows it: by its key under CURVE
-    char identity [MDL_CURVE_NAME_MAX];
+    //  Rows name the worker as the broker names it (brk_backend.c HELLO):
+    //  under CURVE by its key, "KEY/NAME" when --name differs, so workers
+    //  that share a key stay apart; without CURVE by --name
+    char identity [MDL_CURVE_NAME_MAX], row_name [MDL_CURVE_NAME_MAX + 64];
     const char *row_worker = options->name;
     if (options->curve_cert
     &&  mdl_curve_identity (options->curve_cert, identity, sizeof identity, NULL, 0) == 0
-    &&  identity [0])
-        row_worker = identity;
+    &&  identity [0]) {
+        if (options->name && strcmp (options->name, identity) != 0)
+            snprintf (row_name, sizeof row_name, "%.31s/%.31s", identity, options->name);
+        else
+            snprintf (row_name, sizeof row_name, "%.63s", identity);
+        row_worker = row_name;
+    }
     if (!self->db)
         self->db = wrk_db_new (options->db_url, row_worker, error, sizeof error);
     if (!self->db) {
