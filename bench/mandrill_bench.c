@@ -1,6 +1,6 @@
 /*  mandrill_bench: load tool for a running mandrill-broker.
 
-    About 870 lines, over the house limit: it is one program whose three
+    About 890 lines, over the house limit: it is one program whose three
     workloads share the producer, the consumers and the shared-memory side
     channel; split, each file would need all of them.
 
