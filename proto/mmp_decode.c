@@ -28,8 +28,7 @@
     about three reads of each byte; no allocation per field or per request.
     This file is the command table and one short function per command
     body; at about 940 lines it is kept whole so that every body's rules
-    can be read side by side with PROTOCOL.md section 4 (about 870 with
-    the restart-policy commands).
+    can be read side by side with PROTOCOL.md section 4.
 */
 #include "mmp.h"
 #include "mmp_decode.h"
