@@ -301,6 +301,14 @@ mmp_encode_member_string (mmp_buf_t *buf, const char *name, const char *value)
     mmp_buf_json_string (buf, value? value: "");
 }
 
+//  An optional string member: left out when value is NULL.
+static void
+s_member_if (mmp_buf_t *buf, const char *name, const char *value)
+{
+    if (value)
+        mmp_encode_member_string (buf, name, value);
+}
+
 void
 mmp_encode_member_bool (mmp_buf_t *buf, const char *name, bool value)
 {
@@ -428,18 +436,9 @@ mmp_encode_event (mmp_buf_t *buf, const char *event, int64_t at_ms, const char *
         mmp_buf_puts (buf, ",\"delivery_id\":");
         mmp_buf_u64 (buf, delivery_id);
     }
-    if (worker) {
-        mmp_buf_puts (buf, ",\"worker\":");
-        mmp_buf_json_string (buf, worker);
-    }
-    if (publisher) {
-        mmp_buf_puts (buf, ",\"publisher\":");
-        mmp_buf_json_string (buf, publisher);
-    }
-    if (reason) {
-        mmp_buf_puts (buf, ",\"reason\":");
-        mmp_buf_json_string (buf, reason);
-    }
+    s_member_if (buf, "worker", worker);
+    s_member_if (buf, "publisher", publisher);
+    s_member_if (buf, "reason", reason);
     mmp_buf_puts (buf, "}");
     return s_done (buf);
 }
