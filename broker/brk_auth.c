@@ -11,6 +11,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -367,6 +369,10 @@ s_actor (zsock_t *pipe, void *args)
 {
     s_actor_t *self = args;
     self->pipe = pipe;
+    //  Signals belong to the threads that wait for them, never to this one
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, NULL);
     self->handler = zsock_new (ZMQ_REP);
     int rc = -1;
     if (self->handler) {
@@ -383,6 +389,11 @@ s_actor (zsock_t *pipe, void *args)
     zsock_signal (pipe, 0);
     zsock_send (pipe, "i", rc);
     zpoller_t *poller = rc == 0 ? zpoller_new (pipe, self->handler, NULL) : zpoller_new (pipe, NULL);
+    //  The handler must outlive every CURVE socket: without it libzmq lets
+    //  any key in. So neither a signal (EINTR) nor CZMQ's interrupted flag
+    //  ends the loop; only $TERM from the owner, or the context's end.
+    if (poller)
+        zpoller_set_nonstop (poller, true);
     while (poller) {
         void *which = zpoller_wait (poller, -1);
         if (which == self->handler)
@@ -396,7 +407,7 @@ s_actor (zsock_t *pipe, void *args)
                 break;
         }
         else
-        if (zpoller_terminated (poller))
+        if (zpoller_terminated (poller) && zmq_errno () == ETERM)
             break;
     }
     zpoller_destroy (&poller);

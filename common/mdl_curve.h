@@ -65,8 +65,13 @@ bool mdl_curve_key_valid (const char *text);
 
 //  Make sock a CURVE server with own's secret key, asking ZAP domain
 //  zap_domain. own must hold a secret key. Returns 0 or -1 (errno set by
-//  libzmq, e.g. when CURVE is not built in).
+//  libzmq, e.g. when CURVE is not built in). Where libzmq can (it has
+//  ZAP domain enforcement, as Debian's does), the socket fails closed: with
+//  no ZAP handler bound in the process, every client is refused.
 int mdl_curve_server (zsock_t *sock, const mdl_curve_cert_t *own, const char *zap_domain);
+
+//  True if sock refuses clients when no ZAP handler answers (see above).
+bool mdl_curve_zap_enforced (zsock_t *sock);
 
 //  Make sock a CURVE client with own's key pair, talking to the server
 //  whose public key is server's. Returns 0 or -1.

@@ -59,6 +59,8 @@ set -e
 
 tail -n 15 "$work/fuzz.log"
 if [[ $status -ne 0 ]] || compgen -G "$work/artifacts/*" >/dev/null; then
+    #   What the target itself said before it stopped, and the first report
+    grep -m 5 -E "^fuzz_[a-z]+: |ERROR: |^SUMMARY" "$work/fuzz.log" >&2 || true
     echo "fuzz: FAILED (exit $status); log and reproducer kept in $work" >&2
     exit 1
 fi

@@ -1,9 +1,12 @@
 /*  Tests for brk_auth: the role table, and the ZAP handler over real CURVE
     sockets on 127.0.0.1 (a ROUTER per ZAP domain, DEALER clients). */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "brk_auth.h"
@@ -391,4 +394,57 @@ Test (brk_auth, every_zap_request_is_answered, .timeout = 20)
 
     zsock_destroy (&req);
     brk_auth_destroy (&auth);
+}
+
+//  A signal that lands on the handler's thread must not end it: without a
+//  handler libzmq would let every key in (or, enforcing, nobody). Every
+//  thread of the process gets SIGUSR1 (a handler without SA_RESTART, so a
+//  thread that takes it sees EINTR) many times over; then the allowed key
+//  must still be served and an unknown one refused.
+static void
+s_ignore (int signal_number)
+{
+    (void) signal_number;
+}
+
+static void
+s_signal_every_thread (int signal_number)
+{
+    DIR *tasks = opendir ("/proc/self/task");
+    cr_assert_not_null (tasks);
+    struct dirent *entry;
+    while ((entry = readdir (tasks)))
+        if (entry->d_name [0] != '.')
+            syscall (SYS_tgkill, getpid (), atoi (entry->d_name), signal_number);
+    closedir (tasks);
+}
+
+Test (brk_auth, a_signal_does_not_stop_the_handler, .timeout = 30)
+{
+    s_key ("alice", BRK_ROLE_PUBLISHER, NULL);
+    char error [256];
+    cr_assert_eq (mdl_curve_keygen (s_dir, "mallory", NULL, error, sizeof error), 0);
+    struct sigaction action = { .sa_handler = s_ignore };
+    sigemptyset (&action.sa_mask);
+    struct sigaction previous;
+    cr_assert_eq (sigaction (SIGUSR1, &action, &previous), 0);
+    brk_auth_t *auth = s_auth_new ();
+    int port;
+    zsock_t *router = s_server ("frontend", &port);
+    for (int round = 0; round < 50; round++) {
+        s_signal_every_thread (SIGUSR1);
+        zclock_sleep (2);
+    }
+    char user_id [128];
+    zsock_t *mallory = s_client ("mallory", port);
+    cr_expect_not (s_roundtrip (mallory, router, "hi", user_id, NULL, S_NO_WAIT),
+                   "unknown key got in as %s after signals", user_id);
+    zsock_t *alice = s_client ("alice", port);
+    cr_expect (s_roundtrip (alice, router, "hi", user_id, NULL, S_OK_WAIT),
+               "the allowed key is no longer served after signals");
+    zsock_destroy (&alice);
+    zsock_destroy (&mallory);
+    zsock_destroy (&router);
+    brk_auth_destroy (&auth);
+    sigaction (SIGUSR1, &previous, NULL);
 }

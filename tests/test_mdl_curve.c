@@ -163,10 +163,78 @@ Test (mdl_curve, identity_is_the_metadata_name_else_the_file_name, .timeout = 10
     cr_expect (strstr (error, "missing"), "%s", error);
 }
 
-//  No ZAP handler in this process: libzmq lets any CURVE client in, so this
-//  checks the options alone: the right server key talks, a wrong one never does.
+//  A ZAP handler that lets every CURVE client in, so a test can check the
+//  options alone. REP on the ZAP endpoint; answers 200 until $TERM.
+static void
+s_accept_all (zsock_t *pipe, void *args)
+{
+    (void) args;
+    zsock_t *handler = zsock_new (ZMQ_REP);
+    cr_assert_not_null (handler);
+    zsock_set_linger (handler, 0);
+    cr_assert_eq (zsock_bind (handler, "inproc://zeromq.zap.01"), 0);
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, handler, NULL);
+    while (zpoller_wait (poller, -1) == handler) {
+        zmsg_t *request = zmsg_recv (handler);
+        char *version = zmsg_popstr (request);
+        zframe_t *request_id = zmsg_pop (request);
+        zmsg_t *reply = zmsg_new ();
+        zmsg_addstr (reply, version);
+        zmsg_append (reply, &request_id);
+        zmsg_addstr (reply, "200");
+        zmsg_addstr (reply, "OK");
+        zmsg_addstr (reply, "test:any");
+        zmsg_addmem (reply, NULL, 0);
+        zmsg_send (&reply, handler);
+        zstr_free (&version);
+        zmsg_destroy (&request);
+    }
+    zpoller_destroy (&poller);
+    zsock_unbind (handler, "inproc://zeromq.zap.01");
+    zsock_destroy (&handler);
+}
+
+//  Without a ZAP handler in the process the server fails closed (where
+//  libzmq can enforce it): even a client with the right keys gets nothing.
+Test (mdl_curve, server_without_a_zap_handler_refuses_everyone, .timeout = 20)
+{
+    char error [256] = "";
+    cr_assert_eq (mdl_curve_keygen (s_dir, "server", NULL, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (mdl_curve_keygen (s_dir, "client", NULL, error, sizeof error), 0, "%s", error);
+    char server_secret [256], server_public [256], client_secret [256];
+    s_path (server_secret, sizeof server_secret, "server.key_secret");
+    s_path (server_public, sizeof server_public, "server.key");
+    s_path (client_secret, sizeof client_secret, "client.key_secret");
+    mdl_curve_cert_t own;
+    cr_assert_eq (mdl_curve_load (server_secret, true, &own, NULL, 0), 0);
+    zsock_t *router = zsock_new (ZMQ_ROUTER);
+    cr_assert_eq (mdl_curve_server (router, &own, "test"), 0);
+    if (!mdl_curve_zap_enforced (router)) {
+        zsock_destroy (&router);
+        cr_skip_test ("this libzmq cannot enforce ZAP domains");
+    }
+    int port = zsock_bind (router, "tcp://127.0.0.1:*");
+    cr_assert_gt (port, 0);
+    zsock_t *good = zsock_new (ZMQ_DEALER);
+    zsock_set_linger (good, 0);
+    cr_assert_eq (mdl_curve_client_files (good, client_secret, server_public, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (zsock_connect (good, "tcp://127.0.0.1:%d", port), 0);
+    zstr_send (good, "good");
+    zsock_set_rcvtimeo (router, 1500);
+    zmsg_t *msg = zmsg_recv (router);
+    cr_expect_null (msg, "a client got in with no ZAP handler to ask");
+    zmsg_destroy (&msg);
+    zsock_destroy (&good);
+    zsock_destroy (&router);
+}
+
+//  With a handler that lets everyone in, this checks the options alone:
+//  the right server key talks, a wrong one never does.
 Test (mdl_curve, client_and_server_options_talk, .timeout = 20)
 {
+    zactor_t *zap = zactor_new (s_accept_all, NULL);
+    cr_assert_not_null (zap);
     char error [256] = "";
     cr_assert_eq (mdl_curve_keygen (s_dir, "server", NULL, error, sizeof error), 0, "%s", error);
     cr_assert_eq (mdl_curve_keygen (s_dir, "client", NULL, error, sizeof error), 0, "%s", error);
@@ -215,4 +283,5 @@ Test (mdl_curve, client_and_server_options_talk, .timeout = 20)
     zsock_destroy (&good);
     zsock_destroy (&bad);
     zsock_destroy (&router);
+    zactor_destroy (&zap);
 }
