@@ -1,6 +1,11 @@
 /*  brk_journal_compact: snapshots (JOURNAL.md, "Compaction"). Runs on the
-    writer thread, between batches: the broker's appends go on into memory
-    meanwhile, and only durability waits.
+    writer thread, between batches. Group commit goes on meanwhile: the
+    active segment moves to a number after the snapshot's first, and after
+    each 1 MiB chunk of the snapshot the batches the loop committed are
+    written and fsynced there (brk_journal_commit_between); they reach the
+    index when the snapshot is done, since its walk must see the index as
+    it began. So a compaction delays a commit by one chunk, not by the
+    whole snapshot and its fsync.
 
     The live set is written in publish order into journal-S.snap.tmp, each
     PUBLISH and DEAD record copied byte for byte from where the index says
@@ -158,6 +163,24 @@ s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint
     return 0;
 }
 
+//  Write the chunk out at *written and empty it; start its writeback (so
+//  the snapshot's final fsync has little left to do) and let the records
+//  committed meanwhile become durable. Returns 0 or -1 with errno.
+static int
+s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *written,
+               brk_journal_later_t *later)
+{
+    if (brk_journal_write_all (self, fd, out->data, out->size, *written))
+        return -1;
+    //  A hint only (it changes nothing on disk that fsync would not), so
+    //  not through the io seam; a failure is harmless
+    if (out->size)
+        sync_file_range (fd, (off_t) *written, (off_t) out->size, SYNC_FILE_RANGE_WRITE);
+    *written += out->size;
+    out->size = 0;
+    return brk_journal_commit_between (self, later);
+}
+
 int
 brk_journal_compact_now (brk_journal_t *self)
 {
@@ -169,6 +192,19 @@ brk_journal_compact_now (brk_journal_t *self)
     uint64_t before = brk_journal_files_bytes (&self->files);
     uint32_t covered = self->active_created? self->active_number: self->active_prev;
     uint32_t snap = ++self->last_number;
+    //  Records committed from now on go to a segment numbered after the
+    //  snapshot, which outlives it: they are made durable while it is
+    //  written (brk_journal_commit_between), not after
+    if (self->active_fd >= 0)
+        close (self->active_fd);
+    self->active_fd = -1;
+    self->active_number = ++self->last_number;
+    self->active_prev = covered;
+    self->active_created = false;
+    self->active_dirsynced = false;
+    self->active_size = HEADER_SIZE;
+    self->active_synced = 0;
+    brk_journal_later_t later = { NULL, 0, 0, false };
     char tmp [4096], path [4096];
     brk_journal_path (self, tmp, sizeof (tmp), snap, KIND_SNAPSHOT, ".tmp");
     brk_journal_path (self, path, sizeof (path), snap, KIND_SNAPSHOT, "");
@@ -198,12 +234,8 @@ brk_journal_compact_now (brk_journal_t *self)
     for (brk_journal_live_t *e = self->index.done_head; e; e = e->next) {
         if (brk_journal_encode_record (&out, REC_ACK, 0, 0, e->id, NULL, NULL))
             goto done;
-        if (out.size >= CHUNK_SIZE) {
-            if (brk_journal_write_all (self, fd, out.data, out.size, written))
-                goto done;
-            written += out.size;
-            out.size = 0;
-        }
+        if (out.size >= CHUNK_SIZE && s_write_chunk (self, fd, &out, &written, &later))
+            goto done;
     }
     size_t i = 0;
     for (brk_journal_live_t *e = self->index.head; e; e = e->next, i++) {
@@ -223,36 +255,27 @@ brk_journal_compact_now (brk_journal_t *self)
         if (e->dead_len
         &&  s_copy_record (&reader, &out, e->dead_file, e->dead_off, e->dead_len, REC_DEAD))
             goto done;
-        if (out.size >= CHUNK_SIZE) {
-            if (brk_journal_write_all (self, fd, out.data, out.size, written))
-                goto done;
-            written += out.size;
-            out.size = 0;
-        }
+        if (out.size >= CHUNK_SIZE && s_write_chunk (self, fd, &out, &written, &later))
+            goto done;
     }
-    if (brk_journal_write_all (self, fd, out.data, out.size, written))
-        goto done;
-    written += out.size;
-    if (brk_journal_fsync (self, fd))
+    if (s_write_chunk (self, fd, &out, &written, &later) || brk_journal_fsync (self, fd))
         goto done;
     close (fd);
     fd = -1;
     if (self->io.rename (self->io.arg, tmp, path))
         goto done;
 
-    //  From here the snapshot may be what the next start reads, so the
-    //  records that follow must go to a segment numbered after it.
-    if (self->active_fd >= 0)
-        close (self->active_fd);
-    self->active_fd = -1;
-    self->active_number = ++self->last_number;
-    self->active_prev = covered;
-    self->active_created = false;
-    self->active_dirsynced = false;
-    self->active_size = HEADER_SIZE;
-    self->active_synced = 0;
+    //  From here the snapshot may be what the next start reads; the
+    //  records that follow it are in the segment(s) after it already.
+    //  The list stays in file order: the active segment is its last.
     if (brk_journal_files_add (&self->files, snap, KIND_SNAPSHOT, written))
         mdl_warn ("journal: out of memory listing %s (the next start finds it)", path);
+    else
+        for (size_t f = self->files.count - 1; f > 0 && self->files.items [f - 1].number > snap; f--) {
+            brk_journal_file_t swap = self->files.items [f - 1];
+            self->files.items [f - 1] = self->files.items [f];
+            self->files.items [f] = swap;
+        }
     if (brk_journal_fsync (self, self->dir_fd)) {
         //  Keep the old files: the rename may not be durable
         rc = -1;
@@ -285,7 +308,8 @@ brk_journal_compact_now (brk_journal_t *self)
     self->files.count = kept;
     self->compactions++;
     mdl_info ("journal: compacted %" PRIu64 " bytes into %" PRIu64 " (%zu live messages)"
-              " in %" PRId64 " ms", before, written, count, brk_journal_mono_ms () - started);
+              " in %" PRId64 " ms; %zu batches committed meanwhile", before, written, count,
+              brk_journal_mono_ms () - started, later.count);
     rc = 0;
     goto done_renamed;
 
@@ -299,6 +323,7 @@ done:
 done_renamed:
     {
         int saved = errno;
+        brk_journal_later_apply (self, &later);
         s_reader_close (&reader);
         brk_journal_bytes_free (&out);
         free (pub_off);

@@ -313,6 +313,41 @@ void *brk_journal_writer (void *arg);
 //  rewrites it at the same offset. Returns 0 or -1 with errno.
 int brk_journal_flush (brk_journal_t *self, bool force);
 
+//  Records applied to the live index from records [0, size), which sit
+//  in file at offset. On the writer thread.
+void brk_journal_index_records (brk_journal_t *self, const uint8_t *records, size_t size,
+                                uint32_t file, uint64_t offset);
+
+//  Batches made durable while a compaction walks the index: written to
+//  the segment after the snapshot at once, applied to the index only when
+//  the compaction is done (its walk must see the index as it began).
+typedef struct {
+    uint32_t file;              //  Where the batch was written
+    uint64_t offset;
+    uint8_t *records;           //  Its records (owned)
+    size_t size;
+} brk_journal_later_batch_t;
+
+typedef struct {
+    brk_journal_later_batch_t *batches; //  Oldest first
+    size_t count;
+    size_t capacity;
+    bool pend_unindexed;        //  pend is placed but was not written: index it too
+} brk_journal_later_t;
+
+//  Between two chunks of a compaction: if the loop committed records (or
+//  a sync or stop waits, or the buffer is half full), write and fsync them
+//  to the active segment now, publish their durability, and keep the batch
+//  in later. Returns 0 (nothing to do, or done), or -1 with errno when the
+//  write failed: the compaction must stop (pend is kept for the writer's
+//  next batch, as after any failed write). Cost: one batch write and
+//  fsync; the batch's buffer moves to later (no copy).
+int brk_journal_commit_between (brk_journal_t *self, brk_journal_later_t *later);
+
+//  Apply every batch kept in later to the index, oldest first (then pend
+//  when pend_unindexed), and free them. later is empty afterwards.
+void brk_journal_later_apply (brk_journal_t *self, brk_journal_later_t *later);
+
 //  Copy the writer's counters into self->stats (under the mutex, or
 //  before the writer starts).
 void brk_journal_writer_stats (brk_journal_t *self);

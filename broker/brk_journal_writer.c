@@ -12,11 +12,13 @@
     never wait for a disk.
 */
 #include "brk_journal_internal.h"
+#include "mdl_array.h"
 #include "mdl_log.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,36 +48,42 @@ s_take (brk_journal_t *self, size_t *start)
     return true;
 }
 
-//  Give the new records in pend their place on disk and update the index.
-//  A fresh batch goes to a new segment when the active one is full; a
+//  Give the new records in pend (from start) their place on disk: a
+//  fresh batch goes to a new segment when the active one is full; a
 //  retried batch stays where it was placed.
 static void
-s_place (brk_journal_t *self, size_t start)
+s_position (brk_journal_t *self, size_t start)
 {
-    if (start == 0) {
-        if (self->active_created && self->active_size >= self->config.segment_size) {
-            if (self->active_fd >= 0)
-                close (self->active_fd);
-            self->active_fd = -1;
-            self->active_prev = self->active_number;
-            self->active_number = ++self->last_number;
-            self->active_created = false;
-            self->active_dirsynced = false;
-            self->active_size = HEADER_SIZE;
-            self->active_synced = 0;
-        }
-        self->pend_off = self->active_size;
+    if (start != 0)
+        return;
+    if (self->active_created && self->active_size >= self->config.segment_size) {
+        if (self->active_fd >= 0)
+            close (self->active_fd);
+        self->active_fd = -1;
+        self->active_prev = self->active_number;
+        self->active_number = ++self->last_number;
+        self->active_created = false;
+        self->active_dirsynced = false;
+        self->active_size = HEADER_SIZE;
+        self->active_synced = 0;
     }
-    size_t off = start;
-    while (off < self->pend.size) {
-        uint8_t *data = self->pend.data + off;
+    self->pend_off = self->active_size;
+}
+
+void
+brk_journal_index_records (brk_journal_t *self, const uint8_t *records, size_t size,
+                           uint32_t file, uint64_t offset)
+{
+    size_t off = 0;
+    while (off < size) {
+        const uint8_t *data = records + off;
         size_t len = RECORD_HEAD + brk_journal_get32 (data);
         brk_journal_record_t record;
         int rc = brk_journal_decode (data + RECORD_HEAD, len - RECORD_HEAD,
                                      JOURNAL_VERSION, &record);
         assert (rc == 0);       //  We encoded it
-        if (brk_journal_index_apply (&self->index, &record, self->active_number,
-                                     self->pend_off + off, (uint32_t) len, &self->epoch)
+        if (brk_journal_index_apply (&self->index, &record, file, offset + off,
+                                     (uint32_t) len, &self->epoch)
         &&  !self->index_incomplete) {
             //  The record is safe in its file, but a snapshot made from
             //  this index would leave its message out and delete that
@@ -86,6 +94,15 @@ s_place (brk_journal_t *self, size_t start)
         }
         off += len;
     }
+}
+
+//  Place pend's new records and update the index.
+static void
+s_place (brk_journal_t *self, size_t start)
+{
+    s_position (self, start);
+    brk_journal_index_records (self, self->pend.data + start, self->pend.size - start,
+                               self->active_number, self->pend_off + start);
 }
 
 //  After an fsync: write a SYNCED record saying how far this file is
@@ -169,6 +186,73 @@ brk_journal_flush (brk_journal_t *self, bool force)
     self->files.items [self->files.count - 1].size = self->active_size;
     self->pend.size = 0;
     return 0;
+}
+
+int
+brk_journal_commit_between (brk_journal_t *self, brk_journal_later_t *later)
+{
+    //  Room for the batch's entry first: without it, commits wait for the
+    //  end of the compaction, as they would without this
+    if (mdl_array_reserve (&later->batches, &later->capacity, later->count + 1,
+                           sizeof (*later->batches)))
+        return 0;
+    pthread_mutex_lock (&self->mutex);
+    bool asked = self->commit_asked || self->sync_asked || self->stop
+              || self->buf.size >= self->config.max_buffer / 2;
+    if (!asked || self->buf.size == 0 || self->pend.size > 0) {
+        pthread_mutex_unlock (&self->mutex);
+        return 0;
+    }
+    self->commit_asked = false;
+    size_t start;
+    bool took = s_take (self, &start);
+    uint64_t seq = self->pend_seq;
+    pthread_mutex_unlock (&self->mutex);
+    if (!took)
+        return 0;
+    //  pend was empty, so start is 0: a fresh batch
+    s_position (self, 0);
+    uint32_t file = self->active_number;
+    uint64_t offset = self->pend_off;
+    size_t size = self->pend.size;
+    if (brk_journal_flush (self, false)) {
+        //  pend stays for the writer's next batch; the compaction stops
+        //  and indexes it (it is placed)
+        later->pend_unindexed = true;
+        return -1;
+    }
+    //  The batch's bytes move to later as they are: pend grows anew
+    later->batches [later->count++] = (brk_journal_later_batch_t) { file, offset, self->pend.data, size };
+    self->pend = (brk_journal_bytes_t) { NULL, 0, 0 };
+
+    pthread_mutex_lock (&self->mutex);
+    bool signal = seq > self->durable;
+    if (signal)
+        self->durable = seq;
+    if (!self->unsynced)
+        self->synced = seq;
+    self->batch_gen++;
+    pthread_cond_broadcast (&self->done);
+    if (signal)
+        brk_journal_signal_loop (self);
+    pthread_mutex_unlock (&self->mutex);
+    return 0;
+}
+
+void
+brk_journal_later_apply (brk_journal_t *self, brk_journal_later_t *later)
+{
+    for (size_t i = 0; i < later->count; i++) {
+        brk_journal_later_batch_t *batch = &later->batches [i];
+        brk_journal_index_records (self, batch->records, batch->size, batch->file, batch->offset);
+        free (batch->records);
+    }
+    bool pend_too = later->pend_unindexed;
+    free (later->batches);
+    *later = (brk_journal_later_t) { NULL, 0, 0, false };
+    if (pend_too)
+        brk_journal_index_records (self, self->pend.data, self->pend.size,
+                                   self->active_number, self->pend_off);
 }
 
 static void
@@ -271,7 +355,8 @@ brk_journal_writer (void *arg)
                 self->durable = seq;
                 signal = true;
             }
-            if (!self->unsynced)
+            //  A compaction may have made later batches durable meanwhile
+            if (!self->unsynced && seq > self->synced)
                 self->synced = seq;
             if (self->error) {
                 mdl_info ("journal: writing again after: %s", strerror (self->error));
@@ -287,7 +372,10 @@ brk_journal_writer (void *arg)
             }
             self->error = err;
         }
-        if (compact || compacted) {
+        //  Only a compaction asked for (taken at this batch's start)
+        //  answers brk_journal_compact: one that was already running when
+        //  it asked made its snapshot from an older index
+        if (compact) {
             self->compact_rc = compacted? compact_err: err;
             self->compact_gen++;
         }

@@ -34,14 +34,15 @@ brk_policy_err (char *err, size_t size, const char *format, ...)
     va_end (args);
 }
 
-void
+int
 brk_group_config_defaults (brk_group_config_t *config, const char *name, const char *glob)
 {
     memset (config, 0, sizeof *config);
-    snprintf (config->name, sizeof config->name, "%s", name ? name : "");
-    snprintf (config->glob, sizeof config->glob, "%s", glob ? glob : "*");
     config->error_window_ms = 600000;
     config->restart_timeout_ms = BRK_POLICY_RESTART_TIMEOUT_DEFAULT;
+    int name_length = snprintf (config->name, sizeof config->name, "%s", name ? name : "");
+    int glob_length = snprintf (config->glob, sizeof config->glob, "%s", glob ? glob : "*");
+    return name_length < (int) sizeof config->name && glob_length < (int) sizeof config->glob ? 0 : -1;
 }
 
 static int
@@ -100,7 +101,9 @@ brk_policy_new (mdl_clock_t mono, mdl_clock_t wall)
     self->targets = mdl_strmap_new ();
     self->groups = calloc (1, sizeof (brk_policy_group_t));
     brk_group_config_t config;
-    brk_group_config_defaults (&config, "default", "*");
+    int rc = brk_group_config_defaults (&config, "default", "*");
+    assert (rc == 0);           //  Constants that fit
+    (void) rc;
     if (!self->targets || !self->groups || s_group_init (&self->groups [0], &config, NULL, 0)) {
         brk_policy_destroy (&self);
         return NULL;
@@ -221,8 +224,12 @@ brk_policy_add_spec (brk_policy_t *self, const char *spec, char *err, size_t err
         return -1;
     }
     brk_group_config_t config;
-    brk_group_config_defaults (&config, fields [0], fields [1]);
-    if (!fields [0][0] || strlen (fields [0]) >= BRK_POLICY_NAME_MAX || !fields [1][0]) {
+    if (brk_group_config_defaults (&config, fields [0], fields [1]) != 0) {
+        brk_policy_err (err, err_size, "--group: NAME may have at most %d characters,"
+                        " GLOB at most %zu: '%s'", BRK_POLICY_NAME_MAX - 1, sizeof config.glob - 1, spec);
+        return -1;
+    }
+    if (!fields [0][0] || !fields [1][0]) {
         brk_policy_err (err, err_size, "--group '%s': NAME and GLOB must not be empty", spec);
         return -1;
     }

@@ -93,8 +93,9 @@ typedef struct {
 
 //  Fill a group's settings with the defaults: no cap, no ramp, no error
 //  stop (window 10 min when set), no interval, no max age, restart timeout
-//  5 min, no windows.
-void brk_group_config_defaults (brk_group_config_t *config, const char *name, const char *glob);
+//  5 min, no windows. Returns 0, or -1 if name (BRK_POLICY_NAME_MAX - 1)
+//  or glob (255 characters) is too long; they are then cut short.
+int brk_group_config_defaults (brk_group_config_t *config, const char *name, const char *glob);
 
 //  A policy with only the default group. NULL when out of memory.
 brk_policy_t *brk_policy_new (mdl_clock_t mono, mdl_clock_t wall);

@@ -113,9 +113,9 @@ s_group (brk_policy_t *policy, zconfig_t *node, char *err, size_t size)
 {
     const char *name = zconfig_name (node);
     brk_group_config_t config;
-    brk_group_config_defaults (&config, name, "*");
-    if (strlen (name) >= BRK_POLICY_NAME_MAX)
-        return s_fail (err, size, "groups/%s: name too long", name);
+    if (brk_group_config_defaults (&config, name, "*") != 0)
+        return s_fail (err, size, "groups/%s: name too long (at most %d characters)", name,
+                       BRK_POLICY_NAME_MAX - 1);
     bool matched = strcmp (name, "default") == 0;
     for (zconfig_t *key = zconfig_child (node); key; key = zconfig_next (key)) {
         const char *k = zconfig_name (key);

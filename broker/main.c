@@ -42,13 +42,16 @@ static const mdl_opt_spec_t s_options [] = {
     { NULL, 0, NULL, "Durability", NULL },
     { "data-dir", 0, "DIR", "journal directory (default ./mandrill-data)", NULL },
     { "durability", 0, "MODE", "when a PUBACK is sent (default batch):\n"
-      "  batch   after a group fsync, at most every\n"
-      "          --fsync-interval\n"
-      "  sync    after an fsync of each PUBLISH batch\n"
+      "  batch   after the fsync that covers it (group\n"
+      "          commit: each fsync starts as soon as the\n"
+      "          last one ended, with all committed since)\n"
+      "  sync    the same promise; the journal writer is\n"
+      "          woken at every commit, not once a batch\n"
       "  none    at once; journaled but never fsynced\n"
       "  memory  at once; no journal, a restart loses\n"
       "          everything", NULL },
-    { "fsync-interval", 0, "DUR", "batch mode: least time between fsyncs\n(default 10ms)", NULL },
+    { "fsync-interval", 0, "DUR", "longest a journaled change waits for an fsync\n"
+      "when nothing commits it; not a rate limit (none:\nthe write period; default 10ms)", NULL },
     { "salvage", 0, NULL, "start even if the journal is corrupt before its\n"
       "end, keeping what can be read (what is skipped\nis logged)", NULL },
     { NULL, 0, NULL, "Restart policy (docs/POLICY.md)", NULL },

@@ -169,6 +169,16 @@ Test (policy, simple_form, .init = s_make_policy, .fini = s_teardown, .timeout =
         cr_expect_neq (err [0], 0, "'%s' without an error text", bad [i]);
     }
     cr_assert_eq (brk_policy_group_count (s_policy), 3);
+
+    //  A glob longer than a group holds is refused, not cut short (a
+    //  shorter glob would match other hosts)
+    char spec [400] = "long:";
+    memset (spec + 5, 'a', 300);
+    snprintf (spec + 305, sizeof spec - 305, "*:2");
+    char err [256] = "";
+    cr_expect_eq (brk_policy_add_spec (s_policy, spec, err, sizeof err), -1);
+    cr_expect (strstr (err, "GLOB at most 255"), "%s", err);
+    cr_assert_eq (brk_policy_group_count (s_policy), 3);
 }
 
 Test (policy, match_first_wins_case_folded, .init = s_make_policy, .fini = s_teardown,

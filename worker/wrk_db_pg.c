@@ -239,7 +239,11 @@ static void
 s_settle (wrk_db_pg_t *self, batch_t *batch, bool ok, const char *error)
 {
     batch->ok = ok;
-    snprintf (batch->error, sizeof batch->error, "%s", ok ? "" : error);
+    //  A longer error is cut short: it is only logged
+    const char *text = ok || !error ? "" : error;
+    size_t length = strnlen (text, sizeof batch->error - 1);
+    memcpy (batch->error, text, length);
+    batch->error [length] = 0;
     if (!ok)
         s_requeue_outcomes (self, batch);
     s_list_push (&self->done, batch);
