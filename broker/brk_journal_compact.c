@@ -1,11 +1,13 @@
 /*  brk_journal_compact: snapshots (JOURNAL.md, "Compaction"). Runs on the
     writer thread, between batches. Group commit goes on meanwhile: the
     active segment moves to a number after the snapshot's first, and after
-    each 1 MiB chunk of the snapshot the batches the loop committed are
-    written and fsynced there (brk_journal_commit_between); they reach the
-    index when the snapshot is done, since its walk must see the index as
-    it began. So a compaction delays a commit by one chunk, not by the
-    whole snapshot and its fsync.
+    every 256 records (and each 1 MiB chunk) of the snapshot the batches
+    the loop committed are written and fsynced there
+    (brk_journal_commit_between), also while the snapshot's own fsync runs
+    on a short-lived thread; they reach the index when the snapshot is
+    done, since its walk must see the index as it began. So a compaction
+    delays a commit by about one chunk write, not by the whole snapshot
+    and its fsync.
 
     The live set is written in publish order into journal-S.snap.tmp, each
     PUBLISH and DEAD record copied byte for byte from where the index says
@@ -35,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -181,6 +184,67 @@ s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *
     return brk_journal_commit_between (self, later);
 }
 
+//  Every this many records written into the snapshot, the batches the
+//  loop committed meanwhile are made durable (a check under the mutex
+//  when there are none)
+#define S_RECORDS_PER_CHECK 256
+
+//  The snapshot's fsync, on a thread of its own so that commits go on
+//  during it (the writer waits on its wake condition meanwhile).
+typedef struct {
+    brk_journal_t *self;
+    int fd;
+    int rc;                     //  What fsync returned
+    int error;                  //  Its errno
+    bool done;                  //  Under self->mutex
+} s_fsync_job_t;
+
+static void *
+s_fsync_thread (void *arg)
+{
+    s_fsync_job_t *job = (s_fsync_job_t *) arg;
+    job->rc = job->self->io.fsync (job->self->io.arg, job->fd);
+    job->error = job->rc ? errno : 0;
+    pthread_mutex_lock (&job->self->mutex);
+    job->done = true;
+    pthread_cond_broadcast (&job->self->wake);
+    pthread_mutex_unlock (&job->self->mutex);
+    return NULL;
+}
+
+//  fsync the snapshot while committing what the loop commits. Returns
+//  what fsync returned (0, or -1 with errno), or -1 when a commit's write
+//  failed (after the fsync ended).
+static int
+s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
+{
+    self->fsyncs++;
+    s_fsync_job_t job = { self, fd, 0, 0, false };
+    pthread_t thread;
+    if (pthread_create (&thread, NULL, s_fsync_thread, &job) != 0)
+        return self->io.fsync (self->io.arg, fd);       //  No thread: wait for it here
+    int committed = 0;
+    pthread_mutex_lock (&self->mutex);
+    while (!job.done) {
+        bool asked = self->commit_asked || self->sync_asked || self->stop
+                  || self->buf.size >= self->config.max_buffer / 2;
+        if (asked && committed == 0 && self->buf.size > 0) {
+            pthread_mutex_unlock (&self->mutex);
+            committed = brk_journal_commit_between (self, later);
+            pthread_mutex_lock (&self->mutex);
+        }
+        else
+            pthread_cond_wait (&self->wake, &self->mutex);
+    }
+    pthread_mutex_unlock (&self->mutex);
+    pthread_join (thread, NULL);
+    if (job.rc) {
+        errno = job.error;
+        return -1;
+    }
+    return committed;
+}
+
 int
 brk_journal_compact_now (brk_journal_t *self)
 {
@@ -229,12 +293,15 @@ brk_journal_compact_now (brk_journal_t *self)
     if (brk_journal_encode_record (&out, REC_EPOCH, self->epoch, 0, NULL, NULL, NULL))
         goto done;
     uint64_t written = 0;       //  File offset of out.data [0]
+    size_t records = 0;         //  Written into the snapshot, for S_RECORDS_PER_CHECK
     //  The acked ids kept, oldest first, as ACK records: replay puts
     //  them back on the done list before any live message
     for (brk_journal_live_t *e = self->index.done_head; e; e = e->next) {
         if (brk_journal_encode_record (&out, REC_ACK, 0, 0, e->id, NULL, NULL))
             goto done;
         if (out.size >= CHUNK_SIZE && s_write_chunk (self, fd, &out, &written, &later))
+            goto done;
+        if (++records % S_RECORDS_PER_CHECK == 0 && brk_journal_commit_between (self, &later))
             goto done;
     }
     size_t i = 0;
@@ -257,8 +324,10 @@ brk_journal_compact_now (brk_journal_t *self)
             goto done;
         if (out.size >= CHUNK_SIZE && s_write_chunk (self, fd, &out, &written, &later))
             goto done;
+        if (++records % S_RECORDS_PER_CHECK == 0 && brk_journal_commit_between (self, &later))
+            goto done;
     }
-    if (s_write_chunk (self, fd, &out, &written, &later) || brk_journal_fsync (self, fd))
+    if (s_write_chunk (self, fd, &out, &written, &later) || s_fsync_committing (self, fd, &later))
         goto done;
     close (fd);
     fd = -1;
