@@ -1,13 +1,13 @@
 /*  brk_journal_compact: snapshots (JOURNAL.md, "Compaction"). Runs on the
     writer thread, between batches. Group commit goes on meanwhile: the
     active segment moves to a number after the snapshot's first, and after
-    every 256 records (and each 1 MiB chunk) of the snapshot the batches
-    the loop committed are written and fsynced there
-    (brk_journal_commit_between), also while the snapshot's own fsync runs
-    on a short-lived thread; they reach the index when the snapshot is
-    done, since its walk must see the index as it began. So a compaction
-    delays a commit by about one chunk write, not by the whole snapshot
-    and its fsync.
+    every 256 records (and each 1 MiB chunk) of the snapshot, and while
+    the snapshot's own fsync runs on a short-lived thread, the batches the
+    loop committed at least one fsync interval ago are written and fsynced
+    there (brk_journal_commit_between); they reach the index when the
+    snapshot is done, since its walk must see the index as it began. So a
+    compaction delays a commit by about one interval (10 ms), not by the
+    whole snapshot and its fsync, and batches stay large while it runs.
 
     The live set is written in publish order into journal-S.snap.tmp, each
     PUBLISH and DEAD record copied byte for byte from where the index says
@@ -40,6 +40,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 //  An open journal file, for reading records back.
@@ -166,8 +167,7 @@ s_copy_record (s_reader_t *reader, brk_journal_bytes_t *out, uint32_t file, uint
     return 0;
 }
 
-//  Write the chunk out at *written and empty it; start its writeback (so
-//  the snapshot's final fsync has little left to do) and let the records
+//  Write the chunk out at *written and empty it, then let the records
 //  committed meanwhile become durable. Returns 0 or -1 with errno.
 static int
 s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *written,
@@ -175,10 +175,6 @@ s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *
 {
     if (brk_journal_write_all (self, fd, out->data, out->size, *written))
         return -1;
-    //  A hint only (it changes nothing on disk that fsync would not), so
-    //  not through the io seam; a failure is harmless
-    if (out->size)
-        sync_file_range (fd, (off_t) *written, (off_t) out->size, SYNC_FILE_RANGE_WRITE);
     *written += out->size;
     out->size = 0;
     return brk_journal_commit_between (self, later);
@@ -226,15 +222,18 @@ s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
     int committed = 0;
     pthread_mutex_lock (&self->mutex);
     while (!job.done) {
-        bool asked = self->commit_asked || self->sync_asked || self->stop
-                  || self->buf.size >= self->config.max_buffer / 2;
-        if (asked && committed == 0 && self->buf.size > 0) {
-            pthread_mutex_unlock (&self->mutex);
+        //  Commits are taken at most once an interval (see
+        //  brk_journal_commit_between), so wake at least that often
+        pthread_mutex_unlock (&self->mutex);
+        if (committed == 0)
             committed = brk_journal_commit_between (self, later);
-            pthread_mutex_lock (&self->mutex);
-        }
-        else
-            pthread_cond_wait (&self->wake, &self->mutex);
+        pthread_mutex_lock (&self->mutex);
+        if (job.done)
+            break;
+        int64_t due = brk_journal_mono_ms () + (self->config.fsync_interval_ms > 0
+                                               ? self->config.fsync_interval_ms : 1);
+        struct timespec ts = { (time_t) (due / 1000), (long) (due % 1000) * 1000000 };
+        pthread_cond_timedwait (&self->wake, &self->mutex, &ts);
     }
     pthread_mutex_unlock (&self->mutex);
     pthread_join (thread, NULL);

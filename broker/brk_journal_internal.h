@@ -335,8 +335,9 @@ typedef struct {
     bool pend_unindexed;        //  pend is placed but was not written: index it too
 } brk_journal_later_t;
 
-//  Between two chunks of a compaction: if the loop committed records (or
-//  a sync or stop waits, or the buffer is half full), write and fsync them
+//  Between two chunks of a compaction: if the loop committed records at
+//  least fsync_interval_ms ago (or a sync or stop waits, or the buffer is
+//  half full), write and fsync them
 //  to the active segment now, publish their durability, and keep the batch
 //  in later. Returns 0 (nothing to do, or done), or -1 with errno when the
 //  write failed: the compaction must stop (pend is kept for the writer's

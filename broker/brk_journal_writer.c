@@ -197,8 +197,13 @@ brk_journal_commit_between (brk_journal_t *self, brk_journal_later_t *later)
                            sizeof (*later->batches)))
         return 0;
     pthread_mutex_lock (&self->mutex);
-    bool asked = self->commit_asked || self->sync_asked || self->stop
-              || self->buf.size >= self->config.max_buffer / 2;
+    //  A commit waits up to one interval, so that the batches written
+    //  between the snapshot's chunks stay large (each costs an fsync); a
+    //  sync, a stop or a half-full buffer does not wait
+    bool asked = self->sync_asked || self->stop
+              || self->buf.size >= self->config.max_buffer / 2
+              || (self->commit_asked
+                  && brk_journal_mono_ms () - self->buf_since >= self->config.fsync_interval_ms);
     if (!asked || self->buf.size == 0 || self->pend.size > 0) {
         pthread_mutex_unlock (&self->mutex);
         return 0;

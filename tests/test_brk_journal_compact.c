@@ -108,7 +108,7 @@ s_config (void)
     brk_journal_config_defaults (&config);
     config.dir = s_dir;
     config.mode = BRK_JOURNAL_BATCH;
-    config.fsync_interval_ms = 3000;    //  Only commits make batches
+    config.fsync_interval_ms = 20;      //  How long a commit may wait during a snapshot
     config.compact_min_bytes = 1u << 20;
     config.done_window = 100000;
     config.io = &s_io;
