@@ -8,9 +8,9 @@
 #include <criterion/criterion.h>
 
 #include "brk_journal.h"
+#include "e2e_support.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,15 +21,6 @@
 
 static char s_dir [256];
 
-static int
-s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    return remove (path);
-}
-
 static atomic_int s_snapshot_fd;        //  fd of the snapshot being written, else -1
 static atomic_int s_snapshots_opened;   //  Snapshot files opened so far
 static atomic_int s_renames;            //  Snapshots renamed into place
@@ -39,8 +30,7 @@ static atomic_int s_fail_renames;       //  Fail this many renames (EIO)
 static void
 s_setup (void)
 {
-    snprintf (s_dir, sizeof (s_dir), "/tmp/test_brk_journal_compact.XXXXXX");
-    cr_assert_not_null (mkdtemp (s_dir));
+    e2e_dir_new (s_dir, sizeof s_dir, "test_brk_journal_compact.");
     atomic_store (&s_snapshot_fd, -1);
     atomic_store (&s_snapshots_opened, 0);
     atomic_store (&s_renames, 0);
@@ -51,7 +41,7 @@ s_setup (void)
 static void
 s_teardown (void)
 {
-    nftw (s_dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+    e2e_dir_remove (s_dir);
 }
 
 TestSuite (journal_compact, .init = s_setup, .fini = s_teardown, .timeout = 60);
@@ -205,17 +195,27 @@ s_reopen (void)
     return found;
 }
 
-//  A commit made while a snapshot is being written is durable before the
-//  snapshot is renamed into place, not after the whole compaction.
-Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
+//  A fresh journal whose first snapshot has begun, with its writes slowed
+//  to 300 ms each and the next fail_renames renames failing.
+static brk_journal_t *
+s_open_compacting (int fail_renames)
 {
     brk_journal_config_t config = s_config ();
     brk_journal_report_t report;
     brk_journal_t *journal = brk_journal_new (&config, NULL, NULL, &report);
     cr_assert_not_null (journal, "%s", report.message);
     atomic_store (&s_slow_ms, 300);
+    atomic_store (&s_fail_renames, fail_renames);
     s_publish_and_ack (journal, 8000);
     cr_assert (s_wait (s_snapshot_started, journal, 0, 10000), "no compaction started");
+    return journal;
+}
+
+//  A commit made while a snapshot is being written is durable before the
+//  snapshot is renamed into place, not after the whole compaction.
+Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
+{
+    brk_journal_t *journal = s_open_compacting (0);
 
     uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
     cr_assert_gt (during, 0);
@@ -240,14 +240,7 @@ Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
 //  restart, all see it.
 Test (journal_compact, a_failed_snapshot_keeps_what_was_committed_during_it)
 {
-    brk_journal_config_t config = s_config ();
-    brk_journal_report_t report;
-    brk_journal_t *journal = brk_journal_new (&config, NULL, NULL, &report);
-    cr_assert_not_null (journal, "%s", report.message);
-    atomic_store (&s_slow_ms, 300);
-    atomic_store (&s_fail_renames, 1);
-    s_publish_and_ack (journal, 8000);
-    cr_assert (s_wait (s_snapshot_started, journal, 0, 10000), "no compaction started");
+    brk_journal_t *journal = s_open_compacting (1);
     uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
     uint64_t other = brk_journal_append_publish (journal, "other", "{\"host\":\"b\"}", 1);
     cr_assert_gt (other, during);

@@ -195,31 +195,52 @@ s_accept_all (zsock_t *pipe, void *args)
     zsock_destroy (&handler);
 }
 
-//  Without a ZAP handler in the process the server fails closed (where
-//  libzmq can enforce it): even a client with the right keys gets nothing.
-Test (mdl_curve, server_without_a_zap_handler_refuses_everyone, .timeout = 20)
+//  Key pairs "server" and "client" in the test dir, and a CURVE ROUTER
+//  with the server's key (not bound yet).
+static zsock_t *
+s_curve_router (void)
 {
     char error [256] = "";
     cr_assert_eq (mdl_curve_keygen (s_dir, "server", NULL, error, sizeof error), 0, "%s", error);
     cr_assert_eq (mdl_curve_keygen (s_dir, "client", NULL, error, sizeof error), 0, "%s", error);
-    char server_secret [256], server_public [256], client_secret [256];
+    char server_secret [256];
     s_path (server_secret, sizeof server_secret, "server.key_secret");
-    s_path (server_public, sizeof server_public, "server.key");
-    s_path (client_secret, sizeof client_secret, "client.key_secret");
     mdl_curve_cert_t own;
     cr_assert_eq (mdl_curve_load (server_secret, true, &own, NULL, 0), 0);
     zsock_t *router = zsock_new (ZMQ_ROUTER);
+    cr_assert_not_null (router);
     cr_assert_eq (mdl_curve_server (router, &own, "test"), 0);
+    return router;
+}
+
+//  A DEALER with the client's key pair that takes the server's public key
+//  from the file named server_public, connected to port.
+static zsock_t *
+s_curve_dealer (const char *server_public, int port)
+{
+    char own [256], server [256], error [256] = "";
+    s_path (own, sizeof own, "client.key_secret");
+    s_path (server, sizeof server, server_public);
+    zsock_t *dealer = zsock_new (ZMQ_DEALER);
+    cr_assert_not_null (dealer);
+    zsock_set_linger (dealer, 0);
+    cr_assert_eq (mdl_curve_client_files (dealer, own, server, error, sizeof error), 0, "%s", error);
+    cr_assert_eq (zsock_connect (dealer, "tcp://127.0.0.1:%d", port), 0);
+    return dealer;
+}
+
+//  Without a ZAP handler in the process the server fails closed (where
+//  libzmq can enforce it): even a client with the right keys gets nothing.
+Test (mdl_curve, server_without_a_zap_handler_refuses_everyone, .timeout = 20)
+{
+    zsock_t *router = s_curve_router ();
     if (!mdl_curve_zap_enforced (router)) {
         zsock_destroy (&router);
         cr_skip_test ("this libzmq cannot enforce ZAP domains");
     }
     int port = zsock_bind (router, "tcp://127.0.0.1:*");
     cr_assert_gt (port, 0);
-    zsock_t *good = zsock_new (ZMQ_DEALER);
-    zsock_set_linger (good, 0);
-    cr_assert_eq (mdl_curve_client_files (good, client_secret, server_public, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (zsock_connect (good, "tcp://127.0.0.1:%d", port), 0);
+    zsock_t *good = s_curve_dealer ("server.key", port);
     zstr_send (good, "good");
     zsock_set_rcvtimeo (router, 1500);
     zmsg_t *msg = zmsg_recv (router);
@@ -235,33 +256,16 @@ Test (mdl_curve, client_and_server_options_talk, .timeout = 20)
 {
     zactor_t *zap = zactor_new (s_accept_all, NULL);
     cr_assert_not_null (zap);
+    zsock_t *router = s_curve_router ();
     char error [256] = "";
-    cr_assert_eq (mdl_curve_keygen (s_dir, "server", NULL, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (mdl_curve_keygen (s_dir, "client", NULL, error, sizeof error), 0, "%s", error);
     cr_assert_eq (mdl_curve_keygen (s_dir, "other", NULL, error, sizeof error), 0, "%s", error);
-    char server_secret [256], server_public [256], client_secret [256], other_public [256];
-    s_path (server_secret, sizeof server_secret, "server.key_secret");
-    s_path (server_public, sizeof server_public, "server.key");
-    s_path (client_secret, sizeof client_secret, "client.key_secret");
-    s_path (other_public, sizeof other_public, "other.key");
-    mdl_curve_cert_t own;
-    cr_assert_eq (mdl_curve_load (server_secret, true, &own, NULL, 0), 0);
-    zsock_t *router = zsock_new (ZMQ_ROUTER);
-    cr_assert_eq (mdl_curve_server (router, &own, "test"), 0);
     //  Long enough for a handshake under valgrind; the wait for what must
     //  not come is shortened below
     zsock_set_rcvtimeo (router, 10000);
     int port = zsock_bind (router, "tcp://127.0.0.1:*");
     cr_assert_gt (port, 0);
-
-    zsock_t *good = zsock_new (ZMQ_DEALER);
-    zsock_set_linger (good, 0);
-    cr_assert_eq (mdl_curve_client_files (good, client_secret, server_public, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (zsock_connect (good, "tcp://127.0.0.1:%d", port), 0);
-    zsock_t *bad = zsock_new (ZMQ_DEALER);
-    zsock_set_linger (bad, 0);
-    cr_assert_eq (mdl_curve_client_files (bad, client_secret, other_public, error, sizeof error), 0, "%s", error);
-    cr_assert_eq (zsock_connect (bad, "tcp://127.0.0.1:%d", port), 0);
+    zsock_t *good = s_curve_dealer ("server.key", port);
+    zsock_t *bad = s_curve_dealer ("other.key", port);
     zstr_send (bad, "bad");
     zstr_send (good, "good");
     zmsg_t *msg = zmsg_recv (router);
@@ -277,6 +281,8 @@ Test (mdl_curve, client_and_server_options_talk, .timeout = 20)
     cr_expect_null (msg, "a client with the wrong server key got through");
     zmsg_destroy (&msg);
 
+    char client_secret [256];
+    s_path (client_secret, sizeof client_secret, "client.key_secret");
     //  Half a configuration is an error, none is plain TCP
     cr_expect_eq (mdl_curve_client_files (bad, client_secret, NULL, error, sizeof error), -1);
     cr_expect_eq (mdl_curve_client_files (bad, NULL, NULL, error, sizeof error), 0);
