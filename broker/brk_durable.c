@@ -38,6 +38,12 @@ s_store (void *arg, const brk_event_info_t *info)
             record.attempt = (uint32_t) info->attempt;
             record.delivery_id = info->delivery_id;
             break;
+        case BRK_EVENT_REQUEUED:
+            //  The attempt given back, and no lease: recovery makes it ready
+            record.kind = BRK_STORE_ATTEMPT;
+            record.attempt = (uint32_t) info->attempt;
+            record.delivery_id = 0;
+            break;
         case BRK_EVENT_ACKED:
             record.kind = BRK_STORE_ACK;
             break;

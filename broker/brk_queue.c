@@ -113,7 +113,7 @@ struct _brk_queue_t {
 static const char *s_event_names [BRK_EVENT_COUNT] = {
     "published", "delivered", "extended", "acked", "nacked", "expired",
     "dead_lettered", "replayed", "progress", "worker_joined", "worker_lost",
-    "coalesced", "in_doubt", "group_paused", "epoch", "waiting"
+    "coalesced", "in_doubt", "group_paused", "epoch", "waiting", "requeued"
 };
 
 const char *
@@ -404,7 +404,8 @@ s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
 {
     bool stored = self->store && (event == BRK_EVENT_DELIVERED || event == BRK_EVENT_ACKED
                                || event == BRK_EVENT_DEAD_LETTERED || event == BRK_EVENT_REPLAYED
-                               || event == BRK_EVENT_PROGRESS || event == BRK_EVENT_EPOCH);
+                               || event == BRK_EVENT_PROGRESS || event == BRK_EVENT_EPOCH
+                               || event == BRK_EVENT_REQUEUED);
     if (!stored && (!self->events || !self->event))
         return;
     brk_event_info_t info = {
@@ -413,7 +414,7 @@ s_emit (brk_queue_t *self, brk_event_t event, const brk_msg_t *msg,
     };
     if (stored)
         self->store (self->store_arg, &info);
-    if (self->events && self->event && event != BRK_EVENT_EPOCH)
+    if (self->events && self->event && event != BRK_EVENT_EPOCH && event != BRK_EVENT_REQUEUED)
         self->event (self->event_arg, &info);
 }
 
@@ -1314,6 +1315,9 @@ s_requeue (brk_queue_t *self, brk_lease_t *lease, const char *reason)
     self->counters.requeued++;
     s_policy_end (self, msg, BRK_POLICY_NEUTRAL, false);
     s_emit (self, BRK_EVENT_NACKED, msg, worker, delivery_id, reason);
+    //  Journaled too, so a restart before the next delivery neither counts
+    //  the attempt again nor holds the message as leased
+    s_emit (self, BRK_EVENT_REQUEUED, msg, NULL, 0, NULL);
     s_make_ready (self, msg);
 }
 

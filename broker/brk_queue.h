@@ -61,6 +61,8 @@ typedef enum {
     BRK_EVENT_EPOCH,            //  Store only (never an event): delivery_id is the new epoch's first
     BRK_EVENT_WAITING,          //  Under a policy: cannot start now; reason full, paused,
                                 //  window, interval or target_busy (once per reason change)
+    BRK_EVENT_REQUEUED,         //  Store only (never an event): a lease given back unused;
+                                //  attempt is the count with its attempt returned
     BRK_EVENT_COUNT
 } brk_event_t;
 

@@ -503,3 +503,49 @@ Test (brk_durable, an_epoch_raised_during_a_run_is_not_reused)
     mmp_msg_reset (&welcome);
     zsock_destroy (&worker);
 }
+
+//  Issue 8: a lease given back unused (here by BYE, as a worker shutting
+//  down gives back what crossed its BYE) is journaled as given back, so a
+//  restart before the next delivery neither holds the message as leased
+//  for an ack deadline nor counts the returned attempt again.
+Test (brk_durable, a_requeued_lease_stays_given_back_after_a_restart)
+{
+    s_start (BRK_JOURNAL_BATCH);
+    zsock_t *publisher = s_dealer (s_frontend);
+    s_publish (publisher, 1, "batch");
+    zsock_t *worker = s_worker ();
+    mmp_msg_t deliver;
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 1);
+    cr_assert_eq (deliver.deliveries [0].attempt, 1);
+    mmp_msg_reset (&deliver);
+    s_send (worker, MMP_BYE, "{}");
+    //  Until STATS counts the lease given back
+    double requeued = 0;
+    for (int tries = 0; tries < 100 && requeued < 1; tries++) {
+        s_send (publisher, MMP_STATS, "{}");
+        mmp_msg_t stats;
+        s_expect (publisher, MMP_STATS, &stats);
+        cJSON *item = cJSON_GetObjectItem (stats.body, "requeued");
+        requeued = item ? item->valuedouble : 0;
+        mmp_msg_reset (&stats);
+        if (requeued < 1)
+            zclock_sleep (20);
+    }
+    cr_assert_eq (requeued, 1, "the BYE gave nothing back");
+    zsock_destroy (&worker);
+    zsock_destroy (&publisher);
+    zactor_destroy (&s_broker);
+
+    //  On a manual clock that does not move: a lease held over from the
+    //  first run would never run out
+    s_start_with (BRK_JOURNAL_BATCH, true);
+    worker = s_worker ();
+    s_expect (worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 1);
+    cr_assert_str_eq (deliver.deliveries [0].message.message_id, s_id (1));
+    cr_expect_eq (deliver.deliveries [0].attempt, 1, "the given-back attempt was counted again");
+    s_ack (worker, deliver.deliveries [0].delivery_id, 1);
+    mmp_msg_reset (&deliver);
+    zsock_destroy (&worker);
+}
