@@ -344,16 +344,29 @@ Test (brk_durable, dead_letters_survive_a_restart)
     zsock_destroy (&publisher);
 }
 
-Test (brk_durable, full_disk_refuses_publish_keeps_acks_and_recovers)
+//  A batch-mode broker holding message 1, leased to a new worker on its
+//  first attempt. Returns the delivery id.
+static uint64_t
+s_start_one_lease (zsock_t **publisher, zsock_t **worker)
 {
     s_start (BRK_JOURNAL_BATCH);
-    zsock_t *publisher = s_dealer (s_frontend);
-    s_publish (publisher, 1, "batch");
-    zsock_t *worker = s_worker ();
+    *publisher = s_dealer (s_frontend);
+    s_publish (*publisher, 1, "batch");
+    *worker = s_worker ();
     mmp_msg_t deliver;
-    s_expect (worker, MMP_DELIVER, &deliver);
+    s_expect (*worker, MMP_DELIVER, &deliver);
+    cr_assert_eq (deliver.delivery_count, 1);
+    cr_assert_eq (deliver.deliveries [0].attempt, 1);
     uint64_t leased = deliver.deliveries [0].delivery_id;
     mmp_msg_reset (&deliver);
+    return leased;
+}
+
+Test (brk_durable, full_disk_refuses_publish_keeps_acks_and_recovers)
+{
+    zsock_t *publisher, *worker;
+    uint64_t leased = s_start_one_lease (&publisher, &worker);
+    mmp_msg_t deliver;
     s_settle (worker, leased);
 
     atomic_store (&s_fail_writes, ENOSPC);
@@ -510,15 +523,9 @@ Test (brk_durable, an_epoch_raised_during_a_run_is_not_reused)
 //  for an ack deadline nor counts the returned attempt again.
 Test (brk_durable, a_requeued_lease_stays_given_back_after_a_restart)
 {
-    s_start (BRK_JOURNAL_BATCH);
-    zsock_t *publisher = s_dealer (s_frontend);
-    s_publish (publisher, 1, "batch");
-    zsock_t *worker = s_worker ();
+    zsock_t *publisher, *worker;
+    s_start_one_lease (&publisher, &worker);
     mmp_msg_t deliver;
-    s_expect (worker, MMP_DELIVER, &deliver);
-    cr_assert_eq (deliver.delivery_count, 1);
-    cr_assert_eq (deliver.deliveries [0].attempt, 1);
-    mmp_msg_reset (&deliver);
     s_send (worker, MMP_BYE, "{}");
     //  Until STATS counts the lease given back
     double requeued = 0;
