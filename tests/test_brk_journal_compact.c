@@ -285,8 +285,10 @@ Test (journal_compact, a_failed_snapshot_keeps_what_was_committed_during_it)
     cr_assert_gt (brk_journal_append_ack (journal, "other"), 0);
     brk_journal_commit (journal);
     cr_assert_eq (brk_journal_sync (journal), 0);
+    //  Asked for, and so made from the index as it is now (an automatic
+    //  one may have run before it, after the failure's 1 s backoff)
     cr_assert_eq (brk_journal_compact (journal), 0);
-    cr_expect_eq (atomic_load (&s_renames), 1);
+    cr_expect_geq (atomic_load (&s_renames), 1);
     brk_journal_stats_t stats;
     brk_journal_stats (journal, &stats);
     cr_expect_eq (stats.live_messages, 1, "the index holds %llu live messages",
