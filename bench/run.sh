@@ -9,7 +9,9 @@
 #                [--durability memory|none|batch|sync]
 #                [--broker-args "--ack-deadline 30s"] [--out DIR] [--hosts N]
 #                [--peers redis-aof,zmq] [--peers-install] [--curve]
+#                [--workloads W1,W2-max,W2-paced]
 #
+# --workloads: run only these (default all; W1-k1 also needs --k1).
 # --hosts N: the driver's requests name N hosts in turn instead of one (a
 # restart policy leases one request per host at a time; see
 # bench/policy_groups.sh for the policy-cost runs).
@@ -26,7 +28,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD_DIR:-$PWD/build}
 REPS=3 N=200000 N1=50000 K1=0 DUR=10 RATE=10000 BACKLOG=2000
-BROKER_ARGS="" PEERS="" PEERS_INSTALL=0 DURABILITY= CURVE=0
+BROKER_ARGS="" PEERS="" PEERS_INSTALL=0 DURABILITY= CURVE=0 WORKLOADS=W1,W1-k1,W2-max,W2-paced
 OUT=""
 PEERS_DIR=${PEERS_DIR:-/work/shared/peers}
 while [ $# -gt 0 ]; do
@@ -46,7 +48,8 @@ while [ $# -gt 0 ]; do
     --peers) PEERS=$2; shift ;;
     --peers-install) PEERS_INSTALL=1 ;;
     --curve) CURVE=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --workloads) WORKLOADS=$2; shift ;;
+    -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 1 ;;
     esac
     shift
@@ -125,9 +128,11 @@ stop_broker() {
     BPID=
     [ -n "$DATA" ] && rm -rf "$DATA"
 }
+wanted() { case ",$WORKLOADS," in *",$1,"*) return 0 ;; esac; return 1; }
 bench() { # label args...
     local label=$1
     shift
+    wanted "${label%-rep*}" || return 0
     start_broker "$label"
     timeout 300 "$BENCH" "$@" "${BENCH_ARGS[@]}" --frontend "tcp://127.0.0.1:$PF" --backend "tcp://127.0.0.1:$PB" \
         --broker-pid "$BPID" >>"$RESULTS" 2>"$OUT/bench-$label.log"

@@ -63,6 +63,7 @@ brk_journal_config_defaults (brk_journal_config_t *config)
     config->max_buffer = 64u << 20;
     config->salvage = false;
     config->done_window = 0;
+    config->slow_fsync_ms = 1000;
     config->io = NULL;
 }
 

@@ -76,12 +76,15 @@ typedef struct {
     size_t max_buffer;          //  While failing, refuse appends past this many buffered bytes
     bool salvage;               //  On corruption in the middle: skip it instead of failing
     size_t done_window;         //  Acked ids kept across restarts for duplicate detection; 0 = none
+    int slow_fsync_ms;          //  An fsync this slow or slower is counted and logged; 0 = never
     const brk_journal_io_t *io; //  NULL: brk_journal_io_system ()
 } brk_journal_config_t;
 
 //  Fill in the defaults: mode batch, 10 ms, 100 ms, 16 MiB segments,
 //  compaction from 4 MiB, 64 MiB buffer, no salvage, no acked ids kept
-//  (the broker sets done_window to its dedup_window), the real io.
+//  (the broker sets done_window to its dedup_window), slow fsyncs from
+//  1000 ms (a warn line at most every 10 s says how slow and how many:
+//  every PUBACK and lease waits for the disk), the real io.
 //  dir is set to "./mandrill-data".
 void brk_journal_config_defaults (brk_journal_config_t *config);
 
@@ -217,6 +220,8 @@ typedef struct {
     uint64_t live_messages;     //  Messages in the index (pending + dead)
     uint64_t live_bytes;        //  Their record bytes (what a snapshot holds)
     uint64_t fsyncs;            //  fsync calls on journal files
+    uint64_t slow_fsyncs;       //  Of which took slow_fsync_ms or longer
+    int64_t fsync_max_us;       //  The slowest fsync of the writer so far
     uint64_t compactions;       //  Completed compactions
     uint64_t refused;           //  Appends refused
     int error;                  //  As brk_journal_status

@@ -41,6 +41,7 @@
 #define RECORD_MAX          (16u << 20)     //  Sanity bound on a record body
 #define CHUNK_SIZE          (1u << 20)      //  Compaction read and write chunks
 #define MAX_FILES_BEFORE_COMPACT 64
+#define SLOW_FSYNC_REPORT_MS 10000
 #define SYNCED_RECORD_SIZE  (RECORD_HEAD + 9)
 #define PUBLISHER_MAX       256             //  Bytes of a PUBLISH record's publisher (version 3)
 
@@ -274,6 +275,10 @@ struct _brk_journal_t {
     uint64_t pend_off;              //  Offset of pend in the active file
     bool unsynced;                  //  Written to the active file without fsync
     uint64_t fsyncs;                //  fsync calls
+    uint64_t slow_fsyncs;           //  Of which slow (config.slow_fsync_ms)
+    uint64_t slow_unreported;       //  Slow ones not in a warn line yet
+    int64_t slow_reported_ms;       //  When the last warn line went out (0: never)
+    int64_t fsync_max_us;           //  Slowest fsync timed
     uint64_t compactions;           //  Completed compactions
     int64_t compact_not_before;     //  Backoff after a failed compaction
 };
@@ -289,6 +294,9 @@ int brk_journal_write_all (brk_journal_t *self, int fd, const uint8_t *data, siz
                            uint64_t offset);
 
 //  fsync through the seam, counted. Returns what fsync returns.
+//  Times it: one that takes config.slow_fsync_ms or longer is counted,
+//  and logged (warn) at most every SLOW_FSYNC_REPORT_MS with how many
+//  were slow since the last line. Writer thread (or open, before it).
 int brk_journal_fsync (brk_journal_t *self, int fd);
 
 //  Wake the broker's loop (the event fd).

@@ -109,11 +109,38 @@ brk_journal_write_all (brk_journal_t *self, int fd, const uint8_t *data, size_t 
     return 0;
 }
 
+static int64_t
+s_mono_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int
 brk_journal_fsync (brk_journal_t *self, int fd)
 {
     self->fsyncs++;
-    return self->io.fsync (self->io.arg, fd);
+    int64_t start = s_mono_us ();
+    int rc = self->io.fsync (self->io.arg, fd);
+    int64_t took = s_mono_us () - start;
+    if (took > self->fsync_max_us)
+        self->fsync_max_us = took;
+    int slow_ms = self->config.slow_fsync_ms;
+    if (slow_ms > 0 && took >= (int64_t) slow_ms * 1000) {
+        self->slow_fsyncs++;
+        self->slow_unreported++;
+        int64_t now = start / 1000 + took / 1000;
+        if (self->slow_reported_ms == 0 || now - self->slow_reported_ms >= SLOW_FSYNC_REPORT_MS) {
+            mdl_warn ("journal: an fsync took %" PRId64 " ms (%" PRIu64 " of %d ms or more since"
+                      " the last report, %" PRIu64 " in all): every PUBACK, lease and ACKED"
+                      " waits for the disk", took / 1000, self->slow_unreported, slow_ms,
+                      self->slow_fsyncs);
+            self->slow_reported_ms = now;
+            self->slow_unreported = 0;
+        }
+    }
+    return rc;
 }
 
 void

@@ -279,6 +279,8 @@ s_update_stats (brk_journal_t *self)
     self->stats.live_messages = brk_journal_index_count (&self->index);
     self->stats.live_bytes = self->index.bytes;
     self->stats.fsyncs = self->fsyncs;
+    self->stats.slow_fsyncs = self->slow_fsyncs;
+    self->stats.fsync_max_us = self->fsync_max_us;
     self->stats.compactions = self->compactions;
 }
 

@@ -58,6 +58,8 @@ s_socket_named (s_server_t *self, const char *name, int *index)
 //  did not run (SIGSTOP, a paused VM, a starved machine): heartbeats and
 //  extensions sent meanwhile wait unread in the sockets, so the queue gives
 //  everyone that time back before it judges silence (brk_queue_stalled).
+//  A turn of the loop that itself took that long (a blocking write of the
+//  policy state on a slow disk) read nothing meanwhile either: the same.
 #define BRK_STALL_SLACK_MS 1000
 
 static void
@@ -69,6 +71,17 @@ s_check_stall (s_server_t *self, int64_t before, long timeout)
     mdl_warn ("broker did not run for %" PRId64 " ms (stopped?): workers and leases get that time "
               "back before their silence counts", gap);
     brk_queue_stalled (self->queue, gap);
+}
+
+static void
+s_check_busy (s_server_t *self, int64_t turn_started)
+{
+    int64_t took = mdl_clock_now (&self->clock) - turn_started;
+    if (took <= BRK_STALL_SLACK_MS)
+        return;
+    mdl_warn ("one turn of the broker's loop took %" PRId64 " ms (a slow disk?): workers and "
+              "leases get that time back before their silence counts", took);
+    brk_queue_stalled (self->queue, took);
 }
 
 static void
@@ -337,6 +350,7 @@ brk_server (zsock_t *pipe, void *args)
         long timeout = next <= now ? 0 : next - now > 1000 ? 1000 : (long) (next - now);
         if (zmq_poll (items, 5, timeout) == -1 && zmq_errno () == ETERM)
             break;
+        int64_t turn_started = mdl_clock_now (&self->clock);
         if (self->watch_stalls)
             s_check_stall (self, now, timeout);
         //  Only what is ready: at a few thousand wake-ups a second, asking
@@ -369,6 +383,8 @@ brk_server (zsock_t *pipe, void *args)
         //  the poll wakes at least that often, whatever the heartbeat
         if (self->config.metrics)
             mdl_metrics_collect (self->config.metrics, now);
+        if (self->watch_stalls)
+            s_check_busy (self, turn_started);
     }
     //  Make everything durable, then answer the peers still waiting
     if (self->policy)

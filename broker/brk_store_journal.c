@@ -88,7 +88,7 @@ s_stats (void *state, brk_store_stats_t *stats)
     stats->fsyncs = journal.fsyncs;
     stats->compactions = journal.compactions;
     stats->refused = journal.refused;
-    stats->fsync_max_us = -1;   //  The journal does not measure it
+    stats->fsync_max_us = journal.fsync_max_us;
     stats->error = journal.error;
 }
 

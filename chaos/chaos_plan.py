@@ -1,7 +1,8 @@
 """The fault plan of mandrill-chaos: a list of faults drawn from one seed.
 
 plan (seed, duration_s, kinds, workers, publishers, hosts, timing) returns
-[{"at": s, "kind": K, "target": i, "hold": s}, ...] sorted by "at". The plan
+[{"at": s, "kind": K, "target": i, "hold": s}, ...] sorted by "at" (a
+slow_disk fault also has "delay_ms"). The plan
 depends only on its arguments (random.Random (seed)), so the same seed and
 options replay the same plan; what the processes were doing at each instant
 still depends on timing. Faults run one after another: a fault's hold ends
@@ -17,12 +18,17 @@ Kinds (target is a worker, publisher or host index where it applies):
   cut_host        (--hosts) the host's veth link down for `hold`, then up
   netem_host      (--hosts) 30 % loss and 100 ms delay on the host's link for `hold`
   disk_full       fill the tmpfs under the journal for `hold`, then free it
+  slow_disk       every fsync of the broker `delay_ms` late for `hold`
 """
 import random
 
 KINDS = ("kill_broker", "kill_worker", "kill_publisher", "stop_worker_hb",
-         "stop_worker_deadline", "stop_broker", "cut_host", "netem_host", "disk_full")
+         "stop_worker_deadline", "stop_broker", "cut_host", "netem_host", "disk_full",
+         "slow_disk")
 HOST_KINDS = ("cut_host", "netem_host")
+#   A slow_disk fault's fsync delay: from a disk under load to one that
+#   stalls for longer than the heartbeat.
+SLOW_DISK_DELAYS_MS = (20, 100, 500, 1500)
 
 
 def plan(seed, duration_s, kinds, workers, publishers, hosts, heartbeat_s, ack_deadline_s):
@@ -45,11 +51,14 @@ def plan(seed, duration_s, kinds, workers, publishers, hosts, heartbeat_s, ack_d
             hold = rng.uniform(low, max(low, min(ack_deadline_s - 0.5, low + 1.0)))
         elif kind == "stop_worker_deadline":
             hold = rng.uniform(ack_deadline_s + 1.0, ack_deadline_s + 3.0)
-        elif kind in HOST_KINDS:
+        elif kind in HOST_KINDS or kind == "slow_disk":
             hold = rng.uniform(2.0, 6.0)
         else:
             hold = rng.uniform(1.0, 3.0)
-        out.append({"at": round(t, 3), "kind": kind, "target": target, "hold": round(hold, 3)})
+        fault = {"at": round(t, 3), "kind": kind, "target": target, "hold": round(hold, 3)}
+        if kind == "slow_disk":
+            fault["delay_ms"] = rng.choice(SLOW_DISK_DELAYS_MS)
+        out.append(fault)
         t += hold + rng.uniform(1.5, 4.0)
     return out
 

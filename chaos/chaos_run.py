@@ -16,6 +16,11 @@ Contract:
   without `ip netns`) --hosts exits 77 (skip) at once.
 - disk_full needs a tmpfs under the data dir, so root; without root the
   kind is dropped from the plan and the run says so.
+- slow_disk preloads chaos/chaos_slowdisk.c's library into the broker
+  (LD_PRELOAD, from --bin-dir or MANDRILL_CHAOS_SLOWDISK) and writes the
+  delay into its control file (slowdisk.ms in the history directory) for
+  the fault's hold; without the library the kind is dropped and the run
+  says so.
 - Failure: a process that cannot be started again ends the run with a
   message and exit 1 after cleaning up; the checker's verdict is the exit
   code otherwise (0 / 1).
@@ -60,12 +65,34 @@ def s_free_ports(n):
     return ports
 
 
-def s_program(bin_dir, env_name, rel):
+def s_program(bin_dir, env_name, rel, mode=os.X_OK):
     given = os.environ.get(env_name)
     path = given if given else os.path.join(bin_dir, rel)
-    if not os.access(path, os.X_OK):
+    if not os.access(path, mode):
         raise RuntimeError("%s not found (set %s or --bin-dir)" % (path, env_name))
     return path
+
+
+SLOWDISK_LIB = "chaos/libmandrill_chaos_slowdisk.so"
+
+
+def s_slowdisk_env(lib, ctl):
+    """The broker's environment for slow_disk: the library preloaded, its
+    control file named. A sanitizer build must accept a preloaded library
+    ahead of its runtime."""
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = " ".join(x for x in (env.get("LD_PRELOAD", ""), os.path.abspath(lib)) if x)
+    env["MANDRILL_CHAOS_SLOWDISK_CTL"] = ctl
+    asan = env.get("ASAN_OPTIONS", "")
+    env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+    return env
+
+
+def s_write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def s_die_with_parent():
@@ -80,8 +107,9 @@ def s_die_with_parent():
 class Proc:
     """One child process, known by PID; started again with the same argv."""
 
-    def __init__(self, name, argv, log_path):
+    def __init__(self, name, argv, log_path, env=None):
         self.name, self.argv, self.log_path = name, argv, log_path
+        self.env = env                  # None: the harness's environment
         self.popen = None
         self.stopped = False
         self.down = False           # killed on purpose, not to be restarted by the watch
@@ -90,7 +118,8 @@ class Proc:
     def start(self):
         log = open(self.log_path, "ab")
         self.popen = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, preexec_fn=s_die_with_parent)
+                                      stdin=subprocess.DEVNULL, preexec_fn=s_die_with_parent,
+                                      env=self.env)
         log.close()
         self.starts += 1
         self.stopped = self.down = False
@@ -289,6 +318,7 @@ class Run:
         self.broker = None
         self.net = None
         self.tmpfs = False
+        self.slowdisk_lib = self.slowdisk_ctl = None
         self.ctx = zmq.Context()
         self.faults = open(os.path.join(self.dir, "faults.jsonl"), "a", encoding="utf-8")
         self.threads = []
@@ -325,7 +355,12 @@ class Run:
             argv += ["--policy", self.write_policy()]
         if a.hosts:
             argv.append("--insecure")
-        self.broker = Proc("broker", argv, os.path.join(self.dir, "broker.log"))
+        env = None
+        if "slow_disk" in self.kinds:
+            self.slowdisk_ctl = os.path.join(self.dir, "slowdisk.ms")
+            s_write_atomic(self.slowdisk_ctl, "0\n")
+            env = s_slowdisk_env(self.slowdisk_lib, self.slowdisk_ctl)
+        self.broker = Proc("broker", argv, os.path.join(self.dir, "broker.log"), env)
         self.procs.append(self.broker)
         if a.hosts:
             self.net = Net(a.hosts, "%d" % (os.getpid() % 100000))
@@ -468,6 +503,12 @@ class Run:
             self.s_wait(hold)
             os.unlink(fill)
             self.fault(kind, "end")
+        elif kind == "slow_disk":
+            self.fault(kind, "begin", delay_ms=f["delay_ms"])
+            s_write_atomic(self.slowdisk_ctl, "%d\n" % f["delay_ms"])
+            self.s_wait(hold)
+            s_write_atomic(self.slowdisk_ctl, "0\n")
+            self.fault(kind, "end")
 
     # ---- the run ---------------------------------------------------------
     def settle(self):
@@ -548,6 +589,13 @@ class Run:
         if a.hosts and "netem_host" in self.kinds and not s_netem_possible():
             s_log("tc netem is not available in this kernel (sch_netem): netem_host left out")
             self.kinds.remove("netem_host")
+        if "slow_disk" in self.kinds:
+            try:
+                self.slowdisk_lib = s_program(a.bin_dir, "MANDRILL_CHAOS_SLOWDISK", SLOWDISK_LIB,
+                                              os.R_OK)
+            except RuntimeError as e:
+                s_log("slow_disk needs its preload library (%s): left out of this run" % e)
+                self.kinds.remove("slow_disk")
         if not a.hosts:
             for k in chaos_plan.HOST_KINDS:
                 if k in self.kinds:
@@ -567,7 +615,9 @@ class Run:
               % (a.seed, a.seed, a.durability, a.workers, a.publishers,
                  ", %d hosts" % a.hosts if a.hosts else ""))
         for f in faults:
-            s_log("plan  %7.2fs %-22s target %d hold %.2fs" % (f["at"], f["kind"], f["target"], f["hold"]))
+            s_log("plan  %7.2fs %-22s target %d hold %.2fs%s" % (
+                f["at"], f["kind"], f["target"], f["hold"],
+                " delay %d ms" % f["delay_ms"] if "delay_ms" in f else ""))
         self.setup()
         self.start_broker()
         rec = Recorder(self.ctx, self.ep["ev"], os.path.join(self.dir, "events.jsonl"))

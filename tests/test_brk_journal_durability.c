@@ -10,7 +10,8 @@
     - a new data directory's parent is fsynced, and record places are
       64-bit (a live set past 4 GiB compacts);
     - batch mode's group commit starts the next fsync when the last one
-      ends, never after a timer.
+      ends, never after a timer;
+    - a slow fsync is counted and the slowest one kept.
 */
 #include <criterion/criterion.h>
 #include "brk_journal.h"
@@ -589,6 +590,37 @@ Test (journal_durability, batch_commit_during_an_fsync_waits_for_no_timer)
     cr_expect_geq (brk_journal_durable (journal), second);
     cr_expect_lt (took, 1500, "durable after %ld ms (two 50 ms fsyncs, interval 3000 ms)",
                   (long) took);
+    brk_journal_destroy (&journal);
+}
+
+//  Issue 8, a slow disk: an fsync over slow_fsync_ms is counted (and
+//  logged), and the slowest one is kept; fast ones are not counted.
+Test (journal_durability, slow_fsyncs_are_counted)
+{
+    brk_journal_io_t io = s_faulty ();
+    brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
+    config.io = &io;
+    config.slow_fsync_ms = 40;
+    brk_journal_report_t report;
+    brk_journal_t *journal = s_open (&config, NULL, &report);
+    cr_assert_gt (brk_journal_append_publish (journal, "fast", "{}", 1), 0);
+    cr_assert_eq (brk_journal_sync (journal), 0);
+    brk_journal_stats_t stats;
+    brk_journal_stats (journal, &stats);
+    cr_expect_eq (stats.slow_fsyncs, 0, "nothing was slow yet");
+    cr_expect_lt (stats.fsync_max_us, 40000);
+    atomic_store (&s_slow_fsync_ms, 60);
+    for (int i = 0; i < 2; i++) {
+        char id [16];
+        snprintf (id, sizeof id, "slow-%d", i);
+        cr_assert_gt (brk_journal_append_publish (journal, id, "{}", 1), 0);
+        cr_assert_eq (brk_journal_sync (journal), 0);
+    }
+    atomic_store (&s_slow_fsync_ms, 0);
+    brk_journal_stats (journal, &stats);
+    cr_expect_geq (stats.slow_fsyncs, 2, "each sync's fsync took 60 ms: %lu counted",
+                   (unsigned long) stats.slow_fsyncs);
+    cr_expect_geq (stats.fsync_max_us, 60000);
     brk_journal_destroy (&journal);
 }
 

@@ -112,6 +112,15 @@ def main():
     h = s_base()
     h["stats"]["in_flight"] = 1
     s_case("an unsettled run fails", h, 1, ["VIOLATION lost", "in_flight = 1"])
+    # Unsettled: B was saved (a row) but its restart has not run yet, and
+    # no acked event says it was acked: still pending, not a `restarted`
+    # violation. With an acked event it is one.
+    h["restarts"] = h["restarts"][:2]
+    s_case("a saved request still waiting in an unsettled run is not judged restarted", h, 1,
+           ["HOLDS restarted", "not judged by `restarted`"])
+    h["events"].append({"t": T0 + 3 * S, "name": "acked", "body": {"message_id": B}})
+    s_case("an acked request without a restart is caught in an unsettled run too", h, 1,
+           ["VIOLATION restarted", B])
 
     h = s_base()
     h["restarts"] += ["start %s a.example.net w1 %d" % (A, T0 + 2 * S + S // 2),
@@ -181,6 +190,22 @@ def main():
     h["faults"] = [{"t": T0 + S, "kind": "kill_broker", "phase": "begin"},
                    {"t": T0 + S + S // 2, "kind": "kill_broker", "phase": "end"}]
     s_case("a fault over before the first restart explains nothing", h, 1, ["VIOLATION unattributed"])
+    # The first restart's worker is killed, then the disk is slowed before
+    # the redelivered restart: the kill undid the first attempt.
+    h["faults"] = [{"t": T0 + 2 * S + S // 2, "kind": "kill_worker", "phase": "begin", "name": "w0"},
+                   {"t": T0 + 3 * S, "kind": "kill_worker", "phase": "end", "name": "w0"},
+                   {"t": T0 + 4 * S, "kind": "slow_disk", "phase": "begin", "delay_ms": 100},
+                   {"t": T0 + 7 * S, "kind": "slow_disk", "phase": "end"}]
+    s_case("a duplicate is blamed on the fault that undid the first attempt", h, 0,
+           ["1 duplicate completed restart(s): kill_worker 1", "RESULT PASS"])
+    # A stop of another worker spans both restarts; the broker was killed
+    # in between: the broker's fault is the one that undid the attempt.
+    h["faults"] = [{"t": T0 + S, "kind": "stop_worker_hb", "phase": "begin", "name": "w2"},
+                   {"t": T0 + 3 * S, "kind": "kill_broker", "phase": "begin"},
+                   {"t": T0 + 3 * S + S // 2, "kind": "kill_broker", "phase": "end"},
+                   {"t": T0 + 7 * S, "kind": "stop_worker_hb", "phase": "end", "name": "w2"}]
+    s_case("another worker's fault is blamed only when nothing else overlaps", h, 0,
+           ["1 duplicate completed restart(s): kill_broker 1", "RESULT PASS"])
 
     h = s_base()
     h["rss"].append({"t": T0 + 2 * S, "pid": 1, "rss_kb": 300 * 1024})
