@@ -9,15 +9,18 @@
     at most every 100 ms after lease events, so a burst of leases costs at
     most ten saves a second. A lost save costs little: the last-restart
     stamps only lengthen least intervals, and the urgent changes are saved
-    before their reply is sent.
+    before their reply is sent. Lease events' saves are posted: the
+    journal store writes them on a thread (brk_state_saver), so only the
+    urgent ones stop the loop for their fsyncs.
 
     Failure: a policy that does not build fails the start (logged); a
     state blob that cannot be read or restored is logged and the policy
     starts clean; a save that fails is logged (once per run of failures)
     and retried at the next change. Cost: serialising is O(groups +
-    targets ever leased); saving blocks the loop for the journal store's
-    two fsyncs of a small file. The blob grows with every target ever
-    leased (the policy does not age last-restart stamps out yet): at
+    targets ever leased); an urgent save blocks the loop for the journal
+    store's two fsyncs of a small file, a posted one costs a copy of the
+    blob. The blob grows with every target ever leased (the policy does
+    not age last-restart stamps out yet): at
     100,000 hosts about 5 MB written up to ten times a second while
     leases go on. A store that keeps no state (memory) costs nothing: the
     policy is not even serialised.
@@ -140,8 +143,15 @@ brk_server_policy_save (s_server_t *self, bool force)
         self->policy_saved_at = now;
         return;
     }
+    //  Forced (an operator's action, the stop) or urgent (an error stop):
+    //  on disk before anything else, the reply included. Lease events:
+    //  handed to the store's writer, so the loop does not wait for a
+    //  slow disk.
+    bool wait = force || urgent != self->policy_saved_urgent;
     char *blob = brk_policy_serialise (self->policy);
-    int rc = blob ? brk_store_save_state (self->store, blob, strlen (blob)) : -1;
+    int rc = !blob ? -1
+           : wait ? brk_store_save_state (self->store, blob, strlen (blob))
+                  : brk_store_post_state (self->store, blob, strlen (blob));
     if (!blob)
         errno = ENOMEM;
     free (blob);

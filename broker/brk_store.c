@@ -111,6 +111,14 @@ brk_store_save_state (brk_store_t *self, const char *blob, size_t len)
     return self->ops->save_state ? self->ops->save_state (self->state, blob, len) : 0;
 }
 
+int
+brk_store_post_state (brk_store_t *self, const char *blob, size_t len)
+{
+    if (self->ops->post_state)
+        return self->ops->post_state (self->state, blob, len);
+    return brk_store_save_state (self, blob, len);
+}
+
 bool
 brk_store_keeps_state (const brk_store_t *self)
 {

@@ -104,6 +104,10 @@ typedef struct {
     //  there is none or it cannot be read (errno 0 for none).
     int (*save_state) (void *state, const char *blob, size_t len);
     char *(*load_state) (void *state);
+    //  Optional (NULL: post saves at once). Hand the blob over to be saved
+    //  soon, without waiting for I/O: a newer post or save replaces it.
+    //  0, or -1 with errno (ENOMEM); a later failure is the store's to log.
+    int (*post_state) (void *state, const char *blob, size_t len);
 } brk_store_ops_t;
 
 //  Outcome of opening a store (the values of BRK_SERVER_*).
@@ -149,10 +153,15 @@ void brk_store_stats (brk_store_t *self, brk_store_stats_t *stats);
 //  Block until everything appended is durable (for shutdown). 0 or -1.
 int brk_store_sync (brk_store_t *self);
 //  The policy state blob (see ops): a store without it saves nothing
-//  (returns 0) and loads NULL. Save may block on I/O (the journal store
-//  writes and fsyncs one small file): the server calls it at most every
-//  100 ms, plus once per operator action.
+//  (returns 0) and loads NULL. Save blocks on I/O (the journal store
+//  writes and fsyncs one small file): the server calls it once per
+//  operator action or error stop, and posts the rest (below).
 int brk_store_save_state (brk_store_t *self, const char *blob, size_t len);
+//  The same, without waiting: the journal store writes it on a thread of
+//  its own (brk_state_saver), so the loop does not stop for the fsyncs.
+//  Nothing is promised durable when it returns. A store without
+//  post_state saves at once.
+int brk_store_post_state (brk_store_t *self, const char *blob, size_t len);
 //  Does the store keep a state blob at all (save_state given)? The server
 //  does not even serialise the policy for one that does not.
 bool brk_store_keeps_state (const brk_store_t *self);

@@ -8,11 +8,13 @@
 #include <string.h>
 
 #include "brk_state_file.h"
+#include "brk_state_saver.h"
 #include "mdl_log.h"
 
 typedef struct {
     brk_journal_t *journal;     //  Owned
     char *dir;                  //  Copy of the data dir
+    brk_state_saver_t *saver;   //  Policy state writer, from the first post (owned)
 } s_journal_store_t;
 
 typedef struct {
@@ -103,6 +105,7 @@ s_destroy (void *state)
 {
     s_journal_store_t *self = (s_journal_store_t *) state;
     if (self) {
+        brk_state_saver_destroy (&self->saver);     //  Writes a posted state first
         brk_journal_destroy (&self->journal);
         free (self->dir);
         free (self);
@@ -111,10 +114,26 @@ s_destroy (void *state)
 
 //  The policy state lives beside the journal in DATA_DIR/policy.state,
 //  replaced atomically (brk_state_file.h), not in the journal's records.
+//  A save writes it on the caller's thread (after any write the saver has
+//  in progress, whose text is older); a post hands it to the saver.
 static int
 s_save_state (void *state, const char *blob, size_t len)
 {
-    return brk_state_file_write (((s_journal_store_t *) state)->dir, BRK_POLICY_STATE_FILE, blob, len);
+    s_journal_store_t *self = (s_journal_store_t *) state;
+    if (self->saver)
+        return brk_state_saver_write (self->saver, blob, len);
+    return brk_state_file_write (self->dir, BRK_POLICY_STATE_FILE, blob, len);
+}
+
+static int
+s_post_state (void *state, const char *blob, size_t len)
+{
+    s_journal_store_t *self = (s_journal_store_t *) state;
+    if (!self->saver)
+        self->saver = brk_state_saver_new (self->dir, BRK_POLICY_STATE_FILE, "policy");
+    if (!self->saver)
+        return s_save_state (state, blob, len);     //  No thread: at once, as before
+    return brk_state_saver_post (self->saver, blob, len);
 }
 
 static char *
@@ -125,7 +144,7 @@ s_load_state (void *state)
 
 static const brk_store_ops_t s_ops = {
     s_append, s_commit, s_durable, s_fd, s_status, s_stats, s_sync, s_destroy,
-    s_save_state, s_load_state
+    s_save_state, s_load_state, s_post_state
 };
 
 static int

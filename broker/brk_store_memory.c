@@ -68,7 +68,7 @@ s_destroy (void *state)
 
 static const brk_store_ops_t s_ops = {
     s_append, s_commit, s_durable, s_fd, s_status, s_stats, s_sync, s_destroy,
-    NULL, NULL          //  No policy state: a memory broker forgets it with everything else
+    NULL, NULL, NULL    //  No policy state: a memory broker forgets it with everything else
 };
 
 brk_store_t *

@@ -285,7 +285,7 @@ s_rec_destroy (void *state)
 
 static const brk_store_ops_t s_rec_ops = {
     s_rec_append, s_rec_commit, s_rec_durable, s_rec_fd, s_rec_status, s_rec_stats,
-    s_rec_sync, s_rec_destroy, NULL, NULL
+    s_rec_sync, s_rec_destroy, NULL, NULL, NULL
 };
 
 static const char *s_recovered_id = "00000000-0000-4000-8000-0000000000aa";

@@ -7,10 +7,12 @@
     Before the broker gave a stall back, every worker was lost at the
     resume and every running restart delivered a second time.
     The second test slows the disk instead (mandrill-chaos's preload
-    library: every fsync of the broker 2.5 s late). Under a restart policy
-    the broker writes its policy state, fsyncs included, on its loop, so
-    one turn stops it for two fsyncs; it must give that time back as it
-    does a stop. Before, the worker was lost at the end of that turn.
+    library: every fsync of the broker 2.5 s late), under a restart
+    policy. A lease event's save of the policy state must not stop the
+    loop (it is written on a thread of its own: no slow turn is logged);
+    an operator's PAUSE, whose reply promises the state is on disk, does
+    stop it for two fsyncs, and the broker must give that time back as it
+    does a stop. Before either, the worker was lost at the first lease.
     Processes are killed by PID in the teardown.
 */
 #include <criterion/criterion.h>
@@ -228,14 +230,26 @@ Test (e2e_stall, a_slow_disk_keeps_its_workers_and_leases)
     s_publish (client, 2);
     ids [1] = s_delivered (worker);
     s_heartbeat_for (worker, 6000);
+    cr_assert (e2e_log_has (s_dir, "broker.log", "journal: an fsync took"),
+               "no slow fsync: the test slowed nothing");
+    cr_expect_not (e2e_log_has (s_dir, "broker.log", "one turn of the broker's loop took"),
+                   "a lease event's state save stopped the loop");
+
+    //  PAUSE: saved before its reply, on the loop (two 2.5 s fsyncs)
+    const char *pause = "{\"group\":\"all\",\"reason\":\"test\"}";
+    cr_assert_eq (mmp_send (client, NULL, MMP_PAUSE, pause, strlen (pause)), 0);
+    s_heartbeat_for (worker, 7000);
+    mmp_msg_t reply;
+    mmp_error_t err;
+    mmp_msg_init (&reply);
+    cr_assert_eq (mmp_recv (client, true, NULL, MMP_FROM_BROKER, &reply, &err), 0, "no PAUSE reply");
+    cr_assert_eq (reply.command, MMP_PAUSE);
+    mmp_msg_reset (&reply);
     file = fopen (ctl, "w");
     cr_assert_not_null (file);
     fputs ("0\n", file);
     fclose (file);
     s_heartbeat_for (worker, 1500);
-
-    cr_assert (e2e_log_has (s_dir, "broker.log", "journal: an fsync took"),
-               "no slow fsync: the test slowed nothing");
     cr_expect_not (e2e_log_has (s_dir, "broker.log", "lost: no heartbeat"),
                    "the worker was lost for the broker's own wait on the disk");
     cr_assert (s_ack (worker, ids, 2), "a lease did not outlive the slow disk");
