@@ -72,6 +72,20 @@ s_run (void *arg)
     return NULL;
 }
 
+//  Everything but the thread
+static void
+s_free (brk_state_saver_t *self)
+{
+    free (self->pending);
+    pthread_cond_destroy (&self->idle);
+    pthread_cond_destroy (&self->wake);
+    pthread_mutex_destroy (&self->mutex);
+    free (self->dir);
+    free (self->name);
+    free (self->what);
+    free (self);
+}
+
 brk_state_saver_t *
 brk_state_saver_new (const char *dir, const char *name, const char *what)
 {
@@ -99,13 +113,7 @@ brk_state_saver_new (const char *dir, const char *name, const char *what)
     int rc = pthread_create (&self->thread, NULL, s_run, self);
     pthread_sigmask (SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        pthread_cond_destroy (&self->idle);
-        pthread_cond_destroy (&self->wake);
-        pthread_mutex_destroy (&self->mutex);
-        free (self->dir);
-        free (self->name);
-        free (self->what);
-        free (self);
+        s_free (self);
         errno = rc;
         return NULL;
     }
@@ -123,14 +131,7 @@ brk_state_saver_destroy (brk_state_saver_t **self_p)
     pthread_cond_broadcast (&self->wake);
     pthread_mutex_unlock (&self->mutex);
     pthread_join (self->thread, NULL);
-    free (self->pending);
-    pthread_cond_destroy (&self->idle);
-    pthread_cond_destroy (&self->wake);
-    pthread_mutex_destroy (&self->mutex);
-    free (self->dir);
-    free (self->name);
-    free (self->what);
-    free (self);
+    s_free (self);
     *self_p = NULL;
 }
 
