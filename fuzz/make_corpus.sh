@@ -50,6 +50,10 @@ seed PROGRESS '{"delivery_ids":[1],"steps":["save","save","restart"]}' bad-steps
 seed ACK '{"delivery_ids":[1]} trailing' bad-trailing
 seed FROB '{}' bad-command
 seed PUBLISH '{"messages":[{"instance_name":"caf\u00e9\ud800","x":"\"\\\/\b\f\n\r\t"}]}' bad-escapes
+# Attributes as deep as a DELIVER can carry them (12), and one more: the
+# PUBLISH body itself would still be within 16
+seed PUBLISH '{"messages":[{"instance_name":"a","attributes":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{}}}}}}}}}}}}}]}' attributes-deepest
+seed PUBLISH '{"messages":[{"instance_name":"a","attributes":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{"a":{}}}}}}}}}}}}}}]}' bad-attributes-deep
 printf 'MMP2\nACK\n{}' > "$dir/seed-90-bad-version"
 printf 'XYZ\nACK\n{}' > "$dir/seed-91-bad-signature"
 printf 'MMP1\nACK' > "$dir/seed-92-two-frames"

@@ -37,6 +37,10 @@
 //  Limits. A message over any of them is refused with the code in brackets.
 #define MMP_MAX_BODY        (1024 * 1024)   //  JSON frame bytes [too_large]
 #define MMP_MAX_DEPTH       16              //  JSON nesting depth [too_deep]
+//  A request's attributes, the object itself counted as 1: a DELIVER
+//  carries them at depth 5 (body, deliveries, delivery, message), one
+//  deeper than a PUBLISH, and must stay within MMP_MAX_DEPTH [too_deep]
+#define MMP_MAX_ATTRIBUTES_DEPTH (MMP_MAX_DEPTH - 4)
 #define MMP_MAX_MESSAGES    1000            //  Requests per PUBLISH [too_many]
 #define MMP_MAX_DELIVERIES  1000            //  Deliveries per DELIVER [too_many]
 #define MMP_MAX_IDS         10000           //  Ids per EXTEND/ACK/NACK/PROGRESS/REPLAY and their replies [too_many]

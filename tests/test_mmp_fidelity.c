@@ -1,6 +1,7 @@
 /*  test_mmp_fidelity: the codec against the letter of proto/PROTOCOL.md,
     where an independent client found it lenient or silent: RFC 8259
-    numbers, UTF-8, req in ERROR, attributes carried byte for byte.
+    numbers, UTF-8, req in ERROR, attributes carried byte for byte, and
+    only attributes a DELIVER can carry accepted.
     No sockets: every case goes through mmp_decode or an encoder.
 */
 #include "mmp.h"
@@ -195,4 +196,52 @@ Test (mmp_fidelity, attributes_byte_for_byte, .timeout = 10)
     mmp_msg_reset (&msg);
     mmp_buf_free (&json);
     mmp_buf_free (&deliver);
+}
+
+//  Attributes the broker accepts must fit the DELIVER that carries them
+//  one level deeper: up to MMP_MAX_ATTRIBUTES_DEPTH (12) they decode in a
+//  PUBLISH and again in its DELIVER; at 13 the PUBLISH is refused
+//  too_deep (before, it was accepted and every worker refused its
+//  DELIVER, so the request was dead-lettered without ever running).
+Test (mmp_fidelity, accepted_attributes_fit_a_deliver, .timeout = 10)
+{
+    for (int levels = 1; levels <= MMP_MAX_DEPTH - 3; levels++) {
+        char attributes [256] = "";
+        for (int i = 1; i < levels; i++)
+            strcat (attributes, "{\"a\":");
+        strcat (attributes, "{}");
+        for (int i = 1; i < levels; i++)
+            strcat (attributes, "}");
+        char body [512];
+        snprintf (body, sizeof body, "{\"messages\":[{\"instance_name\":\"a\",\"attributes\":%s}]}",
+                  attributes);
+        mmp_msg_t msg;
+        mmp_msg_init (&msg);
+        mmp_error_t err;
+        int rc = mmp_decode ("MMP1", 4, "PUBLISH", 7, body, strlen (body), MMP_TO_BROKER, &msg, &err);
+        if (levels > MMP_MAX_ATTRIBUTES_DEPTH) {
+            cr_expect_neq (rc, 0, "attributes %d deep were accepted", levels);
+            if (rc != 0)
+                cr_expect_str_eq (err.code, MMP_ERR_TOO_DEEP);
+            mmp_msg_reset (&msg);
+            continue;
+        }
+        cr_assert_eq (rc, 0, "attributes %d deep: %s", levels, err.reason);
+        const mmp_request_t *request = &msg.messages [0];
+        mmp_buf_t json, deliver;
+        mmp_buf_init (&json);
+        mmp_buf_init (&deliver);
+        cr_assert_eq (mmp_encode_request (&json, U1, request->instance_name, "a.example.net",
+                                          request->attributes, request->attributes_size), 0);
+        mmp_msg_reset (&msg);
+        cr_assert_eq (mmp_encode_deliver_add (&deliver, 0, 7, 1, 10000, 0, false, NULL,
+                                              mmp_buf_data (&json), mmp_buf_size (&json)), 0);
+        cr_assert_eq (mmp_encode_deliver_end (&deliver), 0);
+        rc = mmp_decode ("MMP1", 4, "DELIVER", 7, mmp_buf_data (&deliver), mmp_buf_size (&deliver),
+                         MMP_FROM_BROKER, &msg, &err);
+        cr_expect_eq (rc, 0, "a DELIVER of attributes %d deep: %s", levels, rc ? err.reason : "");
+        mmp_msg_reset (&msg);
+        mmp_buf_free (&json);
+        mmp_buf_free (&deliver);
+    }
 }
