@@ -214,37 +214,6 @@ s_req (mmp_pos_t *item, mmp_msg_t *msg, mmp_error_t *err)
 
 //  --------------------------------------------------------------------------
 
-//  Deepest nesting in a JSON value already checked by the scanner (the
-//  value's own brackets count as 1). Linear, no allocation.
-static int
-s_nesting (const char *json, size_t size)
-{
-    int depth = 0, deepest = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < size; i++) {
-        char c = json [i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else
-            if (c == '"')
-                in_string = false;
-        }
-        else
-        if (c == '"')
-            in_string = true;
-        else
-        if (c == '{' || c == '[') {
-            if (++depth > deepest)
-                deepest = depth;
-        }
-        else
-        if (c == '}' || c == ']')
-            depth--;
-    }
-    return deepest;
-}
-
 //  A restart request: PUBLISH messages [i], DELIVER deliveries [i].message.
 
 static const mmp_schema_t s_request_schema = {
@@ -303,7 +272,7 @@ s_request (mmp_pos_t *item, bool delivered, mmp_request_t *request, mmp_pos_t **
         if (size > MMP_MAX_ATTRIBUTES)
             return mmp_fail_at (err, MMP_ERR_TOO_LARGE, where, "attributes",
                            "%zu bytes, over %d", size, MMP_MAX_ATTRIBUTES);
-        if (!delivered && s_nesting ((const char *) slot [3], size) > MMP_MAX_ATTRIBUTES_DEPTH)
+        if (!delivered && mmp_nesting (slot [3], size) > MMP_MAX_ATTRIBUTES_DEPTH)
             return mmp_fail_at (err, MMP_ERR_TOO_DEEP, where, "attributes",
                                 "nested deeper than %d (a DELIVER carries them one level deeper)",
                                 MMP_MAX_ATTRIBUTES_DEPTH);

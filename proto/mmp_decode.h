@@ -119,6 +119,9 @@ void mmp_clean_utf8 (char *text);
 //  text (section 3 of PROTOCOL.md), with hints->ends filled for the first
 //  MMP_MAX_HINTS top-level member values; else -2.
 int mmp_scan (const unsigned char *base, size_t size, mmp_hints_t *hints, mmp_error_t *err);
+//  Deepest nesting in one JSON value that mmp_scan passed, the value's
+//  own brackets counting 1 (0 for a scalar). O(size), no allocation.
+int mmp_nesting (const unsigned char *json, size_t size);
 
 //  Pass 2 (mmp_walk.c). mmp_skip: past the value at p. mmp_unescape: the
 //  string at p (its quote) unescaped into out (p + 1 for in place),

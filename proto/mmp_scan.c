@@ -238,3 +238,35 @@ after:
     return mmp_fail (err, MMP_ERR_BAD_JSON, "',' or '%c' expected at byte %zu",
                      stack [depth] == '{'? '}': ']', (size_t) (p - base));
 }
+
+//  --------------------------------------------------------------------------
+//  Depth of one value the scan passed (see mmp_decode.h).
+
+int
+mmp_nesting (const unsigned char *json, size_t size)
+{
+    int depth = 0, deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < size; i++) {
+        unsigned char c = json [i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else
+            if (c == '"')
+                in_string = false;
+        }
+        else
+        if (c == '"')
+            in_string = true;
+        else
+        if (c == '{' || c == '[') {
+            if (++depth > deepest)
+                deepest = depth;
+        }
+        else
+        if (c == '}' || c == ']')
+            depth--;
+    }
+    return deepest;
+}

@@ -163,6 +163,20 @@ Test (mmp_fidelity, error_keeps_req, .timeout = 10)
 }
 
 //  Item 5: attributes are the publisher's bytes, numbers as written.
+//  The request as the broker stores it (json) and a DELIVER of it
+//  (deliver), both initialised here; the caller frees them.
+static void
+s_deliver_request (const mmp_request_t *request, mmp_buf_t *json, mmp_buf_t *deliver)
+{
+    mmp_buf_init (json);
+    mmp_buf_init (deliver);
+    cr_assert_eq (mmp_encode_request (json, U1, request->instance_name, "a.example.net",
+                                      request->attributes, request->attributes_size), 0);
+    cr_assert_eq (mmp_encode_deliver_add (deliver, 0, 7, 1, 10000, 0, false, NULL, mmp_buf_data (json),
+                                          mmp_buf_size (json)), 0);
+    cr_assert_eq (mmp_encode_deliver_end (deliver), 0);
+}
+
 Test (mmp_fidelity, attributes_byte_for_byte, .timeout = 10)
 {
     const char *attributes =
@@ -179,16 +193,10 @@ Test (mmp_fidelity, attributes_byte_for_byte, .timeout = 10)
     cr_assert_eq (memcmp (request->attributes, attributes, strlen (attributes)), 0);
     //  Stored as the broker stores it, and delivered: still the same bytes
     mmp_buf_t json, deliver;
-    mmp_buf_init (&json);
-    mmp_buf_init (&deliver);
-    cr_assert_eq (mmp_encode_request (&json, U1, request->instance_name, "a.example.net",
-                                      request->attributes, request->attributes_size), 0);
+    s_deliver_request (request, &json, &deliver);
     mmp_msg_reset (&msg);
     cr_assert (strstr (mmp_buf_data (&json), attributes));
     cr_assert (strstr (mmp_buf_data (&json), "\"hostname\":\"a.example.net\""));
-    cr_assert_eq (mmp_encode_deliver_add (&deliver, 0, 7, 1, 10000, 0, false, NULL, mmp_buf_data (&json),
-                                          mmp_buf_size (&json)), 0);
-    cr_assert_eq (mmp_encode_deliver_end (&deliver), 0);
     cr_assert_eq (mmp_decode ("MMP1", 4, "DELIVER", 7, mmp_buf_data (&deliver), mmp_buf_size (&deliver),
                               MMP_FROM_BROKER, &msg, NULL), 0);
     cr_assert_eq (msg.deliveries [0].message.attributes_size, strlen (attributes));
@@ -229,14 +237,8 @@ Test (mmp_fidelity, accepted_attributes_fit_a_deliver, .timeout = 10)
         cr_assert_eq (rc, 0, "attributes %d deep: %s", levels, err.reason);
         const mmp_request_t *request = &msg.messages [0];
         mmp_buf_t json, deliver;
-        mmp_buf_init (&json);
-        mmp_buf_init (&deliver);
-        cr_assert_eq (mmp_encode_request (&json, U1, request->instance_name, "a.example.net",
-                                          request->attributes, request->attributes_size), 0);
+        s_deliver_request (request, &json, &deliver);
         mmp_msg_reset (&msg);
-        cr_assert_eq (mmp_encode_deliver_add (&deliver, 0, 7, 1, 10000, 0, false, NULL,
-                                              mmp_buf_data (&json), mmp_buf_size (&json)), 0);
-        cr_assert_eq (mmp_encode_deliver_end (&deliver), 0);
         rc = mmp_decode ("MMP1", 4, "DELIVER", 7, mmp_buf_data (&deliver), mmp_buf_size (&deliver),
                          MMP_FROM_BROKER, &msg, &err);
         cr_expect_eq (rc, 0, "a DELIVER of attributes %d deep: %s", levels, rc ? err.reason : "");
