@@ -140,10 +140,10 @@ s_push_done (brk_journal_index_t *index, brk_journal_live_t *done)
         s_remove_done (index, index->done_head);
 }
 
-//  A new entry for record's id, in the map and on no list; NULL when out
-//  of memory.
+//  A new entry for record's id, on no list and not yet in the map; NULL
+//  when out of memory.
 static brk_journal_live_t *
-s_new_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
+s_alloc_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
 {
     brk_journal_live_t *live = index->alloc (index->alloc_arg,
                                              sizeof (brk_journal_live_t) + record->id_len + 1);
@@ -153,11 +153,48 @@ s_new_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
     live->id_len = record->id_len;
     memcpy (live->id, record->id, record->id_len);
     live->id [record->id_len] = 0;
-    if (mdl_strmap_insert (index->map, live->id, live) != 0) {
+    return live;
+}
+
+//  A new entry for record's id, in the map and on no list; NULL when out
+//  of memory. The id must not be in the map.
+static brk_journal_live_t *
+s_new_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
+{
+    brk_journal_live_t *live = s_alloc_entry (index, record);
+    if (live && mdl_strmap_insert (index->map, live->id, live) != 0) {
         free (live);
         return NULL;
     }
     return live;
+}
+
+//  A PUBLISH: its id's new entry, in the map and on no list, after any
+//  older entry for the id was forgotten; NULL when out of memory. A new
+//  id (every PUBLISH but a re-publish) costs one probe of the map.
+static brk_journal_live_t *
+s_publish_entry (brk_journal_index_t *index, const brk_journal_record_t *record)
+{
+    brk_journal_live_t *fresh = s_alloc_entry (index, record);
+    if (!fresh)
+        return NULL;
+    int rc = mdl_strmap_insert (index->map, fresh->id, fresh);
+    if (rc == 1) {
+        //  A second PUBLISH for an id starts a new message: the broker
+        //  only journals one after the old one was acked (and, for a
+        //  done id, after it left the broker's own window).
+        brk_journal_live_t *old = mdl_strmap_lookup (index->map, fresh->id);
+        if (old->done)
+            s_remove_done (index, old);
+        else
+            s_remove (index, old);
+        rc = mdl_strmap_insert (index->map, fresh->id, fresh);
+    }
+    if (rc != 0) {
+        free (fresh);
+        return NULL;
+    }
+    return fresh;
 }
 
 int
@@ -171,20 +208,15 @@ brk_journal_index_apply (brk_journal_index_t *index, const brk_journal_record_t 
     }
     if (record->type == REC_SYNCED)
         return 0;
-    brk_journal_live_t *live = mdl_strmap_lookup (index->map, record->id);
-    if (live && live->done && record->type != REC_PUBLISH && record->type != REC_ACK)
-        live = NULL;            //  Acked: nothing to update
+    brk_journal_live_t *live = NULL;
+    if (record->type != REC_PUBLISH) {
+        live = mdl_strmap_lookup (index->map, record->id);
+        if (live && live->done && record->type != REC_ACK)
+            live = NULL;        //  Acked: nothing to update
+    }
     switch (record->type) {
         case REC_PUBLISH:
-            //  A second PUBLISH for an id starts a new message: the broker
-            //  only journals one after the old one was acked (and, for a
-            //  done id, after it left the broker's own window).
-            if (live && live->done)
-                s_remove_done (index, live);
-            else
-            if (live)
-                s_remove (index, live);
-            live = s_new_entry (index, record);
+            live = s_publish_entry (index, record);
             if (!live)
                 return -1;
             live->pub_file = file;
