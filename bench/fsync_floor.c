@@ -8,8 +8,8 @@
     must follow is replayed against the recorded fsyncs: its record can
     only be covered by an fsync that starts after it arrives, so it is
     durable when that fsync ends. `--waits 2` chains two such waits, as
-    a restart request does in Mandrill: the lease (ATTEMPT) must be
-    durable before DELIVER, the ACK before ACKED.
+    a restart request does in Mandrill: its PUBLISH must be durable
+    before it is leased (DELIVER), its ACK before ACKED.
 
     The figures are a floor: no CPU, no sockets, no scheduling. A broker
     that answers only after these records are on disk cannot have a

@@ -23,7 +23,9 @@
 # Ports are free ones on 127.0.0.1; every broker is stopped by its PID.
 # Results: OUT/results.txt (one RESULT line per run), OUT/summary.md,
 # broker logs in OUT/broker-*.log. A broker with a journal gets a fresh
-# --data-dir under OUT for each run, removed after it.
+# --data-dir under OUT for each run, removed after it, and --metrics on a
+# free port: its own fsync histogram, read at the end of each run, gives
+# the fsync table (how fast the disk was while the run measured latency).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD_DIR:-$PWD/build}
@@ -87,11 +89,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_ports() { # prints three free TCP ports on 127.0.0.1
+free_ports() { # prints four free TCP ports on 127.0.0.1
     python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(3):
+for _ in range(4):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -101,13 +103,17 @@ EOF
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 start_broker() { # label
-    read -r PF PB PE <<<"$(free_ports)"
+    read -r PF PB PE PM <<<"$(free_ports)"
     local data=()
-    DATA=
+    DATA= METRICS=
     if [ "$HAS_JOURNAL" = 1 ]; then
         DATA=$OUT/data-$1
         rm -rf "$DATA"
         data=(--data-dir "$DATA")
+        case " $BROKER_ARGS " in
+        *" --metrics "*) ;;
+        *) METRICS=127.0.0.1:$PM; data+=(--metrics "$METRICS") ;;
+        esac
     fi
     # shellcheck disable=SC2086
     "$BROKER" --frontend "tcp://127.0.0.1:$PF" --backend "tcp://127.0.0.1:$PB" \
@@ -129,14 +135,64 @@ stop_broker() {
     [ -n "$DATA" ] && rm -rf "$DATA"
 }
 wanted() { case ",$WORKLOADS," in *",$1,"*) return 0 ;; esac; return 1; }
+# The broker's journal fsyncs over the run just ended, from its /metrics
+# histogram: one FSYNC line in results.txt (none without a journal, nor
+# with durability memory or none, which fsync nothing on the way).
+fsync_figures() { # workload milliseconds
+    [ -n "$METRICS" ] || return 0
+    python3 - "$METRICS" "$1" "$2" >>"$RESULTS" 2>>"$OUT/fsync-errors.log" <<'EOF'
+import sys, urllib.request
+addr, workload, seconds = sys.argv[1], sys.argv[2], max(float(sys.argv[3]), 1.0) / 1e3
+text = urllib.request.urlopen("http://%s/metrics" % addr, timeout=5).read().decode()
+name = "mandrill_broker_journal_fsync_duration_seconds"
+buckets = []
+for line in text.splitlines():
+    if line.startswith(name + "_bucket{"):
+        le = line.split('le="', 1)[1].split('"', 1)[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+buckets.sort()
+n = buckets[-1][1] if buckets else 0
+if n == 0:
+    sys.exit(0)
+def bound(q):   # the smallest bucket bound holding the q quantile, in ms
+    for le, count in buckets:
+        if count >= q * n:
+            return "inf" if le == float("inf") else "%g" % (le * 1e3)
+#  A request that arrives while an fsync runs is not covered by it: it
+#  waits for that fsync to end, then for its own. So every request that
+#  arrives in the first D - 3 ms of an fsync lasting D waits over 3 ms for
+#  the disk alone; with arrivals at a steady pace (W2-paced) their share is
+#  at least the sum of (D - 3 ms) over the run, each D taken at its
+#  bucket's lower bound.
+held = 0.0
+lower = 0.0
+previous = 0.0
+for le, count in buckets:
+    if lower > 0.003:
+        held += (count - previous) * (lower - 0.003)
+    previous, lower = count, le
+def share_over(ms):
+    for le, count in buckets:
+        if abs(le * 1e3 - ms) < 1e-9:
+            return "%.2f" % (100.0 * (n - count) / n)
+    return "nan"
+print("FSYNC workload=%s n=%d per_s=%.0f p50_le_ms=%s p99_le_ms=%s p999_le_ms=%s over_1ms_pct=%s "
+      "over_2.5ms_pct=%s held_3ms_pct=%.2f"
+      % (workload, n, n / seconds, bound(0.5), bound(0.99), bound(0.999), share_over(1), share_over(2.5),
+         100.0 * held / seconds))
+EOF
+}
 bench() { # label args...
     local label=$1
     shift
     wanted "${label%-rep*}" || return 0
     start_broker "$label"
+    local began
+    began=$(date +%s%N)
     timeout 300 "$BENCH" "$@" "${BENCH_ARGS[@]}" --frontend "tcp://127.0.0.1:$PF" --backend "tcp://127.0.0.1:$PB" \
         --broker-pid "$BPID" >>"$RESULTS" 2>"$OUT/bench-$label.log"
     local rc=$?
+    fsync_figures "${label%-rep*}" $((($(date +%s%N) - began) / 1000000))
     stop_broker
     # Other load on the machine skews everything: keep the load average with each run.
     echo "LOAD $label $(cat /proc/loadavg)" >>"$OUT/load.txt"
@@ -203,6 +259,30 @@ for w in ("W2-max", "W2-paced"):
             cell(r, "p99_ms", fmt="{:.3f}"), cell(r, "p999_ms", fmt="{:.3f}"),
             cell(r, "max_ms", fmt="{:.3f}"), cell(r, "cpu_us"), cell(r, "cores"),
             cell(r, "hwm_kb", 1 / 1024, "{:.1f}"), ok(r)))
+fs = {}
+for line in open(sys.argv[1]):
+    if line.startswith("FSYNC"):
+        d = dict(t.split("=", 1) for t in line.split()[1:])
+        fs.setdefault(d["workload"], []).append(d)
+if fs:
+    print("\n## The journal's fsyncs during each run (the broker's /metrics histogram)\n")
+    print("Quantiles are bucket bounds (0.1, 0.25, 0.5, 1, 2.5, 5, 10 ms ...), one per repetition: "
+          "\"1\" means at most 1 ms. A W2 request waits for two fsyncs in turn (its PUBLISH, "
+          "then its ACK), each of them after the one already in flight. *Held > 3 ms* is a lower bound on "
+          "the share of requests arriving at a steady pace (W2-paced) that wait over 3 ms for the disk "
+          "alone: those that arrive in the first D - 3 ms of an fsync that takes D. At 1 % or more, a journal "
+          "whose fsyncs run one after another cannot have a p99 under 3 ms on this disk.\n")
+    print("| workload | fsyncs/s | p50 ≤ ms | p99 ≤ ms | p99.9 ≤ ms | over 1 ms % | over 2.5 ms % | held > 3 ms ≥ % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w in ("W1", "W1-k1", "W2-max", "W2-paced"):
+        r = fs.get(w)
+        if r:
+            def each(key):
+                return " / ".join(x[key] for x in r)
+            print("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                w, cell(r, "per_s", fmt="{:.0f}"), each("p50_le_ms"), each("p99_le_ms"),
+                each("p999_le_ms"), cell(r, "over_1ms_pct"), cell(r, "over_2.5ms_pct"),
+                cell(r, "held_3ms_pct")))
 EOF
 
 if [ -n "$PEERS" ]; then
