@@ -11,6 +11,7 @@
 */
 #include "brk_policy.h"
 #include "brk_policy_internal.h"
+#include "mdl_array.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -492,6 +493,42 @@ brk_policy_target_check (brk_policy_t *self, const char *name, size_t group_inde
         }
     }
     return BRK_POLICY_OK;
+}
+
+size_t
+brk_policy_forget_stale (brk_policy_t *self)
+{
+    assert (self);
+    int64_t longest = 0;
+    for (size_t i = 0; i < self->group_count; i++)
+        if (self->groups [i].config.min_interval_ms > longest)
+            longest = self->groups [i].config.min_interval_ms;
+    int64_t wall = mdl_clock_now (&self->wall);
+    //  Collected first: deleting from the map moves later slots back,
+    //  which a cursor walking it would skip
+    brk_policy_target_t **stale = NULL;
+    size_t count = 0, capacity = 0, cursor = 0;
+    brk_policy_target_t *target;
+    while ((target = mdl_strmap_next (self->targets, &cursor))) {
+        if (target->last_wall && target->last_wall + longest > wall)
+            continue;           //  Its least interval still runs
+        if (mdl_array_reserve (&stale, &capacity, count + 1, sizeof *stale) != 0)
+            break;              //  Out of memory: forget fewer this time
+        stale [count++] = target;
+    }
+    for (size_t i = 0; i < count; i++) {
+        mdl_strmap_delete (self->targets, stale [i]->name);
+        free (stale [i]);
+    }
+    free (stale);
+    return count;
+}
+
+size_t
+brk_policy_target_count (const brk_policy_t *self)
+{
+    assert (self);
+    return mdl_strmap_size (self->targets);
 }
 
 int

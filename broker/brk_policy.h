@@ -169,6 +169,18 @@ brk_policy_verdict_t brk_policy_target_check (brk_policy_t *self, const char *ta
 //  the target's last restart). Returns 0, -1 out of memory.
 int brk_policy_leased (brk_policy_t *self, const char *target, size_t group);
 
+//  Forget the targets whose record can no longer change a verdict: never
+//  leased (only their group was looked up: it is looked up again on the
+//  next use), or leased longer ago than the longest least interval of any
+//  group. Without this, every hostname a request ever named would stay in
+//  memory and, once leased, in every saved state. A reload that lengthens
+//  a least interval does not bring forgotten stamps back. Returns how many
+//  were forgotten. Cost: O(targets known); out of memory it forgets fewer.
+size_t brk_policy_forget_stale (brk_policy_t *self);
+
+//  How many targets the policy knows (for tests and statistics).
+size_t brk_policy_target_count (const brk_policy_t *self);
+
 //  Keep a slot of group's budget taken without a lease (a restart in doubt
 //  may still be running); give it back with released (NEUTRAL).
 void brk_policy_hold (brk_policy_t *self, size_t group);

@@ -107,6 +107,7 @@ typedef struct {
     uint64_t policy_saved;      //  brk_policy_changes () at the last save
     uint64_t policy_saved_urgent;   //  Its urgent count then
     int64_t policy_saved_at;    //  Monotonic ms of the last save
+    int64_t policy_swept_at;    //  Monotonic ms of the last brk_policy_forget_stale
     bool policy_save_failed;    //  The last save failed (logged once per failure run)
 } s_server_t;
 

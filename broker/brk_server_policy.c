@@ -17,13 +17,15 @@
     state blob that cannot be read or restored is logged and the policy
     starts clean; a save that fails is logged (once per run of failures)
     and retried at the next change. Cost: serialising is O(groups +
-    targets ever leased); an urgent save blocks the loop for the journal
-    store's two fsyncs of a small file, a posted one costs a copy of the
-    blob. The blob grows with every target ever leased (the policy does
-    not age last-restart stamps out yet): at
-    100,000 hosts about 5 MB written up to ten times a second while
-    leases go on. A store that keeps no state (memory) costs nothing: the
-    policy is not even serialised.
+    targets leased within the longest least interval); an urgent save
+    blocks the loop for the journal store's two fsyncs of a small file, a
+    posted one costs a copy of the blob. Every 10 s the policy forgets
+    the targets whose stamp no longer matters (brk_policy_forget_stale,
+    O(targets known)), so neither memory nor the blob grows with every
+    hostname ever named: without a least interval the blob holds no
+    targets at all, with one of an hour it holds about 50 bytes per host
+    restarted in the last hour. A store that keeps no state (memory) costs
+    nothing: the policy is not even serialised.
 */
 #include "brk_server_internal.h"
 
@@ -34,6 +36,7 @@
 #include "mdl_log.h"
 
 #define S_SAVE_INTERVAL_MS  100
+#define S_SWEEP_INTERVAL_MS 10000
 
 static int64_t
 s_wall_now (void *arg)
@@ -128,11 +131,18 @@ brk_server_policy_save (s_server_t *self, bool force)
 {
     if (!self->policy)
         return;
+    int64_t now = mdl_clock_now (&self->clock);
+    if (now - self->policy_swept_at >= S_SWEEP_INTERVAL_MS) {
+        size_t forgotten = brk_policy_forget_stale (self->policy);
+        if (forgotten)
+            mdl_debug ("policy: forgot %zu targets whose last restart no longer matters",
+                       forgotten);
+        self->policy_swept_at = now;
+    }
     uint64_t urgent;
     uint64_t changes = brk_policy_changes (self->policy, &urgent);
     if (changes == self->policy_saved && urgent == self->policy_saved_urgent && !force)
         return;
-    int64_t now = mdl_clock_now (&self->clock);
     if (!force && urgent == self->policy_saved_urgent
     &&  now - self->policy_saved_at < S_SAVE_INTERVAL_MS)
         return;

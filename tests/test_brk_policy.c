@@ -591,6 +591,61 @@ Test (policy, least_interval, .init = s_make_policy, .fini = s_teardown, .timeou
     cr_assert_str_eq (s_deliveries [2].host, "host-1");
 }
 
+Test (policy, stale_targets_are_forgotten, .init = s_make_policy, .fini = s_teardown,
+      .timeout = 10)
+{
+    brk_group_config_t config;
+    brk_group_config_defaults (&config, "g", "*.g");
+    config.min_interval_ms = 3600000;
+    char err [256];
+    cr_assert_eq (brk_policy_add_group (s_policy, &config, err, sizeof err), 0);
+    //  Looked up only, never leased: forgotten at once, found again after
+    cr_assert_eq (brk_policy_group_of (s_policy, "seen.g"), 0);
+    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 1);
+    cr_assert_eq (brk_policy_leased (s_policy, "h1.g", 0), 0);
+    brk_policy_released (s_policy, 0, BRK_POLICY_SUCCESS);
+    cr_assert_eq (brk_policy_target_count (s_policy), 3);
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 2, "the two never leased");
+    cr_assert_eq (brk_policy_target_count (s_policy), 1);
+    cr_assert_eq (brk_policy_group_of (s_policy, "seen.g"), 0, "looked up again");
+    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 1);
+    //  Within its least interval h1.g is kept, still waits, and is saved
+    s_wall += 3599000;
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 2);
+    cr_assert_eq (brk_policy_target_check (s_policy, "h1.g", 0, 0, NULL), BRK_POLICY_INTERVAL);
+    char *blob = brk_policy_serialise (s_policy);
+    cr_assert_not_null (blob);
+    cr_assert (strstr (blob, "target h1.g "), "%s", blob);
+    free (blob);
+    //  Once it passed, the stamp changes nothing: forgotten, and not saved
+    s_wall += 1000;
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 1);
+    cr_assert_eq (brk_policy_target_count (s_policy), 0);
+    cr_assert_eq (brk_policy_target_check (s_policy, "h1.g", 0, 0, NULL), BRK_POLICY_OK);
+    blob = brk_policy_serialise (s_policy);
+    cr_assert_not_null (blob);
+    cr_assert_null (strstr (blob, "target "), "%s", blob);
+    free (blob);
+}
+
+Test (policy, without_a_least_interval_no_stamp_is_kept, .init = s_make_policy,
+      .fini = s_teardown, .timeout = 10)
+{
+    for (int i = 0; i < 1000; i++) {
+        char host [32];
+        snprintf (host, sizeof host, "host-%d.example.net", i);
+        cr_assert_eq (brk_policy_leased (s_policy, host, 0), 0);
+        brk_policy_released (s_policy, 0, BRK_POLICY_SUCCESS);
+    }
+    cr_assert_eq (brk_policy_target_count (s_policy), 1000);
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 1000);
+    cr_assert_eq (brk_policy_target_count (s_policy), 0);
+    char *blob = brk_policy_serialise (s_policy);
+    cr_assert_not_null (blob);
+    cr_assert_null (strstr (blob, "target "), "%s", blob);
+    free (blob);
+}
+
 Test (policy, max_age, .init = s_make_policy, .fini = s_teardown, .timeout = 10)
 {
     brk_group_config_t config;
