@@ -594,24 +594,33 @@ Test (policy, least_interval, .init = s_make_policy, .fini = s_teardown, .timeou
 Test (policy, stale_targets_are_forgotten, .init = s_make_policy, .fini = s_teardown,
       .timeout = 10)
 {
-    brk_group_config_t config;
-    brk_group_config_defaults (&config, "g", "*.g");
-    config.min_interval_ms = 3600000;
-    char err [256];
-    cr_assert_eq (brk_policy_add_group (s_policy, &config, err, sizeof err), 0);
+    //  The longest least interval of any group decides
+    char err [256] = "";
+    cr_assert_eq (brk_policy_load_text (s_policy,
+                                        "groups\n"
+                                        "    g\n"
+                                        "        match = \"*.g\"\n"
+                                        "        min_interval = 1h\n"
+                                        "    short\n"
+                                        "        match = \"*.short\"\n"
+                                        "        min_interval = 1m\n",
+                                        err, sizeof err), 0, "%s", err);
     //  Looked up only, never leased: forgotten at once, found again after
     cr_assert_eq (brk_policy_group_of (s_policy, "seen.g"), 0);
-    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 1);
+    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 2);
     cr_assert_eq (brk_policy_leased (s_policy, "h1.g", 0), 0);
     brk_policy_released (s_policy, 0, BRK_POLICY_SUCCESS);
-    cr_assert_eq (brk_policy_target_count (s_policy), 3);
+    cr_assert_eq (brk_policy_leased (s_policy, "h2.short", 1), 0);
+    brk_policy_released (s_policy, 1, BRK_POLICY_SUCCESS);
+    cr_assert_eq (brk_policy_target_count (s_policy), 4);
     cr_assert_eq (brk_policy_forget_stale (s_policy), 2, "the two never leased");
-    cr_assert_eq (brk_policy_target_count (s_policy), 1);
+    cr_assert_eq (brk_policy_target_count (s_policy), 2);
     cr_assert_eq (brk_policy_group_of (s_policy, "seen.g"), 0, "looked up again");
-    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 1);
+    cr_assert_eq (brk_policy_group_of (s_policy, "other.example.net"), 2);
     //  Within its least interval h1.g is kept, still waits, and is saved
     s_wall += 3599000;
-    cr_assert_eq (brk_policy_forget_stale (s_policy), 2);
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 2, "h2.short is kept as long as h1.g");
+    cr_assert_eq (brk_policy_target_count (s_policy), 2);
     cr_assert_eq (brk_policy_target_check (s_policy, "h1.g", 0, 0, NULL), BRK_POLICY_INTERVAL);
     char *blob = brk_policy_serialise (s_policy);
     cr_assert_not_null (blob);
@@ -619,7 +628,7 @@ Test (policy, stale_targets_are_forgotten, .init = s_make_policy, .fini = s_tear
     free (blob);
     //  Once it passed, the stamp changes nothing: forgotten, and not saved
     s_wall += 1000;
-    cr_assert_eq (brk_policy_forget_stale (s_policy), 1);
+    cr_assert_eq (brk_policy_forget_stale (s_policy), 2);
     cr_assert_eq (brk_policy_target_count (s_policy), 0);
     cr_assert_eq (brk_policy_target_check (s_policy, "h1.g", 0, 0, NULL), BRK_POLICY_OK);
     blob = brk_policy_serialise (s_policy);
