@@ -495,14 +495,21 @@ brk_policy_target_check (brk_policy_t *self, const char *name, size_t group_inde
     return BRK_POLICY_OK;
 }
 
-size_t
-brk_policy_forget_stale (brk_policy_t *self)
+int64_t
+brk_policy_longest_interval (const brk_policy_t *self)
 {
-    assert (self);
     int64_t longest = 0;
     for (size_t i = 0; i < self->group_count; i++)
         if (self->groups [i].config.min_interval_ms > longest)
             longest = self->groups [i].config.min_interval_ms;
+    return longest;
+}
+
+size_t
+brk_policy_forget_stale (brk_policy_t *self)
+{
+    assert (self);
+    int64_t longest = brk_policy_longest_interval (self);
     int64_t wall = mdl_clock_now (&self->wall);
     //  Collected first: deleting from the map moves later slots back,
     //  which a cursor walking it would skip
@@ -510,7 +517,7 @@ brk_policy_forget_stale (brk_policy_t *self)
     size_t count = 0, capacity = 0, cursor = 0;
     brk_policy_target_t *target;
     while ((target = mdl_strmap_next (self->targets, &cursor))) {
-        if (target->last_wall && target->last_wall + longest > wall)
+        if (brk_policy_stamp_matters (target, longest, wall))
             continue;           //  Its least interval still runs
         if (mdl_array_reserve (&stale, &capacity, count + 1, sizeof *stale) != 0)
             break;              //  Out of memory: forget fewer this time

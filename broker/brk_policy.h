@@ -173,9 +173,11 @@ int brk_policy_leased (brk_policy_t *self, const char *target, size_t group);
 //  leased (only their group was looked up: it is looked up again on the
 //  next use), or leased longer ago than the longest least interval of any
 //  group. Without this, every hostname a request ever named would stay in
-//  memory and, once leased, in every saved state. A reload that lengthens
-//  a least interval does not bring forgotten stamps back. Returns how many
-//  were forgotten. Cost: O(targets known); out of memory it forgets fewer.
+//  memory. A forgotten stamp is gone: a reload or a restart with a longer
+//  least interval (or one where there was none), or a wall clock that
+//  jumps forward and back, lets such a target be restarted sooner than
+//  the new rule would. Returns how many were forgotten. Cost: O(targets
+//  known); out of memory it forgets fewer.
 size_t brk_policy_forget_stale (brk_policy_t *self);
 
 //  How many targets the policy knows (for tests and statistics).

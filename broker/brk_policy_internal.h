@@ -44,6 +44,16 @@ struct _brk_policy_t {
 
 //  The record of a folded target, made on first use. NULL out of memory.
 brk_policy_target_t *brk_policy_target (brk_policy_t *self, const char *name);
+//  The longest least interval of any group (0 when none has one).
+int64_t brk_policy_longest_interval (const brk_policy_t *self);
+//  Can target's last-restart stamp still change a verdict, at wall ms
+//  wall, with longest from brk_policy_longest_interval? Never when it was
+//  never leased, or leased longer ago than longest.
+static inline bool
+brk_policy_stamp_matters (const brk_policy_target_t *target, int64_t longest, int64_t wall)
+{
+    return target->last_wall && target->last_wall + longest > wall;
+}
 //  Fill err (if given) with a formatted message.
 void brk_policy_err (char *err, size_t size, const char *format, ...)
     __attribute__ ((format (printf, 3, 4)));

@@ -6,7 +6,9 @@
       target NAME LAST_WALL_MS
     Failure times are written as ages (ms before the wall time of writing),
     since monotonic time does not survive a restart.
-    Cost: O(groups * max_errors + targets) either way.
+    Only targets whose stamp can still change a verdict are written (leased
+    within the longest least interval). Cost: O(groups * max_errors +
+    targets) either way.
 */
 #include "brk_policy.h"
 #include "brk_policy_internal.h"
@@ -73,10 +75,14 @@ brk_policy_serialise (brk_policy_t *self)
         }
         s_put (&buf, "%s%s\n", group->paused ? " " : "", group->paused ? group->reason : "");
     }
+    //  Only the stamps that can still change a verdict (the rest wait for
+    //  brk_policy_forget_stale)
+    int64_t longest = brk_policy_longest_interval (self);
+    int64_t wall = mdl_clock_now (&self->wall);
     size_t cursor = 0;
     brk_policy_target_t *target;
     while ((target = mdl_strmap_next (self->targets, &cursor)))
-        if (target->last_wall)
+        if (brk_policy_stamp_matters (target, longest, wall))
             s_put (&buf, "target %s %" PRId64 "\n", target->name, target->last_wall);
     if (buf.failed) {
         free (buf.data);

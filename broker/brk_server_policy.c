@@ -22,9 +22,9 @@
     posted one costs a copy of the blob. Every 10 s the policy forgets
     the targets whose stamp no longer matters (brk_policy_forget_stale,
     O(targets known)), so neither memory nor the blob grows with every
-    hostname ever named: without a least interval the blob holds no
-    targets at all, with one of an hour it holds about 50 bytes per host
-    restarted in the last hour. A store that keeps no state (memory) costs
+    hostname ever named; the blob holds only the stamps that can still
+    change a verdict: none without a least interval, with one of an hour
+    about 50 bytes per host restarted in the last hour. A store that keeps no state (memory) costs
     nothing: the policy is not even serialised.
 */
 #include "brk_server_internal.h"
