@@ -24,8 +24,8 @@
     O(targets known)), so neither memory nor the blob grows with every
     hostname ever named; the blob holds only the stamps that can still
     change a verdict: none without a least interval, with one of an hour
-    about 50 bytes per host restarted in the last hour. A store that keeps no state (memory) costs
-    nothing: the policy is not even serialised.
+    about 50 bytes per host restarted in the last hour. A store that keeps
+    no state (memory) costs nothing: the policy is not even serialised.
 */
 #include "brk_server_internal.h"
 
