@@ -59,7 +59,7 @@ brk_journal_config_defaults (brk_journal_config_t *config)
     config->fsync_interval_ms = 10;
     config->retry_interval_ms = 100;
     config->segment_size = 16u << 20;
-    config->compact_min_bytes = 4u << 20;
+    config->compact_slack_bytes = 16u << 20;
     config->max_buffer = 64u << 20;
     config->salvage = false;
     config->done_window = 0;

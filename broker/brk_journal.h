@@ -72,7 +72,7 @@ typedef struct {
     int fsync_interval_ms;      //  Batch/sync: longest wait of an uncommitted record; none: write period
     int retry_interval_ms;      //  While failing, retry writing this often
     size_t segment_size;        //  Start a new segment file past this size
-    size_t compact_min_bytes;   //  No automatic compaction below this disk use; 0 = never
+    size_t compact_slack_bytes; //  Compact when the files pass twice the live bytes plus this; 0 = never
     size_t max_buffer;          //  While failing, refuse appends past this many buffered bytes
     bool salvage;               //  On corruption in the middle: skip it instead of failing
     size_t done_window;         //  Acked ids kept across restarts for duplicate detection; 0 = none
@@ -205,8 +205,8 @@ int brk_journal_status (brk_journal_t *self);
 
 //  Write the live set into a snapshot file and delete the files it
 //  replaces, now, on the writer thread; block until done. Compaction also
-//  runs automatically when the disk use is over compact_min_bytes and
-//  more than half dead. Returns 0 or -1 (errno set; nothing is lost).
+//  runs automatically when the files hold more than twice the live bytes
+//  plus compact_slack_bytes. Returns 0 or -1 (errno set; nothing is lost).
 //  Once the writer's index could not allocate an entry (io->alloc
 //  failed), every compaction fails with ENOMEM until the next start,
 //  which rebuilds the index from the files: the disk use then grows.

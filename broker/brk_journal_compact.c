@@ -2,12 +2,13 @@
     writer thread, between batches. Group commit goes on meanwhile: the
     active segment moves to a number after the snapshot's first, and after
     every 256 records (and each 1 MiB chunk) of the snapshot, and while
-    the snapshot's own fsync runs on a short-lived thread, the batches the
-    loop committed at least one fsync interval ago are written and fsynced
-    there (brk_journal_commit_between); they reach the index when the
-    snapshot is done, since its walk must see the index as it began. So a
-    compaction delays a commit by about one interval (10 ms), not by the
-    whole snapshot and its fsync, and batches stay large while it runs.
+    the snapshot's fsync and then the directory's run on a short-lived
+    thread, the batches the loop committed are written and fsynced there
+    as the writer's group commit would (brk_journal_commit_between); they
+    reach the index when the snapshot is done, since its walk must see the
+    index as it began. So a commit waits for one chunk of the snapshot,
+    or for the last step (the index update and the deletes), not for the
+    whole compaction and its fsyncs.
 
     The live set is written in publish order into journal-S.snap.tmp, each
     PUBLISH and DEAD record copied byte for byte from where the index says
@@ -185,8 +186,9 @@ s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *
 //  when there are none)
 #define S_RECORDS_PER_CHECK 256
 
-//  The snapshot's fsync, on a thread of its own so that commits go on
-//  during it (the writer waits on its wake condition meanwhile).
+//  The snapshot's fsync (and then the directory's), on a thread of its
+//  own so that commits go on during it (the writer waits on its wake
+//  condition meanwhile).
 typedef struct {
     brk_journal_t *self;
     int fd;
@@ -208,9 +210,9 @@ s_fsync_thread (void *arg)
     return NULL;
 }
 
-//  fsync the snapshot while committing what the loop commits. Returns
-//  what fsync returned (0, or -1 with errno), or -1 when a commit's write
-//  failed (after the fsync ended).
+//  fsync fd (the snapshot, then the directory) while committing what the
+//  loop commits. Returns what fsync returned (0, or -1 with errno), or -1
+//  when a commit's write failed (after the fsync ended).
 static int
 s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
 {
@@ -220,16 +222,29 @@ s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
     if (pthread_create (&thread, NULL, s_fsync_thread, &job) != 0)
         return self->io.fsync (self->io.arg, fd);       //  No thread: wait for it here
     int committed = 0;
+    bool retried = false;
     pthread_mutex_lock (&self->mutex);
     while (!job.done) {
-        //  Commits are taken at most once an interval (see
-        //  brk_journal_commit_between), so wake at least that often
         pthread_mutex_unlock (&self->mutex);
+        size_t before = later->count;
         if (committed == 0)
             committed = brk_journal_commit_between (self, later);
+        bool took = later->count > before;
         pthread_mutex_lock (&self->mutex);
         if (job.done)
             break;
+        //  A commit made while this thread was not waiting woke nobody
+        //  (brk_journal_commit wakes the writer at the first commit of a
+        //  batch only): take it now, without waiting. Once more when the
+        //  last try took nothing (a commit refused for lack of memory must
+        //  not spin). Records nobody commits wait one interval, so wake at
+        //  least that often.
+        bool pending = committed == 0 && self->commit_asked && self->buf.size > 0;
+        if (pending && (took || !retried)) {
+            retried = !took;
+            continue;
+        }
+        retried = false;
         int64_t due = brk_journal_mono_ms () + (self->config.fsync_interval_ms > 0
                                                ? self->config.fsync_interval_ms : 1);
         struct timespec ts = { (time_t) (due / 1000), (long) (due % 1000) * 1000000 };
@@ -344,7 +359,10 @@ brk_journal_compact_now (brk_journal_t *self)
             self->files.items [f - 1] = self->files.items [f];
             self->files.items [f] = swap;
         }
-    if (brk_journal_fsync (self, self->dir_fd)) {
+    //  Commits go on during this fsync too. A commit that fails here
+    //  fails the compaction as well: the old files are kept, and they
+    //  and the snapshot describe the same state.
+    if (s_fsync_committing (self, self->dir_fd, &later)) {
         //  Keep the old files: the rename may not be durable
         rc = -1;
         goto done_renamed;
@@ -405,11 +423,16 @@ done_renamed:
 bool
 brk_journal_compact_due (brk_journal_t *self, int64_t now)
 {
-    if (self->config.compact_min_bytes == 0 || now < self->compact_not_before
+    if (self->config.compact_slack_bytes == 0 || now < self->compact_not_before
     ||  self->index_incomplete)
         return false;
     uint64_t disk = brk_journal_files_bytes (&self->files);
     uint64_t live = self->index.bytes + 2 * HEADER_SIZE;
-    return (disk >= self->config.compact_min_bytes && disk > 2 * live)
+    //  Each compaction writes the live bytes again, the acked ids kept
+    //  included (50 bytes an id: 5 MB at the broker's default window).
+    //  With a steady live set, the slack puts that much new data between
+    //  two compactions besides live's worth, so what they write stays a
+    //  fraction of what the journal does
+    return disk > 2 * live + self->config.compact_slack_bytes
         || self->files.count > MAX_FILES_BEFORE_COMPACT;
 }

@@ -343,11 +343,10 @@ typedef struct {
     bool pend_unindexed;        //  pend is placed but was not written: index it too
 } brk_journal_later_t;
 
-//  Between two chunks of a compaction: if the loop committed records at
-//  least fsync_interval_ms ago (or a sync or stop waits, or the buffer is
-//  half full), write and fsync them
-//  to the active segment now, publish their durability, and keep the batch
-//  in later. Returns 0 (nothing to do, or done), or -1 with errno when the
+//  Between two chunks of a compaction: if the loop committed records, or
+//  has had records waiting for fsync_interval_ms, or a sync or stop waits,
+//  or the buffer is half full, write and fsync them to the active segment
+//  now, publish their durability, and keep the batch in later. Returns 0 (nothing to do, or done), or -1 with errno when the
 //  write failed: the compaction must stop (pend is kept for the writer's
 //  next batch, as after any failed write). Cost: one batch write and
 //  fsync; the batch's buffer moves to later (no copy).

@@ -197,13 +197,14 @@ brk_journal_commit_between (brk_journal_t *self, brk_journal_later_t *later)
                            sizeof (*later->batches)))
         return 0;
     pthread_mutex_lock (&self->mutex);
-    //  A commit waits up to one interval, so that the batches written
-    //  between the snapshot's chunks stay large (each costs an fsync); a
-    //  sync, a stop or a half-full buffer does not wait
-    bool asked = self->sync_asked || self->stop
-              || self->buf.size >= self->config.max_buffer / 2
-              || (self->commit_asked
-                  && brk_journal_mono_ms () - self->buf_since >= self->config.fsync_interval_ms);
+    //  The writer's own rule (brk_journal_writer): a commit is taken at
+    //  once, as the next group commit, so a compaction delays a request by
+    //  one chunk of the snapshot at most. Records nobody commits wait one
+    //  interval (in mode none, where they have no start time and nothing
+    //  waits for an fsync, none at all).
+    bool aged = brk_journal_mono_ms () - self->buf_since >= self->config.fsync_interval_ms;
+    bool asked = self->sync_asked || self->stop || self->commit_asked || aged
+              || self->buf.size >= self->config.max_buffer / 2;
     if (!asked || self->buf.size == 0 || self->pend.size > 0) {
         pthread_mutex_unlock (&self->mutex);
         return 0;
@@ -284,6 +285,20 @@ s_update_stats (brk_journal_t *self)
     self->stats.compactions = self->compactions;
 }
 
+//  Under the mutex, after a batch up to seq was written (and fsynced,
+//  unless mode none): advance durable (and synced, if nothing is left
+//  unsynced) and wake the loop when durable moved.
+static void
+s_publish_durable (brk_journal_t *self, uint64_t seq)
+{
+    if (seq > self->durable) {
+        self->durable = seq;
+        brk_journal_signal_loop (self);
+    }
+    if (!self->unsynced && seq > self->synced)
+        self->synced = seq;
+}
+
 void *
 brk_journal_writer (void *arg)
 {
@@ -347,6 +362,12 @@ brk_journal_writer (void *arg)
         bool compacted = false;
         int compact_err = err;
         if (rc == 0 && !stopping && (compact || brk_journal_compact_due (self, now))) {
+            //  This batch is on disk: its PUBACKs and ACKEDs go out now,
+            //  not after the compaction, which takes a while (the loop
+            //  stops getting work while its replies wait)
+            pthread_mutex_lock (&self->mutex);
+            s_publish_durable (self, seq);
+            pthread_mutex_unlock (&self->mutex);
             compacted = true;
             compact_err = brk_journal_compact_now (self)? (errno? errno: EIO): 0;
             if (compact_err) {
@@ -358,13 +379,9 @@ brk_journal_writer (void *arg)
         pthread_mutex_lock (&self->mutex);
         bool signal = false;
         if (rc == 0) {
-            if (seq > self->durable) {
-                self->durable = seq;
-                signal = true;
-            }
-            //  A compaction may have made later batches durable meanwhile
-            if (!self->unsynced && seq > self->synced)
-                self->synced = seq;
+            //  Again after a compaction, which may have made later batches
+            //  durable meanwhile
+            s_publish_durable (self, seq);
             if (self->error) {
                 mdl_info ("journal: writing again after: %s", strerror (self->error));
                 self->error = 0;

@@ -51,8 +51,7 @@ static const mdl_opt_spec_t s_options [] = {
       "  memory  at once; no journal, a restart loses\n"
       "          everything", NULL },
     { "fsync-interval", 0, "DUR", "longest a journaled change waits for an fsync\n"
-      "when nothing commits it, or while the journal\ncompacts; not a rate limit (none: the write\n"
-      "period; default 10ms)", NULL },
+      "when nothing commits it; not a rate limit\n(none: the write period; default 10ms)", NULL },
     { "salvage", 0, NULL, "start even if the journal is corrupt before its\n"
       "end, keeping what can be read (what is skipped\nis logged)", NULL },
     { NULL, 0, NULL, "Restart policy (docs/POLICY.md)", NULL },

@@ -136,7 +136,7 @@ s_config (bool salvage)
     brk_journal_config_defaults (&config);
     config.dir = s_dir;
     config.mode = BRK_JOURNAL_NONE;
-    config.compact_min_bytes = 0;
+    config.compact_slack_bytes = 0;
     config.salvage = salvage;
     return config;
 }

@@ -404,7 +404,7 @@ Test (brk_journal, bad_checksum_in_middle_stops_then_salvage)
 Test (brk_journal, missing_segment_is_corruption)
 {
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
-    config.compact_min_bytes = 0;
+    config.compact_slack_bytes = 0;
     brk_journal_report_t report;
     for (int run = 0; run < 3; run++) {
         brk_journal_t *journal = s_open (&config, NULL, &report);
@@ -442,7 +442,7 @@ Test (brk_journal, newer_format_version_is_refused)
 Test (brk_journal, compaction_keeps_live_set_and_shrinks)
 {
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
-    config.compact_min_bytes = 0;       //  Only when asked
+    config.compact_slack_bytes = 0;     //  Only when asked
     config.segment_size = 64 * 1024;
     brk_journal_report_t report;
     brk_journal_t *journal = s_open (&config, NULL, &report);
@@ -511,7 +511,7 @@ Test (brk_journal, automatic_compaction_bounds_disk)
 {
     brk_journal_config_t config = s_config (BRK_JOURNAL_NONE);
     config.segment_size = 256 * 1024;
-    config.compact_min_bytes = 512 * 1024;
+    config.compact_slack_bytes = 512 * 1024;
     brk_journal_report_t report;
     brk_journal_t *journal = s_open (&config, NULL, &report);
     for (int i = 0; i < 100000; i++) {
@@ -534,6 +534,50 @@ Test (brk_journal, automatic_compaction_bounds_disk)
     journal = brk_journal_new (&config, s_count, &count, &report);
     cr_assert_not_null (journal);
     cr_expect_eq (count, 0);
+    brk_journal_destroy (&journal);
+}
+
+//  With a steady live set (here the acked ids kept: each ack adds one and
+//  pushes the oldest out), a compaction waits until the files hold twice
+//  the live bytes plus the slack, so it does not rewrite the live set
+//  after every live set's worth of new records; and the files never pass
+//  that bound by more than a batch.
+Test (brk_journal, compaction_waits_for_the_slack_past_twice_the_live_bytes)
+{
+    const uint64_t slack = 1u << 20;
+    const uint64_t batch = 64u << 10;   //  More than 100 PUBLISH and ACK records
+    brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
+    config.compact_slack_bytes = slack;
+    config.done_window = 20000;         //  1 MB of acked ids once full
+    brk_journal_report_t report;
+    brk_journal_t *journal = s_open (&config, NULL, &report);
+    brk_journal_stats_t before, after;
+    brk_journal_stats (journal, &after);
+    uint64_t compactions = 0;
+    for (int i = 0; i < 60000; i += 100) {
+        before = after;
+        for (int j = i; j < i + 100; j++) {
+            char id [37];
+            s_id (id, j);
+            cr_assert_gt (brk_journal_append_publish (journal, id, "{\"instance_name\":\"cattle-1234\"}", 1), 0);
+            cr_assert_gt (brk_journal_append_ack (journal, id), 0);
+        }
+        cr_assert_eq (brk_journal_sync (journal), 0);
+        brk_journal_stats (journal, &after);
+        cr_assert_leq (after.disk_bytes, 2 * after.live_bytes + slack + batch,
+                       "after %d acks the files hold %llu bytes, the live set %llu", i + 100,
+                       (unsigned long long) after.disk_bytes, (unsigned long long) after.live_bytes);
+        if (after.compactions > before.compactions && i >= 20000) {
+            compactions++;
+            cr_assert_geq (before.disk_bytes + batch, 2 * before.live_bytes + slack,
+                           "compacted at %llu bytes with %llu live", (unsigned long long) before.disk_bytes,
+                           (unsigned long long) before.live_bytes);
+        }
+    }
+    //  40,000 acks of about 170 bytes each with a live set of 1 MB: a
+    //  compaction every 2 MB appended, not every 1 MB
+    cr_expect_geq (compactions, 2);
+    cr_expect_leq (compactions, 4);
     brk_journal_destroy (&journal);
 }
 
@@ -713,7 +757,7 @@ Test (brk_journal, compaction_failure_loses_nothing)
 {
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
     config.io = &s_faulty;
-    config.compact_min_bytes = 0;
+    config.compact_slack_bytes = 0;
     brk_journal_report_t report;
     atomic_store (&s_fail_write, 0);
     atomic_store (&s_fail_fsync, 0);
@@ -745,7 +789,7 @@ Test (brk_journal, real_full_tmpfs)
         cr_skip_test ("cannot mount a tmpfs here: %s", strerror (errno));
     }
     brk_journal_config_t config = s_config (BRK_JOURNAL_BATCH);
-    config.compact_min_bytes = 0;
+    config.compact_slack_bytes = 0;
     config.retry_interval_ms = 20;
     brk_journal_report_t report;
     brk_journal_t *journal = s_open (&config, NULL, &report);

@@ -3,8 +3,11 @@
     meanwhile survives the snapshot, a failed snapshot, and the next one.
 
     The io seam makes the snapshot's writes slow (and, in one test, its
-    rename fail), so "during the compaction" is a window the test can see:
-    a commit made in it must be durable before the snapshot is renamed. */
+    rename fail, in another the directory's fsync after the rename wait
+    for the test), so "during the compaction" is a window the test can
+    see: a commit made in it must be durable before the snapshot is
+    renamed, or before the directory's fsync ends. The fsync interval is
+    longer than any of those windows: a commit waits for no timer. */
 #include <criterion/criterion.h>
 
 #include "brk_journal.h"
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +30,8 @@ static atomic_int s_snapshots_opened;   //  Snapshot files opened so far
 static atomic_int s_renames;            //  Snapshots renamed into place
 static atomic_int s_slow_ms;            //  Each write to a snapshot, and its fsync, takes this long
 static atomic_int s_fail_renames;       //  Fail this many renames (EIO)
+static atomic_int s_hold_dir;           //  After a rename, a directory's fsync waits while set
+static atomic_int s_dir_held;           //  Directory fsyncs waiting on s_hold_dir now
 
 static void
 s_setup (void)
@@ -36,6 +42,8 @@ s_setup (void)
     atomic_store (&s_renames, 0);
     atomic_store (&s_slow_ms, 0);
     atomic_store (&s_fail_renames, 0);
+    atomic_store (&s_hold_dir, 0);
+    atomic_store (&s_dir_held, 0);
 }
 
 static void
@@ -78,6 +86,15 @@ s_fsync (void *arg, int fd)
     int slow = atomic_load (&s_slow_ms);
     if (slow && fd == atomic_load (&s_snapshot_fd))
         usleep ((useconds_t) slow * 1000);
+    struct stat st;
+    if (atomic_load (&s_hold_dir) && atomic_load (&s_renames) > 0
+    &&  fstat (fd, &st) == 0 && S_ISDIR (st.st_mode)) {
+        atomic_fetch_add (&s_dir_held, 1);
+        //  Bounded: a test that never lets go fails, it does not hang
+        for (int i = 0; i < 2000 && atomic_load (&s_hold_dir); i++)
+            usleep (5000);
+        atomic_fetch_sub (&s_dir_held, 1);
+    }
     return brk_journal_io_system ()->fsync (NULL, fd);
 }
 
@@ -111,8 +128,8 @@ s_config (void)
     brk_journal_config_defaults (&config);
     config.dir = s_dir;
     config.mode = BRK_JOURNAL_BATCH;
-    config.fsync_interval_ms = 20;      //  How long a commit may wait during a snapshot
-    config.compact_min_bytes = 1u << 20;
+    config.fsync_interval_ms = 60000;   //  Longer than any test: no commit waits for it
+    config.compact_slack_bytes = 512u << 10;
     config.done_window = 100000;
     config.io = &s_io;
     return config;
@@ -133,8 +150,11 @@ s_id (char *out, int n)
 }
 
 //  Publish and ack count messages with 200-byte requests in one batch:
-//  about 1.9 MiB on disk against 60 bytes a kept id, so the writer
-//  compacts as soon as it has written them.
+//  about 1.9 MiB on disk against 50 bytes a kept id (0.4 MB), over twice
+//  that plus the slack, so the writer compacts as soon as it has written
+//  them.
+static uint64_t s_batch_seq;            //  The last record s_publish_and_ack appended
+
 static void
 s_publish_and_ack (brk_journal_t *journal, int count)
 {
@@ -145,7 +165,8 @@ s_publish_and_ack (brk_journal_t *journal, int count)
         char id [37];
         s_id (id, i);
         cr_assert_gt (brk_journal_append_publish (journal, id, request, 1), 0);
-        cr_assert_gt (brk_journal_append_ack (journal, id), 0);
+        s_batch_seq = brk_journal_append_ack (journal, id);
+        cr_assert_gt (s_batch_seq, 0);
     }
     brk_journal_commit (journal);
 }
@@ -230,6 +251,22 @@ s_open_compacting (int fail_renames)
     return journal;
 }
 
+//  The batch whose writing made the compaction due is on disk before the
+//  compaction starts: it is durable then, not when the compaction ends
+//  (its PUBACKs and ACKEDs would wait for all of it, and the broker's
+//  peers with them).
+Test (journal_compact, the_batch_before_a_snapshot_is_durable_before_it_ends)
+{
+    brk_journal_t *journal = s_open_compacting (0);
+    cr_assert (s_wait (s_durable, journal, s_batch_seq, 10000), "the batch never became durable");
+    cr_expect_eq (atomic_load (&s_renames), 0, "the batch waited for the end of the compaction");
+    atomic_store (&s_slow_ms, 0);
+    cr_assert_eq (brk_journal_sync (journal), 0);
+    brk_journal_destroy (&journal);
+    s_found_t found = s_reopen (NULL);
+    cr_expect_eq (found.done, 8000);
+}
+
 //  A commit made while a snapshot is being written is durable before the
 //  snapshot is renamed into place, not after the whole compaction.
 Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
@@ -251,6 +288,41 @@ Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
     s_found_t found = s_reopen (NULL);
     cr_expect (found.during_live, "the message committed during the compaction is gone");
     cr_expect_eq (found.live, 1);
+    cr_expect_eq (found.done, 8000);
+}
+
+//  The directory's fsync that makes the snapshot's name durable is
+//  slow too, on some disks: commits go on during it, as during the
+//  snapshot's own fsync.
+Test (journal_compact, a_commit_during_the_directory_fsync_is_durable_before_it_ends)
+{
+    atomic_store (&s_hold_dir, 1);
+    brk_journal_t *journal = s_open_compacting (0);
+    //  A commit during the snapshot: the segment after it is created now,
+    //  its own directory fsync before the rename, so not held
+    uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
+    cr_assert_gt (during, 0);
+    brk_journal_commit (journal);
+    cr_assert (s_wait (s_durable, journal, during, 10000), "the commit never became durable");
+    atomic_store (&s_slow_ms, 0);
+    int64_t until = s_mono_ms () + 10000;
+    while (atomic_load (&s_dir_held) == 0 && s_mono_ms () < until)
+        poll (NULL, 0, 5);
+    cr_assert_eq (atomic_load (&s_dir_held), 1, "no directory fsync after the rename");
+
+    uint64_t after = brk_journal_append_publish (journal, "after", "{\"host\":\"b\"}", 1);
+    cr_assert_gt (after, during);
+    brk_journal_commit (journal);
+    bool durable = s_wait (s_durable, journal, after, 3000);
+    int held = atomic_load (&s_dir_held);
+    atomic_store (&s_hold_dir, 0);
+    cr_expect (durable, "a commit waited for the directory's fsync");
+    cr_expect_eq (held, 1, "the directory's fsync ended before the commit was durable");
+
+    cr_assert_eq (brk_journal_sync (journal), 0);
+    brk_journal_destroy (&journal);
+    s_found_t found = s_reopen (NULL);
+    cr_expect_eq (found.live, 2);
     cr_expect_eq (found.done, 8000);
 }
 

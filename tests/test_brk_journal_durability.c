@@ -89,7 +89,7 @@ s_config (brk_journal_mode_t mode)
     brk_journal_config_defaults (&config);
     config.dir = s_dir;
     config.mode = mode;
-    config.compact_min_bytes = 0;
+    config.compact_slack_bytes = 0;
     return config;
 }
 
