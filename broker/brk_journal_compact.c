@@ -2,13 +2,13 @@
     writer thread, between batches. Group commit goes on meanwhile: the
     active segment moves to a number after the snapshot's first, and after
     every 256 records (and each 1 MiB chunk) of the snapshot, and while
-    the snapshot's fsync and then the directory's run on a short-lived
-    thread, the batches the loop committed are written and fsynced there
-    as the writer's group commit would (brk_journal_commit_between); they
-    reach the index when the snapshot is done, since its walk must see the
-    index as it began. So a commit waits for one chunk of the snapshot,
-    or for the last step (the index update and the deletes), not for the
-    whole compaction and its fsyncs.
+    the snapshot's fsync, the directory's and the deletes run on a
+    short-lived thread, the batches the loop committed are written and
+    fsynced there as the writer's group commit would
+    (brk_journal_commit_between); they reach the index when the snapshot
+    is done, since its walk must see the index as it began. So a commit
+    waits for one chunk of the snapshot, or for that index update, not for
+    the whole compaction, its fsyncs and its deletes.
 
     The live set is written in publish order into journal-S.snap.tmp, each
     PUBLISH and DEAD record copied byte for byte from where the index says
@@ -186,22 +186,27 @@ s_write_chunk (brk_journal_t *self, int fd, brk_journal_bytes_t *out, uint64_t *
 //  when there are none)
 #define S_RECORDS_PER_CHECK 256
 
-//  The snapshot's fsync (and then the directory's), on a thread of its
-//  own so that commits go on during it (the writer waits on its wake
-//  condition meanwhile).
+//  A slow step of the compaction (the snapshot's fsync, the directory's,
+//  the deletes), run on a thread of its own so that commits go on during
+//  it (the writer waits on its wake condition meanwhile). The step
+//  touches only what it is given and the io seam, never the writer's
+//  file list or index.
+typedef int (s_step_fn) (brk_journal_t *self, void *arg);
+
 typedef struct {
     brk_journal_t *self;
-    int fd;
-    int rc;                     //  What fsync returned
+    s_step_fn *step;
+    void *arg;
+    int rc;                     //  What the step returned
     int error;                  //  Its errno
     bool done;                  //  Under self->mutex
-} s_fsync_job_t;
+} s_step_job_t;
 
 static void *
-s_fsync_thread (void *arg)
+s_step_thread (void *arg)
 {
-    s_fsync_job_t *job = (s_fsync_job_t *) arg;
-    job->rc = job->self->io.fsync (job->self->io.arg, job->fd);
+    s_step_job_t *job = (s_step_job_t *) arg;
+    job->rc = job->step (job->self, job->arg);
     job->error = job->rc ? errno : 0;
     pthread_mutex_lock (&job->self->mutex);
     job->done = true;
@@ -210,17 +215,16 @@ s_fsync_thread (void *arg)
     return NULL;
 }
 
-//  fsync fd (the snapshot, then the directory) while committing what the
-//  loop commits. Returns what fsync returned (0, or -1 with errno), or -1
-//  when a commit's write failed (after the fsync ended).
+//  Run step while committing what the loop commits. Returns what the step
+//  returned (0, or -1 with errno), or -1 when a commit's write failed
+//  (after the step ended).
 static int
-s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
+s_run_committing (brk_journal_t *self, s_step_fn *step, void *arg, brk_journal_later_t *later)
 {
-    self->fsyncs++;
-    s_fsync_job_t job = { self, fd, 0, 0, false };
+    s_step_job_t job = { self, step, arg, 0, 0, false };
     pthread_t thread;
-    if (pthread_create (&thread, NULL, s_fsync_thread, &job) != 0)
-        return self->io.fsync (self->io.arg, fd);       //  No thread: wait for it here
+    if (pthread_create (&thread, NULL, s_step_thread, &job) != 0)
+        return step (self, arg);        //  No thread: wait for it here
     int committed = 0;
     bool retried = false;
     pthread_mutex_lock (&self->mutex);
@@ -257,6 +261,39 @@ s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
         return -1;
     }
     return committed;
+}
+
+static int
+s_fsync_step (brk_journal_t *self, void *arg)
+{
+    return self->io.fsync (self->io.arg, *(int *) arg);
+}
+
+//  fsync fd (the snapshot, then the directory) while committing.
+static int
+s_fsync_committing (brk_journal_t *self, int fd, brk_journal_later_t *later)
+{
+    self->fsyncs++;
+    return s_run_committing (self, s_fsync_step, &fd, later);
+}
+
+//  The files a snapshot replaced, by path.
+typedef struct {
+    char **paths;
+    size_t count;
+} s_doomed_t;
+
+//  Delete them. A file that cannot be removed is logged; the next start
+//  removes it (it is numbered below the snapshot). Always returns 0.
+static int
+s_unlink_step (brk_journal_t *self, void *arg)
+{
+    s_doomed_t *doomed = (s_doomed_t *) arg;
+    for (size_t i = 0; i < doomed->count; i++)
+        if (self->io.unlink (self->io.arg, doomed->paths [i]) && errno != ENOENT)
+            mdl_warn ("journal: cannot remove %s: %s (the next start removes it)",
+                      doomed->paths [i], strerror (errno));
+    return 0;
 }
 
 int
@@ -378,12 +415,20 @@ brk_journal_compact_now (brk_journal_t *self)
             e->dead_off = dead_off [i];
         }
     }
+    //  The files the snapshot replaced leave the list now, and are deleted
+    //  while commits go on: on a disk that discards freed blocks, deleting
+    //  a 16 MiB segment can take milliseconds
+    s_doomed_t doomed = { calloc (self->files.count, sizeof (char *)), 0 };
     size_t kept = 0;
     for (size_t f = 0; f < self->files.count; f++) {
         brk_journal_file_t *file = &self->files.items [f];
         if (file->number < snap) {
             char old [4096];
             brk_journal_path (self, old, sizeof (old), file->number, file->kind, "");
+            char *copy = doomed.paths? strdup (old): NULL;
+            if (copy)
+                doomed.paths [doomed.count++] = copy;
+            else
             if (self->io.unlink (self->io.arg, old) && errno != ENOENT)
                 mdl_warn ("journal: cannot remove %s: %s (the next start removes it)",
                           old, strerror (errno));
@@ -392,6 +437,13 @@ brk_journal_compact_now (brk_journal_t *self)
             self->files.items [kept++] = *file;
     }
     self->files.count = kept;
+    if (doomed.count
+    &&  s_run_committing (self, s_unlink_step, &doomed, &later))
+        mdl_warn ("journal: a commit failed while deleting the old files: %s"
+                  " (the next batch retries it)", strerror (errno));
+    for (size_t i = 0; i < doomed.count; i++)
+        free (doomed.paths [i]);
+    free (doomed.paths);
     self->compactions++;
     mdl_info ("journal: compacted %" PRIu64 " bytes into %" PRIu64 " (%zu live messages)"
               " in %" PRId64 " ms; %zu batches committed meanwhile", before, written, count,

@@ -32,6 +32,8 @@ static atomic_int s_slow_ms;            //  Each write to a snapshot, and its fs
 static atomic_int s_fail_renames;       //  Fail this many renames (EIO)
 static atomic_int s_hold_dir;           //  After a rename, a directory's fsync waits while set
 static atomic_int s_dir_held;           //  Directory fsyncs waiting on s_hold_dir now
+static atomic_int s_hold_unlink;        //  Each unlink waits while set
+static atomic_int s_unlink_held;        //  Unlinks waiting on s_hold_unlink now
 
 static void
 s_setup (void)
@@ -44,6 +46,8 @@ s_setup (void)
     atomic_store (&s_fail_renames, 0);
     atomic_store (&s_hold_dir, 0);
     atomic_store (&s_dir_held, 0);
+    atomic_store (&s_hold_unlink, 0);
+    atomic_store (&s_unlink_held, 0);
 }
 
 static void
@@ -114,6 +118,19 @@ s_rename (void *arg, const char *from, const char *to)
     return rc;
 }
 
+static int
+s_unlink (void *arg, const char *path)
+{
+    (void) arg;
+    if (atomic_load (&s_hold_unlink)) {
+        atomic_fetch_add (&s_unlink_held, 1);
+        for (int i = 0; i < 2000 && atomic_load (&s_hold_unlink); i++)
+            usleep (5000);
+        atomic_fetch_sub (&s_unlink_held, 1);
+    }
+    return brk_journal_io_system ()->unlink (NULL, path);
+}
+
 static brk_journal_io_t s_io;
 
 static brk_journal_config_t
@@ -124,6 +141,7 @@ s_config (void)
     s_io.pwrite = s_pwrite;
     s_io.fsync = s_fsync;
     s_io.rename = s_rename;
+    s_io.unlink = s_unlink;
     brk_journal_config_t config;
     brk_journal_config_defaults (&config);
     config.dir = s_dir;
@@ -318,6 +336,38 @@ Test (journal_compact, a_commit_during_the_directory_fsync_is_durable_before_it_
     atomic_store (&s_hold_dir, 0);
     cr_expect (durable, "a commit waited for the directory's fsync");
     cr_expect_eq (held, 1, "the directory's fsync ended before the commit was durable");
+
+    cr_assert_eq (brk_journal_sync (journal), 0);
+    brk_journal_destroy (&journal);
+    s_found_t found = s_reopen (NULL);
+    cr_expect_eq (found.live, 2);
+    cr_expect_eq (found.done, 8000);
+}
+
+//  Deleting the files a snapshot replaced can be slow too (a disk that
+//  discards freed blocks): commits go on meanwhile.
+Test (journal_compact, a_commit_during_the_deletes_is_durable_before_they_end)
+{
+    atomic_store (&s_hold_unlink, 1);
+    brk_journal_t *journal = s_open_compacting (0);
+    uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
+    cr_assert_gt (during, 0);
+    brk_journal_commit (journal);
+    cr_assert (s_wait (s_durable, journal, during, 10000), "the commit never became durable");
+    atomic_store (&s_slow_ms, 0);
+    int64_t until = s_mono_ms () + 10000;
+    while (atomic_load (&s_unlink_held) == 0 && s_mono_ms () < until)
+        poll (NULL, 0, 5);
+    cr_assert_eq (atomic_load (&s_unlink_held), 1, "no file was deleted after the rename");
+
+    uint64_t after = brk_journal_append_publish (journal, "after", "{\"host\":\"b\"}", 1);
+    cr_assert_gt (after, during);
+    brk_journal_commit (journal);
+    bool durable = s_wait (s_durable, journal, after, 3000);
+    int held = atomic_load (&s_unlink_held);
+    atomic_store (&s_hold_unlink, 0);
+    cr_expect (durable, "a commit waited for the deletes");
+    cr_expect_eq (held, 1, "the deletes ended before the commit was durable");
 
     cr_assert_eq (brk_journal_sync (journal), 0);
     brk_journal_destroy (&journal);
