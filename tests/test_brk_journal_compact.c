@@ -309,33 +309,34 @@ Test (journal_compact, a_commit_during_a_snapshot_is_durable_before_it_ends)
     cr_expect_eq (found.done, 8000);
 }
 
-//  The directory's fsync that makes the snapshot's name durable is
-//  slow too, on some disks: commits go on during it, as during the
-//  snapshot's own fsync.
-Test (journal_compact, a_commit_during_the_directory_fsync_is_durable_before_it_ends)
+//  Start a compaction with the step that hold guards held once it is
+//  reached (held counts the calls waiting), commit during the snapshot
+//  (that creates the segment after it, whose own directory fsync comes
+//  before the rename, so is not held), then commit while the step is
+//  held: that commit must be durable before the step is let go.
+static void
+s_commit_while_held (atomic_int *hold, atomic_int *held, const char *step)
 {
-    atomic_store (&s_hold_dir, 1);
+    atomic_store (hold, 1);
     brk_journal_t *journal = s_open_compacting (0);
-    //  A commit during the snapshot: the segment after it is created now,
-    //  its own directory fsync before the rename, so not held
     uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
     cr_assert_gt (during, 0);
     brk_journal_commit (journal);
     cr_assert (s_wait (s_durable, journal, during, 10000), "the commit never became durable");
     atomic_store (&s_slow_ms, 0);
     int64_t until = s_mono_ms () + 10000;
-    while (atomic_load (&s_dir_held) == 0 && s_mono_ms () < until)
+    while (atomic_load (held) == 0 && s_mono_ms () < until)
         poll (NULL, 0, 5);
-    cr_assert_eq (atomic_load (&s_dir_held), 1, "no directory fsync after the rename");
+    cr_assert_eq (atomic_load (held), 1, "the compaction never reached %s", step);
 
     uint64_t after = brk_journal_append_publish (journal, "after", "{\"host\":\"b\"}", 1);
     cr_assert_gt (after, during);
     brk_journal_commit (journal);
     bool durable = s_wait (s_durable, journal, after, 3000);
-    int held = atomic_load (&s_dir_held);
-    atomic_store (&s_hold_dir, 0);
-    cr_expect (durable, "a commit waited for the directory's fsync");
-    cr_expect_eq (held, 1, "the directory's fsync ended before the commit was durable");
+    int still = atomic_load (held);
+    atomic_store (hold, 0);
+    cr_expect (durable, "a commit waited for %s", step);
+    cr_expect_eq (still, 1, "%s ended before the commit was durable", step);
 
     cr_assert_eq (brk_journal_sync (journal), 0);
     brk_journal_destroy (&journal);
@@ -344,36 +345,19 @@ Test (journal_compact, a_commit_during_the_directory_fsync_is_durable_before_it_
     cr_expect_eq (found.done, 8000);
 }
 
+//  The directory's fsync that makes the snapshot's name durable is
+//  slow too, on some disks: commits go on during it, as during the
+//  snapshot's own fsync.
+Test (journal_compact, a_commit_during_the_directory_fsync_is_durable_before_it_ends)
+{
+    s_commit_while_held (&s_hold_dir, &s_dir_held, "the directory's fsync");
+}
+
 //  Deleting the files a snapshot replaced can be slow too (a disk that
 //  discards freed blocks): commits go on meanwhile.
 Test (journal_compact, a_commit_during_the_deletes_is_durable_before_they_end)
 {
-    atomic_store (&s_hold_unlink, 1);
-    brk_journal_t *journal = s_open_compacting (0);
-    uint64_t during = brk_journal_append_publish (journal, "during", "{\"host\":\"a\"}", 1);
-    cr_assert_gt (during, 0);
-    brk_journal_commit (journal);
-    cr_assert (s_wait (s_durable, journal, during, 10000), "the commit never became durable");
-    atomic_store (&s_slow_ms, 0);
-    int64_t until = s_mono_ms () + 10000;
-    while (atomic_load (&s_unlink_held) == 0 && s_mono_ms () < until)
-        poll (NULL, 0, 5);
-    cr_assert_eq (atomic_load (&s_unlink_held), 1, "no file was deleted after the rename");
-
-    uint64_t after = brk_journal_append_publish (journal, "after", "{\"host\":\"b\"}", 1);
-    cr_assert_gt (after, during);
-    brk_journal_commit (journal);
-    bool durable = s_wait (s_durable, journal, after, 3000);
-    int held = atomic_load (&s_unlink_held);
-    atomic_store (&s_hold_unlink, 0);
-    cr_expect (durable, "a commit waited for the deletes");
-    cr_expect_eq (held, 1, "the deletes ended before the commit was durable");
-
-    cr_assert_eq (brk_journal_sync (journal), 0);
-    brk_journal_destroy (&journal);
-    s_found_t found = s_reopen (NULL);
-    cr_expect_eq (found.live, 2);
-    cr_expect_eq (found.done, 8000);
+    s_commit_while_held (&s_hold_unlink, &s_unlink_held, "the deletes");
 }
 
 //  A snapshot that fails at its rename leaves what was committed during
