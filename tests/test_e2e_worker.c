@@ -405,6 +405,9 @@ Test (e2e_worker, sigterm_after_grace_nacks_and_nothing_is_lost, .timeout = 60)
     cr_assert_eq (s_wait_stat ("workers", 1, 10000), 1);
     s_publish (N);
     cr_assert_eq (s_wait_stat ("in_flight", N, 10000), N);
+    //  In flight at the broker is not yet held by the worker: wait until it
+    //  holds every one, so all N are outstanding when the grace ends.
+    cr_assert_eq (s_wait_log_count ("wa.log", "Consumed", N, 10000), N);
     kill (a, SIGTERM);
     int status = s_wait_exit (a, 5000);
     cr_assert (WIFEXITED (status) && WEXITSTATUS (status) == 0, "status %d", status);
@@ -461,6 +464,7 @@ Test (e2e_worker, worker_rejoins_a_restarted_broker, .timeout = 60)
     char old_ids [5][37];
     memcpy (old_ids, s_ids, sizeof old_ids);
     cr_assert_eq (s_wait_stat ("in_flight", 5, 10000), 5);
+    cr_assert_eq (s_wait_log_count ("wa.log", "Consumed", 5, 10000), 5);
     //  The broker dies with leases out and comes back on the same ports and
     //  journal: it still knows the 5 leases, so the worker's acks by their
     //  old delivery ids count
