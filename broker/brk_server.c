@@ -73,10 +73,14 @@ s_check_stall (s_server_t *self, int64_t before, long timeout)
     brk_queue_stalled (self->queue, gap);
 }
 
+//  Measures from *since and moves it to now, so a turn checked twice
+//  gives back each part once.
 static void
-s_check_busy (s_server_t *self, int64_t turn_started)
+s_check_busy (s_server_t *self, int64_t *since)
 {
-    int64_t took = mdl_clock_now (&self->clock) - turn_started;
+    int64_t now = mdl_clock_now (&self->clock);
+    int64_t took = now - *since;
+    *since = now;
     if (took <= BRK_STALL_SLACK_MS)
         return;
     mdl_warn ("one turn of the broker's loop took %" PRId64 " ms (a slow disk?): workers and "
@@ -366,6 +370,11 @@ brk_server (zsock_t *pipe, void *args)
             brk_events_handle_subscriptions (self);
         if (items [4].revents & ZMQ_POLLIN)
             brk_durable_progress (self);
+        //  A handler that waited for the disk (PAUSE saves the policy
+        //  state before its reply) read no heartbeat meanwhile: that time
+        //  is given back before this tick judges silence and deadlines
+        if (self->watch_stalls)
+            s_check_busy (self, &turn_started);
         brk_queue_tick (self->queue, brk_backend_worker_lost, self);
         brk_dispatch (self);
         if (self->store_dirty) {
@@ -384,7 +393,7 @@ brk_server (zsock_t *pipe, void *args)
         if (self->config.metrics)
             mdl_metrics_collect (self->config.metrics, now);
         if (self->watch_stalls)
-            s_check_busy (self, turn_started);
+            s_check_busy (self, &turn_started);
     }
     //  Make everything durable, then answer the peers still waiting
     if (self->policy)

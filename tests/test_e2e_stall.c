@@ -12,7 +12,9 @@
     loop (it is written on a thread of its own: no slow turn is logged);
     an operator's PAUSE, whose reply promises the state is on disk, does
     stop it for two fsyncs, and the broker must give that time back as it
-    does a stop. Before either, the worker was lost at the first lease.
+    does a stop, before the same turn judges silence: when the PAUSE's
+    turn had no heartbeat to read, the worker was lost there. Before
+    either, the worker was lost at the first lease.
     Processes are killed by PID in the teardown.
 */
 #include <criterion/criterion.h>
@@ -238,6 +240,10 @@ Test (e2e_stall, a_slow_disk_keeps_its_workers_and_leases)
     //  PAUSE: saved before its reply, on the loop (two 2.5 s fsyncs)
     const char *pause = "{\"group\":\"all\",\"reason\":\"test\"}";
     cr_assert_eq (mmp_send (client, NULL, MMP_PAUSE, pause, strlen (pause)), 0);
+    //  The PAUSE's turn starts with no heartbeat to read, as on a busy
+    //  machine: the broker must give the time back before it judges
+    //  silence in that same turn
+    zclock_sleep (300);
     s_heartbeat_for (worker, 7000);
     mmp_msg_t reply;
     mmp_error_t err;
