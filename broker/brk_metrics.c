@@ -25,6 +25,8 @@ typedef struct {
     mdl_gauge_t *paused;                //  0/1
     mdl_gauge_t *failures;              //  Failures within the error window
     mdl_gauge_t *waiting;               //  Requests waiting in the group
+    mdl_gauge_t *window_open;           //  0/1 (1 for a group without windows)
+    mdl_gauge_t *next_open;             //  Unix s of the next opening; 0 open, -1 none
 } s_group_series_t;
 
 struct _brk_metrics_t {
@@ -236,7 +238,16 @@ s_groups_register (brk_metrics_t *self, brk_policy_t *policy)
                                          "group", name, NULL);
         g->waiting = mdl_metrics_gauge (r, "mandrill_broker_group_waiting",
                                         "Requests waiting in the group.", "group", name, NULL);
-        if (!g->in_progress || !g->limit || !g->paused || !g->failures || !g->waiting) {
+        g->window_open = mdl_metrics_gauge (r, "mandrill_broker_group_window_open",
+                                            "1 while the group is inside one of its restart "
+                                            "windows (always, without windows).",
+                                            "group", name, NULL);
+        g->next_open = mdl_metrics_gauge (r, "mandrill_broker_group_next_open_timestamp_seconds",
+                                          "Unix time the group's next window opens; 0 while "
+                                          "open, -1 when none opens within 8 days.",
+                                          "group", name, NULL);
+        if (!g->in_progress || !g->limit || !g->paused || !g->failures || !g->waiting
+        ||  !g->window_open || !g->next_open) {
             free (self->groups);
             self->groups = NULL;
             return -1;
@@ -267,6 +278,9 @@ s_collect_groups (brk_metrics_t *self)
         mdl_gauge_set (self->groups [i].paused, g.paused ? 1.0 : 0.0);
         mdl_gauge_set (self->groups [i].failures, (double) g.failures);
         mdl_gauge_set (self->groups [i].waiting, (double) g.waiting);
+        mdl_gauge_set (self->groups [i].window_open, g.window_open ? 1.0 : 0.0);
+        mdl_gauge_set (self->groups [i].next_open, g.window_open ? 0.0
+                       : g.next_open_wall < 0 ? -1.0 : (double) (g.next_open_wall / 1000));
     }
 }
 

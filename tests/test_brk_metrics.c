@@ -228,6 +228,15 @@ Test (brk_metrics, restart_groups_get_their_series, .timeout = 10)
     cr_assert_not_null (policy);
     char err [256];
     cr_assert_eq (brk_policy_add_spec (policy, "web:web-*:2", err, sizeof err), 0, "%s", err);
+    //  Weekdays 14:00-16:00 UTC; the wall clock says Monday 2026-11-30 12:00 UTC
+    brk_group_config_t night;
+    brk_group_config_defaults (&night, "db", "db-*");
+    snprintf (night.zone, sizeof night.zone, "UTC");
+    night.windows [0].days = 0x1f;
+    night.windows [0].start_min = 14 * 60;
+    night.windows [0].end_min = 16 * 60;
+    night.window_count = 1;
+    cr_assert_eq (brk_policy_add_group (policy, &night, err, sizeof err), 0, "%s", err);
     brk_queue_config_t config;
     brk_queue_config_defaults (&config);
     brk_queue_t *queue = brk_queue_new (&config, mdl_clock_manual (&now));
@@ -253,6 +262,20 @@ Test (brk_metrics, restart_groups_get_their_series, .timeout = 10)
     cr_expect_eq (mdl_metrics_collect (registry, now), 1);
     cr_expect_eq (s_rendered (registry, "mandrill_broker_group_paused{group=\"web\"}"), 1);
     cr_expect_eq (s_rendered (registry, "mandrill_broker_group_paused{group=\"default\"}"), 0);
+
+    //  Windows: web has none (always open); db opens at 14:00 UTC
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_window_open{group=\"web\"}"), 1);
+    cr_expect_eq (s_rendered (registry,
+                  "mandrill_broker_group_next_open_timestamp_seconds{group=\"web\"}"), 0);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_window_open{group=\"db\"}"), 0);
+    cr_expect_eq (s_rendered (registry,
+                  "mandrill_broker_group_next_open_timestamp_seconds{group=\"db\"}"),
+                  1796040000 + 2 * 3600);
+    wall += (int64_t) 2 * 3600 * 1000;
+    cr_expect_eq (mdl_metrics_collect (registry, now), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_window_open{group=\"db\"}"), 1);
+    cr_expect_eq (s_rendered (registry,
+                  "mandrill_broker_group_next_open_timestamp_seconds{group=\"db\"}"), 0);
 
     brk_metrics_destroy (&metrics);
     mdl_metrics_destroy (&registry);
