@@ -126,6 +126,7 @@ s_group_json (s_server_t *self, mmp_buf_t *buf, size_t index, bool detail)
     mmp_encode_member_int (buf, "cap", stats.cap);
     mmp_encode_member_int (buf, "max", stats.max);
     mmp_encode_member_int (buf, "waiting", stats.waiting);
+    mmp_encode_member_int (buf, "in_doubt", stats.in_doubt);
     mmp_encode_member_int (buf, "failures", stats.failures);
     mmp_encode_member_bool (buf, "paused", stats.paused);
     if (stats.paused_reason)

@@ -199,6 +199,7 @@ s_handle_stats (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg)
     mmp_encode_member_int (buf, "dead_letters", (int64_t) stats.dead);
     mmp_encode_member_int (buf, "workers", (int64_t) stats.workers);
     mmp_encode_member_int (buf, "oldest_unacked_ms", (int64_t) stats.oldest_unacked_ms);
+    mmp_encode_member_int (buf, "in_doubt", (int64_t) stats.in_doubt);
     mmp_encode_member_int (buf, "uptime_ms", (int64_t) (mdl_clock_now (&self->clock) - self->started));
     mmp_encode_member_int (buf, "epoch", (int64_t) brk_queue_epoch (self->queue));
     mmp_encode_member_int (buf, "held", (int64_t) stats.held);

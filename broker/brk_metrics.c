@@ -25,6 +25,7 @@ typedef struct {
     mdl_gauge_t *paused;                //  0/1
     mdl_gauge_t *failures;              //  Failures within the error window
     mdl_gauge_t *waiting;               //  Requests waiting in the group
+    mdl_gauge_t *in_doubt;              //  Pending requests of the group in doubt
     mdl_gauge_t *window_open;           //  0/1 (1 for a group without windows)
     mdl_gauge_t *next_open;             //  Unix s of the next opening; 0 open, -1 none
 } s_group_series_t;
@@ -49,6 +50,7 @@ struct _brk_metrics_t {
     mdl_counter_t *workers_left;        //  departures{reason="left"}
     mdl_gauge_t *messages [S_STATES];   //  messages{state}
     mdl_gauge_t *oldest_unacked;        //  Age of the oldest pending message, s
+    mdl_gauge_t *in_doubt;              //  Pending requests whose restart is in doubt
     mdl_gauge_t *workers;               //  Registered workers
     mdl_gauge_t *disk_bytes;            //  brk_store_stats_t, mirrored
     mdl_gauge_t *live_messages;         //  Messages the store would recover
@@ -117,6 +119,9 @@ brk_metrics_new (mdl_metrics_t *registry)
                "state", s_state_names [i], NULL);
     GAUGE (oldest_unacked, "mandrill_broker_oldest_unacked_age_seconds",
            "Age of the oldest message not yet acked or dead, 0 if none.", NULL);
+    GAUGE (in_doubt, "mandrill_broker_requests_in_doubt",
+           "Pending requests whose restart is in doubt: a started restart's lease ended "
+           "unfinished, and no restart was reported done since.", NULL);
     GAUGE (workers, "mandrill_broker_workers", "Workers registered now.", NULL);
     GAUGE (disk_bytes, "mandrill_broker_journal_disk_bytes", "Bytes of journal on disk.", NULL);
     GAUGE (live_messages, "mandrill_broker_journal_live_messages",
@@ -238,6 +243,9 @@ s_groups_register (brk_metrics_t *self, brk_policy_t *policy)
                                          "group", name, NULL);
         g->waiting = mdl_metrics_gauge (r, "mandrill_broker_group_waiting",
                                         "Requests waiting in the group.", "group", name, NULL);
+        g->in_doubt = mdl_metrics_gauge (r, "mandrill_broker_group_requests_in_doubt",
+                                         "Pending requests of the group whose restart is in "
+                                         "doubt.", "group", name, NULL);
         g->window_open = mdl_metrics_gauge (r, "mandrill_broker_group_window_open",
                                             "1 while the group is inside one of its restart "
                                             "windows (always, without windows).",
@@ -247,7 +255,7 @@ s_groups_register (brk_metrics_t *self, brk_policy_t *policy)
                                           "open, -1 when none opens within 8 days.",
                                           "group", name, NULL);
         if (!g->in_progress || !g->limit || !g->paused || !g->failures || !g->waiting
-        ||  !g->window_open || !g->next_open) {
+        ||  !g->in_doubt || !g->window_open || !g->next_open) {
             free (self->groups);
             self->groups = NULL;
             return -1;
@@ -278,6 +286,7 @@ s_collect_groups (brk_metrics_t *self)
         mdl_gauge_set (self->groups [i].paused, g.paused ? 1.0 : 0.0);
         mdl_gauge_set (self->groups [i].failures, (double) g.failures);
         mdl_gauge_set (self->groups [i].waiting, (double) g.waiting);
+        mdl_gauge_set (self->groups [i].in_doubt, (double) g.in_doubt);
         mdl_gauge_set (self->groups [i].window_open, g.window_open ? 1.0 : 0.0);
         mdl_gauge_set (self->groups [i].next_open, g.window_open ? 0.0
                        : g.next_open_wall < 0 ? -1.0 : (double) (g.next_open_wall / 1000));
@@ -309,6 +318,7 @@ s_collect (mdl_metrics_t *metrics, void *arg)
     mdl_gauge_set (self->messages [S_IN_FLIGHT], (double) q.in_flight);
     mdl_gauge_set (self->messages [S_DEAD], (double) q.dead);
     mdl_gauge_set (self->oldest_unacked, (double) q.oldest_unacked_ms / 1000.0);
+    mdl_gauge_set (self->in_doubt, (double) q.in_doubt);
     mdl_gauge_set (self->workers, (double) q.workers);
 
     brk_store_stats_t j;

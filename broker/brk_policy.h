@@ -220,6 +220,7 @@ typedef struct {
     int64_t cap;                //  Cap now (ramp included), -1 for none
     int64_t max;                //  Configured cap, -1 for none
     int64_t waiting;            //  Requests waiting (the queue fills this in)
+    int64_t in_doubt;           //  Pending requests in doubt (the queue fills this in)
     int64_t failures;           //  Failures within the error window
     bool paused;                //  Paused (operator or error stop)
     const char *paused_reason;  //  Why, or NULL

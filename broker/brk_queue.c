@@ -77,6 +77,8 @@ struct _brk_queue_t {
     mdl_map_t *late;            //  delivery_id -> brk_msg_t: a READY or DELAYED message's
                                 //  last lease, ended by expiry or loss (late ACK/PROGRESS)
     size_t pending;             //  Messages on the pending list
+    size_t in_doubt;            //  Pending messages in doubt (s_doubt_counts)
+    size_t *group_in_doubt;     //  The same per policy group, or NULL without a policy
     uint64_t body_bytes;        //  Bytes of request bodies held (pending and dead)
     brk_lease_t *spare_leases;  //  Closed leases for reuse, linked through wnext
     mdl_heap_t *lease_heap;     //  Open leases by deadline
@@ -179,6 +181,56 @@ s_done_trim (brk_queue_t *self)
     }
 }
 
+//  Is msg's restart in doubt: a started restart's lease ended unfinished,
+//  and no restart was reported done since? The in-doubt counts hold the
+//  pending messages for which this is true.
+static bool
+s_doubt_counts (const brk_msg_t *msg)
+{
+    return msg->policy && msg->policy->in_doubt && !(msg->steps & BRK_STEP_RESTART);
+}
+
+//  Add delta to the in-doubt counts if msg is in doubt (and pending).
+static void
+s_doubt_count (brk_queue_t *self, const brk_msg_t *msg, int delta)
+{
+    if (!s_doubt_counts (msg))
+        return;
+    size_t *group = self->group_in_doubt && msg->policy->target
+                  ? &self->group_in_doubt [msg->policy->target->group] : NULL;
+    if (delta > 0) {
+        self->in_doubt++;
+        if (group)
+            (*group)++;
+    }
+    else {
+        assert (self->in_doubt > 0 && (!group || *group > 0));
+        self->in_doubt--;
+        if (group)
+            (*group)--;
+    }
+}
+
+static bool
+s_is_pending (const brk_queue_t *self, const brk_msg_t *msg)
+{
+    return msg->pprev || msg->pnext || self->pending_head == msg;
+}
+
+//  Change msg's in-doubt mark or steps, keeping the counts: call with the
+//  mark and steps it is to have.
+static void
+s_doubt_update (brk_queue_t *self, brk_msg_t *msg, bool in_doubt, unsigned steps)
+{
+    bool pending = s_is_pending (self, msg);
+    if (pending)
+        s_doubt_count (self, msg, -1);
+    msg->policy->in_doubt = in_doubt;
+    msg->steps = steps;
+    if (pending)
+        s_doubt_count (self, msg, 1);
+}
+
 static void
 s_pending_push (brk_queue_t *self, brk_msg_t *msg)
 {
@@ -190,11 +242,13 @@ s_pending_push (brk_queue_t *self, brk_msg_t *msg)
         self->pending_head = msg;
     self->pending_tail = msg;
     self->pending++;
+    s_doubt_count (self, msg, 1);
 }
 
 static void
 s_pending_unlink (brk_queue_t *self, brk_msg_t *msg)
 {
+    s_doubt_count (self, msg, -1);
     if (msg->pprev)
         msg->pprev->pnext = msg->pnext;
     else
@@ -366,6 +420,7 @@ brk_queue_destroy (brk_queue_t **self_p)
     }
     brk_names_destroy (&self->names);
     brk_room_destroy (&self->room);
+    free (self->group_in_doubt);
     free (self);
     *self_p = NULL;
 }
@@ -513,7 +568,7 @@ s_restore_doubt (brk_queue_t *self, brk_msg_t *msg, int64_t now)
 {
     if (!msg->policy && !(msg->policy = calloc (1, sizeof (brk_msg_policy_t))))
         return -1;
-    msg->policy->in_doubt = true;
+    s_doubt_update (self, msg, true, msg->steps);
     brk_msg_extra_t *extra = brk_msg_extra (msg);
     if (!extra || mdl_heap_insert (self->delay_heap, &extra->delay,
                                    now + s_restart_timeout (self, msg)) != 0)
@@ -1006,9 +1061,15 @@ brk_queue_set_policy (brk_queue_t *self, brk_policy_t *policy)
     assert (self && policy);
     assert (mdl_strmap_size (self->messages) == 0);
     brk_room_t *room = brk_room_new (policy);
-    if (!room)
+    size_t *group_in_doubt = calloc (brk_policy_group_count (policy) + 1, sizeof (size_t));
+    if (!room || !group_in_doubt) {
+        brk_room_destroy (&room);
+        free (group_in_doubt);
         return -1;
+    }
     brk_room_destroy (&self->room);
+    free (self->group_in_doubt);
+    self->group_in_doubt = group_in_doubt;
     self->room = room;
     self->policy = policy;
     return 0;
@@ -1027,6 +1088,7 @@ brk_queue_group_stats (brk_queue_t *self, size_t group, brk_group_stats_t *stats
         return -1;
     brk_policy_group_stats (self->policy, group, stats);
     stats->waiting = (int64_t) brk_room_group_ready (self->room, group);
+    stats->in_doubt = (int64_t) self->group_in_doubt [group];
     return 0;
 }
 
@@ -1133,7 +1195,7 @@ s_in_doubt (brk_queue_t *self, brk_lease_t *lease, int64_t now)
         if (!msg->policy)
             return 0;       //  Not marked, but still held below
     }
-    msg->policy->in_doubt = true;
+    s_doubt_update (self, msg, true, msg->steps);
     int64_t left = lease->started_at + s_restart_timeout (self, msg) - now;
     return left > 0 ? left : 0;
 }
@@ -1343,16 +1405,21 @@ brk_queue_progress (brk_queue_t *self, uint64_t delivery_id, unsigned steps)
         brk_msg_t *msg = s_late (self, delivery_id);
         if (!msg)
             return BRK_STALE;
-        msg->steps |= steps;
-        if ((steps & BRK_STEP_RESTART) && msg->policy)
-            msg->policy->in_doubt = false;
+        if (msg->policy)
+            s_doubt_update (self, msg, msg->policy->in_doubt && !(steps & BRK_STEP_RESTART),
+                            msg->steps | steps);
+        else
+            msg->steps |= steps;
         self->counters.late++;
         s_emit (self, BRK_EVENT_PROGRESS, msg, NULL, delivery_id, NULL);
         return BRK_OK;
     }
     if (result != BRK_OK)
         return result;
-    lease->msg->steps |= steps;
+    if (lease->msg->policy)
+        s_doubt_update (self, lease->msg, lease->msg->policy->in_doubt, lease->msg->steps | steps);
+    else
+        lease->msg->steps |= steps;
     if (steps & BRK_STEP_RESTART)
         lease->started_at = 0;
     s_emit (self, BRK_EVENT_PROGRESS, lease->msg, lease->worker, delivery_id, NULL);
@@ -1552,6 +1619,7 @@ brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats)
     stats->delayed = mdl_heap_size (self->delay_heap);
     stats->in_flight = self->in_flight;
     stats->pending = self->pending;
+    stats->in_doubt = self->in_doubt;
     stats->memory_bytes = self->body_bytes;
     stats->dead = self->dead.size;
     stats->workers = self->worker_count;

@@ -272,6 +272,9 @@ typedef struct {
     uint64_t late;              //  ACKs and PROGRESS taken for a lease just ended
     uint64_t pending;           //  Now: held + ready + delayed + leased (+ coalesced)
     uint64_t memory_bytes;      //  Now: bytes of request bodies held (pending and dead)
+    uint64_t in_doubt;          //  Now: pending requests whose restart is in doubt (a
+                                //  started restart's lease ended unfinished, and no
+                                //  restart was reported done since)
 } brk_queue_stats_t;
 
 void brk_queue_stats (brk_queue_t *self, brk_queue_stats_t *stats);

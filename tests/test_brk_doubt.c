@@ -110,10 +110,13 @@ Test (brk_doubt, dead_letter_without_verify, .timeout = 10)
     //  A worker without verify may not decide: dead-lettered "in_doubt"
     brk_worker_t *plain = brk_queue_worker_add (s_queue, "plain", 5, NULL);
     brk_queue_worker_set_features (s_queue, plain, BRK_FEATURE_IN_DOUBT);
-    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
     brk_queue_stats_t stats;
     brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.in_doubt, 1);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    brk_queue_stats (s_queue, &stats);
     cr_assert_eq (stats.dead, 1);
+    cr_assert_eq (stats.in_doubt, 0, "a dead letter is not pending, so not counted");
     brk_msg_t *msg = brk_queue_lookup (s_queue, "00000000-0000-4000-8000-000000000001");
     cr_assert_str_eq (brk_msg_dead_reason (msg), "in_doubt");
     //  The host is free again for a new request
@@ -147,5 +150,74 @@ Test (brk_doubt, restart_policy_delivers_to_anyone, .timeout = 10)
     brk_queue_worker_add (s_queue, "plain", 5, NULL);
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
     cr_assert (s_deliveries [1].in_doubt);
+    s_teardown ();
+}
+
+//  How many requests are in doubt, in all and per group (STATS, /metrics):
+//  counted from the lease's end until a restart is reported or the request
+//  leaves (acked, dead-lettered); a replayed dead letter counts again.
+static int64_t
+s_group_doubt (size_t group)
+{
+    brk_group_stats_t stats;
+    cr_assert_eq (brk_queue_group_stats (s_queue, group, &stats), 0);
+    return stats.in_doubt;
+}
+
+static uint64_t
+s_doubt (void)
+{
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    return stats.in_doubt;
+}
+
+Test (brk_doubt, counted_per_group_until_a_restart_is_reported, .timeout = 10)
+{
+    s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n"
+             "    web\n        match = web-*\n");
+    cr_assert_eq (s_doubt (), 0);
+    s_orphan ();
+    cr_assert_eq (s_doubt (), 1);
+    cr_assert_eq (s_group_doubt (0), 1);
+    cr_assert_eq (s_group_doubt (1), 0);
+    cr_assert_eq (s_group_doubt (2), 0, "the default group");
+    //  A late report from the lost worker: its restart did finish
+    cr_assert_eq (brk_queue_progress (s_queue, s_deliveries [0].delivery_id, BRK_STEP_RESTART),
+                  BRK_OK);
+    cr_assert_eq (s_doubt (), 0);
+    cr_assert_eq (s_group_doubt (0), 0);
+    s_teardown ();
+}
+
+Test (brk_doubt, counted_while_redelivered_and_until_acked, .timeout = 10)
+{
+    s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n");
+    s_orphan ();
+    brk_queue_worker_add (s_queue, "second", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
+    cr_assert (s_deliveries [1].in_doubt);
+    cr_assert_eq (s_group_doubt (0), 1, "leased again, and still in doubt");
+    //  STARTED alone does not end it
+    cr_assert_eq (brk_queue_started (s_queue, s_deliveries [1].delivery_id), BRK_OK);
+    cr_assert_eq (s_group_doubt (0), 1);
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [1].delivery_id), BRK_OK);
+    cr_assert_eq (s_doubt (), 0);
+    cr_assert_eq (s_group_doubt (0), 0);
+    s_teardown ();
+}
+
+Test (brk_doubt, a_replayed_dead_letter_counts_again, .timeout = 10)
+{
+    s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n"
+             "        in_doubt = dead_letter\n");
+    s_orphan ();
+    brk_worker_t *plain = brk_queue_worker_add (s_queue, "plain", 5, NULL);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    (void) plain;
+    cr_assert_eq (s_doubt (), 0);
+    cr_assert_eq (brk_queue_replay (s_queue, "00000000-0000-4000-8000-000000000001"), 0);
+    cr_assert_eq (s_doubt (), 1, "its restart is still in doubt");
+    cr_assert_eq (s_group_doubt (0), 1);
     s_teardown ();
 }

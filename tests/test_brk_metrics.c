@@ -220,6 +220,16 @@ Test (brk_metrics, actor_registers_and_mirrors_the_queue, .timeout = 30)
     cr_expect_eq (system (command), 0);
 }
 
+static uint64_t s_leased;      //  The last delivery id s_lease saw
+
+static void
+s_lease (void *arg, brk_worker_t *worker, uint64_t delivery_id, const brk_msg_t *msg,
+         int64_t attempt)
+{
+    (void) arg; (void) worker; (void) msg; (void) attempt;
+    s_leased = delivery_id;
+}
+
 Test (brk_metrics, restart_groups_get_their_series, .timeout = 10)
 {
     mdl_log_set_level (MDL_LOG_ERROR);
@@ -257,6 +267,23 @@ Test (brk_metrics, restart_groups_get_their_series, .timeout = 10)
                   "mandrill_broker_group_restarts_in_progress{group=\"web\"}"), 0);
     cr_expect_eq (s_rendered (registry, "mandrill_broker_group_waiting{group=\"web\"}"), 0);
     cr_expect_eq (s_rendered (registry, "mandrill_broker_journal_healthy"), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_requests_in_doubt"), 0);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_requests_in_doubt{group=\"web\"}"), 0);
+
+    //  A started restart whose worker is lost: in doubt, in web
+    const char *id = "00000000-0000-4000-8000-000000000001";
+    const char *json = "{\"message_id\":\"00000000-0000-4000-8000-000000000001\","
+                       "\"instance_name\":\"x\",\"hostname\":\"web-1.example.net\"}";
+    cr_assert_eq (brk_queue_publish (queue, id, json, strlen (json), 0), 0);
+    brk_worker_t *worker = brk_queue_worker_add (queue, "w", 1, NULL);
+    s_leased = 0;
+    cr_assert_eq (brk_queue_dispatch (queue, s_lease, NULL), 1);
+    cr_assert_eq (brk_queue_started (queue, s_leased), BRK_OK);
+    brk_queue_worker_remove (queue, &worker, "lost");
+    cr_expect_eq (mdl_metrics_collect (registry, now), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_requests_in_doubt"), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_requests_in_doubt{group=\"web\"}"), 1);
+    cr_expect_eq (s_rendered (registry, "mandrill_broker_group_requests_in_doubt{group=\"db\"}"), 0);
 
     cr_assert_eq (brk_policy_pause (policy, "web", "test"), 0);
     cr_expect_eq (mdl_metrics_collect (registry, now), 1);

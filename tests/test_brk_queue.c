@@ -691,6 +691,10 @@ Test (brk_queue, restored_started_restart_is_held_in_doubt)
     cr_assert_eq (brk_queue_restore (s_queue, &restore), 0);
     cr_assert_not (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (2))));
     cr_assert (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (3))));
+    //  Counted: 3 only (1's reopened lease has not ended yet)
+    brk_queue_stats_t counted;
+    brk_queue_stats (s_queue, &counted);
+    cr_assert_eq (counted.in_doubt, 1);
 
     brk_worker_t *worker = brk_queue_worker_add (s_queue, "b", 5, NULL);
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0, "in doubt delivered at once");
@@ -706,6 +710,8 @@ Test (brk_queue, restored_started_restart_is_held_in_doubt)
     cr_assert_str_eq (s_deliveries [0].message_id, s_id (2));
     cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [0].delivery_id), BRK_OK);
     cr_assert (brk_queue_msg_in_doubt (brk_queue_lookup (s_queue, s_id (1))));
+    brk_queue_stats (s_queue, &counted);
+    cr_assert_eq (counted.in_doubt, 2, "1's lease ended unfinished: 1 and 3");
     //  Until restart_timeout from the recovery, nothing else
     while (s_now < recovered + 29999) {
         s_now += 1000;
@@ -724,6 +730,16 @@ Test (brk_queue, restored_started_restart_is_held_in_doubt)
         cr_assert (strcmp (s_deliveries [i].message_id, s_id (1)) == 0
                 || strcmp (s_deliveries [i].message_id, s_id (3)) == 0);
     cr_assert_eq (s_deliveries [1].steps & BRK_STEP_RESTART, 0);
+    //  Redelivered, still in doubt until a restart is reported or acked
+    brk_queue_stats (s_queue, &counted);
+    cr_assert_eq (counted.in_doubt, 2);
+    cr_assert_eq (brk_queue_progress (s_queue, s_deliveries [1].delivery_id, BRK_STEP_RESTART),
+                  BRK_OK);
+    brk_queue_stats (s_queue, &counted);
+    cr_assert_eq (counted.in_doubt, 1, "a reported restart ends the doubt");
+    cr_assert_eq (brk_queue_ack (s_queue, s_deliveries [2].delivery_id), BRK_OK);
+    brk_queue_stats (s_queue, &counted);
+    cr_assert_eq (counted.in_doubt, 0, "an acked request is not in doubt");
 }
 
 //  Item: a worker that finishes just after its deadline is heard.
