@@ -93,6 +93,13 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
     brk_queue_set_publisher (self->queue, publisher);
     for (size_t i = 0; i < msg->message_count; i++) {
         const mmp_request_t *request = &msg->messages [i];
+        //  A large batch takes a millisecond or more. Replies that became
+        //  durable meanwhile (the PUBACK of the batch before this one)
+        //  go out now, not after it: a publisher that pipelines a few
+        //  batches then has its next one ready when this one is done.
+        //  Cost: one read of the store's position per 64 requests.
+        if (i % 64 == 63)
+            brk_durable_progress (self);
         //  Attributes are stored and forwarded as the publisher's bytes
         char hostname [MMP_MAX_INSTANCE + 16];
         if (!request->hostname)
@@ -156,6 +163,13 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
             accepted++;
     }
     mmp_buf_free (&json);
+    //  A large batch is committed at once, not at the end of the turn: the
+    //  writer makes it durable while the next PUBLISH (already read, in a
+    //  drain) is parsed, and that one's loop sends this PUBACK on the way
+    if (accepted >= 64 && self->store_dirty) {
+        brk_store_commit (self->store);
+        self->store_dirty = false;
+    }
 
     mmp_buf_t *buf = &self->reply;
     int failed = mmp_encode_puback_coalesced (buf, ids [0], sizeof ids [0], duplicate, coalesced,

@@ -273,6 +273,7 @@ struct _brk_journal_t {
     brk_journal_bytes_t pend;       //  Taken records not yet durable
     uint64_t pend_seq;              //  Last sequence number in pend
     uint64_t pend_off;              //  Offset of pend in the active file
+    size_t pend_indexed;            //  Bytes at pend's start already in the index
     bool unsynced;                  //  Written to the active file without fsync
     uint64_t fsyncs;                //  fsync calls
     uint64_t slow_fsyncs;           //  Of which slow (config.slow_fsync_ms)

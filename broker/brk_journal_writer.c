@@ -1,9 +1,11 @@
 /*  brk_journal_writer: the writer thread (JOURNAL.md, "Segments, the
     writer and durability"). It owns everything on disk after
     brk_journal_new: it takes the whole append buffer at once (a batch),
-    gives its records their place (file, offset) in the live index, writes
-    the batch with one pwrite at the end of the active segment, fsyncs per
-    the mode, rotates segments, retries after a failure, and compacts
+    gives it its place (file, offset), writes it with one pwrite at the end
+    of the active segment, fsyncs per the mode, publishes the durable
+    sequence, and only then puts its records into the live index (so
+    replies do not wait for that work); it rotates segments, retries a
+    failed batch in place (indexed once a retry succeeds), and compacts
     between batches. It wakes the broker's loop through the event fd when
     durability advanced or the status changed.
 
@@ -94,15 +96,6 @@ brk_journal_index_records (brk_journal_t *self, const uint8_t *records, size_t s
         }
         off += len;
     }
-}
-
-//  Place pend's new records and update the index.
-static void
-s_place (brk_journal_t *self, size_t start)
-{
-    s_position (self, start);
-    brk_journal_index_records (self, self->pend.data + start, self->pend.size - start,
-                               self->active_number, self->pend_off + start);
 }
 
 //  After an fsync: write a SYNCED record saying how far this file is
@@ -256,9 +249,12 @@ brk_journal_later_apply (brk_journal_t *self, brk_journal_later_t *later)
     bool pend_too = later->pend_unindexed;
     free (later->batches);
     *later = (brk_journal_later_t) { NULL, 0, 0, false };
-    if (pend_too)
-        brk_journal_index_records (self, self->pend.data, self->pend.size,
-                                   self->active_number, self->pend_off);
+    if (pend_too && self->pend.size > self->pend_indexed) {
+        brk_journal_index_records (self, self->pend.data + self->pend_indexed,
+                                   self->pend.size - self->pend_indexed,
+                                   self->active_number, self->pend_off + self->pend_indexed);
+        self->pend_indexed = self->pend.size;
+    }
 }
 
 static void
@@ -353,11 +349,31 @@ brk_journal_writer (void *arg)
 
         last_batch = now;
         if (took)
-            s_place (self, start);
+            s_position (self, start);
+        //  Where this batch goes: it enters the index once it is written,
+        //  after its durability is published, so the replies waiting for
+        //  it do not wait for the index work too (only this thread reads
+        //  the index). A failed batch stays in pend, unindexed, and is
+        //  retried in place.
+        size_t batch_size = self->pend.size;
+        uint32_t batch_file = self->active_number;
+        uint64_t batch_offset = self->pend_off;
         int rc = 0, err = 0;
         if (self->pend.size > 0 || !self->active_created || (force && self->unsynced)) {
             rc = brk_journal_flush (self, force);
             err = rc? (errno? errno: EIO): 0;
+        }
+        if (rc == 0) {
+            if (batch_size > self->pend_indexed) {
+                pthread_mutex_lock (&self->mutex);
+                s_publish_durable (self, seq);
+                pthread_mutex_unlock (&self->mutex);
+                //  flush emptied pend; its bytes stay until the next take
+                brk_journal_index_records (self, self->pend.data + self->pend_indexed,
+                                           batch_size - self->pend_indexed, batch_file,
+                                           batch_offset + self->pend_indexed);
+            }
+            self->pend_indexed = 0;
         }
         bool compacted = false;
         int compact_err = err;

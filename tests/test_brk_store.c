@@ -187,6 +187,13 @@ static int s_commits;                   //  commit () calls
 static int s_syncs;                     //  sync () calls
 static int s_destroys;                  //  destroy () calls
 static int s_event_fd = -1;             //  Readable when the test moved durable or status
+static size_t s_commit_at [64];         //  s_call_count at each commit () (the first 64)
+static bool s_commit_durable;           //  commit () makes everything durable at once
+static char s_slow_id [37];             //  Its append takes 300 ms (the loop is busy)
+static char s_hold_id [37];             //  Its append waits for s_released (at most 2 s)
+static bool s_released;                 //  Set by the test
+static bool s_hold_timed_out;           //  The wait for s_released ran out
+static pthread_cond_t s_release_cond = PTHREAD_COND_INITIALIZER;
 
 static uint64_t
 s_rec_append (void *state, const brk_store_record_t *record)
@@ -207,7 +214,18 @@ s_rec_append (void *state, const brk_store_record_t *record)
                          && strstr (record->request, record->message_id);
         seq = ++s_appended;
     }
+    const char *id = record->message_id ? record->message_id : "";
+    if (*s_hold_id && streq (id, s_hold_id)) {
+        struct timespec until;
+        clock_gettime (CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        while (!s_released && !s_hold_timed_out)
+            if (pthread_cond_timedwait (&s_release_cond, &s_lock, &until) == ETIMEDOUT)
+                s_hold_timed_out = true;
+    }
     pthread_mutex_unlock (&s_lock);
+    if (*s_slow_id && streq (id, s_slow_id))
+        zclock_sleep (300);
     return seq;
 }
 
@@ -216,8 +234,16 @@ s_rec_commit (void *state)
 {
     (void) state;
     pthread_mutex_lock (&s_lock);
+    if (s_commits < 64)
+        s_commit_at [s_commits] = s_call_count;
     s_commits++;
+    bool signal = s_commit_durable && s_durable != s_appended;
+    if (s_commit_durable)
+        s_durable = s_appended;
     pthread_mutex_unlock (&s_lock);
+    uint64_t one = 1;
+    if (signal && write (s_event_fd, &one, sizeof one) != (ssize_t) sizeof one)
+        return -1;
     return 0;
 }
 
@@ -328,6 +354,8 @@ s_seam_setup (void)
     s_call_count = 0;
     s_appended = s_durable = 0;
     s_status = s_commits = s_syncs = s_destroys = 0;
+    s_commit_durable = s_released = s_hold_timed_out = false;
+    s_slow_id [0] = s_hold_id [0] = 0;
     brk_server_config_t config;
     brk_server_config_defaults (&config);
     config.queue.heartbeat_ms = 5000;
@@ -629,4 +657,68 @@ Test (brk_store_seam, a_new_epoch_is_synced_before_its_first_lease)
     zsock_destroy (&worker);
     zsock_destroy (&client);
     zactor_destroy (&s_broker);
+}
+
+//  A PUBLISH of n requests with ids ...-<prefix><index>, and the id of its last.
+static void
+s_publish_batch (zsock_t *client, int prefix, int n, const char *req, char *last)
+{
+    char *json = malloc ((size_t) n * 80 + 64);
+    cr_assert_not_null (json);
+    size_t size = (size_t) sprintf (json, "{\"messages\":[");
+    for (int i = 0; i < n; i++) {
+        snprintf (last, 37, "00000000-0000-4000-8000-%04d%08d", prefix, i);
+        size += (size_t) sprintf (json + size, "%s{\"message_id\":\"%s\",\"instance_name\":\"c-%d\"}",
+                                  i ? "," : "", last, i);
+    }
+    sprintf (json + size, "],\"req\":\"%s\"}", req);
+    s_send (client, MMP_PUBLISH, json);
+    free (json);
+}
+
+//  Two large batches read in one turn: the first is committed as soon as
+//  it is handled, and its PUBACK leaves while the second is handled.
+Test (brk_store_seam, a_large_batch_is_committed_and_answered_while_the_next_is_handled)
+{
+    zsock_t *client = s_dealer (s_frontend);
+    zsock_set_rcvtimeo (client, 1500);
+    char slow [37], last_a [37], last_b [37];
+    pthread_mutex_lock (&s_lock);
+    s_commit_durable = true;
+    snprintf (s_slow_id, sizeof s_slow_id, "00000000-0000-4000-8000-000900000000");
+    snprintf (s_hold_id, sizeof s_hold_id, "00000000-0000-4000-8000-000200000069");
+    pthread_mutex_unlock (&s_lock);
+    //  The slow append keeps the loop busy while A and B arrive: one drain
+    //  reads all three
+    s_publish_batch (client, 9, 1, "s", slow);
+    s_publish_batch (client, 1, 70, "a", last_a);
+    s_publish_batch (client, 2, 70, "b", last_b);
+    cr_assert_str_eq (last_b, s_hold_id);
+    //  B's last append waits until A's PUBACK is here: it comes before B is done
+    mmp_msg_t msg;
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_str_eq (msg.req, "s");
+    mmp_msg_reset (&msg);
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_str_eq (msg.req, "a");
+    mmp_msg_reset (&msg);
+    pthread_mutex_lock (&s_lock);
+    s_released = true;
+    pthread_cond_broadcast (&s_release_cond);
+    bool timed_out = s_hold_timed_out;
+    pthread_mutex_unlock (&s_lock);
+    cr_assert_not (timed_out, "A's PUBACK waited for the end of B");
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_str_eq (msg.req, "b");
+    mmp_msg_reset (&msg);
+    //  Committed right after A's last append
+    bool committed_after_a = false;
+    pthread_mutex_lock (&s_lock);
+    for (int i = 0; i < s_commits && i < 64; i++)
+        if (s_commit_at [i] > 0 && s_calls [s_commit_at [i] - 1].kind == BRK_STORE_PUBLISH
+        &&  streq (s_calls [s_commit_at [i] - 1].message_id, last_a))
+            committed_after_a = true;
+    pthread_mutex_unlock (&s_lock);
+    cr_assert (committed_after_a, "no commit between A and B");
+    zsock_destroy (&client);
 }
