@@ -666,8 +666,11 @@ s_publish_batch (zsock_t *client, int prefix, int n, const char *req, char *last
     char *json = malloc ((size_t) n * 80 + 64);
     cr_assert_not_null (json);
     size_t size = (size_t) sprintf (json, "{\"messages\":[");
+    cr_assert (prefix >= 0 && prefix < 10000 && n >= 0 && n < 100000000);
     for (int i = 0; i < n; i++) {
-        snprintf (last, 37, "00000000-0000-4000-8000-%04d%08d", prefix, i);
+        char id [64];
+        snprintf (id, sizeof id, "00000000-0000-4000-8000-%04d%08d", prefix, i);
+        memcpy (last, id, 37);
         size += (size_t) sprintf (json + size, "%s{\"message_id\":\"%s\",\"instance_name\":\"c-%d\"}",
                                   i ? "," : "", last, i);
     }
