@@ -65,8 +65,8 @@ s_groups (FILE *out, const cJSON *body)
     }
     if (s_true (body, "killed"))
         fprintf (out, "KILL SWITCH ON: no group starts a lease (mandrill-ctl resume --all)\n");
-    fprintf (out, "%-20s %-28s %8s %6s %6s %8s %8s  %-6s %s\n", "GROUP", "MATCH", "IN_FLIGHT",
-             "CAP", "MAX", "WAITING", "FAILURES", "WINDOW", "STATE");
+    fprintf (out, "%-20s %-28s %8s %6s %6s %8s %8s %8s  %-6s %s\n", "GROUP", "MATCH", "IN_FLIGHT",
+             "CAP", "MAX", "WAITING", "IN_DOUBT", "FAILURES", "WINDOW", "STATE");
     const cJSON *group;
     cJSON_ArrayForEach (group, cJSON_GetObjectItemCaseSensitive (body, "groups")) {
         char cap [24], max [24];
@@ -88,11 +88,18 @@ s_groups (FILE *out, const cJSON *body)
             else
                 snprintf (window, sizeof window, "closed");
         }
-        fprintf (out, "%-20s %-28s %8.0f %6s %6s %8.0f %8.0f  %-6s %s\n", s_str (group, "name"),
+        //  A broker older than the in-doubt count sends none: shown as -
+        char doubt [24];
+        double in_doubt = s_num (group, "in_doubt", -1);
+        if (in_doubt < 0)
+            snprintf (doubt, sizeof doubt, "-");
+        else
+            snprintf (doubt, sizeof doubt, "%.0f", in_doubt);
+        fprintf (out, "%-20s %-28s %8.0f %6s %6s %8.0f %8s %8.0f  %-6s %s\n", s_str (group, "name"),
                  s_str (group, "match"), s_num (group, "in_flight", -1),
                  s_cap (s_num (group, "cap", -1), cap, sizeof cap),
                  s_cap (s_num (group, "max", -1), max, sizeof max),
-                 s_num (group, "waiting", -1), s_num (group, "failures", -1), window, state);
+                 s_num (group, "waiting", -1), doubt, s_num (group, "failures", -1), window, state);
     }
 }
 

@@ -28,7 +28,7 @@ Test (cli_policy, groups_table, .timeout = 10)
     const char *out = s_print ("GROUPS",
         "{\"policy\":true,\"killed\":true,\"groups\":["
         "{\"name\":\"zone-a\",\"match\":\"*.a.example.net\",\"in_flight\":2,\"cap\":2,\"max\":4,"
-        "\"waiting\":7,\"failures\":1,\"paused\":true,\"paused_reason\":\"error stop: 3 failures within 600 s\","
+        "\"waiting\":7,\"in_doubt\":3,\"failures\":1,\"paused\":true,\"paused_reason\":\"error stop: 3 failures within 600 s\","
         "\"window_open\":true,\"next_open\":0},"
         "{\"name\":\"default\",\"match\":\"*\",\"in_flight\":0,\"cap\":-1,\"max\":-1,\"waiting\":0,"
         "\"failures\":0,\"paused\":false,\"window_open\":false,\"next_open\":1796040000000}]}");
@@ -37,6 +37,10 @@ Test (cli_policy, groups_table, .timeout = 10)
     cr_expect (strstr (out, "paused: error stop: 3 failures within 600 s"), "%s", out);
     cr_expect (strstr (out, "none"), "%s", out);
     cr_expect (strstr (out, "opens 2026-"), "%s", out);
+    cr_expect (strstr (out, "IN_DOUBT"), "%s", out);
+    //  zone-a: 7 waiting, 3 in doubt, 1 failure; default (no count sent): -
+    cr_expect (strstr (out, "       7        3        1"), "%s", out);
+    cr_expect (strstr (out, "       0        -        0"), "%s", out);
     out = s_print ("GROUPS", "{\"policy\":false,\"groups\":[]}");
     cr_expect (strstr (out, "no restart policy"), "%s", out);
 }
