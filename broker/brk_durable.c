@@ -127,6 +127,7 @@ brk_durable_open (s_server_t *self)
     brk_queue_set_store_handler (self->queue, s_store, self);
     self->durability = brk_store_name (self->store);
     self->durable = brk_store_durable (self->store);
+    self->released = self->durable;
     brk_queue_stats_t stats;
     brk_queue_stats (self->queue, &stats);
     if (stats.ready + stats.in_flight + stats.dead)
@@ -137,10 +138,10 @@ brk_durable_open (s_server_t *self)
     return BRK_SERVER_OK;
 }
 
-//  The store moved on: release held messages and waiting replies, and
-//  say when writing starts or stops failing.
-void
-brk_durable_progress (s_server_t *self)
+//  The store moved on: release held messages (when release) and waiting
+//  replies, and say when writing starts or stops failing.
+static void
+s_progress (s_server_t *self, bool release)
 {
     uint64_t durable = brk_store_durable (self->store);
     int error = brk_store_status (self->store);
@@ -152,10 +153,13 @@ brk_durable_progress (s_server_t *self)
             mdl_info ("store %s: writing works again", self->durability);
         self->store_error = error;
     }
+    if (release && durable != self->released) {
+        brk_queue_release (self->queue, durable);
+        self->released = durable;
+    }
     if (durable == self->durable)
         return;
     self->durable = durable;
-    brk_queue_release (self->queue, durable);
     brk_reply_t **link = &self->replies;
     self->replies_tail = NULL;
     while (*link) {
@@ -174,6 +178,18 @@ brk_durable_progress (s_server_t *self)
             link = &reply->next;
         }
     }
+}
+
+void
+brk_durable_progress (s_server_t *self)
+{
+    s_progress (self, true);
+}
+
+void
+brk_durable_send_replies (s_server_t *self)
+{
+    s_progress (self, false);
 }
 
 //  Send the reply in buf now if the store is durable up to seq (or

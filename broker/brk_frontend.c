@@ -97,9 +97,11 @@ s_handle_publish (s_server_t *self, zframe_t *routing_id, const mmp_msg_t *msg,
         //  durable meanwhile (the PUBACK of the batch before this one)
         //  go out now, not after it: a publisher that pipelines a few
         //  batches then has its next one ready when this one is done.
+        //  Held messages are released after the batch, so coalescing
+        //  inside it does not depend on the disk's timing (PROTOCOL.md).
         //  Cost: one read of the store's position per 64 requests.
         if (i % 64 == 63)
-            brk_durable_progress (self);
+            brk_durable_send_replies (self);
         //  Attributes are stored and forwarded as the publisher's bytes
         char hostname [MMP_MAX_INSTANCE + 16];
         if (!request->hostname)

@@ -365,8 +365,15 @@ brk_journal_writer (void *arg)
         }
         if (rc == 0) {
             if (batch_size > self->pend_indexed) {
+                //  Only durable, for the replies: synced (what
+                //  brk_journal_sync waits for) moves at the end of the
+                //  batch, with the stats, so a sync still returns with
+                //  stats that count this batch
                 pthread_mutex_lock (&self->mutex);
-                s_publish_durable (self, seq);
+                if (seq > self->durable) {
+                    self->durable = seq;
+                    brk_journal_signal_loop (self);
+                }
                 pthread_mutex_unlock (&self->mutex);
                 //  flush emptied pend; its bytes stay until the next take
                 brk_journal_index_records (self, self->pend.data + self->pend_indexed,

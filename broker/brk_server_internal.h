@@ -79,6 +79,7 @@ typedef struct {
     const char *durability;     //  The store's name: "memory", "none", "batch", "sync"
     bool store_dirty;           //  Appended since the last commit
     uint64_t durable;           //  Store sequence known durable
+    uint64_t released;          //  Held messages released up to this sequence
     int store_error;            //  Last store status seen (errno or 0)
     brk_reply_t *replies;       //  Replies waiting for the store, oldest first
     brk_reply_t *replies_tail;  //  Newest of them
@@ -192,6 +193,10 @@ int brk_durable_open (s_server_t *self);
 //  The store's fd was readable: release held messages and send waiting
 //  replies up to its durable position; log changes of its status.
 void brk_durable_progress (s_server_t *self);
+//  The same, but only the replies: the queue is left as it is (for the
+//  middle of a PUBLISH, so the batch's own requests change state only
+//  after it). Cost: one read of the store's position.
+void brk_durable_send_replies (s_server_t *self);
 //  Send the reply in buf now if the store is durable up to seq (or seq is
 //  0), else hold it until it is. 0, or -1 when out of memory (nothing sent).
 int s_reply_when_durable (s_server_t *self, zsock_t *sock, zframe_t *routing_id,

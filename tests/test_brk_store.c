@@ -193,6 +193,9 @@ static char s_slow_id [37];             //  Its append takes 300 ms (the loop is
 static char s_hold_id [37];             //  Its append waits for s_released (at most 2 s)
 static bool s_released;                 //  Set by the test
 static bool s_hold_timed_out;           //  The wait for s_released ran out
+static char s_durable_at_id [37];       //  Its append makes everything so far durable
+static const char *const *s_seam_specs; //  Restart groups for the next seam broker
+static size_t s_seam_spec_count;
 static pthread_cond_t s_release_cond = PTHREAD_COND_INITIALIZER;
 
 static uint64_t
@@ -215,6 +218,11 @@ s_rec_append (void *state, const brk_store_record_t *record)
         seq = ++s_appended;
     }
     const char *id = record->message_id ? record->message_id : "";
+    bool moved = false;
+    if (*s_durable_at_id && streq (id, s_durable_at_id)) {
+        s_durable = s_appended;
+        moved = true;
+    }
     if (*s_hold_id && streq (id, s_hold_id)) {
         struct timespec until;
         clock_gettime (CLOCK_REALTIME, &until);
@@ -224,6 +232,9 @@ s_rec_append (void *state, const brk_store_record_t *record)
                 s_hold_timed_out = true;
     }
     pthread_mutex_unlock (&s_lock);
+    uint64_t one = 1;
+    if (moved && write (s_event_fd, &one, sizeof one) != (ssize_t) sizeof one)
+        return 0;
     if (*s_slow_id && streq (id, s_slow_id))
         zclock_sleep (300);
     return seq;
@@ -355,11 +366,13 @@ s_seam_setup (void)
     s_appended = s_durable = 0;
     s_status = s_commits = s_syncs = s_destroys = 0;
     s_commit_durable = s_released = s_hold_timed_out = false;
-    s_slow_id [0] = s_hold_id [0] = 0;
+    s_slow_id [0] = s_hold_id [0] = s_durable_at_id [0] = 0;
     brk_server_config_t config;
     brk_server_config_defaults (&config);
     config.queue.heartbeat_ms = 5000;
     config.store_open = s_rec_open;
+    config.group_specs = s_seam_specs;
+    config.group_spec_count = s_seam_spec_count;
     if (s_first_seq)
         config.queue.first_seq = s_first_seq;
     s_broker = zactor_new (brk_server, &config);
@@ -723,5 +736,48 @@ Test (brk_store_seam, a_large_batch_is_committed_and_answered_while_the_next_is_
             committed_after_a = true;
     pthread_mutex_unlock (&s_lock);
     cr_assert (committed_after_a, "no commit between A and B");
+    zsock_destroy (&client);
+}
+
+//  Under a policy, two requests for one host in one batch: the second
+//  joins the first only after the PUBACK is built (PROTOCOL.md), even when
+//  part of the batch becomes durable while it is handled.
+static const char *const s_web_group [] = { "web:web-*:2" };
+
+static void
+s_policy_seam_setup (void)
+{
+    s_seam_specs = s_web_group;
+    s_seam_spec_count = 1;
+    s_seam_setup ();
+    s_seam_specs = NULL;
+    s_seam_spec_count = 0;
+}
+
+Test (brk_store_seam, coalescing_inside_a_batch_does_not_depend_on_the_disk,
+      .init = s_policy_seam_setup)
+{
+    zsock_t *client = s_dealer (s_frontend);
+    pthread_mutex_lock (&s_lock);
+    s_commit_durable = true;
+    snprintf (s_durable_at_id, sizeof s_durable_at_id, "00000000-0000-4000-8000-000300000010");
+    pthread_mutex_unlock (&s_lock);
+    //  70 requests; 0 and 64 name the same host
+    char *json = malloc (70 * 100 + 64);
+    cr_assert_not_null (json);
+    size_t size = (size_t) sprintf (json, "{\"messages\":[");
+    for (int i = 0; i < 70; i++)
+        size += (size_t) sprintf (json + size, "%s{\"message_id\":\"00000000-0000-4000-8000-0003%08d\","
+                                  "\"instance_name\":\"%s-%d\"}", i ? "," : "", i,
+                                  i == 0 || i == 64 ? "web-same" : "web", i == 0 || i == 64 ? 0 : i);
+    sprintf (json + size, "],\"req\":\"c\"}");
+    s_send (client, MMP_PUBLISH, json);
+    free (json);
+    mmp_msg_t msg;
+    s_expect (client, MMP_PUBACK, &msg);
+    cr_assert_str_eq (msg.req, "c");
+    cr_assert_null (cJSON_GetObjectItemCaseSensitive (msg.body, "coalesced_with"),
+                    "request 64 joined request 0 at publish: it was released in mid-batch");
+    mmp_msg_reset (&msg);
     zsock_destroy (&client);
 }
