@@ -1597,6 +1597,12 @@ brk_queue_replay (brk_queue_t *self, const char *message_id)
     if (!msg || msg->state != BRK_MSG_DEAD)
         return -1;
     s_list_unlink (&self->dead, msg);
+    //  The operator's word: a replayed request is not in doubt (it may
+    //  have been dead-lettered "in_doubt" for someone to check the host),
+    //  as it is not after a restart either (recovery keeps no mark for a
+    //  dead letter)
+    if (msg->policy)
+        s_doubt_update (self, msg, false, msg->steps);
     msg->attempts = 0;
     msg->last_worker = 0;
     msg->published_at = mdl_clock_now (&self->clock);

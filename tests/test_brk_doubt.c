@@ -207,17 +207,25 @@ Test (brk_doubt, counted_while_redelivered_and_until_acked, .timeout = 10)
     s_teardown ();
 }
 
-Test (brk_doubt, a_replayed_dead_letter_counts_again, .timeout = 10)
+//  Dead-lettered in_doubt "for an operator to check and replay": the
+//  replay is the operator's word, so it runs as a plain delivery, also on
+//  a worker without verify (it is not dead-lettered in_doubt again).
+Test (brk_doubt, an_operator_replay_ends_the_doubt, .timeout = 10)
 {
     s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n"
              "        in_doubt = dead_letter\n");
     s_orphan ();
     brk_worker_t *plain = brk_queue_worker_add (s_queue, "plain", 5, NULL);
+    brk_queue_worker_set_features (s_queue, plain, BRK_FEATURE_IN_DOUBT);
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
-    (void) plain;
     cr_assert_eq (s_doubt (), 0);
     cr_assert_eq (brk_queue_replay (s_queue, "00000000-0000-4000-8000-000000000001"), 0);
-    cr_assert_eq (s_doubt (), 1, "its restart is still in doubt");
-    cr_assert_eq (s_group_doubt (0), 1);
+    cr_assert_eq (s_doubt (), 0, "the operator checked the host");
+    cr_assert_eq (s_group_doubt (0), 0);
+    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1, "dead-lettered in_doubt again");
+    cr_assert_not (s_deliveries [1].in_doubt);
+    brk_queue_stats_t stats;
+    brk_queue_stats (s_queue, &stats);
+    cr_assert_eq (stats.dead, 0);
     s_teardown ();
 }
