@@ -754,8 +754,11 @@ s_policy_seam_setup (void)
     s_seam_spec_count = 0;
 }
 
-Test (brk_store_seam, coalescing_inside_a_batch_does_not_depend_on_the_disk,
-      .init = s_policy_seam_setup)
+//  Its own suite: a test's .init runs after the suite's, not instead
+TestSuite (brk_store_seam_policy, .init = s_policy_seam_setup, .fini = s_seam_teardown,
+           .timeout = 30);
+
+Test (brk_store_seam_policy, coalescing_inside_a_batch_does_not_depend_on_the_disk)
 {
     zsock_t *client = s_dealer (s_frontend);
     pthread_mutex_lock (&s_lock);
