@@ -102,18 +102,27 @@ Test (brk_doubt, policy_key_parses_and_rejects, .timeout = 10)
     s_teardown ();
 }
 
-Test (brk_doubt, dead_letter_without_verify, .timeout = 10)
+//  Under in_doubt = dead_letter: message 1 in doubt, then dead-lettered
+//  "in_doubt" by a dispatch to a worker without verify.
+static void
+s_dead_letter_in_doubt (void)
 {
     s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n"
              "        in_doubt = dead_letter\n");
     s_orphan ();
-    //  A worker without verify may not decide: dead-lettered "in_doubt"
     brk_worker_t *plain = brk_queue_worker_add (s_queue, "plain", 5, NULL);
     brk_queue_worker_set_features (s_queue, plain, BRK_FEATURE_IN_DOUBT);
     brk_queue_stats_t stats;
     brk_queue_stats (s_queue, &stats);
     cr_assert_eq (stats.in_doubt, 1);
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+}
+
+Test (brk_doubt, dead_letter_without_verify, .timeout = 10)
+{
+    //  A worker without verify may not decide: dead-lettered "in_doubt"
+    s_dead_letter_in_doubt ();
+    brk_queue_stats_t stats;
     brk_queue_stats (s_queue, &stats);
     cr_assert_eq (stats.dead, 1);
     cr_assert_eq (stats.in_doubt, 0, "a dead letter is not pending, so not counted");
@@ -143,19 +152,9 @@ Test (brk_doubt, verify_worker_gets_it_marked, .timeout = 10)
     s_teardown ();
 }
 
-Test (brk_doubt, restart_policy_delivers_to_anyone, .timeout = 10)
-{
-    s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n");
-    s_orphan ();
-    brk_queue_worker_add (s_queue, "plain", 5, NULL);
-    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
-    cr_assert (s_deliveries [1].in_doubt);
-    s_teardown ();
-}
-
 //  How many requests are in doubt, in all and per group (STATS, /metrics):
 //  counted from the lease's end until a restart is reported or the request
-//  leaves (acked, dead-lettered); a replayed dead letter counts again.
+//  leaves (acked, dead-lettered).
 static int64_t
 s_group_doubt (size_t group)
 {
@@ -190,11 +189,13 @@ Test (brk_doubt, counted_per_group_until_a_restart_is_reported, .timeout = 10)
     s_teardown ();
 }
 
-Test (brk_doubt, counted_while_redelivered_and_until_acked, .timeout = 10)
+//  The default in_doubt = restart: delivered to any worker, marked, and
+//  counted while leased again, until acked.
+Test (brk_doubt, restart_policy_delivers_to_anyone, .timeout = 10)
 {
     s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n");
     s_orphan ();
-    brk_queue_worker_add (s_queue, "second", 5, NULL);
+    brk_queue_worker_add (s_queue, "plain", 5, NULL);
     cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 1);
     cr_assert (s_deliveries [1].in_doubt);
     cr_assert_eq (s_group_doubt (0), 1, "leased again, and still in doubt");
@@ -212,12 +213,7 @@ Test (brk_doubt, counted_while_redelivered_and_until_acked, .timeout = 10)
 //  a worker without verify (it is not dead-lettered in_doubt again).
 Test (brk_doubt, an_operator_replay_ends_the_doubt, .timeout = 10)
 {
-    s_setup ("groups\n    db\n        match = db-*\n        restart_timeout = 10s\n"
-             "        in_doubt = dead_letter\n");
-    s_orphan ();
-    brk_worker_t *plain = brk_queue_worker_add (s_queue, "plain", 5, NULL);
-    brk_queue_worker_set_features (s_queue, plain, BRK_FEATURE_IN_DOUBT);
-    cr_assert_eq (brk_queue_dispatch (s_queue, s_deliver, NULL), 0);
+    s_dead_letter_in_doubt ();
     cr_assert_eq (s_doubt (), 0);
     cr_assert_eq (brk_queue_replay (s_queue, "00000000-0000-4000-8000-000000000001"), 0);
     cr_assert_eq (s_doubt (), 0, "the operator checked the host");
